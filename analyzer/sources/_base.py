@@ -1,0 +1,116 @@
+"""What every reader shares: the result type, rejected lines, and the frame builder.
+
+A reader turns one file into a :class:`ReadResult`: the normalized events frame (DESIGN
+contract 3) plus the lines it could not use, each with its line number and reason. Rejected
+lines are never silently dropped: the caller reports the count and writes them to a
+``*.rejected`` file beside its output with :func:`write_rejected`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
+
+__all__ = [
+    "ReadResult",
+    "Rejected",
+    "build_frame",
+    "empty_frame",
+    "write_rejected",
+]
+
+#: Longest line a reader accepts; longer ones are set aside rather than parsed.
+MAX_LINE_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejected:
+    """One input line a reader could not use."""
+
+    path: str
+    line: int
+    reason: str
+    raw: bytes = b""
+
+    def describe(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadResult:
+    """The normalized frame from one or more inputs, and what was set aside."""
+
+    frame: pd.DataFrame
+    rejected: tuple[Rejected, ...] = ()
+    skipped_alerts: int = 0
+
+    def summary(self) -> str:
+        """One line for a person: how many events were read and rejected, and where."""
+        text = f"{len(self.frame):,} events read"
+        if self.rejected:
+            first = self.rejected[:3]
+            where = "; ".join(r.describe() for r in first)
+            more = f" (and {len(self.rejected) - 3:,} more)" if len(self.rejected) > 3 else ""
+            text += f", {len(self.rejected):,} lines rejected: {where}{more}"
+        return text
+
+
+def empty_frame() -> pd.DataFrame:
+    """A frame with every normalized column and no rows."""
+    return build_frame({})
+
+
+def build_frame(columns: dict[str, Sequence | np.ndarray | pd.Series], *,
+                length: int | None = None) -> pd.DataFrame:
+    """Assemble a normalized frame from column arrays, with the contract's dtypes.
+
+    Missing optional columns are filled with nulls; missing required string columns with
+    empty strings; ``outcome`` is a category with exactly success/failure/unknown. Timestamps
+    must already be ``datetime64[ns, UTC]``-convertible.
+    """
+    if length is None:
+        length = next((len(v) for v in columns.values()), 0)
+    data: dict[str, pd.Series] = {}
+    for name, dtype in FRAME_COLUMNS.items():
+        values = columns.get(name)
+        if name == "timestamp":
+            series = pd.Series(values if values is not None else [], dtype="object")
+            series = pd.to_datetime(series, utc=True).astype("datetime64[ns, UTC]")
+        elif name == "outcome":
+            raw = pd.Series(values if values is not None else ["unknown"] * length, dtype="object")
+            series = pd.Series(pd.Categorical(raw, categories=OUTCOME_CATEGORIES))
+        elif dtype == "category":
+            if values is None:
+                values = [""] * length if name in REQUIRED_FRAME_COLUMNS else [None] * length
+            series = pd.Series(values, dtype="object")
+            if name in REQUIRED_FRAME_COLUMNS:
+                series = series.fillna("")
+            series = series.astype("category")
+        else:
+            series = pd.Series(values if values is not None else [None] * length,
+                               dtype="object").astype(dtype)
+        data[name] = series.reset_index(drop=True)
+    return pd.DataFrame(data)
+
+
+def write_rejected(rejected: Iterable[Rejected], destination: str | os.PathLike[str]) -> int:
+    """Append rejected lines to ``destination`` as ``path:line: reason`` plus the raw bytes.
+
+    Returns how many were written. The raw line is kept (truncated to 4 KiB) so that a person
+    can fix and re-import it; nothing rejected is lost without trace.
+    """
+    count = 0
+    with Path(destination).open("ab") as out:
+        for item in rejected:
+            raw = item.raw[:4096].replace(b"\n", b"\\n")
+            out.write(f"# {item.describe()}\n".encode("utf-8", "backslashreplace"))
+            out.write(raw + b"\n")
+            count += 1
+    return count
