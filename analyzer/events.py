@@ -171,7 +171,7 @@ def infer_category(action: str) -> tuple[str, ...]:
     """
     head = action.replace("_", ".").split(".", 1)[0].lower()
     for prefix, category in _CATEGORY_BY_PREFIX:
-        if head == prefix or head.startswith(prefix) and prefix not in ("su", "key"):
+        if head == prefix or (head.startswith(prefix) and prefix not in ("su", "key")):
             return (category,)
     return ()
 
@@ -271,7 +271,7 @@ class AuditEvent:
     rule_version: str | None = None
     analyzer: Mapping[str, Any] | None = None
 
-    def __init__(self, action: str, **fields: Any) -> None:  # noqa: D107
+    def __init__(self, action: str, **fields: Any) -> None:
         # A hand-written __init__ so that callers may pass strings for enums, lists for
         # tuples and strings for timestamps, and still get a normalized, validated value.
         if not isinstance(action, str) or not action:

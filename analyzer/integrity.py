@@ -1,0 +1,347 @@
+"""Tamper evidence: canonical encoding, the keyed hash chain, checkpoints and verification.
+
+Each record's ``event.hash`` is ``HMAC-SHA256(key, prev_hash || "\\n" || canonical)`` when a
+key is configured, ``SHA-256(prev_hash || "\\n" || canonical)`` otherwise, where ``canonical`` is
+the record's JSON with sorted keys, no spaces, UTF-8 and without ``event.hash`` itself
+(DESIGN contract 2). The first record of a chain links to :data:`GENESIS_HASH`.
+
+:func:`verify_log` streams a log once, in bounded memory, and names the first record that does
+not hold and why: changed, missing, inserted, reordered, truncated or bad JSON.
+
+This module imports nothing of the project but :mod:`analyzer.errors` and the JSON codec.
+
+>>> chain = ChainHasher(b"secret")
+>>> h1 = chain.link(GENESIS_HASH, b'{"a":1}')
+>>> h1 == ChainHasher(b"secret").link(GENESIS_HASH, b'{"a":1}')
+True
+>>> h1 == ChainHasher(None).link(GENESIS_HASH, b'{"a":1}')
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from analyzer.errors import ConfigError, IntegrityError, SourceError
+
+__all__ = [
+    "GENESIS_HASH",
+    "ChainHasher",
+    "Checkpoint",
+    "Problem",
+    "VerifyReport",
+    "canonical_bytes",
+    "checkpoint_path",
+    "load_key",
+    "read_checkpoints",
+    "verify_log",
+    "write_checkpoint",
+]
+
+GENESIS_HASH = "0" * 64
+_CANONICAL = orjson.OPT_SORT_KEYS
+
+
+class ChainHasher:
+    """Computes chain links; keyed (HMAC-SHA256) when given a key, plain SHA-256 otherwise.
+
+    The HMAC's inner and outer states are prepared once, so a link costs two hash-object
+    copies rather than a fresh key schedule: this is on the logger's per-event path.
+    """
+
+    __slots__ = ("_inner", "_outer", "keyed")
+
+    def __init__(self, key: bytes | None) -> None:
+        self.keyed = bool(key)
+        if key:
+            block = 64
+            if len(key) > block:
+                key = hashlib.sha256(key).digest()
+            key = key.ljust(block, b"\0")
+            self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+            self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        else:
+            self._inner = hashlib.sha256()
+            self._outer = None
+
+    def link(self, prev_hash: str, canonical: bytes) -> str:
+        """The hash of a record whose canonical encoding is ``canonical``."""
+        inner = self._inner.copy()
+        inner.update(b"%s\n%s" % (prev_hash.encode("ascii"), canonical))
+        if self._outer is None:
+            return inner.hexdigest()
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    @property
+    def algorithm(self) -> str:
+        return "hmac-sha256" if self.keyed else "sha256"
+
+
+def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
+    """The canonical encoding the chain covers: ``doc`` without ``event.hash``, sorted keys."""
+    event = doc.get("event")
+    if isinstance(event, Mapping) and "hash" in event:
+        doc = {**doc, "event": {k: v for k, v in event.items() if k != "hash"}}
+    return orjson.dumps(doc, option=_CANONICAL)
+
+
+def load_key(source: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """Return key bytes from bytes, or from a key file's contents (trailing newline stripped).
+
+    A key file readable by group or others is accepted here but flagged by the CLI; an empty
+    key is refused because it would silently downgrade the chain to unkeyed.
+    """
+    if source is None:
+        return None
+    if isinstance(source, bytes):
+        key = source
+    else:
+        path = Path(source)
+        try:
+            key = path.read_bytes().rstrip(b"\r\n")
+        except FileNotFoundError:
+            raise SourceError(f"{path}: key file not found") from None
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read key file: {exc.strerror}") from None
+    if not key:
+        raise ConfigError("integrity key is empty")
+    return key
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The head of the chain at one moment: kept elsewhere, it exposes truncation."""
+
+    sequence: int
+    hash: str
+    time: str
+    log: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self), option=_CANONICAL)
+
+
+def checkpoint_path(log_path: str | os.PathLike[str]) -> Path:
+    """Where the logger writes checkpoints for ``log_path``: beside it, ``.checkpoints``."""
+    path = Path(log_path)
+    return path.with_name(path.name + ".checkpoints")
+
+
+def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint) -> None:
+    """Append one checkpoint line to ``destination``."""
+    with open(destination, "ab") as out:
+        out.write(checkpoint.to_json() + b"\n")
+
+
+def read_checkpoints(source: str | os.PathLike[str]) -> list[Checkpoint]:
+    """All checkpoints in a file, in order; a malformed line is an :class:`IntegrityError`."""
+    path = Path(source)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: checkpoint file not found") from None
+    result = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+            result.append(Checkpoint(sequence=int(doc["sequence"]), hash=str(doc["hash"]),
+                                     time=str(doc.get("time", "")), log=str(doc.get("log", ""))))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise IntegrityError(f"{path}:{number}: not a checkpoint record") from None
+    return result
+
+
+def now_checkpoint(sequence: int, head: str, log: str) -> Checkpoint:
+    stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return Checkpoint(sequence=sequence, hash=head, time=stamp, log=log)
+
+
+# -- verification --------------------------------------------------------------------------
+
+class Problem(enum.StrEnum):
+    """Why a record does not hold."""
+
+    CHANGED = "changed"
+    MISSING = "missing"
+    INSERTED = "inserted"
+    REORDERED = "reordered"
+    TRUNCATED = "truncated"
+    BAD_JSON = "bad JSON"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What :func:`verify_log` found."""
+
+    path: str
+    records: int
+    head_sequence: int
+    head_hash: str
+    ok: bool
+    problem: Problem | None = None
+    line: int | None = None
+    sequence: int | None = None
+    detail: str = ""
+    checkpoint_checked: bool = False
+
+    def summary(self) -> str:
+        """One line for a person."""
+        if self.ok:
+            extra = " and matches the checkpoint" if self.checkpoint_checked else ""
+            return (f"{self.path}: OK, {self.records:,} records, chain intact{extra} "
+                    f"(head sequence {self.head_sequence})")
+        where = f"line {self.line}" if self.line is not None else "end of log"
+        seq = f", sequence {self.sequence}" if self.sequence is not None else ""
+        return (f"{self.path}: BROKEN at {where}{seq}: {self.problem}: {self.detail} "
+                f"({self.records:,} records verified before it)")
+
+
+_LOOKAHEAD = 1000
+
+
+@dataclasses.dataclass(slots=True)
+class _Record:
+    line: int
+    raw: bytes
+    doc: dict[str, Any] | None
+    sequence: int | None
+    hash: str | None
+    canonical: bytes
+
+
+def _parse(number: int, raw: bytes) -> _Record:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _Record(number, raw, None, None, None, b"")
+    if not isinstance(doc, dict):
+        return _Record(number, raw, None, None, None, b"")
+    event = doc.get("event")
+    seq = hash_ = None
+    if isinstance(event, dict):
+        seq = event.get("sequence")
+        hash_ = event.get("hash")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(hash_, str):
+        return _Record(number, raw, doc, None, None, b"")
+    return _Record(number, raw, doc, seq, hash_, canonical_bytes(doc))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (line number, bytes without newline, complete?) lazily, in bounded memory."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            complete = raw.endswith(b"\n")
+            yield number, raw.rstrip(b"\r\n"), complete
+
+
+def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
+               checkpoint: Checkpoint | None = None) -> VerifyReport:
+    """Recompute the chain of ``path`` and report the first record that does not hold.
+
+    Parameters
+    ----------
+    path
+        The audit log (JSON lines written by :class:`analyzer.logger.AuditLogger`).
+    key
+        The integrity key the log was written with, or ``None`` for an unkeyed log.
+    checkpoint
+        A checkpoint kept elsewhere. The log must contain its sequence with the same hash;
+        a log that ends before it has been truncated.
+    """
+    log_path = Path(path)
+    if not log_path.exists():
+        raise SourceError(f"{log_path}: no such file")
+    if log_path.is_dir():
+        raise SourceError(f"{log_path}: is a directory, expected an audit log file")
+    hasher = ChainHasher(key)
+    prev_hash, prev_seq, records = GENESIS_HASH, 0, 0
+    checked = False
+    lines = _lines(log_path)
+
+    def broken(problem: Problem, rec_line: int | None, seq: int | None,
+               detail: str) -> VerifyReport:
+        return VerifyReport(str(log_path), records, prev_seq, prev_hash, False, problem,
+                            rec_line, seq, detail, checked)
+
+    for number, raw, complete in lines:
+        record = _parse(number, raw)
+        if record.doc is None:
+            what = "incomplete last line (torn write)" if not complete else "not a JSON object"
+            return broken(Problem.BAD_JSON, number, None, what)
+        if record.sequence is None:
+            return broken(Problem.BAD_JSON, number, None,
+                          "record has no integer event.sequence and string event.hash")
+        expected = prev_seq + 1
+        if record.sequence == expected and hasher.link(prev_hash, record.canonical) == record.hash:
+            prev_hash, prev_seq = record.hash, record.sequence
+            records += 1
+            if checkpoint is not None and prev_seq == checkpoint.sequence:
+                if prev_hash != checkpoint.hash:
+                    return broken(Problem.CHANGED, number, prev_seq,
+                                  "chain is consistent but does not match the checkpoint: "
+                                  "the log was rewritten from here or earlier")
+                checked = True
+            continue
+        problem, detail = _diagnose(record, lines, hasher, prev_hash, expected, records)
+        return broken(problem, number, record.sequence, detail)
+
+    if checkpoint is not None and not checked and checkpoint.sequence > prev_seq:
+        return VerifyReport(str(log_path), records, prev_seq, prev_hash, False,
+                            Problem.TRUNCATED, None, prev_seq + 1,
+                            f"log ends at sequence {prev_seq} but the checkpoint of "
+                            f"{checkpoint.time or 'unknown time'} records sequence "
+                            f"{checkpoint.sequence}")
+    return VerifyReport(str(log_path), records, prev_seq, prev_hash, True,
+                        checkpoint_checked=checked)
+
+
+def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes, bool]], hasher: ChainHasher,
+              prev_hash: str, expected: int, verified: int) -> tuple[Problem, str]:
+    """Say why ``record`` breaks the chain, looking a bounded distance ahead."""
+    ahead: deque[_Record] = deque()
+    for _, (number, raw, _complete) in zip(range(_LOOKAHEAD), lines, strict=False):
+        ahead.append(_parse(number, raw))
+    nxt = ahead[0] if ahead else None
+    if (nxt is not None and nxt.sequence == expected
+            and hasher.link(prev_hash, nxt.canonical) == nxt.hash):
+        return Problem.INSERTED, (f"a record that is not part of the chain was inserted before "
+                                  f"sequence {expected}")
+    if record.sequence == expected:
+        if verified == 0 and hasher.keyed is False and record.sequence == 1:
+            hint = " (if this log is keyed, pass its key)"
+        elif hasher.keyed and hasher.link(prev_hash, record.canonical) != record.hash:
+            hint = " (or it was re-signed with another key)"
+        else:
+            hint = ""
+        return Problem.CHANGED, f"content or hash does not match the chain{hint}"
+    if any(r.sequence == expected for r in ahead):
+        return Problem.REORDERED, (f"expected sequence {expected} here, found {record.sequence}; "
+                                   f"sequence {expected} appears later")
+    if record.sequence is not None and record.sequence > expected:
+        gap = record.sequence - expected
+        span = f"{expected}" if gap == 1 else f"{expected}-{record.sequence - 1}"
+        return Problem.MISSING, f"record(s) {span} deleted ({gap} missing)"
+    return Problem.REORDERED, (f"sequence {record.sequence} appears after {expected - 1}: "
+                               f"out of order or duplicated")
+
+
+def require_intact(report: VerifyReport) -> None:
+    """Raise :class:`IntegrityError` with the report's summary unless it is intact."""
+    if not report.ok:
+        raise IntegrityError(report.summary())

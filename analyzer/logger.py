@@ -1,0 +1,690 @@
+"""The audit logger: an append-only, hash-chained JSON-lines writer, and its bridges.
+
+:class:`AuditLogger` writes to the file it is given and holds no module-level state.
+``log()`` builds the ECS document and queues it; records are chained (sequence and hash)
+and appended when the queue is flushed, under an exclusive lock on the file, so that several
+threads or processes appending to one log never fork its chain. The durability policy says
+when that happens:
+
+``flush``   every record is written (and flushed to the OS) before ``log()`` returns;
+``batch``   (default) at least every ``batch_records`` records or ``batch_ms`` milliseconds,
+            and on close: a crash loses at most that window;
+``fsync``   every record is written and fsynced before ``log()`` returns.
+
+:class:`AuditHandler` lets code that uses :mod:`logging` write audit events, and
+:func:`setup_audit_logger` / :func:`log_audit_event` keep the original two-function API.
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+>>> with AuditLogger(path, service="inference-api", key=b"k") as audit:
+...     _ = audit.log("model.download", user="bob", resource="models/llm-7b",
+...                   outcome="success", source_ip="10.1.2.3")
+>>> from analyzer.integrity import verify_log
+>>> verify_log(path, key=b"k").ok
+True
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import fcntl
+import functools
+import ipaddress
+import itertools
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from analyzer.errors import ConfigError, IntegrityError, LogWriteError, SchemaError
+from analyzer.events import (
+    ECS_CATEGORIES,
+    ECS_VERSION,
+    AuditEvent,
+    Level,
+    Outcome,
+    format_timestamp,
+    infer_category,
+    parse_timestamp,
+)
+from analyzer.integrity import (
+    GENESIS_HASH,
+    ChainHasher,
+    checkpoint_path,
+    load_key,
+    now_checkpoint,
+    write_checkpoint,
+)
+
+__all__ = [
+    "AuditHandler",
+    "AuditLogger",
+    "Durability",
+    "log_audit_event",
+    "setup_audit_logger",
+]
+
+_log = logging.getLogger(__name__)
+
+GeoLookup = Callable[[str], "tuple[str | None, str | None] | None"]
+
+
+class Durability(enum.StrEnum):
+    """When queued records reach the file; see the module docstring."""
+
+    FLUSH = "flush"
+    BATCH = "batch"
+    FSYNC = "fsync"
+
+
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_TAIL_CHUNK = 1 << 16
+
+
+def _default(obj: Any) -> Any:
+    # Only for types orjson does not know. A silent repr would make the record unverifiable
+    # after a round trip, so anything unknown is an error the caller sees.
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return format_timestamp(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item) and type(obj).__module__ == "numpy":
+        return item()
+    raise TypeError(f"cannot write a value of type {type(obj).__name__} into an audit record")
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_ip(value: str) -> str:
+    # Cached: the same few addresses recur on every call, and parsing costs microseconds.
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise SchemaError(f"source.ip: not an IP address: {value!r}") from None
+
+
+class _Timestamps:
+    """Formats ``@timestamp`` cheaply: the date-and-seconds prefix is cached per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second, micro = divmod(ns // 1000, 1_000_000)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._second = second
+        return f"{self._prefix}{micro:06d}Z"
+
+
+class AuditLogger:
+    """Append-only, hash-chained audit log writer.
+
+    Parameters
+    ----------
+    path
+        The JSON-lines file to append to. Reopening an existing log continues its chain.
+    service
+        ``service.name`` of every record.
+    key
+        Integrity key (bytes, or a path to a key file). With a key the chain is HMAC-SHA256,
+        without one plain SHA-256 (tamper-evident against accidents, not against an attacker
+        who can rewrite the file).
+    min_level
+        Records below this level are not written.
+    durability
+        ``"flush"``, ``"batch"`` (default) or ``"fsync"``.
+    batch_records, batch_ms
+        The batch window: queued records are written when this many are waiting, or this many
+        milliseconds after the first of them, whichever comes first.
+    checkpoint_every
+        Write a checkpoint (sequence, head hash, time) beside the log after this many
+        records, and always on close. ``0`` writes one on close only.
+    name
+        ``log.logger`` of records written through :meth:`log`.
+    host
+        ``host.name``; defaults to this machine's host name.
+    geo
+        Optional callable ``ip -> (country_iso_code, city_name)`` used when a record has a
+        source IP but no country (no GeoIP database is bundled).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        service: str | None = None,
+        key: bytes | str | os.PathLike[str] | None = None,
+        min_level: Level | str | int = Level.DEBUG,
+        durability: Durability | str = Durability.BATCH,
+        batch_records: int = 512,
+        batch_ms: float = 200.0,
+        checkpoint_every: int = 10_000,
+        name: str = "audit",
+        host: str | None = None,
+        geo: GeoLookup | None = None,
+    ) -> None:
+        try:
+            self.durability = Durability(durability)
+        except ValueError:
+            raise ConfigError(
+                f"durability must be flush, batch or fsync, not {durability!r}") from None
+        if batch_records < 1 or batch_ms <= 0:
+            raise ConfigError("batch_records and batch_ms must be positive")
+        self.path = Path(path)
+        self.service = service
+        self.name = name
+        self.min_level = Level.parse(min_level)
+        self.host = host if host is not None else socket.gethostname()
+        self._geo = functools.lru_cache(maxsize=4096)(geo) if geo else None
+        self._hasher = ChainHasher(load_key(key))
+        self._batch_records = batch_records if self.durability is Durability.BATCH else 1
+        self._batch_seconds = batch_ms / 1000.0
+        self._checkpoint_every = checkpoint_every
+        self._timestamps = _Timestamps()
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count(1)
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._since_checkpoint = 0
+        self.recovered_torn: Path | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
+        with self._file_lock():
+            self._end, self._seq, self._head = self._read_head()
+        atexit.register(self.close)
+        if self.recovered_torn is not None:
+            self.log("audit.recovery", level=Level.WARNING, outcome=Outcome.SUCCESS,
+                     category=("configuration",), stacklevel=2,
+                     message=f"an incomplete last line (torn write) was moved aside to "
+                             f"{self.recovered_torn.name}; the chain continues from sequence "
+                             f"{self._seq}")
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """``(sequence, hash)`` of the last record written (``(0, GENESIS_HASH)`` if none)."""
+        with self._lock:
+            self._flush_locked()
+            return self._seq, self._head
+
+    def log(
+        self,
+        action: str,
+        *,
+        user: str | None = None,
+        outcome: Outcome | str | bool | None = Outcome.UNKNOWN,
+        resource: str | None = None,
+        source_ip: str | None = None,
+        level: Level | str | int = Level.INFO,
+        message: str = "",
+        category: str | Iterable[str] | None = None,
+        country: str | None = None,
+        city: str | None = None,
+        resource_type: str | None = None,
+        bytes: int | None = None,
+        session: str | None = None,
+        roles: Iterable[str] | None = None,
+        timestamp: datetime | str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        stacklevel: int = 1,
+    ) -> str | None:
+        """Write one audit event; return its ``event.id`` (``None`` if below ``min_level``).
+
+        ``extra`` is a mapping of additional fields under this project's ``analyzer``
+        namespace (free-form details); it never overrides the ECS fields.
+        """
+        lvl = level if type(level) is Level else Level.parse(level)
+        if lvl < self.min_level:
+            return None
+        if not action or not isinstance(action, str):
+            raise SchemaError("event.action: must be a non-empty string")
+        out = _OUTCOMES.get(outcome) if type(outcome) is str else None  # the common case
+        if out is None:
+            out = Outcome.parse(outcome)
+        if category is None:
+            cats = _CATEGORY_CACHE.get(action)
+            if cats is None:
+                cats = _CATEGORY_CACHE.setdefault(action, list(infer_category(action)))
+        else:
+            cats = [category] if isinstance(category, str) else list(category)
+            bad = [c for c in cats if c not in ECS_CATEGORIES]
+            if bad:
+                raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
+        frame = sys._getframe(stacklevel)
+        code = frame.f_code
+        event: dict[str, Any] = {
+            "action": action,
+            "id": f"{self._id_prefix}-{next(self._ids):x}",
+            "kind": "event",
+            "outcome": out.value,
+        }
+        if cats:
+            event["category"] = cats
+        doc: dict[str, Any] = {
+            "@timestamp": self._timestamps.now() if timestamp is None else _stamp(timestamp),
+            "ecs": _ECS,
+            "event": event,
+            "host": {"name": self.host},
+            "log": {
+                "level": lvl.label,
+                "logger": self.name,
+                "origin": {"file": {"name": _basename(code.co_filename),
+                                    "line": frame.f_lineno},
+                           "function": code.co_name},
+            },
+            "message": message,
+            "process": {"pid": os.getpid()},
+        }
+        if self.service:
+            doc["service"] = {"name": self.service}
+        if user:
+            if not isinstance(user, str):
+                raise SchemaError(f"user.name: expected a string, got {user!r}")
+            doc["user"] = {"name": user, "roles": list(roles)} if roles else {"name": user}
+        if source_ip:
+            source: dict[str, Any] = {"ip": _valid_ip(source_ip)}
+            if country is None and self._geo is not None:
+                country, city = self._geo(source["ip"]) or (None, None)
+            geo = {k: v for k, v in (("country_iso_code", country), ("city_name", city)) if v}
+            if geo:
+                source["geo"] = geo
+            doc["source"] = source
+        if resource or resource_type or bytes is not None:
+            res: dict[str, Any] = {}
+            if resource:
+                res["name"] = resource
+            if resource_type:
+                res["type"] = resource_type
+            if bytes is not None:
+                if isinstance(bytes, bool) or not isinstance(bytes, int):
+                    raise SchemaError(f"resource.bytes: expected an integer, got {bytes!r}")
+                res["bytes"] = bytes
+            doc["resource"] = res
+        if session:
+            doc["session"] = {"id": session}
+        if extra:
+            doc["analyzer"] = dict(extra)
+        self._enqueue(doc)
+        return event["id"]
+
+    def debug(self, action: str, **fields: Any) -> str | None:
+        return self.log(action, level=Level.DEBUG, stacklevel=2, **fields)
+
+    def info(self, action: str, **fields: Any) -> str | None:
+        return self.log(action, level=Level.INFO, stacklevel=2, **fields)
+
+    def warning(self, action: str, **fields: Any) -> str | None:
+        return self.log(action, level=Level.WARNING, stacklevel=2, **fields)
+
+    def error(self, action: str, **fields: Any) -> str | None:
+        return self.log(action, level=Level.ERROR, stacklevel=2, **fields)
+
+    def critical(self, action: str, **fields: Any) -> str | None:
+        return self.log(action, level=Level.CRITICAL, stacklevel=2, **fields)
+
+    def log_event(self, event: AuditEvent) -> str | None:
+        """Write a pre-built :class:`AuditEvent`, keeping its timestamp and fields.
+
+        Used for imports and for the analyzer's alerts. Its ``id`` is kept when set (so that
+        re-importing is idempotent downstream); sequence and hash are always the chain's own.
+        Location metadata the event lacks is filled from this logger.
+        """
+        if event.level < self.min_level:
+            return None
+        doc = event.to_ecs()
+        doc["ecs"] = _ECS
+        ev = doc["event"]
+        ev.pop("sequence", None)
+        ev.pop("hash", None)
+        ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
+        doc.setdefault("host", {"name": self.host})
+        doc.setdefault("process", {"pid": os.getpid()})
+        doc["log"].setdefault("logger", self.name)
+        if self.service:
+            doc.setdefault("service", {"name": self.service})
+        self._enqueue(doc)
+        return ev["id"]
+
+    def flush(self, *, fsync: bool = False) -> None:
+        """Write every queued record now (and fsync the file if asked)."""
+        with self._lock:
+            self._flush_locked()
+            if fsync:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Flush, write a final checkpoint and close the file. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._flush_locked()
+                if self._seq:
+                    self._checkpoint()
+            finally:
+                self._closed = True
+                self._wake.set()
+                os.close(self._fd)
+                atexit.unregister(self.close)
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
+
+    def __enter__(self) -> AuditLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AuditLogger({str(self.path)!r}, durability={self.durability.value!r})"
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _enqueue(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise LogWriteError(f"{self.path}: audit logger is closed")
+            self._pending.append(doc)
+            if len(self._pending) >= self._batch_records:
+                self._flush_locked()
+                if self.durability is Durability.FSYNC:
+                    os.fsync(self._fd)
+            elif self._flusher is None:
+                self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        # A daemon thread bounds how long a record can wait in memory under "batch".
+        self._flusher = threading.Thread(target=self._flush_periodically,
+                                         name=f"audit-flush:{self.path.name}", daemon=True)
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._batch_seconds)
+            if self._closed:
+                return
+            with self._lock:
+                if self._pending and not self._closed:
+                    try:
+                        self._flush_locked()
+                    except LogWriteError:
+                        _log.exception("background flush of %s failed", self.path)
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self._file_lock():
+            if os.fstat(self._fd).st_size != self._end:
+                # Another process appended since our last write: continue from its head.
+                self._end, self._seq, self._head = self._read_head()
+            seq, head, link = self._seq, self._head, self._hasher.link
+            lines = []
+            for doc in pending:
+                seq += 1
+                doc["event"]["sequence"] = seq
+                try:
+                    canonical = orjson.dumps(doc, default=_default, option=_CANONICAL)
+                except TypeError as exc:
+                    # Drop only the offending record, not the batch, and keep the chain whole.
+                    seq -= 1
+                    _log.error("audit record not written: %s", exc)
+                    continue
+                head = link(head, canonical)
+                doc["event"]["hash"] = head
+                lines.append(_with_hash(canonical, seq, head))
+            blob = b"\n".join(lines) + b"\n" if lines else b""
+            try:
+                written = os.write(self._fd, blob)
+                while written < len(blob):
+                    written += os.write(self._fd, blob[written:])
+            except OSError as exc:
+                # Nothing was chained on disk beyond what is there; requeue for the next try.
+                self._pending = pending + self._pending
+                for doc in pending:
+                    doc["event"].pop("sequence", None)
+                    doc["event"].pop("hash", None)
+                self._end = os.fstat(self._fd).st_size
+                raise LogWriteError(
+                    f"{self.path}: cannot write audit log: {exc.strerror}") from None
+            self._end += len(blob)
+            self._since_checkpoint += seq - self._seq
+            self._seq, self._head = seq, head
+        if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        self._since_checkpoint = 0
+        try:
+            write_checkpoint(checkpoint_path(self.path),
+                             now_checkpoint(self._seq, self._head, self.path.name))
+        except OSError as exc:
+            _log.warning("cannot write checkpoint beside %s: %s", self.path, exc)
+
+    def _file_lock(self) -> _FileLock:
+        return _FileLock(self._fd)
+
+    def _read_head(self) -> tuple[int, int, str]:
+        """(file size, last sequence, last hash) of the log, setting aside a torn tail."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return 0, 0, GENESIS_HASH
+        with open(self.path, "rb") as handle:
+            last_line, start = _last_line(handle, size)
+            if not last_line.endswith(b"\n"):
+                size = self._set_aside_torn(handle, start, size)
+                if size == 0:
+                    return 0, 0, GENESIS_HASH
+                last_line, start = _last_line(handle, size)
+        try:
+            doc = orjson.loads(last_line)
+            seq, head = doc["event"]["sequence"], doc["event"]["hash"]
+            if not isinstance(seq, int) or not isinstance(head, str):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise IntegrityError(
+                f"{self.path}: the last record (byte {start}) is not a chained audit record; "
+                "refusing to continue a chain that cannot be verified (run verify)") from None
+        if len(head) != len(GENESIS_HASH):
+            raise IntegrityError(f"{self.path}: the last record has a malformed event.hash")
+        return size, seq, head
+
+    def _set_aside_torn(self, handle: Any, start: int, size: int) -> int:
+        handle.seek(start)
+        torn = handle.read(size - start)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
+        aside.write_bytes(torn)
+        os.truncate(self.path, start)
+        self.recovered_torn = aside
+        _log.warning("%s: moved an incomplete last line (%d bytes) aside to %s",
+                     self.path, len(torn), aside)
+        return start
+
+
+_ECS = {"version": ECS_VERSION}
+_CATEGORY_CACHE: dict[str, list[str]] = {}
+_OUTCOMES = {o.value: o for o in Outcome}
+_basename = functools.lru_cache(maxsize=1024)(os.path.basename)
+
+
+def _with_hash(canonical: bytes, sequence: int, head: str) -> bytes:
+    """The on-disk line: the canonical record with ``event.hash`` spliced in after
+    ``event.sequence``, which saves encoding every record twice.
+
+    The splice point is found from the end: in the sorted canonical form every top-level key
+    after ``event`` (host, log, message, process, resource, service, session, source, user)
+    is written by this module and has no ``sequence`` member, and a ``"sequence":`` inside a
+    JSON string would have its quote escaped. ``verify`` re-canonicalizes each record, so a
+    wrong splice could never pass silently.
+    """
+    marker = b'"sequence":%d' % sequence
+    cut = canonical.rfind(marker) + len(marker)
+    return b'%s,"hash":"%s"%s' % (canonical[:cut], head.encode("ascii"), canonical[cut:])
+
+
+def _stamp(value: datetime | str) -> str:
+    return format_timestamp(parse_timestamp(value))
+
+
+def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
+    """The last line of a file of ``size`` bytes (with its newline, if any) and its offset.
+
+    Reads backwards in chunks, so reopening a large log costs one line, not the file.
+    """
+    pos, buf = size, b""
+    while True:
+        step = min(_TAIL_CHUNK, pos)
+        pos -= step
+        handle.seek(pos)
+        buf = handle.read(step) + buf
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)  # a newline in the last byte ends the line
+        if cut != -1:
+            return buf[cut + 1:], pos + cut + 1
+        if pos == 0:
+            return buf, 0
+
+
+class _FileLock:
+    """An exclusive advisory lock on the log, so concurrent writers take turns."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+# -- the stdlib logging bridge -------------------------------------------------------------
+
+#: LogRecord attributes (set through ``extra=``) that map onto audit event fields.
+_HANDLER_FIELDS = ("user", "outcome", "resource", "source_ip", "category", "country", "city",
+                   "resource_type", "bytes", "session", "roles")
+
+
+class AuditHandler(logging.Handler):
+    """A :class:`logging.Handler` that writes each record as a chained audit event.
+
+    ``logger.warning("blocked", extra={"action": "login", "user": "eve", "outcome":
+    "failure"})`` becomes an event with that action and those fields; the level, message,
+    logger name and the caller's file, line and function come from the LogRecord. Records
+    without an ``action`` get ``log.<logger name>``.
+    """
+
+    def __init__(self, audit: AuditLogger, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.audit = audit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {f: getattr(record, f) for f in _HANDLER_FIELDS if hasattr(record, f)}
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{self.formatException(record.exc_info)}"
+            action = getattr(record, "action", None) or f"log.{record.name}"
+            details = getattr(record, "details", None)
+            event = AuditEvent(
+                action,
+                timestamp=datetime.fromtimestamp(record.created, UTC),
+                level=Level.parse(record.levelno),
+                message=message,
+                logger=record.name,
+                origin_file=record.filename,
+                origin_line=record.lineno,
+                origin_function=record.funcName,
+                pid=record.process,
+                analyzer={"details": details} if details else None,
+                **{k: v for k, v in fields.items() if v is not None},
+            )
+            self.audit.log_event(event)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.audit.flush()
+
+    def close(self) -> None:
+        try:
+            self.audit.close()
+        finally:
+            super().close()
+
+
+# -- the original two-function API ---------------------------------------------------------
+
+#: The seed's details keys that name standard fields; anything else is kept under
+#: ``analyzer.details``.
+_SEED_KEYS = {"user": "user", "username": "user", "user_id": "user", "ip": "source_ip",
+              "source_ip": "source_ip", "resource": "resource", "outcome": "outcome",
+              "status": "outcome", "country": "country"}
+
+
+def setup_audit_logger(log_file: str | os.PathLike[str] = "audit.log", *,
+                       key: bytes | str | os.PathLike[str] | None = None,
+                       service: str | None = None,
+                       level: int = logging.INFO) -> logging.Logger:
+    """Return a :class:`logging.Logger` that writes chained audit events to ``log_file``.
+
+    Kept from the original API. Calling it again for the same file returns the same logger
+    without adding a second handler.
+    """
+    path = Path(log_file).resolve()
+    logger = logging.getLogger(f"audit.{path}")
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(isinstance(h, AuditHandler) for h in logger.handlers):
+        logger.addHandler(AuditHandler(AuditLogger(path, key=key, service=service,
+                                                   name="audit")))
+    return logger
+
+
+def log_audit_event(logger: logging.Logger, event_type: str,
+                    details: Mapping[str, Any] | None = None, *,
+                    level: int = logging.INFO) -> None:
+    """Log one audit event through a logger from :func:`setup_audit_logger` (original API).
+
+    ``details`` keys ``user``, ``ip``/``source_ip``, ``resource``, ``outcome``/``status`` and
+    ``country`` fill the standard fields; the rest are kept under ``analyzer.details``.
+    """
+    details = dict(details or {})
+    extra: dict[str, Any] = {"action": event_type}
+    rest = {}
+    for key, value in details.items():
+        target = _SEED_KEYS.get(key)
+        if target and target not in extra and value is not None:
+            extra[target] = str(value) if target != "outcome" else value
+        else:
+            rest[key] = value
+    if rest:
+        extra["details"] = rest
+    message = f"{event_type}: " + ", ".join(f"{k}={v}" for k, v in details.items())
+    logger.log(level, message, extra=extra, stacklevel=2)
