@@ -324,7 +324,7 @@ def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes, bool]], hasher:
                                   f"sequence {expected}")
     if record.sequence == expected:
         if verified == 0 and hasher.keyed is False and record.sequence == 1:
-            hint = " (if this log is keyed, pass its key)"
+            hint = " (or the log is keyed: pass its key)"
         elif hasher.keyed and hasher.link(prev_hash, record.canonical) != record.hash:
             hint = " (or it was re-signed with another key)"
         else:

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
 
 __all__ = [
     "ReadResult",
     "Rejected",
+    "arrow_to_frame",
     "build_frame",
     "empty_frame",
     "write_rejected",
@@ -98,6 +102,60 @@ def build_frame(columns: dict[str, Sequence | np.ndarray | pd.Series], *,
                                dtype="object").astype(dtype)
         data[name] = series.reset_index(drop=True)
     return pd.DataFrame(data)
+
+
+def arrow_to_frame(columns: Mapping[str, pa.Array | pa.ChunkedArray], *,
+                   timestamps: pd.Series, keep: np.ndarray | None = None) -> pd.DataFrame:
+    """Build the normalized frame from arrow columns without a trip through Python objects.
+
+    String columns become pandas categoricals through arrow's dictionary encoding, which is
+    what keeps a million-row frame small and fast to group by. ``keep`` selects rows.
+    """
+    if keep is not None and not keep.all():
+        mask = pa.array(keep)
+        columns = {k: v.filter(mask) for k, v in columns.items()}
+        timestamps = timestamps[keep]
+    length = len(timestamps)
+    data: dict[str, Any] = {"timestamp": timestamps.astype("datetime64[ns, UTC]")
+                            .reset_index(drop=True)}
+    for name, dtype in FRAME_COLUMNS.items():
+        if name == "timestamp":
+            continue
+        column = columns.get(name)
+        if column is None:
+            data[name] = build_frame({}, length=length)[name] if length == 0 else \
+                _null_column(name, dtype, length)
+            continue
+        if name == "outcome":
+            column = pc.fill_null(column, "unknown")
+        elif name in REQUIRED_FRAME_COLUMNS:
+            column = pc.fill_null(column, "")
+        if dtype == "category":
+            values = column.dictionary_encode().to_pandas()
+            if name == "outcome":
+                values = values.cat.set_categories(OUTCOME_CATEGORIES)
+            data[name] = values
+        elif dtype == "Int64":
+            data[name] = pd.Series(column.to_pandas(), dtype="Int64")
+        else:
+            data[name] = pd.Series(column.to_pandas(), dtype=dtype)
+    for name, column in columns.items():
+        if name not in data:  # extras a reader provides beyond the contract (e.g. roles)
+            data[name] = column.dictionary_encode().to_pandas() \
+                if pa.types.is_string(column.type) else column.to_pandas()
+    frame = pd.DataFrame({k: pd.Series(v).reset_index(drop=True) for k, v in data.items()})
+    return frame
+
+
+def _null_column(name: str, dtype: str, length: int) -> pd.Series:
+    if name in REQUIRED_FRAME_COLUMNS:
+        fill: object = "unknown" if name == "outcome" else ""
+        series = pd.Series([fill] * length, dtype="object")
+    else:
+        series = pd.Series([None] * length, dtype="object")
+    if name == "outcome":
+        return pd.Series(pd.Categorical(series, categories=OUTCOME_CATEGORIES))
+    return series.astype(dtype)
 
 
 def write_rejected(rejected: Iterable[Rejected], destination: str | os.PathLike[str]) -> int:

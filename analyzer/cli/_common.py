@@ -1,0 +1,78 @@
+"""Helpers the command modules share: key files, mappings, progress, output."""
+
+from __future__ import annotations
+
+import argparse
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+from analyzer.errors import ConfigError, SourceError
+from analyzer.integrity import load_key
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, *, help: str,
+                example: str) -> argparse.ArgumentParser:
+    """A sub-parser whose --help ends with an example, as every command's must."""
+    return sub.add_parser(
+        name, help=help, description=help,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="integrity key for the hash chain (HMAC-SHA256); must not be "
+                             "readable by group or others")
+
+
+def read_key_file(path: Path | None) -> bytes | None:
+    """Load an integrity key, refusing a file others can read: a shared key forges chains."""
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(f"{path}: key file not found") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: key file is accessible by group or others; "
+                          f"run: chmod 600 {path}")
+    return load_key(path)
+
+
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    """``["src_addr=source_ip"]`` -> ``{"src_addr": "source_ip"}``."""
+    mapping = {}
+    for item in items or []:
+        source, sep, target = item.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--map expects SOURCE=COLUMN, got {item!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+class Progress:
+    """Progress on stderr when it is a terminal; silent when piped or redirected."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\x1b[K{message}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def say(message: str) -> None:
+    print(message)
+
+
+def warn(command: str, message: str) -> None:
+    print(f"audit-analyzer {command}: {message}", file=sys.stderr)

@@ -1,0 +1,140 @@
+"""Commands on the trail itself: ``log``, ``ingest``, ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from analyzer.cli._common import (
+    Progress,
+    add_command,
+    add_key_option,
+    parse_mapping,
+    read_key_file,
+    say,
+    warn,
+)
+from analyzer.errors import SourceError
+from analyzer.events import AuditEvent, Level, Outcome
+from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log
+from analyzer.logger import AuditLogger
+from analyzer.sources import FORMATS, read_events, write_rejected
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "log", help="append one audit event to a chained log",
+                    example="audit-analyzer log --action login --user alice --outcome success "
+                            "--source-ip 10.0.0.7 --log audit.jsonl")
+    p.add_argument("--log", required=True, type=Path, help="the audit log to append to")
+    p.add_argument("--action", required=True, help="what happened, e.g. login, model.download")
+    p.add_argument("--user")
+    p.add_argument("--outcome", default="unknown", help="success, failure or unknown")
+    p.add_argument("--source-ip")
+    p.add_argument("--resource")
+    p.add_argument("--level", default="info", help="debug, info, warning, error, critical")
+    p.add_argument("--message", default="")
+    p.add_argument("--category", help="ECS event.category (inferred from the action if omitted)")
+    p.add_argument("--country", help="ISO country code of the source")
+    p.add_argument("--service", help="service.name")
+    add_key_option(p)
+    p.set_defaults(func=run_log)
+
+    p = add_command(sub, "ingest", help="import existing records into a chained audit log, "
+                                        "keeping their timestamps",
+                    example="audit-analyzer ingest old_access.csv --log audit.jsonl\n"
+                            "audit-analyzer ingest export.csv --map src_addr=source_ip "
+                            "--log audit.jsonl")
+    p.add_argument("inputs", nargs="+", help="files, directories or globs to import")
+    p.add_argument("--log", required=True, type=Path, help="the audit log to append to")
+    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
+    p.add_argument("--map", action="append", metavar="SRC=COLUMN",
+                   help="map a CSV header onto a normalized column (repeatable)")
+    p.add_argument("--service", help="service.name of the imported records")
+    add_key_option(p)
+    p.set_defaults(func=run_ingest)
+
+    p = add_command(sub, "verify", help="recompute a log's hash chain and name the first record "
+                                        "that does not hold",
+                    example="audit-analyzer verify audit.jsonl --key-file audit.key\n"
+                            "audit-analyzer verify audit.jsonl --checkpoint offsite.checkpoints")
+    p.add_argument("log", type=Path)
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="checkpoints kept elsewhere (default: the log's own .checkpoints file, "
+                        "when present); catches deletion of records from the end")
+    p.add_argument("--no-checkpoint", action="store_true",
+                   help="do not use the log's own checkpoint file")
+    add_key_option(p)
+    p.set_defaults(func=run_verify)
+
+
+def run_log(args: argparse.Namespace) -> int:
+    key = read_key_file(args.key_file)
+    with AuditLogger(args.log, key=key, service=args.service, durability="flush") as audit:
+        event_id = audit.log(
+            args.action, user=args.user, outcome=args.outcome, source_ip=args.source_ip,
+            resource=args.resource, level=args.level, message=args.message,
+            category=args.category, country=args.country,
+        )
+    say(f"logged {args.action} as {event_id} to {args.log}")
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    key = read_key_file(args.key_file)
+    options = {"mapping": parse_mapping(args.map)} if args.map else {}
+    progress = Progress()
+    progress("reading...")
+    result = read_events(args.inputs, format=args.format, **options)
+    frame = result.frame
+    written = 0
+    with AuditLogger(args.log, key=key, service=args.service, name="audit.ingest") as audit:
+        for row in _rows(frame):
+            audit.log_event(row)
+            written += 1
+            if written % 10_000 == 0:
+                progress(f"ingested {written:,} of {len(frame):,}")
+    progress.done()
+    say(f"ingested {written:,} events into {args.log}")
+    if result.rejected:
+        destination = args.log.with_name(args.log.name + ".rejected")
+        write_rejected(result.rejected, destination)
+        first = result.rejected[0].describe()
+        warn("ingest", f"{len(result.rejected):,} lines rejected (first: {first}); "
+                       f"set aside in {destination}")
+    return 0
+
+
+def _rows(frame: pd.DataFrame):
+    """AuditEvents from a normalized frame (the import path, one event at a time)."""
+    columns = [c for c in ("user", "source_ip", "resource", "country", "host", "session",
+                           "message", "bytes", "level", "category") if c in frame.columns]
+    for values in frame[["timestamp", "action", "outcome", *columns]].itertuples(
+            index=False, name=None):
+        timestamp, action, outcome, *rest = values
+        fields = {}
+        for name, value in zip(columns, rest, strict=True):
+            if value is None or value is pd.NA or value == "" or (
+                    isinstance(value, float) and value != value):
+                continue
+            fields[name] = int(value) if name == "bytes" else value
+        level = Level.parse(fields.pop("level", "info"))
+        yield AuditEvent(str(action), timestamp=timestamp.to_pydatetime(),
+                         outcome=Outcome(outcome), level=level, **fields)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    key = read_key_file(args.key_file)
+    if not args.log.exists():
+        raise SourceError(f"{args.log}: no such file")
+    checkpoint = None
+    source = args.checkpoint
+    if source is None and not args.no_checkpoint and checkpoint_path(args.log).exists():
+        source = checkpoint_path(args.log)
+    if source is not None:
+        checkpoints = read_checkpoints(source)
+        checkpoint = max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
+    report = verify_log(args.log, key=key, checkpoint=checkpoint)
+    say(report.summary())
+    return 0 if report.ok else 1
