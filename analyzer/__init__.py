@@ -1,1 +1,85 @@
-"""Audit analyzer."""
+"""Audit analyzer: a tamper-evident audit trail for AI systems, and an analyzer that reads it.
+
+The logger side (:class:`AuditLogger`, :func:`verify_log`, the :mod:`logging` bridge) imports
+only the standard library and orjson, so applications pay nothing for the analyzer. The
+analysis side (readers, features, the detector, the model) is imported on first use.
+
+>>> import analyzer
+>>> sorted(analyzer.__all__) == analyzer.__all__
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from analyzer.errors import (
+    AnalyzerError,
+    ConfigError,
+    IntegrityError,
+    LogWriteError,
+    ModelLoadError,
+    SchemaError,
+    SourceError,
+)
+from analyzer.events import AuditEvent, Kind, Level, Outcome
+from analyzer.integrity import Checkpoint, VerifyReport, verify_log
+from analyzer.logger import (
+    AuditHandler,
+    AuditLogger,
+    Durability,
+    log_audit_event,
+    setup_audit_logger,
+)
+
+__version__ = "0.1.0"
+
+# Names whose modules pull in pandas / scikit-learn: resolved on first access.
+_LAZY = {
+    "AuditModel": "analyzer.model",
+    "ReadResult": "analyzer.sources",
+    "load_model": "analyzer.persistence",
+    "read_events": "analyzer.sources",
+    "save_model": "analyzer.persistence",
+}
+
+__all__ = [
+    "AnalyzerError",
+    "AuditEvent",
+    "AuditHandler",
+    "AuditLogger",
+    "AuditModel",
+    "Checkpoint",
+    "ConfigError",
+    "Durability",
+    "IntegrityError",
+    "Kind",
+    "Level",
+    "LogWriteError",
+    "ModelLoadError",
+    "Outcome",
+    "ReadResult",
+    "SchemaError",
+    "SourceError",
+    "VerifyReport",
+    "load_model",
+    "log_audit_event",
+    "read_events",
+    "save_model",
+    "setup_audit_logger",
+    "verify_log",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analyzer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

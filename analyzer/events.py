@@ -43,6 +43,7 @@ __all__ = [
     "encode_record",
     "format_timestamp",
     "infer_category",
+    "json_default",
     "parse_timestamp",
     "validate_frame",
 ]
@@ -405,13 +406,21 @@ _STRING_FIELDS = ("message", "user", "country", "city", "resource", "resource_ty
 
 # -- JSON codec ----------------------------------------------------------------------------
 
-def _reject_unknown(obj: Any) -> Any:
-    # orjson calls this only for types it cannot encode natively; a silent repr would make
-    # the record unverifiable later, so refuse instead.
+def json_default(obj: Any) -> Any:
+    """orjson's ``default`` for audit records: the few extra types we allow, and an error
+    for anything else. A silent ``repr`` would make the record unverifiable after a round
+    trip, so an unknown type is refused instead."""
     if isinstance(obj, enum.Enum):
         return obj.value
-    if isinstance(obj, frozenset | set | tuple):
-        return sorted(obj) if isinstance(obj, frozenset | set) else list(obj)
+    if isinstance(obj, datetime):
+        return format_timestamp(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    item = getattr(obj, "item", None)
+    if callable(item) and type(obj).__module__ == "numpy":  # numpy scalars
+        return item()
     raise TypeError(f"cannot encode {type(obj).__name__} in an audit record")
 
 
@@ -425,9 +434,9 @@ def encode_record(doc: Mapping[str, Any]) -> bytes:
     always one line.
     """
     try:
-        return orjson.dumps(doc, default=_reject_unknown, option=_CANONICAL)
+        return orjson.dumps(doc, default=json_default, option=_CANONICAL)
     except TypeError as exc:
-        raise SchemaError(str(exc)) from exc
+        raise SchemaError(str(exc.__cause__ or exc)) from exc
 
 
 def decode_record(line: bytes | str) -> dict[str, Any]:

@@ -318,8 +318,10 @@ def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes, bool]], hasher:
     for _, (number, raw, _complete) in zip(range(_LOOKAHEAD), lines, strict=False):
         ahead.append(_parse(number, raw))
     nxt = ahead[0] if ahead else None
-    if (nxt is not None and nxt.sequence == expected
+    moved_up = record.sequence is not None and record.sequence > expected
+    if (nxt is not None and nxt.sequence == expected and not moved_up
             and hasher.link(prev_hash, nxt.canonical) == nxt.hash):
+        # The chain resumes right after this record, which claims a place it never had.
         return Problem.INSERTED, (f"a record that is not part of the chain was inserted before "
                                   f"sequence {expected}")
     if record.sequence == expected:

@@ -55,6 +55,7 @@ from analyzer.events import (
     Outcome,
     format_timestamp,
     infer_category,
+    json_default,
     parse_timestamp,
 )
 from analyzer.integrity import (
@@ -89,21 +90,6 @@ class Durability(enum.StrEnum):
 
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _TAIL_CHUNK = 1 << 16
-
-
-def _default(obj: Any) -> Any:
-    # Only for types orjson does not know. A silent repr would make the record unverifiable
-    # after a round trip, so anything unknown is an error the caller sees.
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, datetime):
-        return format_timestamp(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    item = getattr(obj, "item", None)  # numpy scalars
-    if callable(item) and type(obj).__module__ == "numpy":
-        return item()
-    raise TypeError(f"cannot write a value of type {type(obj).__name__} into an audit record")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -448,11 +434,11 @@ class AuditLogger:
                 seq += 1
                 doc["event"]["sequence"] = seq
                 try:
-                    canonical = orjson.dumps(doc, default=_default, option=_CANONICAL)
+                    canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
                 except TypeError as exc:
                     # Drop only the offending record, not the batch, and keep the chain whole.
                     seq -= 1
-                    _log.error("audit record not written: %s", exc)
+                    _log.error("audit record not written: %s", exc.__cause__ or exc)
                     continue
                 head = link(head, canonical)
                 doc["event"]["hash"] = head

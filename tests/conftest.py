@@ -1,0 +1,54 @@
+"""Shared fixtures: small, named, built per test (no module-level random data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analyzer.logger import AuditLogger
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (a fresh clone has no ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def key() -> bytes:
+    return b"test-integrity-key-0123456789abcdef"
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, key: bytes) -> Path:
+    path = tmp_path / "audit.key"
+    path.write_bytes(key + b"\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.jsonl"
+
+
+def write_sample_log(path: Path, *, key: bytes | None, n: int = 20) -> Path:
+    """A chained log of ``n`` varied events."""
+    users = ["alice", "bob", "carol"]
+    with AuditLogger(path, key=key, service="test") as audit:
+        for i in range(n):
+            audit.log("dataset.read" if i % 3 else "login", user=users[i % 3],
+                      outcome="failure" if i % 7 == 0 else "success",
+                      source_ip=f"10.0.0.{i % 5 + 1}", resource=f"datasets/d{i % 4}",
+                      message=f"event {i}")
+    return path
+
+
+@pytest.fixture
+def sample_log(log_path: Path, key: bytes) -> Path:
+    return write_sample_log(log_path, key=key)
