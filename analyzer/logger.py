@@ -184,9 +184,15 @@ class AuditLogger:
         self._batch_seconds = batch_ms / 1000.0
         self._checkpoint_every = checkpoint_every
         self._timestamps = _Timestamps()
+        self._host_json = orjson.dumps(self.host)
+        self._name_json = orjson.dumps(name)
+        self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
+        self._pid = os.getpid()
+        self._process_json = b',"process":{"pid":%d}' % self._pid
         self._id_prefix = secrets.token_hex(6)
         self._ids = itertools.count(1)
-        self._pending: list[dict[str, Any]] = []
+        # queued records: canonical JSON split around the sequence number the chain assigns
+        self._pending: list[tuple[bytes, bytes]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._flusher: threading.Thread | None = None
@@ -246,8 +252,10 @@ class AuditLogger:
         lvl = level if type(level) is Level else Level.parse(level)
         if lvl < self.min_level:
             return None
-        if not action or not isinstance(action, str):
+        if not action or type(action) is not str:
             raise SchemaError("event.action: must be a non-empty string")
+        if type(message) is not str:
+            raise SchemaError(f"message: expected a string, got {message!r:.60}")
         out = _OUTCOMES.get(outcome) if type(outcome) is str else None  # the common case
         if out is None:
             out = Outcome.parse(outcome)
@@ -262,60 +270,70 @@ class AuditLogger:
                 raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
         frame = sys._getframe(stacklevel)
         code = frame.f_code
-        event: dict[str, Any] = {
-            "action": action,
-            "id": f"{self._id_prefix}-{next(self._ids):x}",
-            "kind": "event",
-            "outcome": out.value,
-        }
-        if cats:
-            event["category"] = cats
-        doc: dict[str, Any] = {
-            "@timestamp": self._timestamps.now() if timestamp is None else _stamp(timestamp),
-            "ecs": _ECS,
-            "event": event,
-            "host": {"name": self.host},
-            "log": {
-                "level": lvl.label,
-                "logger": self.name,
-                "origin": {"file": {"name": _basename(code.co_filename),
-                                    "line": frame.f_lineno},
-                           "function": code.co_name},
-            },
-            "message": message,
-            "process": {"pid": os.getpid()},
-        }
-        if self.service:
-            doc["service"] = {"name": self.service}
-        if user:
-            if not isinstance(user, str):
-                raise SchemaError(f"user.name: expected a string, got {user!r}")
-            doc["user"] = {"name": user, "roles": list(roles)} if roles else {"name": user}
-        if source_ip:
-            source: dict[str, Any] = {"ip": _valid_ip(source_ip)}
-            if country is None and self._geo is not None:
-                country, city = self._geo(source["ip"]) or (None, None)
-            geo = {k: v for k, v in (("country_iso_code", country), ("city_name", city)) if v}
-            if geo:
-                source["geo"] = geo
-            doc["source"] = source
-        if resource or resource_type or bytes is not None:
-            res: dict[str, Any] = {}
-            if resource:
-                res["name"] = resource
-            if resource_type:
-                res["type"] = resource_type
-            if bytes is not None:
-                if isinstance(bytes, bool) or not isinstance(bytes, int):
-                    raise SchemaError(f"resource.bytes: expected an integer, got {bytes!r}")
-                res["bytes"] = bytes
-            doc["resource"] = res
-        if session:
-            doc["session"] = {"id": session}
-        if extra:
-            doc["analyzer"] = dict(extra)
-        self._enqueue(doc)
-        return event["id"]
+        if self._pid != os.getpid():
+            self._after_fork()
+        event_id = f"{self._id_prefix}-{next(self._ids):x}"
+        # The record is assembled as canonical JSON directly, keys in sorted order at every
+        # level (DESIGN contract 2), from pre-encoded constant parts: no dict per record and
+        # one pass. verify() re-derives the canonical form with orjson, and the tests check
+        # that the two agree on arbitrary values.
+        try:
+            head = [b'{"@timestamp":"',
+                    (self._timestamps.now() if timestamp is None else _stamp(timestamp))
+                    .encode(), b'"']
+            if extra:
+                head += (b',"analyzer":',
+                         orjson.dumps(dict(extra), default=json_default, option=_CANONICAL))
+            head += (_ECS_PART, _jstr(action))
+            if cats:
+                head += (b',"category":', orjson.dumps(cats))
+            head += (b',"id":"', event_id.encode(), _OUTCOME_PART[out])
+            where = (code, frame.f_lineno)
+            origin = _ORIGINS.get(where)
+            if origin is None:
+                origin = _origin_json(*where)
+            tail = [b'},"host":{"name":', self._host_json, _LEVEL_PART[lvl], self._name_json,
+                    origin, orjson.dumps(message), self._process_json]
+            if resource or resource_type or bytes is not None:
+                parts = []
+                if bytes is not None:
+                    if type(bytes) is not int:
+                        raise SchemaError(f"resource.bytes: expected an integer, got {bytes!r}")
+                    parts.append(b'"bytes":%d' % bytes)
+                if resource:
+                    parts.append(b'"name":' + _jstr(resource))
+                if resource_type:
+                    parts.append(b'"type":' + _jstr(resource_type))
+                tail += (b',"resource":{', b",".join(parts), b"}")
+            if self._service_json:
+                tail.append(self._service_json)
+            if session:
+                tail += (b',"session":{"id":', _jstr(session), b"}")
+            if source_ip:
+                ip = _valid_ip(source_ip)
+                if country is None and self._geo is not None:
+                    country, city = self._geo(ip) or (None, None)
+                tail.append(b',"source":{')
+                if country or city:
+                    geo = []
+                    if city:
+                        geo.append(b'"city_name":' + _jstr(city))
+                    if country:
+                        geo.append(b'"country_iso_code":' + _jstr(country))
+                    tail += (b'"geo":{', b",".join(geo), b"},")
+                tail += (b'"ip":"', ip.encode(), b'"}')
+            if user:
+                if type(user) is not str:
+                    raise SchemaError(f"user.name: expected a string, got {user!r}")
+                tail += (b',"user":{"name":', _jstr(user))
+                if roles:
+                    tail += (b',"roles":', orjson.dumps(list(roles)))
+                tail.append(b"}")
+            tail.append(b"}")
+        except TypeError as exc:  # orjson: a value it cannot encode (e.g. lone surrogates)
+            raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
+        self._enqueue((b"".join(head), b"".join(tail)))
+        return event_id
 
     def debug(self, action: str, **fields: Any) -> str | None:
         return self.log(action, level=Level.DEBUG, stacklevel=2, **fields)
@@ -344,15 +362,24 @@ class AuditLogger:
         doc = event.to_ecs()
         doc["ecs"] = _ECS
         ev = doc["event"]
-        ev.pop("sequence", None)
         ev.pop("hash", None)
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
+        ev["sequence"] = -1  # a placeholder the chain fills in at flush time
         doc.setdefault("host", {"name": self.host})
-        doc.setdefault("process", {"pid": os.getpid()})
+        if self._pid != os.getpid():
+            self._after_fork()
+        doc.setdefault("process", {"pid": self._pid})
         doc["log"].setdefault("logger", self.name)
         if self.service:
             doc.setdefault("service", {"name": self.service})
-        self._enqueue(doc)
+        try:
+            canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
+        except TypeError as exc:
+            raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
+        # Only event.sequence has this spelling: keys after "event" at the top level are
+        # written by this module and contain no "sequence"; a quote inside a string is escaped.
+        cut = canonical.rfind(b'"sequence":-1')
+        self._enqueue((canonical[:cut + 11], canonical[cut + 13:]))
         return ev["id"]
 
     def flush(self, *, fsync: bool = False) -> None:
@@ -390,11 +417,28 @@ class AuditLogger:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _enqueue(self, doc: dict[str, Any]) -> None:
+    def _after_fork(self) -> None:
+        """In a forked child: own file descriptor and lock, no inherited queue or thread.
+
+        flock() locks belong to the open file description, which a fork shares; without a
+        fresh descriptor, parent and child would not exclude each other and could fork the
+        chain. Records queued in the parent are the parent's to write.
+        """
+        self._pid = os.getpid()
+        self._process_json = b',"process":{"pid":%d}' % self._pid
+        self._lock = threading.Lock()
+        self._pending = []
+        self._flusher = None
+        self._wake = threading.Event()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with self._file_lock():
+            self._end, self._seq, self._head = self._read_head()
+
+    def _enqueue(self, record: tuple[bytes, bytes]) -> None:
         with self._lock:
             if self._closed:
                 raise LogWriteError(f"{self.path}: audit logger is closed")
-            self._pending.append(doc)
+            self._pending.append(record)
             if len(self._pending) >= self._batch_records:
                 self._flush_locked()
                 if self.durability is Durability.FSYNC:
@@ -430,19 +474,11 @@ class AuditLogger:
                 self._end, self._seq, self._head = self._read_head()
             seq, head, link = self._seq, self._head, self._hasher.link
             lines = []
-            for doc in pending:
+            for prefix, suffix in pending:
                 seq += 1
-                doc["event"]["sequence"] = seq
-                try:
-                    canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
-                except TypeError as exc:
-                    # Drop only the offending record, not the batch, and keep the chain whole.
-                    seq -= 1
-                    _log.error("audit record not written: %s", exc.__cause__ or exc)
-                    continue
-                head = link(head, canonical)
-                doc["event"]["hash"] = head
-                lines.append(_with_hash(canonical, seq, head))
+                number = b"%d" % seq
+                head = link(head, prefix + number + suffix)
+                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, head.encode(), suffix))
             blob = b"\n".join(lines) + b"\n" if lines else b""
             try:
                 written = os.write(self._fd, blob)
@@ -451,9 +487,6 @@ class AuditLogger:
             except OSError as exc:
                 # Nothing was chained on disk beyond what is there; requeue for the next try.
                 self._pending = pending + self._pending
-                for doc in pending:
-                    doc["event"].pop("sequence", None)
-                    doc["event"].pop("hash", None)
                 self._end = os.fstat(self._fd).st_size
                 raise LogWriteError(
                     f"{self.path}: cannot write audit log: {exc.strerror}") from None
@@ -514,23 +547,38 @@ class AuditLogger:
 
 _ECS = {"version": ECS_VERSION}
 _CATEGORY_CACHE: dict[str, list[str]] = {}
+# Pre-encoded pieces of the canonical record (keys in sorted order).
+_ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
+_OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.encode()
+                 for o in Outcome}
+_LEVEL_PART = {lvl: b'},"log":{"level":"%s","logger":' % lvl.label.encode() for lvl in Level}
+_JSON_STRINGS: dict[str, bytes] = {}
+_ORIGINS: dict[tuple[Any, int], bytes] = {}
+
+
+def _origin_json(code: Any, line: int) -> bytes:
+    """``log.origin`` of a call site, then ``"message":`` (cached per code object and line)."""
+    encoded = b',"origin":{"file":{"line":%d,"name":%s},"function":%s}},"message":' % (
+        line, orjson.dumps(os.path.basename(code.co_filename)), orjson.dumps(code.co_name))
+    if len(_ORIGINS) > 65536:
+        _ORIGINS.clear()
+    _ORIGINS[(code, line)] = encoded
+    return encoded
+
+
+def _jstr(value: str, basename: bool = False) -> bytes:
+    """A string as JSON, cached: actions, users, resources and code locations recur."""
+    cache_key = ("\0" + value) if basename else value
+    encoded = _JSON_STRINGS.get(cache_key)
+    if encoded is None:
+        if type(value) is not str:
+            raise SchemaError(f"expected a string, got {value!r:.60}")
+        encoded = orjson.dumps(os.path.basename(value) if basename else value)
+        if len(_JSON_STRINGS) > 65536:  # bounded: a long-running process sees many values
+            _JSON_STRINGS.clear()
+        _JSON_STRINGS[cache_key] = encoded
+    return encoded
 _OUTCOMES = {o.value: o for o in Outcome}
-_basename = functools.lru_cache(maxsize=1024)(os.path.basename)
-
-
-def _with_hash(canonical: bytes, sequence: int, head: str) -> bytes:
-    """The on-disk line: the canonical record with ``event.hash`` spliced in after
-    ``event.sequence``, which saves encoding every record twice.
-
-    The splice point is found from the end: in the sorted canonical form every top-level key
-    after ``event`` (host, log, message, process, resource, service, session, source, user)
-    is written by this module and has no ``sequence`` member, and a ``"sequence":`` inside a
-    JSON string would have its quote escaped. ``verify`` re-canonicalizes each record, so a
-    wrong splice could never pass silently.
-    """
-    marker = b'"sequence":%d' % sequence
-    cut = canonical.rfind(marker) + len(marker)
-    return b'%s,"hash":"%s"%s' % (canonical[:cut], head.encode("ascii"), canonical[cut:])
 
 
 def _stamp(value: datetime | str) -> str:

@@ -204,3 +204,26 @@ def test_seed_api_writes_verifiable_structured_events(tmp_path):
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
+
+
+def test_a_forked_child_writes_its_own_pid_and_never_forks_the_chain(log_path, key):
+    import os
+    audit = AuditLogger(log_path, key=key, durability="batch")
+    audit.log("login", user="parent-before-fork")  # queued, not yet written
+    pid = os.fork()
+    if pid == 0:  # child: its own descriptor and lock; the parent's queue is not its to write
+        try:
+            for i in range(20):
+                audit.log("dataset.read", user="child", resource=f"d{i}")
+            audit.close()
+        finally:
+            os._exit(0)
+    for i in range(20):
+        audit.log("dataset.read", user="parent", resource=f"d{i}")
+    os.waitpid(pid, 0)
+    audit.close()
+    recs = records(log_path)
+    assert verify_log(log_path, key=key).records == 41
+    pids = {r["user"]["name"]: r["process"]["pid"] for r in recs}
+    assert pids["child"] == pid and pids["parent"] == os.getpid()
+    assert sum(r["user"]["name"] == "parent-before-fork" for r in recs) == 1
