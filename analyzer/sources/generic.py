@@ -11,15 +11,19 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SourceError
+from analyzer.sources._base import MAX_LINE_BYTES, Rejected
 
-__all__ = ["FORMAT", "ip_or_empty", "read_bytes", "split_lines"]
+__all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "read_bytes", "split_lines"]
 
 FORMAT = "generic"
 
@@ -85,3 +89,63 @@ def ip_or_empty(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 def line_numbers(count: int) -> np.ndarray:
     """1-based line numbers for ``count`` lines."""
     return np.arange(1, count + 1, dtype=np.int64)
+
+
+def json_records(where: str, data: bytes, rejected: list[Rejected]
+                 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for each JSON object in JSON-lines text or in a JSON array.
+
+    A line that is not a JSON object is set aside in ``rejected`` with its number; blank
+    lines are skipped. In a JSON array document the "line" is the 1-based array position.
+    """
+    if data.lstrip()[:1] == b"[":
+        try:
+            items = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            items = None  # not one array after all: read as lines and report bad ones
+        if isinstance(items, list):
+            for number, item in enumerate(items, start=1):
+                if isinstance(item, dict):
+                    yield number, item
+                else:
+                    rejected.append(Rejected(where, number, "not a JSON object",
+                                             orjson.dumps(item)[:4096]))
+            return
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            rejected.append(Rejected(where, number, f"line too long ({len(line):,} bytes)",
+                                     line[:4096]))
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            rejected.append(Rejected(where, number, f"bad JSON: {str(exc).split(':', 1)[0]}",
+                                     line[:4096]))
+            continue
+        if not isinstance(doc, dict):
+            rejected.append(Rejected(where, number, "not a JSON object", line[:4096]))
+            continue
+        yield number, doc
+
+
+def dig(doc: Mapping[str, Any], path: str | Sequence[str]) -> Any:
+    """The value at a dotted ``path`` in nested objects (``"user.name"``), or ``None``.
+
+    A key that itself contains dots (``{"user.name": ...}``, as flattened exports write) is
+    found too.
+    """
+    if isinstance(path, str):
+        if path in doc:
+            return doc[path]
+        path = path.split(".")
+    node: Any = doc
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+        if node is None:
+            return None
+    return node
