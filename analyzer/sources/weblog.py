@@ -1,0 +1,116 @@
+"""Web server access logs (NCSA common and combined formats: nginx, Apache) -> frame.
+
+One compiled regular expression runs over the whole file at once (pyarrow's RE2 kernels).
+
+Mapping (the full table is in ``docs/formats.md``): ``source_ip`` the client address;
+``user`` the authenticated user (``-`` -> empty); ``action`` ``http.<method>``
+(``http.get``); ``resource`` the path without its query string; ``outcome`` success for
+status below 400, failure otherwise; ``bytes`` the response size; ``message`` the whole line
+(request, status, referrer, user agent). A request line the server could not parse (``"-"``,
+TLS bytes sent to a plain port) is still an event: action ``http.invalid``, outcome failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
+
+__all__ = ["FORMAT", "read", "sniff"]
+
+FORMAT = "weblog"
+
+_LINE = (r'^(?P<ip>\S+) (?P<ident>\S+) (?P<user>.*?) \[(?P<time>[^\]]+)\] '
+         r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes>\d+|-)'
+         r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?.*$')
+_LINE_PY = re.compile(_LINE)
+_REQUEST = r"^(?P<method>[A-Za-z]+) (?P<target>\S+)(?: (?P<proto>\S+))?$"
+
+
+def sniff(head: bytes) -> bool:
+    """True if most of the first lines are common/combined log format lines."""
+    lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:40] if ln.strip()]
+    if len(lines) > 1:
+        lines = lines[:-1]  # the last line of a 64 KiB head is usually cut short
+    return bool(lines) and sum(1 for ln in lines if _LINE_PY.match(ln)) * 2 > len(lines)
+
+
+def read(path: str | os.PathLike[str]) -> ReadResult:
+    """Read an access log in common or combined log format (plain or gzip).
+
+    Parameters
+    ----------
+    path
+        ``access.log`` of nginx or Apache (``combined`` or ``common``; extra fields after
+        the user agent, as in nginx's ``main`` with ``$http_x_forwarded_for``, are ignored).
+
+    Returns
+    -------
+    ReadResult
+        One row per request; lines of another shape, or with an unreadable time, are rejected
+        with their line numbers.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> log = pathlib.Path(tempfile.mkdtemp()) / "access.log"
+    >>> _ = log.write_text('192.0.2.1 - bob [10/Oct/2000:13:55:36 -0700] '
+    ...                    '"GET /admin?x=1 HTTP/1.1" 403 153 "-" "curl/8"\\n')
+    >>> read(log).frame.loc[0, ["user", "action", "outcome", "resource"]].tolist()
+    ['bob', 'http.get', 'failure', '/admin']
+    """
+    where, data = read_bytes(path)
+    lines = split_lines(data)
+    found = pc.extract_regex(lines, _LINE)
+    parsed = found.is_valid().to_numpy(zero_copy_only=False)
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0) \
+        .to_numpy(zero_copy_only=False)
+    rejected = [Rejected(where, int(i) + 1, "not a common/combined log line",
+                         lines[int(i)].as_py().encode("utf-8", "replace")[:4096])
+                for i in np.flatnonzero(~parsed & ~blank)]
+    rows = np.flatnonzero(parsed)
+    keep_mask = pa.array(parsed)
+    found = found.filter(keep_mask)
+    text = lines.filter(keep_mask)
+
+    def field(name: str) -> pa.Array:
+        return pc.fill_null(found.field(name), "")
+
+    stamps = pd.to_datetime(pd.Series(field("time").to_pandas(), dtype="object"),
+                            format="%d/%b/%Y:%H:%M:%S %z", utc=True, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    for i in np.flatnonzero(bad):
+        rejected.append(Rejected(where, int(rows[i]) + 1,
+                                 f"unreadable time {field('time')[int(i)].as_py()!r}",
+                                 text[int(i)].as_py().encode()[:4096]))
+    rejected.sort(key=lambda r: r.line)
+
+    request = pc.extract_regex(field("request"), _REQUEST)
+    valid_request = request.is_valid()
+    method = pc.utf8_lower(pc.fill_null(request.field("method"), ""))
+    action = pc.if_else(valid_request, pc.binary_join_element_wise("http.", method, ""),
+                        "http.invalid")
+    target = pc.fill_null(request.field("target"), "")
+    path_only = pc.replace_substring_regex(target, r"[?#].*$", "")
+    resource = pc.if_else(valid_request, path_only, "")
+    status = pc.cast(field("status"), pa.int64())
+    outcome = pc.if_else(pc.and_(valid_request, pc.less(status, 400)), "success", "failure")
+    size = field("bytes")
+    nbytes = pc.cast(pc.if_else(pc.equal(size, "-"), pa.scalar(None, pa.string()), size),
+                     pa.int64())
+    user = field("user")
+    user = pc.if_else(pc.equal(user, "-"), "", user)
+    columns = {
+        "user": user, "action": action, "outcome": outcome,
+        "source_ip": ip_or_empty(field("ip")), "resource": resource, "bytes": nbytes,
+        "category": pa.array(["web"] * len(text), type=pa.string()),
+        "kind": pa.array(["event"] * len(text), type=pa.string()), "message": text,
+    }
+    return ReadResult(arrow_to_frame(columns, timestamps=stamps, keep=~bad), tuple(rejected))
