@@ -1,0 +1,290 @@
+"""Commands of the analyzer: ``demo``, ``train``, ``score``, ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analyzer.cli._common import (
+    Progress,
+    add_command,
+    add_key_option,
+    parse_mapping,
+    read_key_file,
+    say,
+    warn,
+)
+from analyzer.errors import ConfigError
+from analyzer.sources import FORMATS, ReadResult, expand_paths, read_events, write_rejected
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "demo", help="run everything end to end on a generated AI platform: "
+                                      "log, train, score, alert, verify",
+                    example="audit-analyzer demo --out demo/")
+    p.add_argument("--out", type=Path, default=Path("demo"), help="folder for the demo's files")
+    p.add_argument("--days", type=int, default=21, help="days of activity (the last 7 scored)")
+    p.add_argument("--users", type=int, default=60)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--alerts-per-day", type=float, default=None)
+    p.set_defaults(func=run_demo)
+
+    p = add_command(sub, "train", help="fit a model on a history of audit events",
+                    example="audit-analyzer train history.jsonl --model models/acme.joblib")
+    _add_input_options(p)
+    p.add_argument("--model", type=Path, required=True, help="model file to write (.joblib)")
+    p.add_argument("--window", default="1h", help="window length (default 1h)")
+    p.add_argument("--step", default=None, help="sliding-window step (default: tumbling)")
+    p.add_argument("--alerts-per-day", type=float, default=5.0,
+                   help="alert budget: about this many alerts on a typical day (default 5)")
+    p.add_argument("--privileged", action="append", metavar="GLOB",
+                   help="privileged action pattern, e.g. 'iam.*' (repeatable; replaces the "
+                        "defaults)")
+    p.add_argument("--signing-key-file", type=Path, metavar="FILE",
+                   help="sign the model file with this key (HMAC-SHA256)")
+    p.set_defaults(func=run_train)
+
+    p = add_command(sub, "score", help="score windows of audit events and write alerts back "
+                                       "into the trail at CRITICAL",
+                    example="audit-analyzer score today.jsonl --model models/acme.joblib "
+                            "--scores scores.csv\n"
+                            "audit-analyzer score access.csv --model models/acme.joblib "
+                            "--audit-log audit.jsonl")
+    _add_input_options(p)
+    p.add_argument("--model", type=Path, help="model file (without it, fit on the input itself)")
+    p.add_argument("--signing-key-file", type=Path, metavar="FILE",
+                   help="verify the model file's signature with this key")
+    p.add_argument("--scores", type=Path, help="write one row per window (.csv or .parquet)")
+    p.add_argument("--alerts-per-day", type=float, default=None,
+                   help="alert budget for this run (default: the model's)")
+    p.add_argument("--audit-log", type=Path,
+                   help="audit log to write alerts into (default: the scored log, when it is "
+                        "this project's own chained log)")
+    p.add_argument("--no-write-back", action="store_true", help="only report alerts")
+    p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when there are alerts")
+    add_key_option(p)
+    p.set_defaults(func=run_score)
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="log files, directories or globs")
+    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
+    p.add_argument("--map", action="append", metavar="SRC=COLUMN",
+                   help="CSV header mapping (repeatable)")
+
+
+def _read(args: argparse.Namespace, command: str) -> ReadResult:
+    options = {"mapping": parse_mapping(args.map)} if args.map else {}
+    result = read_events(args.inputs, format=args.format, **options)
+    if result.rejected:
+        first = expand_paths(args.inputs)[0]
+        destination = first.with_name(first.name + ".rejected")
+        write_rejected(result.rejected, destination)
+        warn(command, f"{len(result.rejected):,} lines rejected "
+                      f"(first: {result.rejected[0].describe()}); set aside in {destination}")
+    return result
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from analyzer.model import AuditModel
+    from analyzer.persistence import save_model
+
+    progress = Progress()
+    progress("reading...")
+    result = _read(args, "train")
+    progress(f"training on {len(result.frame):,} events...")
+    model = AuditModel(window=args.window, step=args.step, alerts_per_day=args.alerts_per_day,
+                       privileged_actions=args.privileged).fit(result.frame)
+    key = read_key_file(args.signing_key_file)
+    info = save_model(model, args.model, key=key)
+    progress.done()
+    meta = model.metadata
+    say(f"trained on {meta['n_events']:,} events ({meta['training_start'][:10]} to "
+        f"{meta['training_end'][:10]}), {meta['n_windows']:,} windows; "
+        f"model {info.model_id} written to {args.model} (card: {args.model.with_suffix('.md')})")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from analyzer.model import AuditModel
+    from analyzer.persistence import load_model
+
+    progress = Progress()
+    progress("reading...")
+    result = _read(args, "score")
+    frame = result.frame
+    if args.model is not None:
+        model = load_model(args.model, key=read_key_file(args.signing_key_file))
+        model_id = model.metadata.get("model_id", "unknown")
+        model_version = model.metadata.get("created", "")
+    else:
+        say(f"no --model given: fitting a model on the input itself ({len(frame):,} events); "
+            "unusual windows are judged against this same data")
+        progress("training...")
+        model = AuditModel(alerts_per_day=args.alerts_per_day or 5.0).fit(frame)
+        model_id, model_version = "self-fit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    progress("scoring...")
+    scores = model.score(frame, alerts_per_day=args.alerts_per_day)
+    progress.done()
+    if args.scores:
+        write_scores(scores, args.scores)
+    alerts = _alerts_of(scores)
+    destination = _write_back_target(args)
+    written = []
+    if alerts and destination is not None:
+        written = _write_back(alerts, destination, args, model_id, model_version)
+    _print_alerts(alerts, len(scores))
+    if result.skipped_alerts:
+        say(f"({result.skipped_alerts:,} earlier alert records in the input were not scored)")
+    if alerts:
+        if destination is None:
+            say("alerts not written back: the input is not a chained audit log; pass "
+                "--audit-log PATH to record them" if not args.no_write_back
+                else "alerts not written back (--no-write-back)")
+        else:
+            dup = len(alerts) - len(written)
+            say(f"{len(written)} alert(s) written to {destination} at CRITICAL"
+                + (f" ({dup} already there)" if dup else ""))
+    if args.scores:
+        say(f"scores of {len(scores):,} windows written to {args.scores}")
+    return 1 if alerts and args.fail_on_alert else 0
+
+
+def _alerts_of(scores: pd.DataFrame) -> list:
+    from analyzer.alerts import alerts_from_scores
+
+    return alerts_from_scores(scores)
+
+
+def _write_back_target(args: argparse.Namespace) -> Path | None:
+    if args.no_write_back:
+        return None
+    if args.audit_log is not None:
+        return args.audit_log
+    paths = expand_paths(args.inputs)
+    if len(paths) == 1 and (args.format or "") in ("", "jsonl"):
+        from analyzer.sources import detect_format
+
+        if detect_format(paths[0]) == "jsonl":
+            return paths[0]
+    return None
+
+
+def _write_back(alerts: list, destination: Path, args: argparse.Namespace, model_id: str,
+                model_version: str) -> list:
+    from analyzer.alerts import write_alerts
+    from analyzer.logger import AuditLogger
+
+    key = read_key_file(args.key_file)
+    with AuditLogger(destination, key=key, name="audit.analyzer",
+                     service="audit-analyzer") as audit:
+        return write_alerts(alerts, audit, model_id=model_id, model_version=model_version)
+
+
+def write_scores(scores: pd.DataFrame, path: Path) -> None:
+    """The scores file (DESIGN contract 6): CSV, or Parquet by extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        scores.to_parquet(path, index=False)
+    elif path.suffix.lower() in (".csv", ".txt", ""):
+        scores.to_csv(path, index=False)
+    else:
+        raise ConfigError(f"{path}: scores file must end in .csv or .parquet")
+
+
+def _print_alerts(alerts: list, n_windows: int) -> None:
+    if not alerts:
+        say(f"no alerts in {n_windows:,} windows")
+        return
+    say(f"{len(alerts)} alert(s) in {n_windows:,} windows:")
+    width = min(28, max(len(a.entity) for a in alerts))
+    say(f"  {'risk':>4}  {'window (UTC)':16}  {'entity':{width}}  reasons")
+    for a in alerts:
+        entity = a.entity if len(a.entity) <= width else a.entity[:width - 1] + "…"
+        reasons = "; ".join(a.reasons) or "unusual combination"
+        say(f"  {a.risk_score:4.0f}  {a.window_start:%Y-%m-%d %H:%M}  {entity:{width}}  "
+            f"{reasons}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from analyzer import synth
+    from analyzer.alerts import write_alerts
+    from analyzer.integrity import verify_log
+    from analyzer.logger import AuditLogger
+    from analyzer.model import AuditModel
+    from analyzer.persistence import save_model
+
+    started = time.perf_counter()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "audit.jsonl"
+    for stale in (log, log.with_name(log.name + ".checkpoints")):
+        stale.unlink(missing_ok=True)
+    key_file = out / "audit.key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    key = read_key_file(key_file)
+    progress = Progress()
+
+    progress("generating the organisation...")
+    config = synth.SynthConfig(seed=args.seed, days=args.days, users=args.users)
+    org = synth.generate(config)
+    progress(f"writing {len(org.events):,} events through the audit logger...")
+    synth.write_audit_log(org.events, log, key=key)
+    synth.write_labels(org.labels, out / "labels.csv")
+    say(f"1. wrote {len(org.events):,} chained events for {args.users} people and service "
+        f"accounts over {args.days} days to {log}")
+
+    progress("reading the trail back...")
+    frame = read_events(log).frame
+    train = frame[frame["timestamp"] < org.train_end]
+    test = frame[frame["timestamp"] >= org.train_end]
+    progress(f"training on {len(train):,} events...")
+    model = AuditModel(alerts_per_day=args.alerts_per_day or 5.0).fit(train)
+    model_path = out / "model.joblib"
+    info = save_model(model, model_path, key=key)
+    say(f"2. trained on the first {config.train_days} days ({len(train):,} events); model "
+        f"{info.model_id} in {model_path}")
+
+    progress("scoring the last week...")
+    scores = model.score(test)
+    write_scores(scores, out / "scores.csv")
+    alerts = _alerts_of(scores)
+    with AuditLogger(log, key=key, name="audit.analyzer", service="audit-analyzer") as audit:
+        written = write_alerts(alerts, audit, model_id=info.model_id,
+                               model_version=info.created)
+    progress.done()
+    say(f"3. scored {len(scores):,} windows of the last {config.attack_days} days; "
+        f"{len(written)} alert(s) written back at CRITICAL:")
+    _print_alerts(alerts, len(scores))
+
+    report = verify_log(log, key=key)
+    say(f"4. verify: {report.summary()}")
+
+    from analyzer.evaluation import evaluate
+
+    evaluation = evaluate(scores, org.labels, alerts_per_day=model.alerts_per_day)
+    say("5. against the injected attack scenarios (labels.csv):")
+    say(evaluation.to_text())
+    _write_reports(out, log, scores, model_path, key)
+    say(f"done in {time.perf_counter() - started:.0f} s; files in {out}/")
+    return 0 if report.ok else 1
+
+
+def _write_reports(out: Path, log: Path, scores: pd.DataFrame, model_path: Path,
+                   key: bytes | None) -> None:
+    """report.html and report.txt, when the reporting module is present."""
+    try:
+        from analyzer import report
+    except ImportError:
+        return
+    report.write_reports(log, scores=scores, model_path=model_path, key=key,
+                         html_path=out / "report.html", text_path=out / "report.txt")
+    say(f"6. reports: {out / 'report.html'} and {out / 'report.txt'}")
