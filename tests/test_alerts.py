@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import orjson
+import pandas as pd
+import pytest
+
+from analyzer.alerts import alert_id, alerts_from_scores, existing_alert_ids, write_alerts
+from analyzer.integrity import verify_log
+from analyzer.logger import AuditLogger
+from analyzer.sources import read_events
+
+
+@pytest.fixture
+def scores():
+    start = pd.Timestamp("2026-02-03T10:00:00Z")
+    return pd.DataFrame({
+        "entity_type": ["user", "source_ip", "user"],
+        "entity": ["alice", "203.0.113.9", "bob"],
+        "window_start": [start] * 3,
+        "window_end": [start + pd.Timedelta(hours=1)] * 3,
+        "score": [0.9999, 0.9990, 0.2],
+        "alert": [True, True, False],
+        "reasons": ["first access from country RU; 3 privileged actions never done before",
+                    "41 failed logins over 12 users", ""],
+        "risk_score": [92.0, 70.0, 1.0],
+        "first_sequence": [10, 4, 1],
+        "last_sequence": [20, 40, 3],
+        "n_events": [11, 41, 3],
+        "f_new_country": [1.0, 0.0, 0.0],
+        "c_new_country": [6.2, 0.0, 0.0],
+        "f_failures": [0.0, 41.0, 0.0],
+        "c_failures": [0.0, 8.1, 0.0],
+    })
+
+
+def test_alert_objects_carry_reasons_evidence_and_a_stable_id(scores):
+    first, second = alerts_from_scores(scores)
+    assert first.entity == "alice" and first.risk_score == 92.0
+    assert first.reasons == ("first access from country RU",
+                             "3 privileged actions never done before")
+    assert first.contributions == {"new_country": 6.2} and first.features == {"new_country": 1.0}
+    assert (first.first_sequence, first.last_sequence) == (10, 20)
+    assert first.id == alert_id("user", "alice", scores.window_start[0], scores.window_end[0])
+    assert "alice" in first.message and "first access from country RU" in first.message
+    assert second.entity == "203.0.113.9"
+
+
+def test_write_back_is_critical_chained_and_never_duplicated(tmp_path, key, scores):
+    log = tmp_path / "audit.jsonl"
+    with AuditLogger(log, key=key) as audit:
+        audit.log("login", user="alice", source_ip="203.0.113.9", outcome="success")
+        written = write_alerts(alerts_from_scores(scores), audit, model_id="m1",
+                               model_version="2026-01-01")
+        assert len(written) == 2
+        again = write_alerts(alerts_from_scores(scores), audit, model_id="m1",
+                             model_version="2026-01-01")
+        assert again == []
+    assert verify_log(log, key=key).ok
+    records = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    alerts = [r for r in records if r["event"]["kind"] == "alert"]
+    assert len(alerts) == 2
+    user_alert = next(a for a in alerts if "user" in a)
+    assert user_alert["log"]["level"] == "critical"
+    assert user_alert["user"]["name"] == "alice"
+    assert user_alert["event"]["risk_score"] == 92.0
+    assert user_alert["event"]["start"] == "2026-02-03T10:00:00.000000Z"
+    assert user_alert["rule"] == {"id": "m1", "name": user_alert["rule"]["name"],
+                                  "version": "2026-01-01"}
+    assert user_alert["analyzer"]["alert"]["evidence"]["first_sequence"] == 10
+    ip_alert = next(a for a in alerts if "source" in a)
+    assert ip_alert["source"]["ip"] == "203.0.113.9"
+    assert existing_alert_ids(log) == {a["event"]["id"] for a in alerts}
+    # the analyzer never scores its own alerts
+    result = read_events(log)
+    assert len(result.frame) == 1 and result.skipped_alerts == 2

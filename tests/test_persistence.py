@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import warnings
+
+import orjson
+import pytest
+
+from analyzer.errors import ModelLoadError
+from analyzer.persistence import MODEL_MAGIC, load_model, read_model_header, save_model
+
+
+class Tiny:
+    """A stand-in for a fitted model: persistence stores any picklable object."""
+
+    def __init__(self):
+        self.metadata = {"n_events": 10, "training_start": "2026-01-01T00:00:00+00:00",
+                         "training_end": "2026-01-02T00:00:00+00:00", "n_windows": 3,
+                         "params": {"alerts_per_day": 5.0}, "feature_names": {"user": ["a"]}}
+        self.weights = list(range(100))
+
+
+class Exploit:
+    """Unpickling this would run code: a loader that unpickles before checking would fire it."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch /tmp/audit-analyzer-pwned",))
+
+
+def test_round_trip_with_metadata_and_card(tmp_path):
+    path = tmp_path / "models" / "acme.joblib"
+    info = save_model(Tiny(), path, evaluation={"pr_auc": 0.9})
+    model = load_model(path)
+    assert model.weights == list(range(100))
+    assert model.metadata["model_id"] == info.model_id and len(info.model_id) == 12
+    header, _ = read_model_header(path)
+    versions = header["metadata"]["versions"]
+    assert {"analyzer", "scikit-learn", "numpy", "python"} <= set(versions)
+    card = path.with_suffix(".md").read_text()
+    assert "acme" in card and "2026-01-01" in card and "pr_auc" in card
+
+
+def test_one_changed_byte_is_refused_before_unpickling(tmp_path):
+    path = tmp_path / "m.joblib"
+    save_model(Tiny(), path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="modified"):
+        load_model(path)
+
+
+def test_a_forged_payload_with_a_recomputed_digest_needs_the_signature(tmp_path):
+    import hashlib
+    import io
+
+    import joblib
+
+    path = tmp_path / "m.joblib"
+    save_model(Tiny(), path, key=b"signing key")
+    header, offset = read_model_header(path)
+    buffer = io.BytesIO()
+    joblib.dump(Exploit(), buffer)
+    payload = buffer.getvalue()
+    header["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+    path.write_bytes(MODEL_MAGIC + orjson.dumps(header) + b"\n" + payload)
+    with pytest.raises(ModelLoadError, match="signature"):
+        load_model(path, key=b"signing key")
+    with pytest.raises(ModelLoadError, match="signature"):
+        load_model(path, key=b"another key")
+
+
+def test_unsigned_model_refused_when_a_key_or_signature_is_required(tmp_path):
+    path = tmp_path / "m.joblib"
+    save_model(Tiny(), path)
+    with pytest.raises(ModelLoadError, match="not signed"):
+        load_model(path, key=b"k")
+    with pytest.raises(ModelLoadError, match="signed model is required"):
+        load_model(path, require_signature=True)
+
+
+def test_a_plain_pickle_is_never_unpickled(tmp_path):
+    import joblib
+    path = tmp_path / "evil.joblib"
+    joblib.dump(Exploit(), path)
+    with pytest.raises(ModelLoadError, match="not an audit-analyzer model"):
+        load_model(path)
+
+
+def test_version_drift_warns_but_loads(tmp_path):
+    path = tmp_path / "m.joblib"
+    save_model(Tiny(), path)
+    header, offset = read_model_header(path)
+    payload = path.read_bytes()[offset:]
+    header["metadata"]["versions"]["scikit-learn"] = "0.1.0"
+    path.write_bytes(MODEL_MAGIC + orjson.dumps(header) + b"\n" + payload)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_model(path).weights
+    assert any("scikit-learn 0.1.0" in str(w.message) for w in caught)
+
+
+def test_missing_or_malformed_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "nope.joblib")
+    bad = tmp_path / "bad.joblib"
+    bad.write_bytes(MODEL_MAGIC + b"{not json\n")
+    with pytest.raises(ModelLoadError, match="malformed"):
+        load_model(bad)
