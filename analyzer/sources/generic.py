@@ -1,15 +1,35 @@
 """Generic reader: a small declarative mapping turns any line format into the normalized frame.
 
-This module also holds the few text helpers the other adapters share (open a file, gzip or
-not; split it into lines as one arrow array; pick IP addresses out of a column).
+A user adds a format without writing code by giving a mapping (a dict, or a JSON file)::
 
-The generic mapping is filled in below; see :func:`read`.
+    {
+      "pattern": "^(?P<ts>\\S+) (?P<who>\\S+) (?P<verb>\\S+) (?P<what>\\S+) (?P<ok>\\w+)$",
+      "fields": {"timestamp": "ts", "user": "who", "action": "verb", "resource": "what",
+                 "outcome": "ok"},
+      "constants": {"category": "api"},
+      "outcome_values": {"success": ["ok"], "failure": ["denied", "error"]},
+      "time_format": "%Y-%m-%dT%H:%M:%S",
+      "tz": "UTC"
+    }
+
+``pattern`` is a regular expression with named groups, matched against each line; or, for
+JSON lines, ``"json": true`` and ``fields`` name dotted paths (``"user.name"``) instead of
+groups. ``fields`` maps normalized columns (``timestamp`` is required) to groups or paths;
+``constants`` gives fixed values; ``outcome_values`` lists the raw values meaning success and
+failure (common words such as ``ok``, ``failed``, ``denied`` are understood without it);
+``time_format`` is a ``strftime`` format (ISO 8601 or epoch seconds when absent); ``tz`` the
+zone of times that carry none. Lines that do not match, or whose time cannot be read, are
+rejected with their line numbers.
+
+This module also holds the few text helpers the other adapters share (open a file, gzip or
+not; split it into lines as one arrow array; pick IP addresses out of a column; walk JSON).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,13 +37,16 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.errors import SourceError
-from analyzer.sources._base import MAX_LINE_BYTES, Rejected
+from analyzer.errors import ConfigError, SourceError
+from analyzer.events import FRAME_COLUMNS
+from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, build_frame
 
-__all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "read_bytes", "split_lines"]
+__all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "load_mapping", "read",
+           "read_bytes", "sniff", "split_lines"]
 
 FORMAT = "generic"
 
@@ -149,3 +172,198 @@ def dig(doc: Mapping[str, Any], path: str | Sequence[str]) -> Any:
         if node is None:
             return None
     return node
+
+
+# -- the declarative reader ------------------------------------------------------------------
+
+_SPEC_KEYS = frozenset({"pattern", "json", "fields", "constants", "outcome_values",
+                        "time_format", "tz", "name"})
+_SUCCESS_WORDS = frozenset({"success", "succeeded", "successful", "ok", "true", "accepted",
+                            "allow", "allowed", "pass", "passed", "granted"})
+_FAILURE_WORDS = frozenset({"failure", "failed", "fail", "false", "denied", "deny", "error",
+                            "rejected", "refused", "invalid", "forbidden", "unauthorized"})
+
+
+def sniff(head: bytes) -> bool:
+    """Always False: a generic mapping is chosen by the user, never detected."""
+    del head
+    return False
+
+
+def load_mapping(mapping: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a mapping (or read it from a JSON file) and return it as a plain dict.
+
+    Raises :class:`ConfigError` naming the key that is wrong.
+    """
+    if not isinstance(mapping, Mapping):
+        file = Path(mapping)
+        try:
+            mapping = orjson.loads(file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read the mapping: {exc.strerror or exc}") \
+                from exc
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{file}: the mapping is not valid JSON: {exc}") from exc
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"{file}: the mapping must be a JSON object")
+    spec = dict(mapping)
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"mapping: unknown key(s) {', '.join(sorted(unknown))}; expected "
+                          f"{', '.join(sorted(_SPEC_KEYS))}")
+    if bool(spec.get("pattern")) == bool(spec.get("json")):
+        raise ConfigError('mapping: give either "pattern" (a regular expression) or '
+                          '"json": true')
+    fields = spec.get("fields")
+    if not isinstance(fields, Mapping) or "timestamp" not in fields:
+        raise ConfigError('mapping: "fields" must map "timestamp" (and other columns) to '
+                          'groups or paths')
+    constants = spec.setdefault("constants", {})
+    for key in ("fields", "constants"):
+        bad = set(spec[key]) - set(FRAME_COLUMNS)
+        if bad:
+            raise ConfigError(f"mapping.{key}: not a frame column: {', '.join(sorted(bad))}")
+    if "action" not in fields and "action" not in constants:
+        raise ConfigError('mapping: "action" must come from "fields" or "constants"')
+    if spec.get("pattern"):
+        try:
+            groups = set(re.compile(spec["pattern"]).groupindex)
+        except re.error as exc:
+            raise ConfigError(f"mapping.pattern: not a regular expression: {exc}") from exc
+        missing = {str(g) for g in fields.values()} - groups
+        if missing:
+            raise ConfigError(f"mapping.pattern: no group(s) named {', '.join(sorted(missing))}")
+    return spec
+
+
+def read(path: str | os.PathLike[str], *,
+         mapping: Mapping[str, Any] | str | os.PathLike[str]) -> ReadResult:
+    """Read any line or JSON-lines format through a declarative ``mapping``.
+
+    Parameters
+    ----------
+    path
+        The log, plain or gzip.
+    mapping
+        The mapping as a dict or the path of a JSON file holding it (see the module
+        docstring). It is checked first; a wrong mapping raises :class:`ConfigError`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> log = pathlib.Path(tempfile.mkdtemp()) / "app.log"
+    >>> _ = log.write_text("2024-01-02T03:04:05 alice export reports/q1 denied\\n")
+    >>> spec = {"pattern": r"^(?P<ts>\\S+) (?P<who>\\S+) (?P<verb>\\S+) (?P<what>\\S+) "
+    ...                    r"(?P<ok>\\w+)$",
+    ...         "fields": {"timestamp": "ts", "user": "who", "action": "verb",
+    ...                    "resource": "what", "outcome": "ok"}}
+    >>> read(log, mapping=spec).frame.loc[0, ["user", "action", "outcome"]].tolist()
+    ['alice', 'export', 'failure']
+    """
+    spec = load_mapping(mapping)
+    where, data = read_bytes(path)
+    rejected: list[Rejected] = []
+    fields: Mapping[str, str] = spec["fields"]
+    if spec.get("pattern"):
+        numbers, values = _match_lines(data, spec["pattern"], fields, where, rejected)
+    else:
+        numbers, values = [], {column: [] for column in fields}
+        for number, doc in json_records(where, data, rejected):
+            numbers.append(number)
+            for column, field_path in fields.items():
+                value = dig(doc, str(field_path))
+                values[column].append(None if value is None else
+                                      value if isinstance(value, str | int | float) and
+                                      not isinstance(value, bool) else str(value))
+    stamps = _times(values.pop("timestamp"), spec)
+    bad = stamps.isna().to_numpy()
+    for i in np.flatnonzero(bad):
+        rejected.append(Rejected(where, int(numbers[i]), "unreadable time"))
+    keep = ~bad
+    columns: dict[str, Any] = {"timestamp": stamps[keep].reset_index(drop=True)}
+    length = int(keep.sum())
+    for column, raw in values.items():
+        series = pd.Series(raw, dtype="object")[keep].reset_index(drop=True)
+        if column == "outcome":
+            series = series.map(lambda v: _outcome(v, spec.get("outcome_values") or {}))
+        elif column in ("bytes", "sequence"):
+            series = pd.to_numeric(series, errors="coerce").astype("Int64")
+        else:
+            series = series.map(lambda v: None if v is None else str(v))
+        columns[column] = series
+    for column, value in spec["constants"].items():
+        columns.setdefault(column, [value] * length)
+    if "source_ip" in columns and "source_ip" in fields:
+        ips = pa.array(columns["source_ip"], type=pa.string())
+        columns["source_ip"] = ip_or_empty(ips).to_pylist()
+    frame = build_frame(columns, length=length)
+    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)))
+
+
+def _match_lines(data: bytes, pattern: str, fields: Mapping[str, str], where: str,
+                 rejected: list[Rejected]) -> tuple[np.ndarray, dict[str, list[Any]]]:
+    lines = split_lines(data)
+    try:
+        found = pc.extract_regex(lines, pattern)  # RE2, column-wise
+    except pa.ArrowInvalid:
+        # Python-only syntax (look-arounds, back-references): fall back to re, line by line
+        compiled = re.compile(pattern)
+        matches = [compiled.match(line) for line in lines.to_pylist()]
+        ok = np.array([m is not None for m in matches], dtype=bool)
+        groups = {c: [m.group(str(g)) for m in matches if m is not None]
+                  for c, g in fields.items()}
+    else:
+        ok = found.is_valid().to_numpy(zero_copy_only=False)
+        kept = found.filter(pa.array(ok))
+        groups = {c: kept.field(str(g)).to_pylist() for c, g in fields.items()}
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0) \
+        .to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(~ok & ~blank):
+        rejected.append(Rejected(where, int(i) + 1, "does not match the mapping's pattern",
+                                 lines[int(i)].as_py().encode("utf-8", "replace")[:4096]))
+    return np.flatnonzero(ok) + 1, groups
+
+
+def _times(raw: list[Any], spec: Mapping[str, Any]) -> pd.Series:
+    """UTC times from text in ``time_format`` (ISO 8601 by default) or epoch seconds."""
+    values = pd.Series(raw, dtype="object")
+    zone = spec.get("tz") or "UTC"
+    fmt = spec.get("time_format")
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    numeric = pd.to_numeric(values, errors="coerce")
+    epoch = numeric.notna() if fmt is None else pd.Series(False, index=values.index)
+    if epoch.any():
+        out[epoch] = pd.to_datetime(numeric[epoch], unit="s", utc=True)
+    text = values[~epoch].map(lambda v: None if v is None else str(v))
+    if len(text):
+        stamps = [_to_utc(pd.to_datetime(v, format=fmt or "ISO8601", errors="coerce"), zone)
+                  for v in text]
+        out[~epoch] = pd.Series(stamps, index=text.index, dtype="datetime64[ns, UTC]")
+    return out
+
+
+def _to_utc(stamp: Any, zone: str) -> pd.Timestamp:
+    if stamp is None or pd.isna(stamp):
+        return pd.NaT
+    stamp = pd.Timestamp(stamp)
+    if stamp.tzinfo is None:
+        try:
+            stamp = stamp.tz_localize(zone, ambiguous=True, nonexistent="shift_forward")
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"mapping.tz: unknown time zone {zone!r}") from exc
+    return stamp.tz_convert("UTC")
+
+
+def _outcome(value: Any, table: Mapping[str, Sequence[Any]]) -> str:
+    if value is None:
+        return "unknown"
+    text = str(value).strip()
+    for outcome in ("success", "failure"):
+        if text in {str(v) for v in table.get(outcome, ())}:
+            return outcome
+    word = text.lower()
+    if word in _SUCCESS_WORDS:
+        return "success"
+    if word in _FAILURE_WORDS:
+        return "failure"
+    return "unknown"
