@@ -76,10 +76,27 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
     p.add_argument("--map", action="append", metavar="SRC=COLUMN",
                    help="CSV header mapping (repeatable)")
+    p.add_argument("--mapping", type=Path, metavar="FILE",
+                   help="declarative mapping for --format generic (JSON; see docs/formats.md)")
+    p.add_argument("--year", type=int, help="year of syslog timestamps (sshd; default: inferred)")
+    p.add_argument("--tz", help="time zone of syslog timestamps (sshd; default UTC)")
+
+
+def input_options(args: argparse.Namespace) -> dict:
+    """Reader options from the command line, only those the user set."""
+    options: dict = {}
+    if getattr(args, "map", None):
+        options["mapping"] = parse_mapping(args.map)
+    if getattr(args, "mapping", None):
+        options["mapping"] = str(args.mapping)
+    for name in ("year", "tz"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return options
 
 
 def _read(args: argparse.Namespace, command: str) -> ReadResult:
-    options = {"mapping": parse_mapping(args.map)} if args.map else {}
+    options = input_options(args)
     result = read_events(args.inputs, format=args.format, **options)
     if result.rejected:
         first = expand_paths(args.inputs)[0]

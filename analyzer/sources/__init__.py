@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import gzip
 import importlib
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,6 +122,16 @@ def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     return result
 
 
+def _options_for(module: ModuleType, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``module.read`` accepts.
+
+    Options for other formats (``year=`` for sshd while reading a CSV in the same call) are
+    left out for this file, so one command line can read a mix of formats.
+    """
+    accepted = inspect.signature(module.read).parameters
+    return {k: v for k, v in options.items() if k in accepted}
+
+
 def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                 format: str | None = None, **options: Any) -> ReadResult:
     """Read one or more logs into one normalized frame, sorted by time.
@@ -148,7 +159,8 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     results = []
     for path in expand_paths(paths):
         name = format or detect_format(path)
-        results.append(_module(name).read(path, **options))
+        module = _module(name)
+        results.append(module.read(path, **_options_for(module, options)))
     if len(results) == 1:
         result = results[0]
         if result.frame["timestamp"].is_monotonic_increasing:
