@@ -1,0 +1,408 @@
+"""The detector: an IsolationForest over per-feature rarity, with a rarity score beside it.
+
+Raw counts mislead an IsolationForest: its splits are drawn uniformly between a feature's
+minimum and maximum, so heavy tails and many weak features drown a window that is extreme in
+one dimension only. :class:`RarityForest` therefore
+
+1. turns every feature into its upper-tail surprisal learned at fit, ``-log P(X >= x)`` over
+   the training windows (the idea behind ECOD and HBOS), extended smoothly past the training
+   maximum, so all features speak one language: "how rare";
+2. fits an :class:`~sklearn.ensemble.IsolationForest` on those surprisals (it finds unusual
+   combinations);
+3. keeps a per-feature rarity score beside it (the largest few surprisals), which catches the
+   one-dimensional cases and explains itself;
+4. combines the two by rank: each becomes a tail surprisal of its own training distribution,
+   and the score is their sum.
+
+It honours the scikit-learn contract: parameters in ``__init__``, learned attributes ending in
+``_``, ``fit`` returns ``self``, ``score_samples`` is lower for more abnormal samples,
+``decision_function`` is negative for outliers at the learned ``offset_``.
+
+:func:`explain` turns per-feature surprisals into reasons a person can read.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = rng.poisson(2.0, size=(500, 3)).astype(float)
+>>> det = RarityForest(random_state=0).fit(X)
+>>> bool(det.score_samples([[30.0, 2.0, 2.0]])[0] < det.score_samples([[2.0, 2.0, 2.0]])[0])
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.ensemble import IsolationForest
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from analyzer.features import FEATURES, describe_hour
+
+__all__ = ["RarityForest", "TailTable", "explain", "format_bytes"]
+
+# Past the training maximum, surprisal keeps growing, but by at most this much, so one absurd
+# value cannot outweigh everything else.
+_EXTENSION_CAP = 10.0
+
+
+class TailTable:
+    """Upper-tail surprisal of a one-dimensional training sample.
+
+    ``surprisal(x) = -log((#{train >= x} + 1) / (n + 1))``: 0 at or below the minimum,
+    ``log(n + 1)`` just past the maximum, and beyond it growing linearly with the distance
+    measured in the sample's own tail scale (an exponential tail), capped.
+
+    >>> table = TailTable([0, 0, 0, 1, 2])
+    >>> [round(float(s), 2) for s in table.surprisal(np.array([0.0, 2.0, 3.0]))]
+    [0.0, 1.1, 2.79]
+    """
+
+    __slots__ = ("at_least", "n", "scale", "values")
+
+    def __init__(self, sample: Sequence[float] | np.ndarray, *, min_scale: float = 0.0) -> None:
+        data = np.sort(np.asarray(sample, dtype=np.float64))
+        self.n = len(data)
+        values, counts = np.unique(data, return_counts=True)
+        self.values = values
+        self.at_least = np.cumsum(counts[::-1])[::-1].astype(np.float64)
+        scale = 0.0
+        if self.n >= 2:
+            m = max(1, min(self.n // 20, 200))
+            threshold = data[self.n - m - 1] if self.n > m else data[0]
+            scale = float(np.mean(data[self.n - m:] - threshold))
+            if scale <= 0:
+                scale = float(np.std(data))
+        scale = max(scale, min_scale)
+        self.scale = scale if scale > 0 else 1.0
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+    def surprisal(self, x: np.ndarray) -> np.ndarray:
+        """``-log`` of the smoothed share of training values at least as large as ``x``."""
+        x = np.asarray(x, dtype=np.float64)
+        if not self.n:
+            return np.zeros_like(x)
+        pos = np.searchsorted(self.values, x, side="left")
+        inside = pos < len(self.values)
+        count = np.where(inside, self.at_least[np.minimum(pos, len(self.values) - 1)], 0.0)
+        out = np.log((self.n + 1.0) / (count + 1.0))
+        top = self.values[-1]
+        beyond = x > top
+        if beyond.any():
+            out = out + np.where(beyond, np.minimum((x - top) / self.scale, _EXTENSION_CAP),
+                                 0.0)
+        return out
+
+
+class RarityForest(OutlierMixin, BaseEstimator):
+    """IsolationForest on upper-tail surprisals, combined by rank with a rarity score.
+
+    Every feature is read as "larger is more unusual"; give the detector features oriented
+    that way (the feature extractor does).
+
+    Parameters
+    ----------
+    n_estimators : int, default 100
+        Trees in the inner IsolationForest.
+    max_samples : "auto", int or float, default "auto"
+        Samples drawn per tree, as in IsolationForest.
+    contamination : float, default 0.01
+        Share of training samples treated as outliers; sets ``offset_``. Change it later
+        with :meth:`offset_for` without refitting.
+    rarity_weights : array-like of shape (n_features,) or None, default None
+        Weight of each feature in the rarity score (0 leaves it to the forest only).
+    rarity_top : int, default 3
+        How many of a sample's largest surprisals make its rarity score (weights 1, 1/2,
+        1/4, ...), so that one or two very rare features are enough.
+    combine : {"sum", "max"}, default "sum"
+        How the forest's and the rarity score's tail surprisals are combined.
+    min_tail_scale : float, default 0.0
+        Smallest tail scale of a feature: past its training maximum, a feature's surprisal
+        grows by at most one nat per ``min_tail_scale``. For count features 1.0 says "one
+        more than ever seen is one nat rarer", instead of a jump set by tiny noise.
+    random_state : int, RandomState or None, default None
+        Seeds the forest.
+    n_jobs : int or None, default None
+        Parallel jobs of the forest.
+
+    Attributes
+    ----------
+    tails_ : list of TailTable
+        Per-feature training distributions.
+    forest_ : IsolationForest
+        The inner forest, fitted on surprisals.
+    score_tail_ : TailTable
+        Training distribution of the combined score (for calibration).
+    offset_ : float
+        ``decision_function = score_samples - offset_``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray, when fitted on a DataFrame
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(1).normal(size=(200, 2))
+    >>> RarityForest(random_state=0).fit(X).predict([[8.0, 8.0]]).tolist()
+    [-1]
+    """
+
+    def __init__(self, *, n_estimators: int = 100, max_samples: str | int | float = "auto",
+                 contamination: float = 0.01, rarity_weights: Sequence[float] | None = None,
+                 rarity_top: int = 3, combine: str = "sum", min_tail_scale: float = 0.0,
+                 random_state: int | None = None, n_jobs: int | None = None) -> None:
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.contamination = contamination
+        self.rarity_weights = rarity_weights
+        self.rarity_top = rarity_top
+        self.combine = combine
+        self.min_tail_scale = min_tail_scale
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _check_params(self) -> None:
+        if not isinstance(self.contamination, Real) or not 0 < self.contamination <= 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination!r}")
+        if not isinstance(self.rarity_top, Integral) or self.rarity_top < 1:
+            raise ValueError(f"rarity_top must be a positive integer, got {self.rarity_top!r}")
+        if self.combine not in ("sum", "max"):
+            raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
+
+    def fit(self, X, y=None):
+        """Learn per-feature tails, the forest and the calibration; returns ``self``."""
+        self._check_params()
+        X = validate_data(self, X, dtype=np.float64)
+        n_features = X.shape[1]
+        if self.rarity_weights is None:
+            weights = np.ones(n_features)
+        else:
+            weights = np.asarray(self.rarity_weights, dtype=np.float64)
+            if weights.shape != (n_features,):
+                raise ValueError(f"rarity_weights has {weights.size} values for "
+                                 f"{n_features} features")
+        self.rarity_weights_ = weights
+        self.tails_ = [TailTable(X[:, j], min_scale=self.min_tail_scale)
+                       for j in range(n_features)]
+        surprisal = self._surprisal(X)
+        self.forest_ = IsolationForest(
+            n_estimators=self.n_estimators, max_samples=self.max_samples,
+            random_state=self.random_state, n_jobs=self.n_jobs).fit(surprisal)
+        forest = -self.forest_.score_samples(surprisal)
+        rarity = self._rarity(surprisal)
+        self.forest_tail_ = TailTable(forest)
+        self.rarity_tail_ = TailTable(rarity)
+        combined = self._combine(forest, rarity)
+        self.score_tail_ = TailTable(combined)
+        self.offset_ = float(np.percentile(-combined, 100.0 * self.contamination))
+        return self
+
+    # -- pieces ------------------------------------------------------------------------
+
+    def _surprisal(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty_like(X, dtype=np.float64)
+        for j, table in enumerate(self.tails_):  # one pass per feature
+            out[:, j] = table.surprisal(X[:, j])
+        return out
+
+    def _rarity(self, surprisal: np.ndarray) -> np.ndarray:
+        weighted = surprisal * self.rarity_weights_
+        k = min(self.rarity_top, weighted.shape[1])
+        top = -np.sort(-weighted, axis=1)[:, :k]
+        return top @ (0.5 ** np.arange(k))
+
+    def _combine(self, forest: np.ndarray, rarity: np.ndarray) -> np.ndarray:
+        a = self.forest_tail_.surprisal(forest)
+        b = self.rarity_tail_.surprisal(rarity)
+        return a + b if self.combine == "sum" else np.maximum(a, b)
+
+    def _combined(self, X) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        surprisal = self._surprisal(X)
+        forest = -self.forest_.score_samples(surprisal)
+        return self._combine(forest, self._rarity(surprisal)), surprisal
+
+    # -- public scoring ----------------------------------------------------------------
+
+    def score_samples(self, X):
+        """Opposite of the combined rarity: the lower, the more abnormal."""
+        return -self._combined(X)[0]
+
+    def decision_function(self, X):
+        """``score_samples - offset_``: negative for outliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """-1 for outliers, 1 for inliers, at the learned ``offset_``."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def feature_surprisal(self, X):
+        """Per-feature upper-tail surprisal, the contribution of each feature (n, d)."""
+        return self._combined(X)[1]
+
+    def score_and_explain(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated tail probability and per-feature surprisals in one pass.
+
+        The probability is the smoothed share of training samples whose combined score is
+        at least as high, extended past the training maximum: a percentile of the detector's
+        own training distribution, comparable across detectors fitted on different data.
+        """
+        combined, surprisal = self._combined(X)
+        return np.exp(-self.score_tail_.surprisal(combined)), surprisal
+
+    def tail_probability(self, X):
+        """Calibrated tail probability of each sample (see :meth:`score_and_explain`)."""
+        return self.score_and_explain(X)[0]
+
+    def offset_for(self, contamination: float) -> float:
+        """The ``offset_`` another contamination would give, without refitting."""
+        check_is_fitted(self)
+        if not 0 < contamination <= 1:
+            raise ValueError(f"contamination must be in (0, 1], got {contamination!r}")
+        surprisal = -math.log(contamination)
+        # invert the calibration: the combined score whose training tail share is c
+        values, at_least, n = (self.score_tail_.values, self.score_tail_.at_least,
+                               self.score_tail_.n)
+        share = (at_least + 1.0) / (n + 1.0)
+        idx = np.searchsorted(-np.log(share), surprisal, side="left")
+        return -float(values[min(idx, len(values) - 1)])
+
+
+# -- explanations -------------------------------------------------------------------------------
+
+def format_bytes(value: float) -> str:
+    """Bytes for a person.
+
+    >>> format_bytes(1536), format_bytes(3.2e9)
+    ('1.5 KB', '3.2 GB')
+    """
+    value = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PB"  # pragma: no cover - unreachable
+
+
+def _fmt(unit: str, value: float) -> str:
+    if unit == "share":
+        return f"{value:.0%}"
+    if unit == "rate":
+        return f"{value:.1f}"
+    if unit == "bytes":
+        return format_bytes(value)
+    if unit == "logratio":
+        ratio = math.exp(value)
+        return f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"
+    return f"{value:.0f}"
+
+
+_FEATURE_INFO = {f.name: f for f in FEATURES}
+# A reason that says the same thing as a stronger one already chosen is left out.
+_OVERLAPS = (
+    ("n_new_actions", "new_privileged_events", "n_outside_peer_actions"),
+    ("n_new_resources", "n_outside_peer_resources"),
+    ("n_users", "n_users_failed"),
+    ("failure_ratio", "n_failures", "fail_then_success"),
+    ("n_ips", "n_new_ips"),
+    ("n_countries", "n_new_countries"),
+)
+_IMPLIED_BY = {name: tuple(o for o in group if o != name)
+               for group in _OVERLAPS for name in group}
+# When rarities are close, name what is new or sensitive before raw diversity or volume:
+# "first access from country RU" tells an analyst more than "2 countries in one window".
+_SPECIFIC_BONUS = 1.5
+_SPECIFIC_FAMILIES = ("novelty", "sensitivity", "sequence")
+
+
+def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], *,
+            typical: pd.DataFrame | None = None, top: int = 3,
+            min_surprisal: float = math.log(20)) -> list[str]:
+    """Readable reasons for each row of ``windows``: its rarest features, phrased.
+
+    Parameters
+    ----------
+    windows : DataFrame
+        Rows from :class:`~analyzer.features.FeatureExtractor` (``entity``,
+        ``window_start``, feature columns and ``d_*`` detail columns).
+    surprisal : ndarray of shape (len(windows), len(names))
+        Per-feature surprisal of those rows (:meth:`RarityForest.feature_surprisal`).
+    names : sequence of str
+        The feature names, the columns of ``surprisal``.
+    typical : DataFrame or None
+        Per-row typical range for the entity, columns ``<feature>_lo`` / ``<feature>_hi``
+        aligned with ``windows`` (NaN when the entity has no history).
+    top : int
+        At most this many reasons per row.
+    min_surprisal : float
+        Features rarer than this (in nats; log 20 means "in fewer than 1 window in 20") are
+        reasons; when none is, the two rarest are named as an unusual combination.
+
+    Returns
+    -------
+    list of str
+        One text per row, reasons joined with "; ".
+    """
+    names = list(names)
+    if not len(windows):
+        return []
+    hours, days = describe_hour(windows["window_start"])
+    entities = windows["entity"].astype(str).to_numpy()
+    bonus = np.array([_SPECIFIC_BONUS if name in _FEATURE_INFO and
+                      _FEATURE_INFO[name].family in _SPECIFIC_FAMILIES else 0.0
+                      for name in names])
+    order = np.argsort(-(surprisal + bonus * (surprisal >= min_surprisal)), axis=1,
+                       kind="stable")
+    out: list[str] = []
+    # one loop per explained window (alerts and near misses), never per event
+    for i in range(len(windows)):
+        row = windows.iloc[i]
+        chosen: list[str] = []
+        texts: list[str] = []
+        for j in order[i]:
+            if len(texts) >= top or surprisal[i, j] < min_surprisal:
+                break
+            name = names[j]
+            if any(other in chosen for other in _IMPLIED_BY.get(name, ())):
+                continue
+            text = _phrase(name, row, entities[i], hours[i], days[i], typical, i)
+            if text:
+                chosen.append(name)
+                texts.append(text)
+        if not texts:
+            rarest = [names[j] for j in order[i][:2]]
+            texts = ["unusual combination of " + " and ".join(n.replace("_", " ")
+                                                               for n in rarest)]
+        out.append("; ".join(texts))
+    return out
+
+
+def _phrase(name: str, row: pd.Series, entity: str, hour: str, day: str,
+            typical: pd.DataFrame | None, i: int) -> str:
+    info = _FEATURE_INFO.get(name)
+    if info is None:
+        return name.replace("_", " ")
+    value = float(row[name])
+    if info.unit in ("count", "share", "rate", "bytes") and value <= 0:
+        return ""
+    detail = str(row[info.detail]) if info.detail and info.detail in row.index else ""
+    if info.detail and not detail:
+        detail = "new values"
+    typical_text = f"no history for {entity}"
+    if typical is not None and f"{name}_lo" in typical.columns:
+        lo, hi = typical[f"{name}_lo"].iat[i], typical[f"{name}_hi"].iat[i]
+        if pd.notna(lo) and pd.notna(hi):
+            lo_text, hi_text = _fmt(info.unit, lo), _fmt(info.unit, hi)
+            span = lo_text if lo_text == hi_text else f"{lo_text}-{hi_text}"
+            typical_text = f"typical for {entity}: {span}"
+    return info.reason.format(value=_fmt(info.unit, value), typical=typical_text,
+                              entity=entity, detail=detail, hour=hour, weekday=day)
