@@ -45,6 +45,7 @@ __all__ = [
     "load_key",
     "read_checkpoints",
     "verify_log",
+    "verify_series",
     "write_checkpoint",
 ]
 
@@ -250,6 +251,24 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield number, raw.rstrip(b"\r\n"), complete
 
 
+def _check_file(log_path: Path) -> None:
+    if not log_path.exists():
+        raise SourceError(f"{log_path}: no such file")
+    if log_path.is_dir():
+        raise SourceError(f"{log_path}: is a directory, expected an audit log file")
+
+
+def _previous_of(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``analyzer.chain.previous`` a rotation marker carries, if ``doc`` is one."""
+    if not doc or doc.get("event", {}).get("action") != "audit.rotation":
+        return None
+    previous = doc.get("analyzer", {}).get("chain", {}).get("previous")
+    if isinstance(previous, dict) and isinstance(previous.get("sequence"), int) \
+            and isinstance(previous.get("hash"), str):
+        return previous
+    return None
+
+
 def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
                checkpoint: Checkpoint | None = None) -> VerifyReport:
     """Recompute the chain of ``path`` and report the first record that does not hold.
@@ -257,7 +276,9 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
     Parameters
     ----------
     path
-        The audit log (JSON lines written by :class:`analyzer.logger.AuditLogger`).
+        The audit log (JSON lines written by :class:`analyzer.logger.AuditLogger`). A file
+        rotated in mid-chain starts with an ``audit.rotation`` record naming where the chain
+        comes from; it is verified from there (use :func:`verify_series` for the whole set).
     key
         The integrity key the log was written with, or ``None`` for an unkeyed log.
     checkpoint
@@ -265,13 +286,84 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
         a log that ends before it has been truncated.
     """
     log_path = Path(path)
-    if not log_path.exists():
-        raise SourceError(f"{log_path}: no such file")
-    if log_path.is_dir():
-        raise SourceError(f"{log_path}: is a directory, expected an audit log file")
+    _check_file(log_path)
+    report = _verify_file(log_path, ChainHasher(key), None, checkpoint)
+    return _checkpoint_verdict(report, checkpoint)
+
+
+def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = None,
+                  checkpoint: Checkpoint | None = None) -> VerifyReport:
+    """Verify rotated files as one chain: in order, none missing, none truncated.
+
+    Files are put in order by their first sequence number; each must continue exactly where
+    the one before it ended, and the rotation record that opens it must name that file.
+    """
+    files = [Path(p) for p in paths]
+    for file in files:
+        _check_file(file)
     hasher = ChainHasher(key)
-    prev_hash, prev_seq, records = GENESIS_HASH, 0, 0
-    checked = False
+    ordered = sorted(files, key=_first_sequence)
+    state: VerifyReport | None = None
+    total = 0
+    for index, file in enumerate(ordered):
+        if state is not None:
+            problem = _boundary_problem(state, file, ordered[index - 1], ordered[index + 1:])
+            if problem is not None:
+                return dataclasses.replace(problem, records=total)
+        state = _verify_file(file, hasher, state, checkpoint)
+        total += state.records
+        if not state.ok:
+            return dataclasses.replace(state, records=total)
+    if state is None:
+        raise SourceError("no audit log files to verify")
+    return _checkpoint_verdict(dataclasses.replace(
+        state, path=f"{len(ordered)} files ({ordered[0].name} .. {ordered[-1].name})",
+        records=total), checkpoint)
+
+
+def _first_sequence(path: Path) -> int:
+    with path.open("rb") as handle:
+        record = _parse(1, handle.readline().rstrip(b"\r\n"))
+    return record.sequence if record.sequence is not None else -1
+
+
+def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
+                      later: list[Path]) -> VerifyReport | None:
+    """Does ``file`` continue the chain exactly where ``previous_file`` ended?"""
+    with file.open("rb") as handle:
+        first = _parse(1, handle.readline().rstrip(b"\r\n"))
+    claimed = _previous_of(first.doc)
+
+    def broken(problem: Problem, detail: str) -> VerifyReport:
+        return VerifyReport(str(file), 0, before.head_sequence, before.head_hash, False,
+                            problem, 1, first.sequence, detail)
+
+    if claimed is None:
+        return None  # the per-line check reports whatever is wrong with it
+    if claimed["sequence"] > before.head_sequence:
+        return broken(Problem.MISSING, (
+            f"{previous_file.name} ends at sequence {before.head_sequence} but {file.name} "
+            f"continues from {claimed['sequence']} ({claimed.get('file')}): records "
+            f"{before.head_sequence + 1}-{claimed['sequence']} are missing (a file removed "
+            f"or truncated)"))
+    if claimed["sequence"] < before.head_sequence or claimed["hash"] != before.head_hash:
+        return broken(Problem.REORDERED, (
+            f"{file.name} continues from sequence {claimed['sequence']} of "
+            f"{claimed.get('file')}, not from the end of {previous_file.name}"))
+    if claimed.get("file") not in (None, previous_file.name) and any(
+            p.name == claimed.get("file") for p in later):
+        return broken(Problem.REORDERED, (
+            f"{file.name} says it follows {claimed.get('file')}, which comes later here"))
+    return None
+
+
+def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None,
+                 checkpoint: Checkpoint | None) -> VerifyReport:
+    """Stream one file; ``start`` is where the previous file of a series ended."""
+    prev_hash = GENESIS_HASH if start is None else start.head_hash
+    prev_seq = 0 if start is None else start.head_sequence
+    records = 0
+    checked = start.checkpoint_checked if start is not None else False
     lines = _lines(log_path)
 
     def broken(problem: Problem, rec_line: int | None, seq: int | None,
@@ -287,6 +379,10 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
         if record.sequence is None:
             return broken(Problem.BAD_JSON, number, None,
                           "record has no integer event.sequence and string event.hash")
+        if number == 1 and start is None:
+            claimed = _previous_of(record.doc)
+            if claimed is not None:  # a rotated-in file verified on its own
+                prev_seq, prev_hash = claimed["sequence"], claimed["hash"]
         expected = prev_seq + 1
         if record.sequence == expected and hasher.link(prev_hash, record.canonical) == record.hash:
             prev_hash, prev_seq = record.hash, record.sequence
@@ -300,15 +396,20 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
             continue
         problem, detail = _diagnose(record, lines, hasher, prev_hash, expected, records)
         return broken(problem, number, record.sequence, detail)
-
-    if checkpoint is not None and not checked and checkpoint.sequence > prev_seq:
-        return VerifyReport(str(log_path), records, prev_seq, prev_hash, False,
-                            Problem.TRUNCATED, None, prev_seq + 1,
-                            f"log ends at sequence {prev_seq} but the checkpoint of "
-                            f"{checkpoint.time or 'unknown time'} records sequence "
-                            f"{checkpoint.sequence}")
     return VerifyReport(str(log_path), records, prev_seq, prev_hash, True,
                         checkpoint_checked=checked)
+
+
+def _checkpoint_verdict(report: VerifyReport, checkpoint: Checkpoint | None) -> VerifyReport:
+    if (report.ok and checkpoint is not None and not report.checkpoint_checked
+            and checkpoint.sequence > report.head_sequence):
+        return dataclasses.replace(
+            report, ok=False, problem=Problem.TRUNCATED, line=None,
+            sequence=report.head_sequence + 1,
+            detail=(f"log ends at sequence {report.head_sequence} but the checkpoint of "
+                    f"{checkpoint.time or 'unknown time'} records sequence "
+                    f"{checkpoint.sequence}"))
+    return report
 
 
 def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes, bool]], hasher: ChainHasher,

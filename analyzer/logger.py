@@ -34,13 +34,14 @@ import ipaddress
 import itertools
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,11 @@ class AuditLogger:
     checkpoint_every
         Write a checkpoint (sequence, head hash, time) beside the log after this many
         records, and always on close. ``0`` writes one on close only.
+    rotate_bytes, rotate_every
+        Rotate the file when it reaches this size, or when its first record is this old
+        (``"1d"``, ``"6h"`` or a timedelta). The rotated file is renamed
+        ``<name>.<UTC time>`` and the chain continues in a fresh file, whose first record
+        (``audit.rotation``) names the previous file, its last sequence and hash.
     name
         ``log.logger`` of records written through :meth:`log`.
     host
@@ -162,6 +168,8 @@ class AuditLogger:
         batch_records: int = 512,
         batch_ms: float = 200.0,
         checkpoint_every: int = 10_000,
+        rotate_bytes: int | None = None,
+        rotate_every: str | timedelta | None = None,
         name: str = "audit",
         host: str | None = None,
         geo: GeoLookup | None = None,
@@ -183,6 +191,12 @@ class AuditLogger:
         self._batch_records = batch_records if self.durability is Durability.BATCH else 1
         self._batch_seconds = batch_ms / 1000.0
         self._checkpoint_every = checkpoint_every
+        if rotate_bytes is not None and rotate_bytes < 1:
+            raise ConfigError("rotate_bytes must be positive")
+        self._rotate_bytes = rotate_bytes
+        self._rotate_ns = _duration_ns(rotate_every)
+        self._file_started_ns: int | None = None
+        self._needs_marker: str | None = None
         self._timestamps = _Timestamps()
         self._host_json = orjson.dumps(self.host)
         self._name_json = orjson.dumps(name)
@@ -359,6 +373,14 @@ class AuditLogger:
         """
         if event.level < self.min_level:
             return None
+        prefix, suffix, event_id = self._encode_event(event)
+        self._enqueue((prefix, suffix))
+        return event_id
+
+    def _encode_event(self, event: AuditEvent) -> tuple[bytes, bytes, str]:
+        """Canonical JSON of an AuditEvent, split around the sequence number."""
+        if self._pid != os.getpid():
+            self._after_fork()
         doc = event.to_ecs()
         doc["ecs"] = _ECS
         ev = doc["event"]
@@ -366,8 +388,6 @@ class AuditLogger:
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
         ev["sequence"] = -1  # a placeholder the chain fills in at flush time
         doc.setdefault("host", {"name": self.host})
-        if self._pid != os.getpid():
-            self._after_fork()
         doc.setdefault("process", {"pid": self._pid})
         doc["log"].setdefault("logger", self.name)
         if self.service:
@@ -379,8 +399,7 @@ class AuditLogger:
         # Only event.sequence has this spelling: keys after "event" at the top level are
         # written by this module and contain no "sequence"; a quote inside a string is escaped.
         cut = canonical.rfind(b'"sequence":-1')
-        self._enqueue((canonical[:cut + 11], canonical[cut + 13:]))
-        return ev["id"]
+        return canonical[:cut + 11], canonical[cut + 13:], ev["id"]
 
     def flush(self, *, fsync: bool = False) -> None:
         """Write every queued record now (and fsync the file if asked)."""
@@ -469,9 +488,16 @@ class AuditLogger:
             return
         pending, self._pending = self._pending, []
         with self._file_lock():
-            if os.fstat(self._fd).st_size != self._end:
+            if self._rotated_elsewhere():
+                self._reopen()
+            elif os.fstat(self._fd).st_size != self._end:
                 # Another process appended since our last write: continue from its head.
                 self._end, self._seq, self._head = self._read_head()
+            if self._rotation_due():
+                self._rotate()
+            if self._needs_marker is not None:
+                pending.insert(0, self._marker(self._needs_marker))
+                self._needs_marker = None
             seq, head, link = self._seq, self._head, self._hasher.link
             lines = []
             for prefix, suffix in pending:
@@ -490,11 +516,72 @@ class AuditLogger:
                 self._end = os.fstat(self._fd).st_size
                 raise LogWriteError(
                     f"{self.path}: cannot write audit log: {exc.strerror}") from None
+            if self._end == 0 and blob:
+                self._file_started_ns = time.time_ns()
             self._end += len(blob)
             self._since_checkpoint += seq - self._seq
             self._seq, self._head = seq, head
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
+
+    # -- rotation ------------------------------------------------------------------------
+
+    def _rotation_due(self) -> bool:
+        if self._end == 0:
+            return False
+        if self._rotate_bytes is not None and self._end >= self._rotate_bytes:
+            return True
+        if self._rotate_ns is not None:
+            if self._file_started_ns is None:
+                self._file_started_ns = self._first_record_ns()
+            return time.time_ns() - self._file_started_ns >= self._rotate_ns
+        return False
+
+    def _rotate(self) -> None:
+        """Rename the full file aside and continue the chain in a fresh one (lock held)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        rotated = self.path.with_name(f"{self.path.name}.{stamp}")
+        os.replace(self.path, rotated)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # the lock moves with us to the new file
+        self._end = 0
+        self._file_started_ns = None
+        self._needs_marker = rotated.name
+        _log.info("rotated %s to %s at sequence %d", self.path, rotated.name, self._seq)
+
+    def _rotated_elsewhere(self) -> bool:
+        # Another process renamed the file we hold: our descriptor points at the old one.
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return True
+
+    def _reopen(self) -> None:
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._end, self._seq, self._head = self._read_head()
+        self._file_started_ns = None
+
+    def _marker(self, previous: str) -> tuple[bytes, bytes]:
+        """The first record of a rotated-in file: where the chain comes from."""
+        event = AuditEvent(
+            "audit.rotation", timestamp=datetime.now(UTC), level=Level.INFO,
+            outcome=Outcome.SUCCESS, category=("configuration",), logger=self.name,
+            message=f"the chain continues from {previous} (sequence {self._seq})",
+            analyzer={"chain": {"previous": {"file": previous, "sequence": self._seq,
+                                             "hash": self._head}}})
+        prefix, suffix, _ = self._encode_event(event)
+        return prefix, suffix
+
+    def _first_record_ns(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                doc = orjson.loads(handle.readline())
+            return int(parse_timestamp(doc["@timestamp"]).timestamp() * 1e9)
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, SchemaError):
+            return time.time_ns()
 
     def _checkpoint(self) -> None:
         self._since_checkpoint = 0
@@ -505,13 +592,13 @@ class AuditLogger:
             _log.warning("cannot write checkpoint beside %s: %s", self.path, exc)
 
     def _file_lock(self) -> _FileLock:
-        return _FileLock(self._fd)
+        return _FileLock(self)
 
     def _read_head(self) -> tuple[int, int, str]:
         """(file size, last sequence, last hash) of the log, setting aside a torn tail."""
         size = os.fstat(self._fd).st_size
         if size == 0:
-            return 0, 0, GENESIS_HASH
+            return self._head_of_rotated()
         with open(self.path, "rb") as handle:
             last_line, start = _last_line(handle, size)
             if not last_line.endswith(b"\n"):
@@ -532,6 +619,24 @@ class AuditLogger:
             raise IntegrityError(f"{self.path}: the last record has a malformed event.hash")
         return size, seq, head
 
+    def _head_of_rotated(self) -> tuple[int, int, str]:
+        """An empty log whose earlier files were rotated away continues their chain."""
+        siblings = sorted(p for p in self.path.parent.glob(f"{self.path.name}.*")
+                          if _ROTATED.fullmatch(p.name[len(self.path.name) + 1:]))
+        if not siblings:
+            return 0, 0, GENESIS_HASH
+        newest = siblings[-1]
+        with newest.open("rb") as handle:
+            last_line, _ = _last_line(handle, newest.stat().st_size)
+        try:
+            doc = orjson.loads(last_line)
+            seq, head = int(doc["event"]["sequence"]), str(doc["event"]["hash"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise IntegrityError(f"{newest}: its last record is not a chained audit record; "
+                                 "refusing to continue the chain (run verify)") from None
+        self._needs_marker = newest.name
+        return 0, seq, head
+
     def _set_aside_torn(self, handle: Any, start: int, size: int) -> int:
         handle.seek(start)
         torn = handle.read(size - start)
@@ -546,6 +651,7 @@ class AuditLogger:
 
 
 _ECS = {"version": ECS_VERSION}
+_ROTATED = re.compile(r"\d{8}T\d{12}Z")
 _CATEGORY_CACHE: dict[str, list[str]] = {}
 # Pre-encoded pieces of the canonical record (keys in sorted order).
 _ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
@@ -581,6 +687,20 @@ def _jstr(value: str, basename: bool = False) -> bytes:
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
+def _duration_ns(value: str | timedelta | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value)
+        if not match:
+            raise ConfigError(f"rotate_every: expected e.g. 30m, 6h or 1d, got {value!r}")
+        value = timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours",
+                              "d": "days"}[match[2]]: int(match[1])})
+    if value <= timedelta(0):
+        raise ConfigError("rotate_every must be positive")
+    return int(value.total_seconds() * 1e9)
+
+
 def _stamp(value: datetime | str) -> str:
     return format_timestamp(parse_timestamp(value))
 
@@ -604,18 +724,22 @@ def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
 
 
 class _FileLock:
-    """An exclusive advisory lock on the log, so concurrent writers take turns."""
+    """An exclusive advisory lock on the log, so concurrent writers take turns.
 
-    __slots__ = ("_fd",)
+    The descriptor is looked up on exit, not captured on entry: a rotation inside the locked
+    section swaps the logger's descriptor (and takes the lock on the new file with it).
+    """
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: AuditLogger) -> None:
+        self._owner = owner
 
     def __enter__(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fcntl.flock(self._owner._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        fcntl.flock(self._owner._fd, fcntl.LOCK_UN)
 
 
 # -- the stdlib logging bridge -------------------------------------------------------------

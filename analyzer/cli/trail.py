@@ -16,11 +16,10 @@ from analyzer.cli._common import (
     say,
     warn,
 )
-from analyzer.errors import SourceError
 from analyzer.events import AuditEvent, Level, Outcome
-from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log
+from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import FORMATS, read_events, write_rejected
+from analyzer.sources import FORMATS, expand_paths, read_events, write_rejected
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "verify", help="recompute a log's hash chain and name the first record "
                                         "that does not hold",
                     example="audit-analyzer verify audit.jsonl --key-file audit.key\n"
-                            "audit-analyzer verify audit.jsonl --checkpoint offsite.checkpoints")
-    p.add_argument("log", type=Path)
+                            "audit-analyzer verify audit.jsonl --checkpoint offsite.checkpoints\n"
+                            "audit-analyzer verify 'logs/audit.jsonl*'   # a rotated series")
+    p.add_argument("log", help="a log file, or a folder or glob of rotated files (one chain)")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="checkpoints kept elsewhere (default: the log's own .checkpoints file, "
                         "when present); catches deletion of records from the end")
@@ -126,15 +126,26 @@ def _rows(frame: pd.DataFrame):
 
 def run_verify(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
-    if not args.log.exists():
-        raise SourceError(f"{args.log}: no such file")
+    files = expand_paths(args.log)
     checkpoint = None
     source = args.checkpoint
-    if source is None and not args.no_checkpoint and checkpoint_path(args.log).exists():
-        source = checkpoint_path(args.log)
+    if source is None and not args.no_checkpoint:
+        own = [checkpoint_path(f) for f in files if checkpoint_path(f).exists()]
+        source = own[0] if own else None
     if source is not None:
         checkpoints = read_checkpoints(source)
         checkpoint = max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
-    report = verify_log(args.log, key=key, checkpoint=checkpoint)
+    if len(files) == 1:
+        report = verify_log(files[0], key=key, checkpoint=checkpoint)
+    else:
+        report = verify_series(files, key=key, checkpoint=checkpoint)
     say(report.summary())
+    if report.ok and len(files) == 1 and _starts_mid_chain(files[0]):
+        say("note: this file continues a rotated chain; verify the whole series "
+            f"('{files[0]}*') to check the files before it")
     return 0 if report.ok else 1
+
+
+def _starts_mid_chain(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return b'"action":"audit.rotation"' in handle.readline()

@@ -30,6 +30,7 @@ __all__ = [
     "detect_format",
     "empty_frame",
     "expand_paths",
+    "is_side_file",
     "read_events",
     "write_rejected",
 ]
@@ -92,6 +93,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                       f"({', '.join(FORMATS)})")
 
 
+#: Files the tools keep beside a log, never logs themselves (skipped when reading a folder).
+SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".cursor", ".dead-letter", ".tmp",
+                     ".key", ".md")
+
+
+def is_side_file(path: Path) -> bool:
+    """True for rejected lines, checkpoints, torn tails, shipper cursors and the like."""
+    return any(marker in path.name for marker in SIDE_FILE_MARKERS)
+
+
 def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand globs and directories (their files, sorted) into a list of files.
 
@@ -103,15 +114,15 @@ def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     for item in paths:
         text = os.fspath(item)
         if any(ch in text for ch in "*?["):
-            matches = sorted(glob.glob(text))
+            matches = sorted(m for m in glob.glob(text) if not is_side_file(Path(m)))
             if not matches:
                 raise SourceError(f"{text}: no file matches")
             result.extend(Path(m) for m in matches)
             continue
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                           and not p.name.endswith((".rejected", ".checkpoints")))
+            files = sorted(p for p in path.iterdir() if p.is_file() and not
+                           p.name.startswith(".") and not is_side_file(p))
             if not files:
                 raise SourceError(f"{path}: directory has no files")
             result.extend(files)
