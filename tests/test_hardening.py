@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ def rotated_series(directory: Path, key: bytes, *, files: int = 10, per_file: in
     with AuditLogger(log, key=key, durability="flush", rotate_bytes=per_file * 420) as audit:
         while len(list(directory.glob("audit.jsonl.*T*"))) < files - 1:
             audit.log("dataset.read", user="alice", resource="d", message="x" * 100)
-    return sorted(directory.glob("audit.jsonl.*T*")) + [log]
+    return [*sorted(directory.glob("audit.jsonl.*T*")), log]
 
 
 def test_rotation_continues_one_chain_across_ten_files(tmp_path, key):
@@ -32,7 +33,7 @@ def test_rotation_continues_one_chain_across_ten_files(tmp_path, key):
     total = sum(len(p.read_bytes().splitlines()) for p in series)
     assert report.records == total
     # every file after the first opens with a record naming the file before it
-    for before, after in zip(series, series[1:], strict=False):
+    for before, after in itertools.pairwise(series):
         first = orjson.loads(after.read_bytes().splitlines()[0])
         assert first["event"]["action"] == "audit.rotation"
         assert first["analyzer"]["chain"]["previous"]["file"] == before.name
@@ -81,7 +82,7 @@ def test_restart_after_rotation_keeps_the_chain(tmp_path, key):
     with AuditLogger(log, key=key, rotate_bytes=2000, durability="flush") as audit:
         for i in range(20):
             audit.log("login", user=f"v{i}")
-    series = sorted(tmp_path.glob("audit.jsonl.*T*")) + [log]
+    series = [*sorted(tmp_path.glob("audit.jsonl.*T*")), log]
     assert verify_series(series, key=key).ok
 
 
