@@ -152,6 +152,9 @@ class AuditLogger:
         ``log.logger`` of records written through :meth:`log`.
     host
         ``host.name``; defaults to this machine's host name.
+    encryption_key
+        Encrypt each record's sensitive fields at rest with AES-256-GCM (32 bytes, or a key
+        file); see :mod:`analyzer.crypto`. The chain covers the ciphertext.
     geo
         Optional callable ``ip -> (country_iso_code, city_name)`` used when a record has a
         source IP but no country (no GeoIP database is bundled).
@@ -172,6 +175,7 @@ class AuditLogger:
         rotate_every: str | timedelta | None = None,
         name: str = "audit",
         host: str | None = None,
+        encryption_key: bytes | str | os.PathLike[str] | None = None,
         geo: GeoLookup | None = None,
     ) -> None:
         try:
@@ -200,7 +204,12 @@ class AuditLogger:
         self._timestamps = _Timestamps()
         self._host_json = orjson.dumps(self.host)
         self._name_json = orjson.dumps(name)
-        self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
+        self._service_json = b'"service":{"name":%s}' % orjson.dumps(service) if service else b""
+        self._cipher = None
+        if encryption_key is not None:
+            from analyzer.crypto import RecordCipher, load_encryption_key
+
+            self._cipher = RecordCipher(load_encryption_key(encryption_key))
         self._pid = os.getpid()
         self._process_json = b',"process":{"pid":%d}' % self._pid
         self._id_prefix = secrets.token_hex(6)
@@ -292,22 +301,10 @@ class AuditLogger:
         # one pass. verify() re-derives the canonical form with orjson, and the tests check
         # that the two agree on arbitrary values.
         try:
-            head = [b'{"@timestamp":"',
-                    (self._timestamps.now() if timestamp is None else _stamp(timestamp))
-                    .encode(), b'"']
-            if extra:
-                head += (b',"analyzer":',
-                         orjson.dumps(dict(extra), default=json_default, option=_CANONICAL))
-            head += (_ECS_PART, _jstr(action))
-            if cats:
-                head += (b',"category":', orjson.dumps(cats))
-            head += (b',"id":"', event_id.encode(), _OUTCOME_PART[out])
-            where = (code, frame.f_lineno)
-            origin = _ORIGINS.get(where)
-            if origin is None:
-                origin = _origin_json(*where)
-            tail = [b'},"host":{"name":', self._host_json, _LEVEL_PART[lvl], self._name_json,
-                    origin, orjson.dumps(message), self._process_json]
+            # Fragments of the fields that are encrypted at rest when a cipher is configured.
+            analyzer_part = (b'"analyzer":' + orjson.dumps(
+                dict(extra), default=json_default, option=_CANONICAL)) if extra else None
+            resource_part = session_part = source_part = user_part = None
             if resource or resource_type or bytes is not None:
                 parts = []
                 if bytes is not None:
@@ -318,31 +315,56 @@ class AuditLogger:
                     parts.append(b'"name":' + _jstr(resource))
                 if resource_type:
                     parts.append(b'"type":' + _jstr(resource_type))
-                tail += (b',"resource":{', b",".join(parts), b"}")
-            if self._service_json:
-                tail.append(self._service_json)
+                resource_part = b'"resource":{%s}' % b",".join(parts)
             if session:
-                tail += (b',"session":{"id":', _jstr(session), b"}")
+                session_part = b'"session":{"id":%s}' % _jstr(session)
             if source_ip:
                 ip = _valid_ip(source_ip)
                 if country is None and self._geo is not None:
                     country, city = self._geo(ip) or (None, None)
-                tail.append(b',"source":{')
-                if country or city:
-                    geo = []
-                    if city:
-                        geo.append(b'"city_name":' + _jstr(city))
-                    if country:
-                        geo.append(b'"country_iso_code":' + _jstr(country))
-                    tail += (b'"geo":{', b",".join(geo), b"},")
-                tail += (b'"ip":"', ip.encode(), b'"}')
+                geo = []
+                if city:
+                    geo.append(b'"city_name":' + _jstr(city))
+                if country:
+                    geo.append(b'"country_iso_code":' + _jstr(country))
+                geo_part = b'"geo":{%s},' % b",".join(geo) if geo else b""
+                source_part = b'"source":{%s"ip":"%s"}' % (geo_part, ip.encode())
             if user:
                 if type(user) is not str:
                     raise SchemaError(f"user.name: expected a string, got {user!r}")
-                tail += (b',"user":{"name":', _jstr(user))
+                user_part = b'"user":{"name":' + _jstr(user)
                 if roles:
-                    tail += (b',"roles":', orjson.dumps(list(roles)))
-                tail.append(b"}")
+                    user_part += b',"roles":' + orjson.dumps(list(roles))
+                user_part += b"}"
+
+            head = [b'{"@timestamp":"',
+                    (self._timestamps.now() if timestamp is None else _stamp(timestamp))
+                    .encode(), b'"']
+            if self._cipher is not None:
+                secret = [f for f in (analyzer_part, b'"message":' + orjson.dumps(message),
+                                      resource_part, session_part, source_part, user_part) if f]
+                envelope = self._cipher.seal_json(b"{%s}" % b",".join(secret), event_id)
+                head += (b',"analyzer":{"encrypted":',
+                         orjson.dumps(envelope, option=_CANONICAL), b"}")
+                message, resource_part = "", None
+                session_part = source_part = user_part = None
+            elif analyzer_part:
+                head += (b",", analyzer_part)
+            head += (_ECS_PART, _jstr(action))
+            if cats:
+                head += (b',"category":', orjson.dumps(cats))
+            head += (b',"id":"', event_id.encode(), _OUTCOME_PART[out])
+            where = (code, frame.f_lineno)
+            origin = _ORIGINS.get(where)
+            if origin is None:
+                origin = _origin_json(*where)
+            tail = [b'},"host":{"name":', self._host_json, _LEVEL_PART[lvl], self._name_json,
+                    origin, orjson.dumps(message), self._process_json]
+            # the remaining top-level keys, in sorted order
+            for part in (resource_part, self._service_json, session_part, source_part,
+                         user_part):
+                if part:
+                    tail += (b",", part)
             tail.append(b"}")
         except TypeError as exc:  # orjson: a value it cannot encode (e.g. lone surrogates)
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
@@ -386,6 +408,9 @@ class AuditLogger:
         ev = doc["event"]
         ev.pop("hash", None)
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
+        if self._cipher is not None:
+            self._cipher.split(doc)
+            doc["message"] = ""
         ev["sequence"] = -1  # a placeholder the chain fills in at flush time
         doc.setdefault("host", {"name": self.host})
         doc.setdefault("process", {"pid": self._pid})

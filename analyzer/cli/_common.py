@@ -28,10 +28,7 @@ def add_key_option(parser: argparse.ArgumentParser) -> None:
                              "readable by group or others")
 
 
-def read_key_file(path: Path | None) -> bytes | None:
-    """Load an integrity key, refusing a file others can read: a shared key forges chains."""
-    if path is None:
-        return None
+def _check_private(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -39,7 +36,38 @@ def read_key_file(path: Path | None) -> bytes | None:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{path}: key file is accessible by group or others; "
                           f"run: chmod 600 {path}")
+
+
+def read_key_file(path: Path | None) -> bytes | None:
+    """Load an integrity key, refusing a file others can read: a shared key forges chains."""
+    if path is None:
+        return None
+    _check_private(path)
     return load_key(path)
+
+
+def add_encryption_options(parser: argparse.ArgumentParser, *, reading: bool) -> None:
+    parser.add_argument("--encryption-key-file", type=Path, metavar="FILE",
+                        action="append" if reading else "store",
+                        help="AES-256-GCM key (32 bytes or 64 hex digits) for the records' "
+                             "sensitive fields" + (" (repeatable: old keys after a rotation)"
+                                                   if reading else ""))
+    if reading:
+        parser.add_argument("--clear-only", action="store_true",
+                            help="read encrypted records' clear fields only, without a key")
+
+
+def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
+    """Encryption keys from their files, each checked to be private."""
+    from analyzer.crypto import load_encryption_key
+
+    if paths is None:
+        return ()
+    keys = []
+    for path in paths if isinstance(paths, list) else [paths]:
+        _check_private(path)
+        keys.append(load_encryption_key(path))
+    return tuple(keys)
 
 
 def parse_mapping(items: list[str] | None) -> dict[str, str]:

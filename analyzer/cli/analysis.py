@@ -13,8 +13,10 @@ import pandas as pd
 from analyzer.cli._common import (
     Progress,
     add_command,
+    add_encryption_options,
     add_key_option,
     parse_mapping,
+    read_encryption_keys,
     read_key_file,
     say,
     warn,
@@ -80,6 +82,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="declarative mapping for --format generic (JSON; see docs/formats.md)")
     p.add_argument("--year", type=int, help="year of syslog timestamps (sshd; default: inferred)")
     p.add_argument("--tz", help="time zone of syslog timestamps (sshd; default UTC)")
+    add_encryption_options(p, reading=True)
 
 
 def input_options(args: argparse.Namespace) -> dict:
@@ -92,6 +95,10 @@ def input_options(args: argparse.Namespace) -> dict:
     for name in ("year", "tz"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
+    if getattr(args, "encryption_key_file", None):
+        options["decrypt_keys"] = read_encryption_keys(args.encryption_key_file)
+    if getattr(args, "clear_only", False):
+        options["clear_only"] = True
     return options
 
 

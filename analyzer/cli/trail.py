@@ -10,8 +10,10 @@ import pandas as pd
 from analyzer.cli._common import (
     Progress,
     add_command,
+    add_encryption_options,
     add_key_option,
     parse_mapping,
+    read_encryption_keys,
     read_key_file,
     say,
     warn,
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--country", help="ISO country code of the source")
     p.add_argument("--service", help="service.name")
     add_key_option(p)
+    add_encryption_options(p, reading=False)
     p.set_defaults(func=run_log)
 
     p = add_command(sub, "ingest", help="import existing records into a chained audit log, "
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="map a CSV header onto a normalized column (repeatable)")
     p.add_argument("--service", help="service.name of the imported records")
     add_key_option(p)
+    add_encryption_options(p, reading=False)
     p.set_defaults(func=run_ingest)
 
     p = add_command(sub, "verify", help="recompute a log's hash chain and name the first record "
@@ -71,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_log(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
-    with AuditLogger(args.log, key=key, service=args.service, durability="flush") as audit:
+    encryption = read_encryption_keys(args.encryption_key_file)
+    with AuditLogger(args.log, key=key, service=args.service, durability="flush",
+                     encryption_key=encryption[0] if encryption else None) as audit:
         event_id = audit.log(
             args.action, user=args.user, outcome=args.outcome, source_ip=args.source_ip,
             resource=args.resource, level=args.level, message=args.message,
@@ -89,7 +95,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     result = read_events(args.inputs, format=args.format, **options)
     frame = result.frame
     written = 0
-    with AuditLogger(args.log, key=key, service=args.service, name="audit.ingest") as audit:
+    encryption = read_encryption_keys(args.encryption_key_file)
+    with AuditLogger(args.log, key=key, service=args.service, name="audit.ingest",
+                     encryption_key=encryption[0] if encryption else None) as audit:
         for row in _rows(frame):
             audit.log_event(row)
             written += 1

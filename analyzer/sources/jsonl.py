@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from analyzer.errors import SourceError
+from analyzer.errors import SchemaError, SourceError
 from analyzer.events import OUTCOME_CATEGORIES
 from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, arrow_to_frame
 
@@ -50,7 +50,17 @@ _FIELDS: tuple[tuple[tuple[str, ...], str, pa.DataType], ...] = (
     (("event", "sequence"), "sequence", pa.int64()),
     (("event", "id"), "event_id", _S),
     (("user", "roles"), "roles", pa.list_(_S)),
+    (("analyzer", "encrypted", "kid"), "_enc_kid", _S),
+    (("analyzer", "encrypted", "nonce"), "_enc_nonce", _S),
+    (("analyzer", "encrypted", "ct"), "_enc_ct", _S),
 )
+#: Normalized columns whose values live inside the encrypted envelope, and where.
+_SEALED: dict[str, tuple[str, ...]] = {
+    "user": ("user", "name"), "source_ip": ("source", "ip"),
+    "country": ("source", "geo", "country_iso_code"), "resource": ("resource", "name"),
+    "bytes": ("resource", "bytes"), "session": ("session", "id"), "message": ("message",),
+    "roles": ("user", "roles"),
+}
 
 
 def _schema() -> pa.Schema:
@@ -84,7 +94,8 @@ def sniff(head: bytes) -> bool:
     return isinstance(doc, dict) and "@timestamp" in doc and isinstance(doc.get("event"), dict)
 
 
-def read(path: str | os.PathLike[str], *, include_alerts: bool = False) -> ReadResult:
+def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
+         decrypt_keys: tuple[bytes, ...] = (), clear_only: bool = False) -> ReadResult:
     """Read an audit log into the normalized frame.
 
     Parameters
@@ -95,6 +106,11 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False) -> ReadR
     include_alerts
         Keep ``event.kind == "alert"`` records. Off by default: the analyzer never scores
         its own alerts as activity. Skipped alerts are counted in the result.
+    decrypt_keys
+        Keys for records encrypted at rest (:mod:`analyzer.crypto`). Without the right one an
+        encrypted log is an error naming the key id, unless ``clear_only``.
+    clear_only
+        Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
     file = Path(path)
     if not file.exists():
@@ -112,7 +128,8 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False) -> ReadR
                 line_numbers.append(numbers)
     table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
     numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
-    return _to_result(table, numbers, str(file), rejected, include_alerts)
+    return _to_result(table, numbers, str(file), rejected, include_alerts,
+                      decrypt_keys=decrypt_keys, clear_only=clear_only)
 
 
 def _blocks(handle: io.BufferedReader) -> Iterator[tuple[int, bytes, int]]:
@@ -223,17 +240,22 @@ def _check_line(line: bytes) -> str | None:
 
 
 def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[Rejected],
-               include_alerts: bool) -> ReadResult:
+               include_alerts: bool, *, decrypt_keys: tuple[bytes, ...] = (),
+               clear_only: bool = False) -> ReadResult:
     flat = table
     while any(pa.types.is_struct(f.type) for f in flat.schema):
         flat = flat.flatten()
     columns: dict[str, pa.ChunkedArray] = {}
     for path_parts, column, _ in _FIELDS:
         columns[column] = flat.column(".".join(path_parts))
+    keep = np.ones(len(numbers), dtype=bool)
+    sealed = columns.pop("_enc_ct")
+    nonce, kid = columns.pop("_enc_nonce"), columns.pop("_enc_kid")
+    if sealed.null_count < len(sealed) and not clear_only:
+        _decrypt(columns, sealed, nonce, kid, decrypt_keys, numbers, keep, path, rejected)
     columns["category"] = _first_of_lists(columns["category"])
     columns["roles"] = _first_of_lists(columns["roles"])
 
-    keep = np.ones(len(numbers), dtype=bool)
     # Timestamps: arrow's cast is fast for the normal case; anything it cannot parse is
     # re-parsed by pandas, and what neither can read is set aside with its line number.
     ts_text = columns["timestamp"]
@@ -267,6 +289,40 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     frame = arrow_to_frame({name: columns[name] for name in columns if name != "timestamp"},
                            timestamps=timestamps, keep=keep)
     return ReadResult(frame, tuple(rejected), skipped_alerts)
+
+
+def _decrypt(columns: dict[str, Any], sealed: pa.ChunkedArray, nonce: pa.ChunkedArray,
+             kid: pa.ChunkedArray, keys: tuple[bytes, ...], numbers: np.ndarray,
+             keep: np.ndarray, path: str, rejected: list[Rejected]) -> None:
+    """Open the encrypted envelopes in place of the clear columns (one record at a time:
+    each has its own nonce and associated data)."""
+    from analyzer.crypto import RecordCipher
+
+    kids = sorted({k for k in kid.to_pylist() if k})
+    if not keys:
+        raise SchemaError(f"{path}: records are encrypted (key id {', '.join(kids)}); pass the "
+                          "encryption key (--encryption-key-file), or read the clear fields "
+                          "only (--clear-only)")
+    cipher = RecordCipher(keys=keys)
+    values = {name: columns[name].to_pylist() for name in _SEALED}
+    ids = columns["event_id"].to_pylist()
+    for index, (ct, nc, kd) in enumerate(zip(sealed.to_pylist(), nonce.to_pylist(),
+                                              kid.to_pylist(), strict=True)):
+        if ct is None:
+            continue
+        try:
+            doc = cipher.open({"ct": ct, "nonce": nc, "kid": kd}, str(ids[index]))
+        except SchemaError as exc:
+            keep[index] = False
+            rejected.append(Rejected(path, int(numbers[index]), str(exc)))
+            continue
+        for name, where in _SEALED.items():
+            node: Any = doc
+            for key in where:
+                node = node.get(key) if isinstance(node, dict) else None
+            values[name][index] = node
+    for name, column in values.items():
+        columns[name] = pa.chunked_array([pa.array(column, type=columns[name].type)])
 
 
 def _first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -1,0 +1,125 @@
+"""Encryption at rest of each record's sensitive fields (AES-256-GCM).
+
+Who and what (``user``, ``source``, ``resource``, ``session``, ``message`` and the record's
+``analyzer`` details) are sealed into ``analyzer.encrypted``; time, level, action, outcome,
+sequence and hash stay in clear for ordering, filtering and verification. The hash chain covers
+the ciphertext as written, so ``verify`` needs only the integrity key, never this one.
+
+Each record gets a fresh 96-bit nonce; the record's ``event.id`` is the associated data, so
+a ciphertext moved onto another record does not decrypt. The key id in each record (the first
+16 hex digits of the key's SHA-256) tells a reader which key to use, so keys can rotate:
+readers accept several.
+
+Requires the ``cryptography`` package (``pip install "audit-analyzer[encryption]"``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from analyzer.errors import ConfigError, SchemaError, SourceError
+
+__all__ = ["SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key"]
+
+#: Top-level record fields that are encrypted; everything else stays in clear.
+SENSITIVE_FIELDS = ("analyzer", "message", "resource", "session", "source", "user")
+ALGORITHM = "A256GCM"
+
+
+def _aesgcm() -> Any:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:
+        raise ConfigError('encryption needs the cryptography package: '
+                          'pip install "audit-analyzer[encryption]"') from None
+    return AESGCM
+
+
+def key_id(key: bytes) -> str:
+    """The id written into each record: identifies the key without revealing it."""
+    return hashlib.sha256(b"audit-analyzer key id\n" + key).hexdigest()[:16]
+
+
+def load_encryption_key(source: bytes | str | os.PathLike[str]) -> bytes:
+    """A 32-byte key from bytes, or from a file holding 32 raw bytes or 64 hex digits."""
+    if isinstance(source, bytes):
+        raw = source
+    else:
+        path = Path(source)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(f"{path}: encryption key file not found") from None
+        stripped = raw.strip()
+        if len(stripped) == 64:
+            with contextlib.suppress(UnicodeDecodeError, ValueError):
+                raw = bytes.fromhex(stripped.decode("ascii"))
+    if len(raw) != 32:
+        raise ConfigError("an encryption key must be 32 bytes (or 64 hex digits in a file); "
+                          "make one with: python -c 'import secrets; "
+                          "print(secrets.token_hex(32))' > audit.enc.key")
+    return raw
+
+
+class RecordCipher:
+    """Seals and opens the sensitive part of records.
+
+    Parameters
+    ----------
+    key
+        The key new records are sealed with (32 bytes), or ``None`` to only open.
+    keys
+        Further keys accepted when opening (older keys after a rotation).
+    """
+
+    def __init__(self, key: bytes | None = None, *, keys: Iterable[bytes] = ()) -> None:
+        aesgcm = _aesgcm()
+        self._sealer = aesgcm(key) if key is not None else None
+        self.key_id = key_id(key) if key is not None else None
+        self._openers = {key_id(k): aesgcm(k) for k in (*keys, *([key] if key else []))}
+
+    def seal(self, sensitive: Mapping[str, Any], event_id: str) -> dict[str, str]:
+        """The ``analyzer.encrypted`` envelope for ``sensitive`` fields of record ``event_id``."""
+        return self.seal_json(orjson.dumps(sensitive), event_id)
+
+    def seal_json(self, plain: bytes, event_id: str) -> dict[str, str]:
+        """Like :meth:`seal`, for fields already encoded as one JSON object."""
+        if self._sealer is None:
+            raise ConfigError("this cipher has no key to encrypt with")
+        nonce = os.urandom(12)
+        sealed = self._sealer.encrypt(nonce, plain, event_id.encode())
+        return {"alg": ALGORITHM, "ct": _b64(sealed), "kid": self.key_id, "nonce": _b64(nonce)}
+
+    def open(self, envelope: Mapping[str, Any], event_id: str) -> dict[str, Any]:
+        """The sensitive fields back, or :class:`SchemaError` saying why not."""
+        kid = str(envelope.get("kid", ""))
+        opener = self._openers.get(kid)
+        if opener is None:
+            raise SchemaError(f"record {event_id} is encrypted with key id {kid!r}, which was "
+                              "not given")
+        try:
+            plain = opener.decrypt(base64.b64decode(str(envelope["nonce"])),
+                                   base64.b64decode(str(envelope["ct"])), event_id.encode())
+        except Exception:  # InvalidTag, bad base64, missing fields: all mean "not authentic"
+            raise SchemaError(f"record {event_id}: encrypted fields fail authentication "
+                              "(modified, or moved from another record)") from None
+        return orjson.loads(plain)
+
+    def split(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Move the sensitive fields of ``doc`` into an envelope, in place; return ``doc``."""
+        sensitive = {k: doc.pop(k) for k in SENSITIVE_FIELDS if k in doc and doc[k] != ""}
+        if sensitive:
+            doc["analyzer"] = {"encrypted": self.seal(sensitive, str(doc["event"]["id"]))}
+        return doc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
