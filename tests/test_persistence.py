@@ -58,7 +58,7 @@ def test_a_forged_payload_with_a_recomputed_digest_needs_the_signature(tmp_path)
 
     path = tmp_path / "m.joblib"
     save_model(Tiny(), path, key=b"signing key")
-    header, offset = read_model_header(path)
+    header, _ = read_model_header(path)
     buffer = io.BytesIO()
     joblib.dump(Exploit(), buffer)
     payload = buffer.getvalue()
