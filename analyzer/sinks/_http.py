@@ -55,6 +55,7 @@ class HttpClient:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
+        self.query = parts.query
         self.timeout = timeout
         self._context: ssl.SSLContext | None = None
         if self.scheme == "https":
@@ -73,7 +74,10 @@ class HttpClient:
         for attempt in (0, 1):
             conn = self._connection()
             try:
-                conn.request(method, self.base_path + path, body=body, headers=headers)
+                target = (self.base_path + path) or "/"
+                if self.query:
+                    target += ("&" if "?" in target else "?") + self.query
+                conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as exc:
