@@ -1,0 +1,875 @@
+"""Query the audit trail: filters, a streaming scan over JSONL trails, and output writers.
+
+:func:`scan` reads one or many JSON-lines trails (files, directories, globs; rotated
+generations, gzip-compressed or not) block by block and yields the matching records as Arrow
+tables, so memory stays bounded whatever the size of the trail. It reads no more than it must:
+
+* **Literal pre-filter.** When a filter names an exact value (a user, an exact action or
+  resource, an IPv4 address, ``kind=alert``, an outcome, a level), only lines that contain that
+  value as a JSON string are looked at: they are found with a substring search over the raw
+  bytes, as ``grep`` would, and only those lines go through the JSON parser. The parsed
+  record is then checked exactly, so the pre-filter only ever saves work, never changes a
+  result. Values that a JSON writer might escape (quotes, backslashes, ``/``, non-ASCII) are
+  not used as literals.
+* **Time pre-filter.** Lines whose ``@timestamp`` is where the project's logger puts it (first
+  key, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``) are compared on their raw bytes, array-wise, before
+  parsing; any other line is parsed and checked.
+* **Whole files skipped.** A file last modified more than an hour before ``since`` is not
+  opened: an append-only log stamps each record when it is written, so it holds nothing newer
+  than its last write (the hour allows for clock adjustments).
+* **Projection.** The JSON parser is given only the fields the normalized columns need.
+
+Malformed lines among those examined are set aside with their line numbers
+(:attr:`ScanStats.rejected`), as the readers do; a line the literal pre-filter never looked at
+cannot match and is not examined.
+
+Files are read in the order of their first record's time, so ``audit.jsonl.2.gz``,
+``audit.jsonl.1`` and ``audit.jsonl`` come out oldest first; within a file, records come in
+file order.
+
+>>> import tempfile, os
+>>> from analyzer.logger import AuditLogger
+>>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+>>> with AuditLogger(path) as audit:
+...     _ = audit.log("login", user="alice", outcome="success")
+...     _ = audit.log("permission.change", user="bob", outcome="failure")
+>>> tables = [b.table for b in scan(path, Filter(actions=("permission.*",)))]
+>>> [t.column("user").to_pylist() for t in tables]
+[['bob']]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import gzip
+import io
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from analyzer.errors import ConfigError, SchemaError, SourceError
+from analyzer.events import OUTCOME_CATEGORIES, Kind, Level, format_timestamp, parse_timestamp
+from analyzer.sources import expand_paths
+from analyzer.sources._base import MAX_LINE_BYTES, Rejected
+from analyzer.sources.jsonl import _check_line
+
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "QUERY_COLUMNS",
+    "Batch",
+    "Filter",
+    "ScanStats",
+    "parse_time",
+    "scan",
+    "trail_files",
+    "write_csv",
+    "write_jsonl",
+    "write_table",
+]
+
+_log = logging.getLogger(__name__)
+
+_S = pa.string()
+#: ECS path -> column of a query result. The parse schema (the projection) is built from it.
+_FIELDS: tuple[tuple[tuple[str, ...], str, pa.DataType], ...] = (
+    (("@timestamp",), "timestamp", _S),
+    (("log", "level"), "level", _S),
+    (("event", "kind"), "kind", _S),
+    (("user", "name"), "user", _S),
+    (("event", "action"), "action", _S),
+    (("event", "outcome"), "outcome", _S),
+    (("source", "ip"), "source_ip", _S),
+    (("resource", "name"), "resource", _S),
+    (("message",), "message", _S),
+    (("event", "category"), "category", pa.list_(_S)),
+    (("source", "geo", "country_iso_code"), "country", _S),
+    (("host", "name"), "host", _S),
+    (("session", "id"), "session", _S),
+    (("resource", "bytes"), "bytes", pa.int64()),
+    (("user", "roles"), "roles", pa.list_(_S)),
+    (("event", "sequence"), "sequence", pa.int64()),
+    (("event", "id"), "event_id", _S),
+    (("event", "hash"), "hash", _S),
+)
+
+#: Columns of every result table, in order: the normalized columns, the chain fields and
+#: ``record``, the full JSON line as it is in the file.
+QUERY_COLUMNS: tuple[str, ...] = (*(c for _, c, _ in _FIELDS if c != "roles"), "record")
+#: What the table and CSV outputs show unless told otherwise.
+DEFAULT_COLUMNS: tuple[str, ...] = ("timestamp", "level", "kind", "user", "action", "outcome",
+                                    "source_ip", "resource", "message")
+
+_RESULT_SCHEMA = pa.schema(
+    [pa.field("timestamp", pa.timestamp("us", "UTC"))]
+    + [pa.field(c, t if c != "category" else _S) for _, c, t in _FIELDS
+       if c not in ("timestamp", "roles")]
+    + [pa.field("record", _S)])
+
+
+def _parse_schema() -> pa.Schema:
+    tree: dict[str, Any] = {}
+    for path, _, dtype in _FIELDS:
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = dtype
+
+    def build(node: dict[str, Any]) -> list[pa.Field]:
+        return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v)
+                for k, v in node.items()]
+
+    return pa.schema(build(tree))
+
+
+_SCHEMA = _parse_schema()
+_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
+_BLOCK_BYTES = 16 << 20
+_MTIME_SLACK = timedelta(hours=1)
+_TS_PREFIX = b'{"@timestamp":"'
+_TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
+_SIDE_FILES = (".ship-", ".checkpoints", ".torn-", ".rejected", ".cursor", ".tmp", ".watch",
+               ".key")
+# A value a JSON writer never escapes: it appears in the raw line exactly as "value".
+_LITERAL_SAFE = re.compile(r"[A-Za-z0-9 !#$%&'()*+,.:;<=>?@\[\]^_`{|}~-]+")
+
+
+# -- filters -------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str | datetime, *, now: datetime | None = None) -> datetime:
+    """A point in time from ISO 8601 (a date, or a date and time) or a span back from now.
+
+    Relative spans are a number and a unit: ``s``, ``m`` (minutes), ``h``, ``d``, ``w``.
+    A naive date or time is UTC.
+
+    >>> now = datetime(2026, 1, 10, 12, tzinfo=UTC)
+    >>> parse_time("7d", now=now).isoformat()
+    '2026-01-03T12:00:00+00:00'
+    >>> parse_time("2026-01-02", now=now).isoformat()
+    '2026-01-02T00:00:00+00:00'
+    """
+    if isinstance(value, datetime):
+        return parse_timestamp(value)
+    text = value.strip()
+    match = _RELATIVE.fullmatch(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z")
+                                        else text)
+    except ValueError:
+        raise ConfigError(f"not a time: {value!r}; give ISO 8601 (2026-01-02 or "
+                          f"2026-01-02T10:00:00Z) or a span back from now (30m, 12h, 7d, 2w)"
+                          ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    """Which records a query keeps. Fields are combined with AND, values of one field with OR.
+
+    Parameters
+    ----------
+    users
+        Exact ``user.name`` values.
+    actions, resources
+        Shell-style globs (``permission.*``, ``datasets/*``) on ``event.action`` and
+        ``resource.name``; case-sensitive, ``*`` also crosses dots and slashes.
+    outcomes
+        ``success``, ``failure``, ``unknown`` (a record without an outcome is ``unknown``).
+    levels
+        Exact ``log.level`` labels (:meth:`at_least` builds "this level or more severe").
+    kinds
+        ``event`` or ``alert`` (a record without ``event.kind`` is an ``event``).
+    source_ips
+        Addresses or networks in CIDR notation (``10.0.0.0/8``, ``2001:db8::/32``).
+    since, until
+        ``since <= @timestamp < until``.
+    text
+        A case-insensitive substring of ``message``.
+    """
+
+    users: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    source_ips: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("users", "actions", "outcomes", "levels", "kinds", "source_ips",
+                     "resources"):
+            set_(self, name, _as_tuple(getattr(self, name)))
+        for value in self.outcomes:
+            if value not in OUTCOME_CATEGORIES:
+                raise ConfigError(f"unknown outcome {value!r}; expected success, failure or "
+                                  f"unknown")
+        set_(self, "levels", tuple(Level.parse(v).label for v in self.levels))
+        for value in self.kinds:
+            if value not in {k.value for k in Kind}:
+                raise ConfigError(f"unknown kind {value!r}; expected event or alert")
+        for value in self.source_ips:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ConfigError(f"not an IP address or network: {value!r}") from None
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, parse_time(value))
+        if self.text == "":
+            set_(self, "text", None)
+
+    @staticmethod
+    def at_least(level: str | Level) -> tuple[str, ...]:
+        """The labels of ``level`` and every more severe level.
+
+        >>> Filter.at_least("warning")
+        ('warning', 'error', 'critical')
+        """
+        floor = Level.parse(level)
+        return tuple(lvl.label for lvl in Level if lvl >= floor)
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def literals(self) -> tuple[bytes, ...]:
+        """JSON string literals of which every matching line contains at least one.
+
+        Empty when no filter allows it; the scan then looks at every line.
+        """
+        candidates: list[tuple[str, ...]] = [
+            self.users,
+            tuple(r for r in self.resources if not _is_glob(r)) if self.resources
+            and not any(_is_glob(r) for r in self.resources) else (),
+            self.actions if self.actions and not any(_is_glob(a) for a in self.actions)
+            else (),
+            self.source_ips if self.source_ips and all(_is_ipv4_address(ip)
+                                                       for ip in self.source_ips) else (),
+            self.kinds if self.kinds == ("alert",) else (),
+            self.outcomes if self.outcomes and "unknown" not in self.outcomes else (),
+            self.levels,
+        ]
+        for values in candidates:
+            if values and all(_LITERAL_SAFE.fullmatch(v) for v in values):
+                return tuple(b'"' + v.encode("ascii") + b'"' for v in values)
+        return ()
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _is_ipv4_address(value: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
+# -- the scan ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """Matching records from one block of one file.
+
+    ``table`` has :data:`QUERY_COLUMNS`: ``timestamp`` as ``timestamp[us, UTC]``, ``sequence``
+    and ``bytes`` as integers, ``category`` the first of ``event.category``, ``record`` the
+    JSON line exactly as in the file; everything else strings (null when absent).
+    """
+
+    path: str
+    table: pa.Table
+
+
+@dataclasses.dataclass(slots=True)
+class ScanStats:
+    """What a scan read and skipped; filled in while the scan runs."""
+
+    files: int = 0
+    files_skipped: int = 0
+    bytes_read: int = 0
+    lines_parsed: int = 0
+    matched: int = 0
+    rejected: list[Rejected] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.matched:,} matched in {self.files:,} file(s)"
+        if self.files_skipped:
+            text += f" ({self.files_skipped:,} skipped by time)"
+        if self.rejected:
+            text += f"; {len(self.rejected):,} malformed lines set aside " \
+                    f"(first: {self.rejected[0].describe()})"
+        return text
+
+
+def trail_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand paths, globs and directories into trail files, oldest first.
+
+    Files beside a log that are not records (checkpoints, shipping cursors, rejected lines)
+    are left out, so ``'logs/audit.jsonl*'`` names a log and its rotated generations. Files
+    are ordered by the time of their first record (a file whose first line is not a record
+    goes last, by name).
+    """
+    files = [p for p in expand_paths(paths)
+             if not any(marker in p.name for marker in _SIDE_FILES)]
+    if not files:
+        raise SourceError("no trail files among the paths given")
+    keyed = []
+    for file in dict.fromkeys(files):
+        keyed.append((_first_timestamp(file), str(file), file))
+    keyed.sort(key=lambda item: (item[0] is None, item[0] or "", item[1]))
+    return [file for _, _, file in keyed]
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _first_timestamp(path: Path) -> str | None:
+    try:
+        with _open(path) as handle:
+            for _ in range(16):
+                line = handle.readline(MAX_LINE_BYTES)
+                if not line:
+                    return None
+                if line.strip():
+                    break
+    except (OSError, EOFError):
+        return None
+    try:
+        doc = orjson.loads(line)
+        value = doc.get("@timestamp") if isinstance(doc, dict) else None
+        return format_timestamp(parse_timestamp(value)) if isinstance(value, str) else None
+    except (orjson.JSONDecodeError, SchemaError):
+        return None  # an unreadable first line just sorts the file last
+
+
+def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+         flt: Filter | None = None, *, limit: int | None = None,
+         stats: ScanStats | None = None) -> Iterator[Batch]:
+    """Stream the records of one or many trails that match ``flt``.
+
+    Parameters
+    ----------
+    paths
+        Files (plain or ``.gz``), directories or globs.
+    flt
+        The filter; everything when ``None``.
+    limit
+        Stop after this many matches.
+    stats
+        Filled in as the scan runs: files read and skipped, lines parsed, matches, and the
+        malformed lines set aside.
+
+    Yields
+    ------
+    Batch
+        Non-empty tables of matching records, in file order.
+    """
+    flt = flt or Filter()
+    stats = stats if stats is not None else ScanStats()
+    if limit is not None and limit <= 0:
+        return
+    literals = flt.literals()
+    bounds = _raw_bounds(flt)
+    for file in trail_files(paths):
+        if flt.since is not None and _older_than(file, flt.since - _MTIME_SLACK):
+            stats.files_skipped += 1
+            _log.debug("%s: last written before --since; skipped", file)
+            continue
+        stats.files += 1
+        try:
+            handle = _open(file)
+        except OSError as exc:
+            raise SourceError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        with handle:
+            for first_line, block in _blocks(handle, file):
+                stats.bytes_read += len(block)
+                table = _scan_block(block, first_line, str(file), flt, literals, bounds, stats)
+                if table is None or not table.num_rows:
+                    continue
+                if limit is not None and stats.matched + table.num_rows >= limit:
+                    table = table.slice(0, limit - stats.matched)
+                    stats.matched += table.num_rows
+                    yield Batch(str(file), table)
+                    return
+                stats.matched += table.num_rows
+                yield Batch(str(file), table)
+
+
+def _older_than(path: Path, moment: datetime) -> bool:
+    try:
+        return path.stat().st_mtime < moment.timestamp()
+    except OSError:
+        return False
+
+
+def _blocks(handle: IO[bytes], path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (number of the first line, bytes of whole lines ending in a newline).
+
+    Works on streams that cannot seek back cheaply (gzip): the part after a block's last
+    newline is carried into the next block. A last line without a newline is completed.
+    """
+    line = 1
+    carry = b""
+    while True:
+        data = handle.read(_BLOCK_BYTES)
+        if not data:
+            if carry:
+                yield line, carry + b"\n"
+            return
+        if carry:
+            data = carry + data
+        cut = data.rfind(b"\n")
+        if cut == -1:
+            carry = data
+            continue
+        block, carry = data[:cut + 1], data[cut + 1:]
+        yield line, block
+        line += block.count(b"\n")
+
+
+def _raw_bounds(flt: Filter) -> tuple[bytes | None, bytes | None]:
+    def fmt(moment: datetime | None) -> bytes | None:
+        return None if moment is None else format_timestamp(moment).encode("ascii")
+    return fmt(flt.since), fmt(flt.until)
+
+
+def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of every line of ``block`` (``end`` at its newline)."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    starts = np.empty_like(ends)
+    starts[0:1] = 0
+    starts[1:] = ends[:-1] + 1
+    return starts, ends
+
+
+def _literal_spans(block: bytes, literals: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of the lines holding any of ``literals``, in order, each once."""
+    starts: list[int] = []
+    ends: list[int] = []
+    size = len(block)
+    find, rfind = block.find, block.rfind
+    for literal in literals:
+        pos = find(literal)
+        while pos != -1:
+            start = rfind(b"\n", 0, pos) + 1
+            end = find(b"\n", pos)
+            starts.append(start)
+            ends.append(end)
+            pos = find(literal, end, size)
+    start_arr = np.asarray(starts, dtype=np.int64)
+    end_arr = np.asarray(ends, dtype=np.int64)
+    if len(literals) > 1 and len(start_arr):
+        start_arr, index = np.unique(start_arr, return_index=True)
+        end_arr = end_arr[index]
+    return start_arr, end_arr
+
+
+def _time_keep(block: bytes, starts: np.ndarray, ends: np.ndarray,
+               bounds: tuple[bytes | None, bytes | None]) -> np.ndarray:
+    """False for lines whose raw ``@timestamp`` is certainly outside the bounds."""
+    since, until = bounds
+    keep = np.ones(len(starts), dtype=bool)
+    if not len(starts):
+        return keep
+    buf = np.frombuffer(block, dtype=np.uint8)
+    width = len(_TS_PREFIX) + _TS_LEN + 1  # prefix, the stamp and its closing quote
+    usable = (ends - starts) >= width
+    idx = starts[usable]
+    if not len(idx):
+        return keep
+    head = buf[idx[:, None] + np.arange(width)]
+    shaped = (head[:, :len(_TS_PREFIX)] == np.frombuffer(_TS_PREFIX, np.uint8)).all(axis=1)
+    stamp = head[:, len(_TS_PREFIX):len(_TS_PREFIX) + _TS_LEN]
+    shaped &= (stamp[:, 26] == ord("Z")) & (stamp[:, 19] == ord(".")) \
+        & (stamp[:, 10] == ord("T")) & (head[:, -1] == ord('"'))
+    digits = stamp[:, [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, 26)]]
+    shaped &= ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    text = np.ascontiguousarray(stamp).view(f"S{_TS_LEN}").ravel()
+    outside = np.zeros(len(idx), dtype=bool)
+    if since is not None:
+        outside |= text < np.bytes_(since)
+    if until is not None:
+        outside |= text >= np.bytes_(until)
+    sub = keep[usable]
+    sub &= ~(shaped & outside)
+    keep[usable] = sub
+    return keep
+
+
+def _scan_block(block: bytes, first_line: int, path: str, flt: Filter,
+                literals: tuple[bytes, ...], bounds: tuple[bytes | None, bytes | None],
+                stats: ScanStats) -> pa.Table | None:
+    starts = ends = None
+    if literals:
+        starts, ends = _literal_spans(block, literals)
+        if not len(starts):
+            return None
+    if bounds != (None, None):
+        if starts is None:
+            starts, ends = _line_spans(block)
+        keep = _time_keep(block, starts, ends, bounds)
+        if not keep.all():
+            starts, ends = starts[keep], ends[keep]
+            if not len(starts):
+                return None
+    if starts is None:
+        buffer = block  # every line: hand the block over as it is
+    else:
+        buffer = b"\n".join([block[s:e] for s, e in zip(starts.tolist(), ends.tolist(),
+                                                        strict=True)]) + b"\n"
+    rejected: list[Rejected] = []
+    table, rows, lines = _parse(buffer, path, rejected)
+    stats.lines_parsed += lines
+    if starts is None:
+        starts, ends = _line_spans(block)
+    result = None if table is None else \
+        _select(table, rows, block, starts, ends, path, flt, rejected)
+    if rejected:
+        stats.rejected.extend(_renumber(sorted(rejected, key=lambda r: r.line), block,
+                                        starts, first_line))
+    return result
+
+
+def _parse(buffer: bytes, path: str,
+           rejected: list[Rejected]) -> tuple[pa.Table | None, np.ndarray, int]:
+    """Parse lines; returns the table, each row's index among the buffer's lines, and the
+    number of lines. Lines pyarrow refuses are found one by one and set aside (with their
+    index as the line for now; the caller renumbers them)."""
+    n_lines = buffer.count(b"\n")
+    try:
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(buffer)),
+                             read_options=_read_options(len(buffer)), parse_options=_PARSE)
+        table.validate(full=True)  # pyarrow does not check UTF-8 on its own
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    else:
+        if table.num_rows == n_lines:
+            return table, np.arange(n_lines, dtype=np.int64), n_lines
+    good: list[bytes] = []
+    rows: list[int] = []
+    for index, raw in enumerate(buffer.split(b"\n")[:-1]):
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            continue
+        reason = _check_line(line)
+        if reason is None and b'"hash"' in line:
+            reason = _check_hash(line)
+        if reason:
+            rejected.append(Rejected(path, index, reason, line[:4096]))
+        else:
+            good.append(line)
+            rows.append(index)
+    if not good:
+        return None, np.empty(0, dtype=np.int64), n_lines
+    data = b"\n".join(good) + b"\n"
+    table = pj.read_json(io.BytesIO(data), read_options=_read_options(len(data)),
+                         parse_options=_PARSE)
+    return table, np.asarray(rows, dtype=np.int64), n_lines
+
+
+def _check_hash(line: bytes) -> str | None:
+    event = orjson.loads(line).get("event")
+    if isinstance(event, dict) and event.get("hash") is not None \
+            and not isinstance(event["hash"], str):
+        return f"event.hash: expected str, got {event['hash']!r:.60}"
+    return None
+
+
+def _read_options(size: int) -> pj.ReadOptions:
+    return pj.ReadOptions(block_size=min(max(size + 1, 1 << 16), 2 * MAX_LINE_BYTES + 1),
+                          use_threads=True)
+
+
+def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
+            ends: np.ndarray, path: str, flt: Filter,
+            rejected: list[Rejected]) -> pa.Table | None:
+    """Check the records a parse produced against the filter, exactly, and build the result."""
+    flat = table
+    while any(pa.types.is_struct(f.type) for f in flat.schema):
+        flat = flat.flatten()
+    col = {column: flat.column(".".join(p)) for p, column, _ in _FIELDS}
+
+    # Records every reader refuses: no action, an unreadable time, an unknown outcome.
+    ts_text = col["timestamp"]
+    try:
+        stamps = pc.cast(ts_text, pa.timestamp("us", "UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = pd.to_datetime(pd.Series(ts_text.to_pandas(), dtype=object), format="ISO8601",
+                                utc=True, errors="coerce")
+        stamps = pa.chunked_array([pa.array(parsed.astype("datetime64[us, UTC]"),
+                                            type=pa.timestamp("us", "UTC"))])
+    outcome = pc.fill_null(col["outcome"], "unknown")
+    action = col["action"]
+    bad_action = _np(pc.fill_null(pc.equal(pc.utf8_length(action), 0), True))
+    bad_ts = _np(pc.is_null(stamps))
+    bad_outcome = ~_np(pc.is_in(outcome, value_set=pa.array(OUTCOME_CATEGORIES)))
+    bad = bad_action | bad_ts | bad_outcome
+    if bad.any():
+        for index in np.flatnonzero(bad):
+            if bad_action[index]:
+                reason = "event.action: missing"
+            elif bad_ts[index]:
+                reason = f"@timestamp: unparseable {ts_text[int(index)].as_py()!r:.60}"
+            else:
+                reason = f"event.outcome: unknown value {outcome[int(index)].as_py()!r:.40}"
+            rejected.append(Rejected(path, int(rows[index]), reason))
+    keep = ~bad & _match(flt, col, stamps, outcome)
+    if not keep.any():
+        return None
+    picked = rows[keep]
+    mask = pa.array(keep)
+    records = pa.array([block[s:e] for s, e in zip(starts[picked].tolist(),
+                                                   ends[picked].tolist(), strict=True)],
+                       type=pa.binary()).cast(_S)
+    category = _first_of_lists(col["category"].filter(mask))
+    data = {"timestamp": stamps.filter(mask), "category": category, "record": records}
+    for _, column, _ in _FIELDS:
+        if column not in data and column != "roles":
+            data[column] = col[column].filter(mask)
+    data["outcome"] = outcome.filter(mask)
+    return pa.table([data[f.name] for f in _RESULT_SCHEMA], schema=_RESULT_SCHEMA)
+
+
+def _renumber(rejected: list[Rejected], block: bytes, starts: np.ndarray,
+              first_line: int) -> list[Rejected]:
+    """Set-aside lines carry their index among the parsed lines; give them line numbers."""
+    return [dataclasses.replace(item, line=first_line + block.count(
+        b"\n", 0, int(starts[item.line]))) for item in rejected]
+
+
+def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _match(flt: Filter, col: dict[str, pa.ChunkedArray], stamps: pa.ChunkedArray,
+           outcome: pa.ChunkedArray) -> np.ndarray:
+    n = len(stamps)
+    keep = np.ones(n, dtype=bool)
+    if flt.users:
+        keep &= _np(pc.fill_null(pc.is_in(col["user"], value_set=pa.array(flt.users)), False))
+    if flt.actions:
+        keep &= _values_where(col["action"], lambda v: any(
+            fnmatch.fnmatchcase(v, p) for p in flt.actions))
+    if flt.resources:
+        keep &= _values_where(col["resource"], lambda v: any(
+            fnmatch.fnmatchcase(v, p) for p in flt.resources))
+    if flt.outcomes:
+        keep &= _np(pc.is_in(outcome, value_set=pa.array(flt.outcomes)))
+    if flt.levels:
+        keep &= _np(pc.fill_null(pc.is_in(col["level"], value_set=pa.array(flt.levels)),
+                                 False))
+    if flt.kinds:
+        kind = pc.fill_null(col["kind"], "event")
+        keep &= _np(pc.is_in(kind, value_set=pa.array(flt.kinds)))
+    if flt.source_ips:
+        networks = [ipaddress.ip_network(v, strict=False) for v in flt.source_ips]
+        keep &= _values_where(col["source_ip"], lambda v: _in_networks(v, networks))
+    if flt.since is not None:
+        keep &= _np(pc.fill_null(pc.greater_equal(stamps, pa.scalar(
+            flt.since, pa.timestamp("us", "UTC"))), False))
+    if flt.until is not None:
+        keep &= _np(pc.fill_null(pc.less(stamps, pa.scalar(
+            flt.until, pa.timestamp("us", "UTC"))), False))
+    if flt.text:
+        keep &= _np(pc.fill_null(pc.match_substring(col["message"], flt.text,
+                                                    ignore_case=True), False))
+    return keep
+
+
+def _in_networks(value: str, networks: list[Any]) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def _values_where(column: pa.ChunkedArray, test: Any) -> np.ndarray:
+    """Rows whose value passes ``test``, testing each distinct value once."""
+    encoded = column.combine_chunks().dictionary_encode()
+    dictionary = encoded.dictionary.to_pylist()
+    passing = np.fromiter((test(v) for v in dictionary), dtype=bool, count=len(dictionary))
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    valid = ~_np(encoded.is_null()) if encoded.null_count else np.ones(len(encoded), bool)
+    result = np.zeros(len(encoded), dtype=bool)
+    if len(dictionary):
+        result[valid] = passing[indices[valid].astype(np.int64)]
+    return result
+
+
+def _first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    chunks = []
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if chunk.null_count:
+            lengths = np.where(chunk.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+        index = pa.array(offsets[:-1] - offsets[0], mask=lengths == 0)
+        values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
+        chunks.append(values.take(index))
+    return pa.chunked_array(chunks, type=_S)
+
+
+# -- output --------------------------------------------------------------------------------
+
+def write_jsonl(batches: Iterable[Batch], out: IO[bytes]) -> int:
+    """Write each matching record as its original JSON line; returns the count."""
+    count = 0
+    for batch in batches:
+        lines = batch.table.column("record").to_pylist()
+        out.write("\n".join(lines).encode("utf-8") + b"\n")
+        count += len(lines)
+    return count
+
+
+def _text_columns(table: pa.Table, columns: Sequence[str]) -> list[list[str]]:
+    """The chosen columns as lists of display strings (empty for null)."""
+    result = []
+    for name in columns:
+        column = table.column(name)
+        if name == "timestamp":
+            column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+        elif not pa.types.is_string(column.type):
+            column = pc.cast(column, _S)
+        result.append(["" if v is None else v for v in column.to_pylist()])
+    return result
+
+
+def _check_columns(columns: Sequence[str]) -> None:
+    unknown = [c for c in columns if c not in QUERY_COLUMNS]
+    if unknown:
+        raise ConfigError(f"unknown column(s): {', '.join(unknown)}; "
+                          f"known: {', '.join(QUERY_COLUMNS)}")
+
+
+def write_csv(batches: Iterable[Batch], out: IO[str],
+              columns: Sequence[str] = DEFAULT_COLUMNS) -> int:
+    """Write matching records as CSV with a header row; returns the count."""
+    _check_columns(columns)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    for batch in batches:
+        values = _text_columns(batch.table, columns)
+        writer.writerows(zip(*values, strict=True))
+        count += batch.table.num_rows
+    return count
+
+
+def write_table(batches: Iterable[Batch], out: IO[str],
+                columns: Sequence[str] = DEFAULT_COLUMNS, *, max_width: int = 60,
+                page: int = 1000) -> int:
+    """Write matching records as an aligned text table; returns the count.
+
+    Column widths are taken from the first ``page`` rows (and the headers), so the table
+    streams: a later, longer value is cut with ``…`` rather than holding every row back.
+    Cells never exceed ``max_width`` characters; control characters are shown escaped.
+    """
+    _check_columns(columns)
+    widths: list[int] | None = None
+    pending: list[tuple[str, ...]] = []
+    count = 0
+
+    def emit(rows: list[tuple[str, ...]]) -> None:
+        assert widths is not None
+        for row in rows:
+            cells = [_cell(v, w).ljust(w) for v, w in zip(row, widths, strict=True)]
+            out.write("  ".join(cells).rstrip() + "\n")
+
+    for batch in batches:
+        values = _text_columns(batch.table, columns)
+        rows = [tuple(_clean(v) for v in row) for row in zip(*values, strict=True)]
+        count += len(rows)
+        if widths is None:
+            pending.extend(rows)
+            if len(pending) < page:
+                continue
+            widths = _widths(columns, pending, max_width)
+            out.write(_header(columns, widths))
+            emit(pending)
+            pending = []
+        else:
+            emit(rows)
+    if widths is None:
+        widths = _widths(columns, pending, max_width)
+        out.write(_header(columns, widths))
+        emit(pending)
+    return count
+
+
+def _clean(value: str) -> str:
+    if value.isprintable():
+        return value
+    return value.encode("unicode_escape").decode("ascii")
+
+
+def _cell(value: str, width: int) -> str:
+    return value if len(value) <= width else value[:max(width - 1, 0)] + "…"
+
+
+def _widths(columns: Sequence[str], rows: list[tuple[str, ...]], max_width: int) -> list[int]:
+    widths = [len(c) for c in columns]
+    for row in rows:
+        for k, value in enumerate(row):
+            if len(value) > widths[k]:
+                widths[k] = len(value)
+    return [min(w, max_width) for w in widths]
+
+
+def _header(columns: Sequence[str], widths: list[int]) -> str:
+    head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+    rule = "  ".join("-" * w for w in widths)
+    return f"{head}\n{rule}\n"
+
+
+def frame_from_batches(batches: Iterable[Batch]) -> pd.DataFrame:
+    """The normalized events frame (DESIGN contract 3) of a scan's matches, in scan order."""
+    from analyzer.sources._base import arrow_to_frame, empty_frame
+
+    tables = [b.table for b in batches]
+    if not tables:
+        return empty_frame()
+    table = pa.concat_tables(tables)
+    columns = {name: table.column(name) for name in
+               ("user", "action", "outcome", "source_ip", "resource", "level", "kind",
+                "category", "country", "host", "session", "bytes", "message", "sequence",
+                "event_id")}
+    stamps = pd.Series(table.column("timestamp").to_pandas())
+    return arrow_to_frame(columns, timestamps=stamps)
