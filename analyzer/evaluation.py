@@ -316,7 +316,7 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
     score = np.where(np.isfinite(score), score, -np.inf)
     n = len(frame)
 
-    labels = labels.loc[:, list(LABEL_COLUMNS)].copy()
+    labels = labels.loc[:, list(LABEL_COLUMNS)].reset_index(drop=True)
     labels["entity_type"] = labels["entity_type"].astype(str)
     labels["entity"] = labels["entity"].astype(str)
     labels["window_start"] = _utc(labels["window_start"])
