@@ -1,0 +1,86 @@
+"""The ``report`` command: an HTML dashboard and/or a text report of an audit log."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from analyzer.cli._common import Progress, add_command, add_key_option, read_key_file, say
+from analyzer.sources import FORMATS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from analyzer.report.i18n import LANGUAGES
+
+    p = add_command(
+        sub, "report",
+        help="write a self-contained HTML report and/or a text report of an audit log: "
+             "integrity, alerts with evidence, activity, top entities, compliance",
+        example="audit-analyzer report audit.jsonl --model models/acme.joblib --html report.html\n"
+                "audit-analyzer report audit.jsonl --scores scores.csv --text\n"
+                "audit-analyzer report audit.jsonl --html report.html --lang de")
+    p.add_argument("log", type=Path, help="the audit log (or another supported log file)")
+    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
+    p.add_argument("--model", type=Path,
+                   help="model file: score the log with it (or, with --scores, name it)")
+    p.add_argument("--signing-key-file", type=Path, metavar="FILE",
+                   help="verify the model file's signature with this key")
+    p.add_argument("--scores", type=Path, help="scores file from 'score --scores' (.csv or "
+                                               ".parquet) instead of scoring here")
+    p.add_argument("--html", type=Path, metavar="PATH", help="write the HTML report here")
+    p.add_argument("--text", nargs="?", const="-", metavar="PATH",
+                   help="write the text report here (no PATH: standard output; the default "
+                        "when --html is not given)")
+    p.add_argument("--lang", default="en", choices=LANGUAGES, help="report language")
+    p.add_argument("--top", type=int, default=10, metavar="N",
+                   help="rows in each top table (default 10)")
+    p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when there are alerts")
+    add_key_option(p)
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from analyzer.errors import ConfigError
+    from analyzer.report import build_view, load_report_data, read_scores, render_html, render_text
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
+    text_target = args.text if args.text is not None else (None if args.html else "-")
+    progress = Progress()
+    model = scores = None
+    if args.scores is not None:
+        scores = read_scores(args.scores)
+    elif args.model is not None:
+        from analyzer.persistence import load_model
+
+        progress("loading the model...")
+        model = load_model(args.model, key=read_key_file(args.signing_key_file))
+    progress("reading and verifying the log...")
+    data = load_report_data(args.log, scores=scores, model=model,
+                            model_path=args.model if model is None else None,
+                            key=read_key_file(args.key_file), format=args.format)
+    progress("building the report...")
+    view = build_view(data, top=args.top, lang=args.lang)
+    progress.done()
+    if args.html is not None:
+        _write(args.html, render_html(view))
+    if text_target == "-":
+        sys.stdout.write(render_text(view))
+    elif text_target is not None:
+        _write(Path(text_target), render_text(view))
+    if text_target != "-":
+        written = [str(p) for p in (args.html, text_target) if p is not None]
+        say(f"{len(view.alerts)} alert(s); integrity: {view.integrity.headline.lower()}; "
+            f"report written to {' and '.join(written)}")
+    if data.integrity.status == "broken":
+        return 1
+    return 1 if args.fail_on_alert and view.alerts else 0
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
+    os.replace(tmp, path)

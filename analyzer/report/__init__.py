@@ -1,0 +1,287 @@
+"""Reports: a self-contained HTML dashboard and a plain-text summary of an audit log.
+
+The pipeline is ``load_report_data`` (read the log, verify its chain, recorded alerts, the
+model's metadata, scores) -> :func:`~analyzer.report.viewmodel.build_view` (every figure and
+text, as frozen dataclasses) -> :func:`render_html` / :func:`render_text` (layout only).
+:func:`write_reports` runs all of it for the command line and the demo.
+
+>>> import tempfile, os
+>>> from analyzer.logger import AuditLogger
+>>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+>>> with AuditLogger(path) as audit:
+...     _ = audit.log("login", user="alice", outcome="success", source_ip="10.0.0.7")
+>>> text = render_text(build_view(load_report_data(path)))
+>>> "Verified" in text and "alice" in text
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from analyzer.errors import ConfigError, SourceError
+from analyzer.report.html import render_html
+from analyzer.report.i18n import LANGUAGES, get_locale
+from analyzer.report.text import render_text
+from analyzer.report.viewmodel import Integrity, ReportData, ReportView, build_view
+
+__all__ = [
+    "LANGUAGES",
+    "Integrity",
+    "ReportData",
+    "ReportView",
+    "build_view",
+    "load_report_data",
+    "read_recorded_alerts",
+    "render_html",
+    "render_text",
+    "write_reports",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return {}
+                return doc if isinstance(doc, dict) else {}
+    return None
+
+
+def check_integrity(path: Path, *, key: bytes | None = None, fmt: str = "jsonl") -> Integrity:
+    """The verdict on ``path``'s hash chain: verified, broken (where and why) or not chained."""
+    from analyzer.integrity import verify_log
+
+    if fmt != "jsonl":
+        return Integrity("not_chained")
+    first = _first_record(path)
+    event = (first or {}).get("event")
+    # a JSON log whose first record has no chain link was never chained; a damaged first
+    # line ({}) is still a broken chain, which verify reports
+    if first and not (isinstance(event, dict) and "hash" in event):
+        return Integrity("not_chained")
+    report = verify_log(path, key=key)
+    if report.ok:
+        return Integrity("verified", records=report.records, keyed=bool(key))
+    return Integrity("broken", records=report.records, line=report.line,
+                     sequence=report.sequence, problem=str(report.problem or ""),
+                     detail=report.detail, keyed=bool(key))
+
+
+def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
+    """The alerts already written into an audit log, as :class:`analyzer.alerts.Alert`.
+
+    Only lines that mention ``"kind":"alert"`` are parsed, so the cost is one scan of the file.
+    """
+    from analyzer.alerts import Alert, alert_id
+
+    found: dict[str, Alert] = {}
+    with Path(path).open("rb") as handle:
+        for line in handle:
+            if b'"kind":"alert"' not in line:
+                continue
+            try:
+                doc = orjson.loads(line)
+                event = doc["event"]
+                details = (doc.get("analyzer") or {}).get("alert") or {}
+                entity_type = str(details.get("entity_type") or
+                                  ("user" if (doc.get("user") or {}).get("name")
+                                   else "source_ip"))
+                entity = str(details.get("entity") or (doc.get("user") or {}).get("name")
+                             or (doc.get("source") or {}).get("ip") or "")
+                start = pd.Timestamp(event.get("start") or doc["@timestamp"])
+                end = pd.Timestamp(event.get("end") or start)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # verify reports damaged records; here they are simply not alerts
+            evidence = details.get("evidence") or {}
+            aid = str(event.get("id") or alert_id(entity_type, entity, start, end))
+            found[aid] = Alert(
+                id=aid, entity_type=entity_type, entity=entity, window_start=start,
+                window_end=end, score=float(details.get("score") or 0.0),
+                risk_score=float(event.get("risk_score") or 0.0),
+                reasons=tuple(str(r) for r in details.get("reasons") or ()),
+                features={k: v for k, v in (details.get("features") or {}).items()
+                          if isinstance(v, int | float)},
+                contributions={k: v for k, v in (details.get("contributions") or {}).items()
+                               if isinstance(v, int | float)},
+                first_sequence=_int_or_none(evidence.get("first_sequence")),
+                last_sequence=_int_or_none(evidence.get("last_sequence")),
+                n_events=int(evidence.get("events") or 0),
+            )
+    return list(found.values())
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("entity_type", "entity", "window_start", "window_end", "score",
+                           "alert") if c not in scores.columns]
+    if missing:
+        from analyzer.errors import SchemaError
+
+        raise SchemaError(f"scores: missing column(s) {', '.join(missing)}")
+    out = scores.copy()
+    for column in ("window_start", "window_end"):
+        out[column] = pd.to_datetime(out[column], utc=True, format="ISO8601")
+    alert = out["alert"]
+    if alert.dtype == object:
+        alert = alert.astype(str).str.lower().isin(("true", "1", "yes"))
+    out["alert"] = alert.astype(bool)
+    if "reasons" not in out.columns:
+        out["reasons"] = ""
+    out["reasons"] = out["reasons"].fillna("").astype(str)
+    if "risk_score" not in out.columns:
+        p = (1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0)).clip(lower=1e-12)
+        import numpy as np
+
+        out["risk_score"] = np.minimum(100.0, -np.log10(p) * 20.0).round(1)
+    return out
+
+
+def read_scores(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A scores file (DESIGN contract 6: CSV, or Parquet by extension)."""
+    source = Path(path)
+    if not source.exists():
+        raise SourceError(f"{source}: no such scores file")
+    try:
+        if source.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(source)
+        else:
+            frame = pd.read_csv(source)
+    except (ValueError, OSError) as exc:
+        raise SourceError(f"{source}: cannot read scores: {exc}") from None
+    return _normalise_scores(frame)
+
+
+def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                     scores: pd.DataFrame | None = None, model: Any = None,
+                     model_path: str | os.PathLike[str] | None = None,
+                     key: bytes | None = None, format: str | None = None,
+                     generated: str | None = None) -> ReportData:
+    """Read everything a report needs from the log(s) and the model or scores.
+
+    Parameters
+    ----------
+    paths
+        The audit log (or several logs, a directory, a glob).
+    scores
+        A scores frame (:meth:`analyzer.model.AuditModel.score` or a scores file); when
+        ``None`` and ``model`` is given, the log's events are scored with it.
+    model
+        A fitted :class:`~analyzer.model.AuditModel` (its metadata names it in the report).
+    model_path
+        The model file, to name the model (its header is read; nothing is unpickled).
+    key
+        The log's integrity key, to verify a keyed chain.
+    format
+        Input format, detected when ``None``.
+    generated
+        The "generated at" stamp (default: now, UTC).
+    """
+    from analyzer.sources import detect_format, expand_paths, read_events
+
+    files = expand_paths(paths)
+    fmt = format or detect_format(files[0])
+    options = {"include_alerts": True} if fmt == "jsonl" else {}
+    result = read_events(files, format=fmt, **options)
+    frame = result.frame
+    recorded: list[Any] = []
+    if "kind" in frame.columns and len(frame):
+        is_alert = (frame["kind"].astype("string") == "alert").fillna(False).to_numpy()
+        if is_alert.any():
+            frame = frame[~is_alert].reset_index(drop=True)
+            for file in files:
+                recorded.extend(read_recorded_alerts(file))
+    integrity = check_integrity(files[0], key=key, fmt=fmt) if len(files) == 1 else \
+        Integrity("not_chained")
+    meta: dict[str, Any] | None = None
+    threshold = None
+    privileged = None
+    if model is not None:
+        meta = dict(getattr(model, "metadata", {}) or {})
+        try:
+            threshold = float(model.threshold())
+        except Exception:  # an unfitted or foreign model: no threshold line, not a failure
+            logger.debug("model has no threshold", exc_info=True)
+        privileged = (meta.get("params") or {}).get("privileged_actions")
+        if scores is None:
+            scores = model.score(frame)
+    if model_path is not None and meta is None:
+        from analyzer.persistence import read_model_header
+
+        meta = dict(read_model_header(model_path)[0].get("metadata") or {})
+        privileged = (meta.get("params") or {}).get("privileged_actions")
+    if meta and threshold is None:
+        budget = (meta.get("params") or {}).get("alerts_per_day")
+        per_day = meta.get("windows_per_day")
+        if budget and per_day:
+            threshold = min(1.0, float(budget) / max(float(per_day), 1e-9))
+    if scores is not None:
+        scores = _normalise_scores(scores)
+    from analyzer import __version__
+
+    return ReportData(
+        frame=frame, source=", ".join(str(f) for f in files), integrity=integrity,
+        scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
+        privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
+        generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+    )
+
+
+def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = None,
+                  model_path: str | os.PathLike[str] | None = None, key: bytes | None = None,
+                  html_path: str | os.PathLike[str] | None = None,
+                  text_path: str | os.PathLike[str] | None = None, lang: str = "en",
+                  model: Any = None, top: int = 10) -> ReportView:
+    """Write the HTML and/or text report of ``log``; return the view they were made from.
+
+    Parameters
+    ----------
+    log
+        The audit log.
+    scores
+        Scores of the log's windows; ``None`` to score with ``model``, or to show the alerts
+        recorded in the trail.
+    model_path
+        The model file the scores came from (named in the report; only its header is read).
+    key
+        The log's integrity key.
+    html_path, text_path
+        Where to write each report (``None``: not written).
+    lang
+        Report language, one of :data:`LANGUAGES`.
+    model
+        A loaded model, to score the log when no scores are given.
+    top
+        Rows in the "top" tables.
+    """
+    get_locale(lang)  # an unknown language is an error before any work
+    if top < 1:
+        raise ConfigError(f"top must be at least 1, got {top}")
+    data = load_report_data(log, scores=scores, model=model, model_path=model_path, key=key)
+    view = build_view(data, top=top, lang=lang)
+    for path, render in ((html_path, render_html), (text_path, render_text)):
+        if path is None:
+            continue
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(render(view), encoding="utf-8", newline="\n")
+        os.replace(tmp, target)
+    return view
