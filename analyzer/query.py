@@ -70,9 +70,11 @@ from analyzer.sources.jsonl import _check_line
 __all__ = [
     "DEFAULT_COLUMNS",
     "QUERY_COLUMNS",
+    "RESULT_SCHEMA",
     "Batch",
     "Filter",
     "ScanStats",
+    "frame_from_batches",
     "parse_time",
     "scan",
     "trail_files",
@@ -113,7 +115,8 @@ QUERY_COLUMNS: tuple[str, ...] = (*(c for _, c, _ in _FIELDS if c != "roles"), "
 DEFAULT_COLUMNS: tuple[str, ...] = ("timestamp", "level", "kind", "user", "action", "outcome",
                                     "source_ip", "resource", "message")
 
-_RESULT_SCHEMA = pa.schema(
+#: The Arrow schema of every result table (:attr:`Batch.table`).
+RESULT_SCHEMA = pa.schema(
     [pa.field("timestamp", pa.timestamp("us", "UTC"))]
     + [pa.field(c, t if c != "category" else _S) for _, c, t in _FIELDS
        if c not in ("timestamp", "roles")]
@@ -664,7 +667,7 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
         if column not in data and column != "roles":
             data[column] = col[column].filter(mask)
     data["outcome"] = outcome.filter(mask)
-    return pa.table([data[f.name] for f in _RESULT_SCHEMA], schema=_RESULT_SCHEMA)
+    return pa.table([data[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
 
 
 def _renumber(rejected: list[Rejected], block: bytes, starts: np.ndarray,

@@ -1,0 +1,170 @@
+"""Read-only SQL over the trail, through DuckDB (the optional ``[sql]`` extra).
+
+:func:`run_sql` runs one ``SELECT`` over a view ``events`` whose rows are the records a
+:class:`~analyzer.query.Filter` keeps (all of them by default), read from JSONL trails or
+from a database the shipper fills. The view has the normalized columns and the chain fields
+(:data:`EVENTS_COLUMNS`) and ``record``, the full event as DuckDB ``JSON``, so any field is
+reachable: ``record->>'$.host.name'``.
+
+Writes are impossible on this path, by two independent locks:
+
+* the statement must be exactly one ``SELECT`` (DuckDB's own parser says what it is, so
+  ``DROP``, ``INSERT``, ``COPY``, ``ATTACH``, ``PRAGMA``, ``SET`` and a second statement
+  smuggled after ``;`` are refused before anything runs);
+* the connection is an in-memory DuckDB with external access disabled and its configuration
+  locked, and the records reach it as an Arrow stream, not as a file: the statement can read
+  no file, write none, load no extension and attach no database.
+
+The records stream into DuckDB, so a query that reads ``events`` once (filters, aggregates,
+``GROUP BY``) runs in bounded memory over any size of trail. A statement that reads it more
+than once (a self-join, a CTE used twice) is run again over the records loaded into memory;
+narrow it with the query's filters (``--since``, ``--user``...) on large trails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from analyzer.errors import ConfigError
+from analyzer.query import RESULT_SCHEMA, Batch, Filter, scan
+
+__all__ = ["EVENTS_COLUMNS", "check_read_only", "run_sql"]
+
+_log = logging.getLogger(__name__)
+
+#: Columns of the ``events`` view (``record`` is the whole event as JSON).
+EVENTS_COLUMNS: tuple[str, ...] = (
+    "timestamp", "level", "kind", "user", "action", "outcome", "source_ip", "resource",
+    "message", "category", "country", "host", "session", "bytes", "sequence", "event_id",
+    "hash", "record",
+)
+_INSTALL = ("--sql needs DuckDB, an optional extra: pip install 'audit-analyzer[sql]' "
+            "(or: pip install duckdb)")
+_SOURCE = "_audit_records"
+_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def _duckdb() -> Any:
+    try:
+        import duckdb
+    except ImportError:
+        raise ConfigError(_INSTALL) from None
+    return duckdb
+
+
+def check_read_only(statement: str) -> None:
+    """Raise :class:`ConfigError` unless ``statement`` is exactly one ``SELECT``.
+
+    >>> check_read_only("SELECT user, count(*) FROM events GROUP BY user")
+    >>> check_read_only("DROP TABLE events")
+    Traceback (most recent call last):
+    ...
+    analyzer.errors.ConfigError: --sql runs one read-only SELECT, not DROP
+    """
+    duckdb = _duckdb()
+    try:
+        statements = duckdb.extract_statements(statement)
+    except duckdb.Error as exc:
+        raise ConfigError(f"--sql: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise ConfigError(f"--sql runs one read-only SELECT; got {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ConfigError(f"--sql runs one read-only SELECT, not "
+                          f"{kind.name.replace('_', ' ')}")
+
+
+def run_sql(statement: str,
+            source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+            flt: Filter | None = None) -> pa.Table:
+    """Run one read-only ``SELECT`` over the view ``events``; returns the result as Arrow.
+
+    Parameters
+    ----------
+    statement
+        One SQL ``SELECT`` (DuckDB dialect) that reads the view ``events``.
+    source
+        Trail files, directories or globs; or a database URL (``sqlite:///...``,
+        ``postgresql://...``) filled by the shipper.
+    flt
+        Which records the view holds; everything when ``None``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from analyzer.logger import AuditLogger
+    >>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+    >>> with AuditLogger(path) as audit:
+    ...     for user in ("alice", "bob", "alice"):
+    ...         _ = audit.log("login", user=user, outcome="failure")
+    >>> run_sql("SELECT user, count(*) AS n FROM events GROUP BY user ORDER BY n DESC",
+    ...         path).to_pylist()
+    [{'user': 'alice', 'n': 2}, {'user': 'bob', 'n': 1}]
+    """
+    duckdb = _duckdb()
+    check_read_only(statement)
+    batches = _batch_source(source, flt)
+    try:
+        return _execute(duckdb, statement, lambda: _reader(batches()))
+    except duckdb.InvalidInputException as exc:
+        if "already been consumed" not in str(exc):
+            raise ConfigError(f"--sql: {_first_line(exc)}") from None
+    _log.info("the statement reads 'events' more than once; loading the records into memory")
+    table = _reader(batches()).read_all()
+    return _execute(duckdb, statement, lambda: table)
+
+
+def _execute(duckdb: Any, statement: str, make_source: Callable[[], Any]) -> pa.Table:
+    con = duckdb.connect(":memory:", config=dict(_CONFIG))
+    try:
+        con.register(_SOURCE, make_source())
+        names = ", ".join(f'"{c}"' for c in EVENTS_COLUMNS if c != "record")
+        con.execute(f"CREATE VIEW events AS SELECT {names}, "  # noqa: S608 - fixed names
+                    f"CAST(record AS JSON) AS record FROM {_SOURCE}")
+        try:
+            relation = con.sql(statement)
+            # DuckDB 2 names it to_arrow_table; 1.x arrow
+            fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return fetch()
+        except duckdb.InvalidInputException:
+            raise
+        except duckdb.Error as exc:
+            raise ConfigError(f"--sql: {_first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _batch_source(source: Any, flt: Filter | None) -> Callable[[], Iterator[Batch]]:
+    if isinstance(source, str) and "://" in source:
+        from analyzer.store import query_db
+
+        return lambda: query_db(source, flt)
+    return lambda: scan(source, flt)
+
+
+def _view_schema() -> pa.Schema:
+    return pa.schema([RESULT_SCHEMA.field(c) for c in EVENTS_COLUMNS])
+
+
+def _reader(batches: Iterator[Batch]) -> pa.RecordBatchReader:
+    schema = _view_schema()
+
+    def record_batches() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from batch.table.select(list(EVENTS_COLUMNS)).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, record_batches())
