@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gettext
 import re
 from datetime import UTC, datetime, timedelta
@@ -295,17 +296,39 @@ def test_unknown_reason_and_missing_translation_fall_back_to_english():
         get_locale("xx")
 
 
-def _catalog(lang: str) -> dict[str, str]:
-    path = Path(__file__).parents[1] / "analyzer" / "locale" / lang / "LC_MESSAGES" / \
-        "audit_analyzer.mo"
-    with path.open("rb") as handle:
+def _locale_file(lang: str, suffix: str) -> Path:
+    return (Path(__file__).parents[1] / "analyzer" / "locale" / lang / "LC_MESSAGES" /
+            f"audit_analyzer.{suffix}")
+
+
+def _mo_catalog(lang: str) -> dict:
+    with _locale_file(lang, "mo").open("rb") as handle:
         return gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+
+
+def _po_catalog(lang: str) -> tuple[dict, set[str]]:
+    """(msgid or (msgid, n) -> msgstr, msgid_plurals) of a .po file (one-line strings)."""
+    entries: dict = {}
+    plurals: set[str] = set()
+    msgid = None
+    for line in _locale_file(lang, "po").read_text(encoding="utf-8").splitlines():
+        keyword, _, rest = line.partition(" ")
+        if not rest.startswith('"'):
+            continue
+        value = ast.literal_eval(rest)
+        if keyword == "msgid":
+            msgid = value
+        elif keyword == "msgid_plural":
+            plurals.add(value)
+        elif keyword == "msgstr" and msgid:
+            entries[msgid] = value
+        elif keyword.startswith("msgstr[") and msgid:
+            entries[(msgid, int(keyword[7:-1]))] = value
+    return entries, plurals
 
 
 def _source_messages() -> set[str]:
     """Every message id the report code and template mark for translation."""
-    import ast
-
     import jinja2
 
     root = Path(__file__).parents[1] / "analyzer"
@@ -326,11 +349,20 @@ def _source_messages() -> set[str]:
 
 @pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
 def test_every_message_and_reason_template_is_translated(lang):
-    catalog = _catalog(lang)
+    entries, plurals = _po_catalog(lang)
     wanted = _source_messages() | set(reason_templates())
-    missing = sorted(m for m in wanted if not catalog.get(m) and m not in catalog.values()
-                     and not any(isinstance(k, tuple) and k[0] == m for k in catalog))
+    missing = sorted(m for m in wanted if m not in plurals and not entries.get(m)
+                     and not entries.get((m, 0)))
     assert not missing, f"{lang}: {len(missing)} untranslated: {missing[:10]}"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_compiled_catalogs_match_their_sources(lang):
+    entries, _ = _po_catalog(lang)
+    compiled = {k: v for k, v in _mo_catalog(lang).items() if k != ""}
+    assert compiled == {k: v for k, v in entries.items() if v}, (
+        f"{_locale_file(lang, 'mo')} is stale: run msgfmt -o audit_analyzer.mo "
+        "audit_analyzer.po in its folder")
 
 
 def test_split_reasons_keeps_templates_containing_the_separator():

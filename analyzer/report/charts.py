@@ -37,7 +37,8 @@ def nice_ticks(top: float, count: int = 4) -> list[float]:
         return [0, 1]
     raw = top / count
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    steps = (1, 2, 2.5, 5, 10) if power >= 10 else (1, 2, 5, 10)
+    step = next(m * power for m in steps if m * power >= raw)
     n = math.ceil(top / step - 1e-9)
     values = [round(i * step, 10) for i in range(n + 1)]
     return [int(v) if float(v).is_integer() else v for v in values]

@@ -44,6 +44,15 @@ _CONTEXT_BUCKETS = 12
 _MAX_CELL = 160
 _BUCKETS_S = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 _NS = 1_000_000_000
+# Words from data that the report translates: levels, outcomes, weekdays, chain problems.
+_TRANSLATED_VALUES = (
+    N_("debug"), N_("info"), N_("warning"), N_("error"), N_("critical"),
+    N_("success"), N_("failure"), N_("unknown"),
+    N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"),
+    N_("Saturday"), N_("Sunday"),
+    N_("changed"), N_("missing"), N_("inserted"), N_("reordered"), N_("truncated"),
+    N_("bad JSON"),
+)
 
 
 # -- inputs --------------------------------------------------------------------------------
