@@ -1094,22 +1094,21 @@ class _Attacks:
             t0 = self.first_day * DAY_S + rng.uniform(0, room)
         else:
             t0 = self._within(day * DAY_S + rng.uniform(0, 23) * 3600, 3600)
+        # real account names (harvested from the web, say): guesses of names that do not
+        # exist would be attack windows of made-up users, which no label could name well
         names = list(w.user[: self.cfg.users])
-        # sprayers also guess accounts that do not exist
-        guesses = ["admin", "root", "test", "svc-deploy", "jenkins", "mlflow", "datasci"]
         rows = []
         for h in range(hours):
             if hours > 1 and rng.random() > share:
                 continue
             k = self._n(*per_hour)
             for _ in range(k):
-                who = guesses[int(rng.integers(len(guesses)))] if rng.random() < 0.2 \
-                    else names[int(rng.integers(len(names)))]
+                who = int(rng.integers(len(names)))
                 t = t0 + h * 3600 + rng.uniform(0, 3500 if hours > 1 else 40 * 60)
                 rows.append(self._event(t, who, "login", ip=ip, country=country, city=city,
                                         fail=True))
         if not rows:  # a slow spray that drew no hour: one attempt still happens
-            rows.append(self._event(t0, names[0], "login", ip=ip, country=country, city=city,
+            rows.append(self._event(t0, 0, "login", ip=ip, country=country, city=city,
                                     fail=True))
         users = len({r["user"] for r in rows})
         self._record(scenario, rows, [("source_ip", ip)],
@@ -1340,6 +1339,10 @@ def _assemble(parts: list[dict[str, np.ndarray]], config: SynthConfig,
             cols[k].append(np.asarray(part[k]))
     data = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
     t = data["t"].astype(float)
+    # sessions of people far from UTC spill over the first and last midnight: keep the period
+    inside = (t >= 0) & (t < config.days * DAY_S)
+    data = {k: v[inside] for k, v in data.items()}
+    t = t[inside]
     order = np.argsort(t, kind="stable")
     data = {k: v[order] for k, v in data.items()}
     # microseconds: what the log keeps, so the frame equals the log read back
@@ -1390,7 +1393,7 @@ def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
     from analyzer.logger import AuditLogger
 
     names = ["timestamp", "user", "action", "outcome", "source_ip", "resource", "level",
-             "country", "session", "bytes", "roles", "city", "host"]
+             "category", "country", "session", "bytes", "roles", "city", "host"]
     present = [c for c in names if c in events.columns]
     columns = {c: events[c].astype(object).where(events[c].notna(), None).tolist()
                for c in present if c != "timestamp"}
@@ -1409,9 +1412,11 @@ def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
             message = f"{user or 'anonymous'} {action}" + (f" {resource}" if resource else "") \
                 + (" failed" if outcome == "failure" else "")
             role = row.get("roles")
+            category = row.get("category")
             logger.log_event(AuditEvent(
                 action, timestamp=ts, level=row.get("level") or "info", message=message,
-                outcome=outcome, user=user, roles=(role,) if role else (),
+                outcome=outcome, category=(category,) if category else (),
+                user=user, roles=(role,) if role else (),
                 source_ip=ip, country=row.get("country") or None,
                 city=row.get("city") or None, resource=resource,
                 resource_type=resource.split("/", 1)[0] if resource and "/" in resource

@@ -97,14 +97,15 @@ def test_attacks_are_at_normal_volume(org: Organisation) -> None:
 def test_attackers_use_the_entitys_own_channels(org: Organisation) -> None:
     ev = org.events
     train = ev[ev["timestamp"] < org.train_end]
-    # insiders act from an address they used in training
+    # insiders act from an address they also use for their normal work
     for scenario in ("privilege_escalation", "bulk_model_download", "outside_role"):
         for user in org.instances.loc[org.instances["scenario"] == scenario, "entity"]:
-            ips = set(train.loc[train["user"] == user, "source_ip"].astype(str))
             lab = org.labels[(org.labels["entity"] == user)
                              & (org.labels["scenario"] == scenario)]
             hours = ev["timestamp"].dt.floor("h").isin(lab["window_start"])
-            used = set(ev.loc[(ev["user"] == user) & hours, "source_ip"].astype(str))
+            mine = ev["user"] == user
+            ips = set(ev.loc[mine & ~hours, "source_ip"].astype(str))
+            used = set(ev.loc[mine & hours, "source_ip"].astype(str))
             assert used <= ips, (scenario, user, used - ips)
     # service accounts never log in during training; the attack makes them
     services = set(org.people.loc[org.people["service"], "user"])
