@@ -304,3 +304,30 @@ def test_kill_restart_and_outage_deliver_everything_exactly_once(tmp_path):
     assert max(first.writes.values()) == 1
     assert {i for _, i in fake.docs} == set(ids[300:])
     assert max(fake.writes.values()) == 1
+
+
+def test_ship_command_once_drains_and_reports_counts(tmp_path, bulk, capsys, monkeypatch):
+    from analyzer.cli import main
+
+    log = tmp_path / "audit.jsonl"
+    write_events(log, 12, bad_every=5)  # 0, 5, 10 refused
+    monkeypatch.setenv("AUDIT_ES_API_KEY", "id:env-secret")
+    code = main(["ship", str(log), "--to", "elasticsearch", "--url", bulk.url, "--once"])
+    out, err = capsys.readouterr()
+    assert code == 1  # rejected records are a finding the user must act on
+    assert "9 delivered" in out and "3 rejected" in out and "dead.jsonl" in err
+    assert bulk.headers[0]["Authorization"] == "ApiKey " + base64.b64encode(
+        b"id:env-secret").decode()
+    assert "env-secret" not in out + err
+    assert main(["ship", str(log), "--to", "elasticsearch", "--url", bulk.url,
+                 "--once"]) == 0  # only the rejection report was left to ship
+    assert "1 delivered" in capsys.readouterr().out
+
+
+def test_ship_command_needs_its_destination_options(tmp_path, capsys):
+    from analyzer.cli import main
+
+    log = tmp_path / "audit.jsonl"
+    write_events(log, 1)
+    assert main(["ship", str(log), "--to", "cloudwatch", "--once"]) == 2
+    assert "--group" in capsys.readouterr().err
