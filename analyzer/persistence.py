@@ -17,6 +17,7 @@ Beside each artifact, :func:`save_model` writes a short model card (``<name>.md`
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -62,9 +63,61 @@ class ModelInfo(dict):
         return str(self.get("created", ""))
 
 
+def _signed_message(digest: str, metadata: dict[str, Any]) -> bytes:
+    return digest.encode() + b"\n" + orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS)
+
+
 def _signature(key: bytes, digest: str, metadata: dict[str, Any]) -> str:
-    message = digest.encode() + b"\n" + orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS)
+    """HMAC-SHA256 with a shared secret, or Ed25519 with a PEM private key."""
+    message = _signed_message(digest, metadata)
+    if _is_pem(key):
+        private = _pem_key(key, private=True)
+        return "ed25519:" + base64.b64encode(private.sign(message)).decode("ascii")
     return "hmac-sha256:" + hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _is_pem(key: bytes) -> bool:
+    return key.lstrip().startswith(b"-----BEGIN")
+
+
+def _pem_key(key: bytes, *, private: bool) -> Any:
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise ModelLoadError('Ed25519 model signatures need the cryptography package: '
+                             'pip install "audit-analyzer[encryption]"') from None
+    try:
+        loaded = (serialization.load_pem_private_key(key, password=None) if private
+                  else serialization.load_pem_public_key(key))
+    except ValueError:
+        kind = "private" if private else "public"
+        raise ModelLoadError(f"not a PEM {kind} key") from None
+    if private and isinstance(loaded, ed25519.Ed25519PrivateKey):
+        return loaded
+    if not private and isinstance(loaded, ed25519.Ed25519PublicKey):
+        return loaded
+    if private and hasattr(loaded, "public_key"):
+        raise ModelLoadError("model signing keys in PEM must be Ed25519")
+    raise ModelLoadError("model verification keys in PEM must be Ed25519 public keys")
+
+
+def _signature_holds(key: bytes, signature: str, digest: str, metadata: dict[str, Any]) -> bool:
+    if signature.startswith("ed25519:"):
+        if not _is_pem(key):
+            return False
+        from cryptography.exceptions import InvalidSignature
+
+        public = (_pem_key(key, private=True).public_key() if b"PRIVATE" in key
+                  else _pem_key(key, private=False))
+        try:
+            public.verify(base64.b64decode(signature[8:]), _signed_message(digest, metadata))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+    if _is_pem(key):
+        return False
+    return hmac.compare_digest(signature, _signature(key, digest, metadata))
 
 
 def save_model(model: Any, path: str | os.PathLike[str], *, key: bytes | None = None,
@@ -79,7 +132,8 @@ def save_model(model: Any, path: str | os.PathLike[str], *, key: bytes | None = 
     path
         Destination file (conventionally ``models/<name>.joblib``).
     key
-        Signing key; with it the header carries an HMAC-SHA256 signature.
+        Signing key: a shared secret (HMAC-SHA256) or an Ed25519 private key in PEM (whose
+        public key can then be shipped to verify the model elsewhere).
     name
         A name for the model card (default: the file's stem).
     evaluation
@@ -159,7 +213,8 @@ def load_model(path: str | os.PathLike[str], *, key: bytes | None = None,
     path
         The model file.
     key
-        Verification key: when given, the file must carry a valid signature made with it.
+        Verification key: the shared secret, or the Ed25519 public key in PEM. When given,
+        the file must carry a valid signature made with it.
     require_signature
         Refuse an unsigned file even when no key is given.
 
@@ -181,11 +236,14 @@ def load_model(path: str | os.PathLike[str], *, key: bytes | None = None,
         if not signature:
             raise ModelLoadError(f"{source}: model file is not signed; refusing to load it "
                                  "with a verification key")
-        if not hmac.compare_digest(str(signature), _signature(key, digest, metadata)):
+        if not _signature_holds(key, str(signature), digest, metadata):
             raise ModelLoadError(f"{source}: model signature does not match the key; "
                                  "refusing to load it")
     elif require_signature:
-        raise ModelLoadError(f"{source}: a signed model is required, and no key was given")
+        state = "is signed, but no key was given to check it" if signature else "is not signed"
+        raise ModelLoadError(f"{source}: model {state}; pass the key it was signed with "
+                             "(--signing-key-file), or --trust-unsigned-model if you trust "
+                             "this file")
     _warn_on_version_drift(source, metadata.get("versions", {}))
     try:
         model = joblib.load(io.BytesIO(payload))
@@ -216,7 +274,7 @@ def model_card(metadata: dict[str, Any], digest: str, *, signed: bool) -> str:
         "",
         f"- **Model id**: `{metadata.get('model_id', '')}` (digest `{digest}`)",
         f"- **Created**: {metadata.get('created', '')}; "
-        f"{'signed (HMAC-SHA256)' if signed else 'not signed'}",
+        f"{'signed' if signed else 'not signed'}",
         f"- **Kind**: {metadata.get('model_class', '')}: per-entity windowed features, "
         "rarity-weighted IsolationForest per entity type, calibrated percentiles and an "
         "alert budget",

@@ -75,7 +75,7 @@ def test_unsigned_model_refused_when_a_key_or_signature_is_required(tmp_path):
     save_model(Tiny(), path)
     with pytest.raises(ModelLoadError, match="not signed"):
         load_model(path, key=b"k")
-    with pytest.raises(ModelLoadError, match="signed model is required"):
+    with pytest.raises(ModelLoadError, match="is not signed; pass the key"):
         load_model(path, require_signature=True)
 
 
@@ -107,3 +107,54 @@ def test_missing_or_malformed_files(tmp_path):
     bad.write_bytes(MODEL_MAGIC + b"{not json\n")
     with pytest.raises(ModelLoadError, match="malformed"):
         load_model(bad)
+
+
+def test_ed25519_signed_models_verify_with_the_public_key_only(tmp_path):
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    path = tmp_path / "m.joblib"
+    save_model(Tiny(), path, key=pem)
+    assert read_model_header(path)[0]["signature"].startswith("ed25519:")
+    assert load_model(path, key=public, require_signature=True).weights
+    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ModelLoadError, match="signature does not match"):
+        load_model(path, key=other)
+    with pytest.raises(ModelLoadError, match="signature does not match"):
+        load_model(path, key=b"an hmac secret is not the public key")
+
+
+def test_cli_refuses_unsigned_or_wrongly_signed_models_unless_trusted(tmp_path, capsys):
+    from analyzer.cli import main
+    from analyzer.logger import AuditLogger
+
+    log = tmp_path / "audit.jsonl"
+    with AuditLogger(log) as audit:
+        for hour in range(30):
+            for user in ("alice", "bob", "carol"):
+                audit.log("login", user=user, outcome="success", source_ip="10.0.0.1",
+                          timestamp=f"2026-01-{1 + hour // 24:02d}T{hour % 24:02d}:10:00Z")
+    secret = tmp_path / "model.key"
+    secret.write_text("model-signing-secret")
+    secret.chmod(0o600)
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("another-secret")
+    wrong.chmod(0o600)
+    unsigned, signed = tmp_path / "unsigned.joblib", tmp_path / "signed.joblib"
+    assert main(["train", str(log), "--model", str(unsigned)]) == 0
+    assert main(["train", str(log), "--model", str(signed), "--signing-key-file", str(secret)]) == 0
+    capsys.readouterr()
+    score = ["score", str(log), "--no-write-back", "--model"]
+    assert main([*score, str(unsigned)]) == 2
+    assert "not signed" in capsys.readouterr().err
+    assert main([*score, str(unsigned), "--trust-unsigned-model"]) == 0
+    assert main([*score, str(signed), "--signing-key-file", str(wrong)]) == 2
+    assert "signature does not match" in capsys.readouterr().err
+    assert main([*score, str(signed), "--signing-key-file", str(secret)]) == 0

@@ -104,3 +104,31 @@ def say(message: str) -> None:
 
 def warn(command: str, message: str) -> None:
     print(f"audit-analyzer {command}: {message}", file=sys.stderr)
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--model and how to trust it: a model file is a pickle, i.e. code."""
+    parser.add_argument("--model", type=Path, required=required,
+                        help="model file (.joblib) made by 'train'")
+    parser.add_argument("--signing-key-file", type=Path, metavar="FILE",
+                        help="key the model was signed with: the shared secret, or the "
+                             "Ed25519 public key (PEM)")
+    parser.add_argument("--trust-unsigned-model", action="store_true",
+                        help="load a model without checking a signature (its digest is "
+                             "still checked); only for files you made yourself")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """Load ``args.model`` under the signature policy: signed and checked, or trusted."""
+    from analyzer.persistence import load_model
+
+    path = args.signing_key_file
+    key = None
+    if path is not None:
+        try:
+            is_public = path.read_bytes().lstrip().startswith(b"-----BEGIN PUBLIC KEY")
+        except FileNotFoundError:
+            raise SourceError(f"{path}: key file not found") from None
+        # a public key is not a secret; a shared secret or private key must be private
+        key = path.read_bytes().strip() if is_public else read_key_file(path)
+    return load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)

@@ -15,6 +15,8 @@ from analyzer.cli._common import (
     add_command,
     add_encryption_options,
     add_key_option,
+    add_model_options,
+    load_model_from_args,
     parse_mapping,
     read_encryption_keys,
     read_key_file,
@@ -37,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
     p = add_command(sub, "train", help="fit a model on a history of audit events",
-                    example="audit-analyzer train history.jsonl --model models/acme.joblib")
+                    example="audit-analyzer train history.jsonl --model models/acme.joblib "
+                            "--signing-key-file model.key")
     _add_input_options(p)
     p.add_argument("--model", type=Path, required=True, help="model file to write (.joblib)")
     p.add_argument("--window", default="1h", help="window length (default 1h)")
@@ -48,19 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="privileged action pattern, e.g. 'iam.*' (repeatable; replaces the "
                         "defaults)")
     p.add_argument("--signing-key-file", type=Path, metavar="FILE",
-                   help="sign the model file with this key (HMAC-SHA256)")
+                   help="sign the model file: a shared secret (HMAC-SHA256) or an Ed25519 "
+                        "private key (PEM); score, watch and report check it")
     p.set_defaults(func=run_train)
 
     p = add_command(sub, "score", help="score windows of audit events and write alerts back "
                                        "into the trail at CRITICAL",
                     example="audit-analyzer score today.jsonl --model models/acme.joblib "
-                            "--scores scores.csv\n"
-                            "audit-analyzer score access.csv --model models/acme.joblib "
-                            "--audit-log audit.jsonl")
+                            "--signing-key-file model.key --scores scores.csv\n"
+                            "audit-analyzer score access.csv --model models/default.joblib "
+                            "--signing-key-file models/default.pub --audit-log audit.jsonl\n"
+                            "audit-analyzer score today.jsonl   # fits on the input itself")
     _add_input_options(p)
-    p.add_argument("--model", type=Path, help="model file (without it, fit on the input itself)")
-    p.add_argument("--signing-key-file", type=Path, metavar="FILE",
-                   help="verify the model file's signature with this key")
+    add_model_options(p, required=False)
     p.add_argument("--scores", type=Path, help="write one row per window (.csv or .parquet)")
     p.add_argument("--alerts-per-day", type=float, default=None,
                    help="alert budget for this run (default: the model's)")
@@ -136,14 +139,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     from analyzer.model import AuditModel
-    from analyzer.persistence import load_model
 
     progress = Progress()
     progress("reading...")
     result = _read(args, "score")
     frame = result.frame
     if args.model is not None:
-        model = load_model(args.model, key=read_key_file(args.signing_key_file))
+        model = load_model_from_args(args)
         model_id = model.metadata.get("model_id", "unknown")
         model_version = model.metadata.get("created", "")
     else:
