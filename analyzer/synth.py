@@ -92,6 +92,7 @@ SCENARIOS: tuple[str, ...] = (
 BENIGN_SURPRISES: tuple[str, ...] = ("travel", "busy_day", "new_joiner")
 
 HOUR_NS = 3_600 * 10**9
+_NS_UTC = "datetime64[ns, UTC]"
 DAY_S = 86_400
 
 # -- the world: actions, roles, places -----------------------------------------------------
@@ -431,7 +432,8 @@ def generate(config: SynthConfig | None = None) -> Organisation:
         config=config, events=frame, labels=labels, train_end=train_end,
         people=world.roster(), instances=attacks.instances(),
         surprises=pd.DataFrame(world.surprises,
-                               columns=["kind", "user", "start", "end", "description"]),
+                               columns=["kind", "user", "start", "end", "description"])
+        .astype({"start": _NS_UTC, "end": _NS_UTC}),
     )
 
 
@@ -960,7 +962,7 @@ class _World:
             "workstation_ip": [s["ip"] for s in self.services], "home_ip": "",
             "service": True, "joined": self._day(0),
         })
-        return pd.concat([people, services], ignore_index=True)
+        return pd.concat([people, services], ignore_index=True).astype({"joined": _NS_UTC})
 
 
 def _session_ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -1291,7 +1293,8 @@ class _Attacks:
     def labels(self) -> pd.DataFrame:
         labels = pd.DataFrame(self.label_rows,
                               columns=["entity_type", "entity", "window_start", "scenario"])
-        labels["window_start"] = pd.to_datetime(labels["window_start"], utc=True)
+        labels["window_start"] = pd.to_datetime(labels["window_start"], utc=True) \
+            .astype(_NS_UTC)
         return (labels.drop_duplicates()
                 .sort_values(["window_start", "entity_type", "entity", "scenario"])
                 .reset_index(drop=True))

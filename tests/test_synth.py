@@ -107,10 +107,13 @@ def test_attackers_use_the_entitys_own_channels(org: Organisation) -> None:
             ips = set(ev.loc[mine & ~hours, "source_ip"].astype(str))
             used = set(ev.loc[mine & hours, "source_ip"].astype(str))
             assert used <= ips, (scenario, user, used - ips)
-    # service accounts never log in during training; the attack makes them
+    # service accounts never log in during training, and work from one fixed address
     services = set(org.people.loc[org.people["service"], "user"])
     logins = train.loc[train["action"] == "login", "user"].astype(str)
     assert not services & set(logins)
+    machine = train[train["user"].astype(str).isin(services)]
+    assert machine.groupby("user", observed=True)["source_ip"].nunique().eq(1).all()
+    assert machine["session"].isna().all()
 
 
 def test_benign_surprises_are_present_and_unlabelled(org: Organisation) -> None:
