@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from analyzer.errors import SchemaError, SourceError
 
 __all__ = [
     "LABEL_COLUMNS",
+    "NAIVE_FEATURES",
     "EvaluationReport",
     "InstanceResult",
     "evaluate",
@@ -507,10 +507,3 @@ def naive_baseline_scores(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *
                "reasons", *features]
     return test[columns].reset_index(drop=True)
 
-
-def describe_instances(report: EvaluationReport,
-                       scenarios: Sequence[str] | None = None) -> pd.DataFrame:
-    """The report's instances as a frame (optionally only some scenarios)."""
-    rows = [i.to_dict() for i in report.instances
-            if scenarios is None or i.scenario in scenarios]
-    return pd.DataFrame(rows)
