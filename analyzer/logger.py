@@ -264,13 +264,15 @@ class AuditLogger:
         session: str | None = None,
         roles: Iterable[str] | None = None,
         timestamp: datetime | str | None = None,
+        host: str | None = None,
         extra: Mapping[str, Any] | None = None,
         stacklevel: int = 1,
     ) -> str | None:
         """Write one audit event; return its ``event.id`` (``None`` if below ``min_level``).
 
-        ``extra`` is a mapping of additional fields under this project's ``analyzer``
-        namespace (free-form details); it never overrides the ECS fields.
+        ``timestamp`` and ``host`` default to now and this machine; imports pass the
+        original record's. ``extra`` is a mapping of additional fields under this project's
+        ``analyzer`` namespace (free-form details); it never overrides the ECS fields.
         """
         lvl = level if type(level) is Level else Level.parse(level)
         if lvl < self.min_level:
@@ -358,7 +360,8 @@ class AuditLogger:
             origin = _ORIGINS.get(where)
             if origin is None:
                 origin = _origin_json(*where)
-            tail = [b'},"host":{"name":', self._host_json, _LEVEL_PART[lvl], self._name_json,
+            tail = [b'},"host":{"name":', self._host_json if not host else _jstr(host),
+                    _LEVEL_PART[lvl], self._name_json,
                     origin, orjson.dumps(message), self._process_json]
             # the remaining top-level keys, in sorted order
             for part in (resource_part, self._service_json, session_part, source_part,

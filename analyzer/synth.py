@@ -1392,7 +1392,6 @@ def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
     log, continuing its chain.
     """
     # imported here so that generating events does not need the logger
-    from analyzer.events import AuditEvent
     from analyzer.logger import AuditLogger
 
     names = ["timestamp", "user", "action", "outcome", "source_ip", "resource", "level",
@@ -1416,17 +1415,17 @@ def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
                 + (" failed" if outcome == "failure" else "")
             role = row.get("roles")
             category = row.get("category")
-            logger.log_event(AuditEvent(
+            logger.log(
                 action, timestamp=ts, level=row.get("level") or "info", message=message,
-                outcome=outcome, category=(category,) if category else (),
-                user=user, roles=(role,) if role else (),
+                outcome=outcome, category=category or None,
+                user=user, roles=(role,) if role else None,
                 source_ip=ip, country=row.get("country") or None,
                 city=row.get("city") or None, resource=resource,
                 resource_type=resource.split("/", 1)[0] if resource and "/" in resource
                 else None,
                 bytes=int(row["bytes"]) if row.get("bytes") is not None else None,
                 session=row.get("session") or None, host=row.get("host") or None,
-            ))
+            )
             count += 1
     finally:
         logger.close()

@@ -18,7 +18,6 @@ from analyzer.cli._common import (
     say,
     warn,
 )
-from analyzer.events import AuditEvent, Level, Outcome
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
 from analyzer.sources import FORMATS, expand_paths, read_events, write_rejected
@@ -94,15 +93,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     progress("reading...")
     result = read_events(args.inputs, format=args.format, **options)
     frame = result.frame
-    written = 0
     encryption = read_encryption_keys(args.encryption_key_file)
     with AuditLogger(args.log, key=key, service=args.service, name="audit.ingest",
                      encryption_key=encryption[0] if encryption else None) as audit:
-        for row in _rows(frame):
-            audit.log_event(row)
-            written += 1
-            if written % 10_000 == 0:
-                progress(f"ingested {written:,} of {len(frame):,}")
+        written = _import(frame, audit, progress)
     progress.done()
     say(f"ingested {written:,} events into {args.log}")
     if result.rejected:
@@ -114,10 +108,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(frame: pd.DataFrame):
-    """AuditEvents from a normalized frame (the import path, one event at a time)."""
+def _import(frame: pd.DataFrame, audit: AuditLogger, progress: Progress) -> int:
+    """Write each row of a normalized frame through the logger, keeping its time and host."""
     columns = [c for c in ("user", "source_ip", "resource", "country", "host", "session",
                            "message", "bytes", "level", "category") if c in frame.columns]
+    written = 0
     for values in frame[["timestamp", "action", "outcome", *columns]].itertuples(
             index=False, name=None):
         timestamp, action, outcome, *rest = values
@@ -127,9 +122,11 @@ def _rows(frame: pd.DataFrame):
                     isinstance(value, float) and value != value):
                 continue
             fields[name] = int(value) if name == "bytes" else value
-        level = Level.parse(fields.pop("level", "info"))
-        yield AuditEvent(str(action), timestamp=timestamp.to_pydatetime(),
-                         outcome=Outcome(outcome), level=level, **fields)
+        audit.log(str(action), timestamp=timestamp.to_pydatetime(), outcome=outcome, **fields)
+        written += 1
+        if written % 10_000 == 0:
+            progress(f"ingested {written:,} of {len(frame):,}")
+    return written
 
 
 def run_verify(args: argparse.Namespace) -> int:
