@@ -75,6 +75,7 @@ __all__ = [
     "Filter",
     "ScanStats",
     "frame_from_batches",
+    "match_columns",
     "parse_time",
     "scan",
     "trail_files",
@@ -653,7 +654,7 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             else:
                 reason = f"event.outcome: unknown value {outcome[int(index)].as_py()!r:.40}"
             rejected.append(Rejected(path, int(rows[index]), reason))
-    keep = ~bad & _match(flt, col, stamps, outcome)
+    keep = ~bad & match_columns(flt, col, stamps, outcome)
     if not keep.any():
         return None
     picked = rows[keep]
@@ -681,8 +682,10 @@ def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _match(flt: Filter, col: dict[str, pa.ChunkedArray], stamps: pa.ChunkedArray,
-           outcome: pa.ChunkedArray) -> np.ndarray:
+def match_columns(flt: Filter, col: dict[str, pa.ChunkedArray], stamps: pa.ChunkedArray,
+                  outcome: pa.ChunkedArray) -> np.ndarray:
+    """Which rows ``flt`` keeps, given the record columns as Arrow arrays (one source of
+    truth for the filter semantics of files and databases)."""
     n = len(stamps)
     keep = np.ones(n, dtype=bool)
     if flt.users:

@@ -85,8 +85,9 @@ def check_read_only(statement: str) -> None:
 
 
 def run_sql(statement: str,
-            source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-            flt: Filter | None = None) -> pa.Table:
+            source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+            flt: Filter | None = None, *, db: str | os.PathLike[str] | None = None
+            ) -> pa.Table:
     """Run one read-only ``SELECT`` over the view ``events``; returns the result as Arrow.
 
     Parameters
@@ -94,10 +95,12 @@ def run_sql(statement: str,
     statement
         One SQL ``SELECT`` (DuckDB dialect) that reads the view ``events``.
     source
-        Trail files, directories or globs; or a database URL (``sqlite:///...``,
-        ``postgresql://...``) filled by the shipper.
+        Trail files, directories or globs.
     flt
         Which records the view holds; everything when ``None``.
+    db
+        Instead of files, a database the shipper fills: a ``.db`` path, ``sqlite:///...``
+        or ``postgresql://...``.
 
     Examples
     --------
@@ -113,7 +116,9 @@ def run_sql(statement: str,
     """
     duckdb = _duckdb()
     check_read_only(statement)
-    batches = _batch_source(source, flt)
+    if (source is None) == (db is None):
+        raise ConfigError("give trail files or a database, not both or neither")
+    batches = _batch_source(source, db, flt)
     try:
         return _execute(duckdb, statement, lambda: _reader(batches()))
     except duckdb.InvalidInputException as exc:
@@ -148,11 +153,11 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _batch_source(source: Any, flt: Filter | None) -> Callable[[], Iterator[Batch]]:
-    if isinstance(source, str) and "://" in source:
+def _batch_source(source: Any, db: Any, flt: Filter | None) -> Callable[[], Iterator[Batch]]:
+    if db is not None:
         from analyzer.store import query_db
 
-        return lambda: query_db(source, flt)
+        return lambda: query_db(db, flt)
     return lambda: scan(source, flt)
 
 

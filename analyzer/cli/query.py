@@ -111,8 +111,7 @@ def run_query(args: argparse.Namespace) -> int:
     if args.sql:
         from analyzer.sql import run_sql
 
-        source = args.db if args.db else args.paths
-        result = run_sql(args.sql, source, flt)
+        result = run_sql(args.sql, args.paths or None, flt, db=args.db)
         _write_sql_result(result, fmt)
         return 0
 
