@@ -10,10 +10,12 @@ screenshot under the test's temporary folder.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -111,15 +113,23 @@ class Chromium:
 
     def __init__(self, executable: str, profile: Path) -> None:
         profile.mkdir(parents=True, exist_ok=True)
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a stale one names a dead port
         self.log = (profile / "chromium.log").open("wb")
         self.process = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             "about:blank"], stdout=self.log, stderr=subprocess.STDOUT)
+             "about:blank"], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group, so close() ends every child
+        try:
+            self._connect(profile)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, profile: Path) -> None:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
                 pytest.fail(f"Chromium did not start; see {profile / 'chromium.log'}")
             time.sleep(0.05)
         port, path = port_file.read_text().splitlines()[:2]
@@ -202,12 +212,15 @@ class Chromium:
     def close(self) -> None:
         if getattr(self, "ws", None) is not None:
             self.ws.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.ws = None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self.log.close()
 
 

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 __all__ = ["histogram", "horizontal_bars", "nice_ticks", "stacked_bars"]
 
-_W, _H = 720, 220
+_W, _H = 960, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 52, 14, 42
 
 
@@ -86,7 +86,8 @@ def stacked_bars(chart_id: str, title: str, labels: Sequence[str],
                  series: Sequence[tuple[str, str, Sequence[float]]], *,
                  number: callable = str, line: tuple[str, Sequence[float]] | None = None,
                  line_format: callable = str, highlight: tuple[int, int] | None = None,
-                 overlay: tuple[str, Sequence[float]] | None = None) -> Markup:
+                 overlay: tuple[str, Sequence[float]] | None = None,
+                 width: int = _W) -> Markup:
     """Bars per time bucket, stacked by series, with an optional rate line on a right axis.
 
     Parameters
@@ -103,7 +104,7 @@ def stacked_bars(chart_id: str, title: str, labels: Sequence[str],
         ``(name, values)``: a dashed step line on the left axis (the usual pattern).
     """
     n = len(labels)
-    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+    plot_w, plot_h = width - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     totals = [sum(s[2][i] for s in series) for i in range(n)]
     peak = max(totals + (list(overlay[1]) if overlay else []) + [0])
     ticks = nice_ticks(peak)
@@ -154,7 +155,7 @@ def stacked_bars(chart_id: str, title: str, labels: Sequence[str],
     if line is not None:
         legend.append((line[0], "rate"))
     body += _legend(legend, y=_H - 8)
-    return _svg(chart_id, title, body)
+    return _svg(chart_id, title, body, width=width)
 
 
 def _legend(items: Sequence[tuple[str, str]], *, y: float, x: float = _LEFT) -> list[str]:
@@ -205,19 +206,20 @@ def histogram(chart_id: str, title: str, edges: Sequence[float], counts: Sequenc
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     lo, hi = edges[0], edges[-1]
     peak = max([*counts, 1])
-    decades = max(1, math.ceil(math.log10(peak + 1)))
-    scale = plot_h / decades
+    # a count of 1 gets one step of height, so that single windows in the tail show
+    decades = max(1, math.ceil(math.log10(peak)))
+    scale = plot_h / (decades + 1)
 
     def y_of(count: float) -> float:
-        return _TOP + plot_h - math.log10(count + 1) * scale if count > 0 else _TOP + plot_h
+        return _TOP + plot_h - (math.log10(count) + 1) * scale if count > 0 else _TOP + plot_h
 
     body = []
     for d in range(decades + 1):
-        y = _TOP + plot_h - d * scale
+        y = y_of(10 ** d)
         body.append(f'<line class="grid" x1="{_LEFT}" x2="{_f(_LEFT + plot_w)}" y1="{_f(y)}" '
                     f'y2="{_f(y)}"/>')
         body.append(f'<text class="tick" x="{_LEFT - 6}" y="{_f(y + 4)}" text-anchor="end">'
-                    f'{escape(number(10 ** d - 1 if d else 0))}</text>')
+                    f'{escape(number(10 ** d))}</text>')
     width = plot_w / max(len(counts), 1)
     body.append('<g class="s-bar">')
     for i, count in enumerate(counts):

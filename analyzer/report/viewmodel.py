@@ -41,6 +41,8 @@ OUTCOMES = ("success", "failure", "unknown")
 MAX_ALERTS = 50
 MAX_EVIDENCE = 25
 _CONTEXT_BUCKETS = 12
+_MIN_RATE_EVENTS = 10
+_MAX_ONE_IN = 1_000_000
 _MAX_CELL = 160
 _BUCKETS_S = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 _NS = 1_000_000_000
@@ -125,6 +127,7 @@ class ChartView:
 class Fact:
     label: str
     value: str
+    wide: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -299,7 +302,7 @@ def _model_facts(data: ReportData, loc: Locale) -> tuple[Fact, ...]:
     if meta.get("training_start") and meta.get("training_end"):
         facts.append(Fact(_("Training period"), "{} – {}".format(
             _fmt_time(pd.Timestamp(meta["training_start"])),
-            _fmt_time(pd.Timestamp(meta["training_end"])))))
+            _fmt_time(pd.Timestamp(meta["training_end"]))), wide=True))
     if meta.get("n_events"):
         facts.append(Fact(_("Trained on"), _("{n} events").format(
             n=loc.number(meta["n_events"]))))
@@ -413,7 +416,7 @@ class _Context:
             period = _("no events")
         failures = int(self.failed.sum())
         return (
-            Fact(_("Period"), period),
+            Fact(_("Period"), period, wide=True),
             Fact(_("Events"), loc.number(self.n)),
             Fact(_("Failures"), f"{loc.number(failures)} ({loc.percent(failures / self.n)})"
                  if self.n else "0"),
@@ -470,7 +473,8 @@ class _Context:
         total = np.bincount(index, minlength=count)
         failures = np.bincount(index[self.failed], minlength=count)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(total > 0, failures / np.maximum(total, 1), np.nan)
+            # a rate over a handful of events is noise (one failed login is "100%")
+            rate = np.where(total >= _MIN_RATE_EVENTS, failures / np.maximum(total, 1), np.nan)
         width = self._bucket_name(size)
         by_level = ChartView(
             "activity-level", _("Events over time by level"),
@@ -799,7 +803,8 @@ class _Context:
             [(_("events"), "s-success", (actual - failed).tolist()),
              (_("failures"), "s-failure", failed.tolist())],
             number=loc.number, highlight=(_CONTEXT_BUCKETS, _CONTEXT_BUCKETS + n_win - 1),
-            overlay=(_("usual at this time"), [round(float(u), 3) for u in usual]))
+            overlay=(_("usual at this time"), [round(float(u), 3) for u in usual]),
+            width=720)
         note = _("Events of {entity} from {start} to {end} UTC; the shaded bars are the alert's "
                  "window, the dashed line the entity's usual activity at that time of day."
                  ).format(entity=alert.entity,
@@ -812,6 +817,7 @@ class _Context:
 
         loc, _ = self.loc, self.loc.gettext
         meaning = {f.name: f.meaning for f in FEATURES}
+        unit = {f.name: f.unit for f in FEATURES}
         rows = []
         for name, c in sorted(alert.contributions.items(), key=lambda kv: (-(kv[1] or 0),
                                                                             kv[0])):
@@ -820,11 +826,14 @@ class _Context:
             value = alert.features.get(name)
             value_text = "–" if value is None else (
                 loc.number(value) if float(value).is_integer() else loc.decimal(value))
+            if value is not None and unit.get(name) == "share":
+                value_text = loc.percent(float(value))
             one_in = math.exp(min(float(c), 40.0))
+            rarity = _("1 in {n}").format(n=loc.number(one_in)) if one_in < _MAX_ONE_IN \
+                else _("under 1 in {n}").format(n=loc.number(_MAX_ONE_IN))
             rows.append((Cell(_(meaning.get(name, name.replace("_", " ")))),
                          Cell(value_text, f"{value or 0:.6f}", True),
-                         Cell(_("1 in {n}").format(n=loc.number(one_in)), f"{one_in:.3f}",
-                              True)))
+                         Cell(rarity, f"{one_in:.3f}", True)))
         return TableView(f"alert-{rank}-signals", _("What stood out"),
                          (Cell(_("Signal")), Cell(_("Value"), numeric=True),
                           Cell(_("Rarer than"), numeric=True)), tuple(rows), "",
