@@ -282,8 +282,8 @@ class RarityForest(OutlierMixin, BaseEstimator):
 def format_bytes(value: float) -> str:
     """Bytes for a person.
 
-    >>> format_bytes(1536), format_bytes(3.2e9)
-    ('1.5 KB', '3.2 GB')
+    >>> format_bytes(1536), format_bytes(3.5 * 1024**3)
+    ('1.5 KB', '3.5 GB')
     """
     value = float(value)
     for unit in ("B", "KB", "MB", "GB", "TB"):

@@ -333,7 +333,7 @@ def _prepare(frame: pd.DataFrame, vocab: dict[str, np.ndarray] | None,
         raise SchemaError(f"events frame: missing required column(s): {', '.join(missing)}")
     if "kind" in frame.columns:
         # the analyzer never scores its own alerts as activity
-        keep = (frame["kind"].astype(object) != "alert").to_numpy(dtype=bool)
+        keep = ~(frame["kind"] == "alert").fillna(False).to_numpy(dtype=bool)
         if not keep.all():
             frame = frame.loc[keep]
     n = len(frame)
@@ -353,9 +353,9 @@ def _prepare(frame: pd.DataFrame, vocab: dict[str, np.ndarray] | None,
         codes[field], names[field], known[field] = _encode(
             frame[field] if field in frame.columns else None, n,
             None if vocab is None else vocab[field])
-    outcome = frame["outcome"].astype(object)
-    fail = (outcome == "failure").to_numpy(dtype=bool)
-    succ = (outcome == "success").to_numpy(dtype=bool)
+    outcome = frame["outcome"]
+    fail = (outcome == "failure").fillna(False).to_numpy(dtype=bool)
+    succ = (outcome == "success").fillna(False).to_numpy(dtype=bool)
     if "bytes" in frame.columns:
         nbytes = pd.to_numeric(frame["bytes"], errors="coerce").astype("float64") \
             .fillna(0.0).clip(lower=0).to_numpy()
@@ -382,8 +382,18 @@ def _distinct(win: np.ndarray, codes: np.ndarray, n_win: int,
     if not ok.any():
         return np.zeros(n_win)
     width = int(codes[ok].max()) + 1
-    keys = np.unique(win[ok] * width + codes[ok])
-    return np.bincount(keys // width, minlength=n_win).astype(float)
+    # sort-based: faster than np.unique's hashing on a million int64 keys
+    keys = np.sort(win[ok] * width + codes[ok])
+    first = np.r_[True, keys[1:] != keys[:-1]]
+    return np.bincount(keys // width, first, minlength=n_win)
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sorting beats np.unique's hashing on large int64 arrays)."""
+    ordered = np.sort(values)
+    if not len(ordered):
+        return ordered
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
 
 
 def _in_sorted(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -584,7 +594,7 @@ class FeatureExtractor:
             a = prep.codes[attr]
             ok = (u >= 0) & (a >= 0) & ~prep.fail
             width = max(prep.known[attr], 1)
-            own = np.unique(u[ok] * width + a[ok])
+            own = _unique(u[ok] * width + a[ok])
             self.peer_keys_[attr] = _expand_to_peers(own, width, self.peers_)
 
     def _fit_time(self, prep: _Prepared) -> None:
@@ -815,8 +825,12 @@ class FeatureExtractor:
         width = max(prep.known[attr], 1)
         pair = ent * width + a
         first = _first_time(pair, t)
-        own_pairs, pos = np.unique(pair[ok], return_index=True)
-        own_first = first[ok][pos]
+        ok_pairs, ok_first = pair[ok], first[ok]
+        order = np.argsort(ok_pairs, kind="stable")
+        ok_pairs, ok_first = ok_pairs[order], ok_first[order]
+        lead = np.r_[True, ok_pairs[1:] != ok_pairs[:-1]] if len(ok_pairs) else \
+            np.zeros(0, dtype=bool)
+        own_pairs, own_first = ok_pairs[lead], ok_first[lead]
         group_first = _group_first(own_pairs, own_first, width, self.peers_)
         row_group_first = np.full(len(a), np.iinfo(np.int64).max)
         row_group_first[ok] = group_first[np.searchsorted(own_pairs, pair[ok])]
@@ -894,7 +908,7 @@ def _weekday(hour_bucket: np.ndarray) -> np.ndarray:
 def _units(ent: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (entity, UTC hour) pairs of the valid entities, sorted by entity then hour."""
     ok = ent >= 0
-    key = np.unique(ent[ok] * (1 << 32) + t[ok] // _NS_PER_HOUR)
+    key = _unique(ent[ok] * (1 << 32) + t[ok] // _NS_PER_HOUR)
     return key >> 32, key & ((1 << 32) - 1)
 
 
@@ -909,7 +923,7 @@ def _pair_keys(prep: _Prepared, etype: str, attr: str) -> np.ndarray:
     if etype == "user":
         ok &= ~prep.fail
     width = max(prep.known[attr], 1)
-    return np.unique(e[ok] * width + a[ok])
+    return _unique(e[ok] * width + a[ok])
 
 
 def _peer_groups(prep: _Prepared, n_users: int, n_peers: int) -> np.ndarray:
@@ -925,7 +939,7 @@ def _peer_groups(prep: _Prepared, n_users: int, n_peers: int) -> np.ndarray:
         a = prep.codes[attr]
         ok = (u >= 0) & (a >= 0) & ~prep.fail
         width = max(prep.known[attr], 1)
-        keys = np.unique(u[ok] * width + a[ok])
+        keys = _unique(u[ok] * width + a[ok])
         blocks.append((keys // width, keys % width + offset))
         offset += width
     rows = np.concatenate([b[0] for b in blocks])
@@ -968,7 +982,7 @@ def _expand_to_peers(own_keys: np.ndarray, width: int, peers: np.ndarray) -> np.
     table = pd.DataFrame({"member": own_keys // width, "value": own_keys % width})
     edges = pd.DataFrame({"user": users, "member": members})
     joined = edges.merge(table, on="member")
-    return np.unique(joined["user"].to_numpy() * width + joined["value"].to_numpy())
+    return _unique(joined["user"].to_numpy() * width + joined["value"].to_numpy())
 
 
 def _group_first(own_pairs: np.ndarray, own_first: np.ndarray, width: int,
