@@ -10,6 +10,7 @@ the builtin a caller would naturally catch::
      +-- ModelLoadError(OSError)          a model artifact cannot be trusted or read
      +-- SourceError(OSError)             an input file or directory cannot be read
      +-- LogWriteError(OSError)           the audit log cannot be written
+     +-- DeliveryError(OSError)           a destination cannot take records now (retry later)
      +-- ConfigError(ValueError)          an option or a configuration value is invalid
      +-- NotFittedError                   (re-exported from scikit-learn where relevant)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AnalyzerError",
     "ConfigError",
+    "DeliveryError",
     "IntegrityError",
     "LogWriteError",
     "ModelLoadError",
@@ -51,6 +53,13 @@ class SourceError(AnalyzerError, OSError):
 
 class LogWriteError(AnalyzerError, OSError):
     """The audit log could not be written (disk full, permissions, ...)."""
+
+
+class DeliveryError(AnalyzerError, OSError):
+    """A destination cannot take records now (unreachable, throttling, 5xx): retry later.
+
+    Messages name the destination and the status, never a credential.
+    """
 
 
 class ConfigError(AnalyzerError, ValueError):

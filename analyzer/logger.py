@@ -40,7 +40,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,10 @@ class AuditLogger:
     geo
         Optional callable ``ip -> (country_iso_code, city_name)`` used when a record has a
         source IP but no country (no GeoIP database is bundled).
+    ship
+        Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads.
+        They read the file from their own cursors, so ``log()`` never waits for them, a
+        destination that is down costs no memory, and nothing is lost: it catches up.
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class AuditLogger:
         host: str | None = None,
         encryption_key: bytes | str | os.PathLike[str] | None = None,
         geo: GeoLookup | None = None,
+        ship: Sequence[Any] | None = None,
     ) -> None:
         try:
             self.durability = Durability(durability)
@@ -229,6 +234,12 @@ class AuditLogger:
             raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
+        self._shipping = None
+        if ship:
+            from analyzer.sinks.background import BackgroundShipper
+
+            self._shipping = BackgroundShipper(self.path, list(ship), audit=self)
+            self._shipping.start()
         atexit.register(self.close)
         if self.recovered_torn is not None:
             self.log("audit.recovery", level=Level.WARNING, outcome=Outcome.SUCCESS,
@@ -437,7 +448,13 @@ class AuditLogger:
                 os.fsync(self._fd)
 
     def close(self) -> None:
-        """Flush, write a final checkpoint and close the file. Safe to call twice."""
+        """Flush, stop shipping, write a final checkpoint and close the file. Idempotent."""
+        if self._shipping is not None and not self._closed:
+            with self._lock:
+                self._flush_locked()
+            # Outside the lock: a shipping thread may be logging a rejection report. What it
+            # has not delivered yet waits in the file for the next start, from its cursor.
+            self._shipping.stop(timeout=5)
         with self._lock:
             if self._closed:
                 return

@@ -313,3 +313,46 @@ def _wait(condition, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def test_audit_logger_ships_in_the_background_and_loses_nothing(tmp_path):
+    """AuditLogger(ship=[...]): every record reaches the destination, including ones
+    written while it was down, and log() never waits for it."""
+    import threading
+
+    from analyzer.logger import AuditLogger
+    from analyzer.sinks.shipper import DeliveryError, SendResult
+
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self):
+            self.down = True
+            self.ids = []
+            self.lock = threading.Lock()
+
+        def send(self, batch):
+            if self.down:
+                raise DeliveryError("flaky: unreachable")
+            with self.lock:
+                self.ids.extend(r.event_id for r in batch)
+            return SendResult()
+
+        def close(self):
+            pass
+
+    sink = Flaky()
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLogger(log, ship=[sink], batch_ms=20)
+    ids = [audit.log("login", user=f"u{i}") for i in range(50)]
+    sink.down = False
+    ids += [audit.log("login", user=f"v{i}") for i in range(50)]
+    audit.flush()
+    deadline = threading.Event()
+    for _ in range(300):
+        with sink.lock:
+            if set(ids) <= set(sink.ids):
+                break
+        deadline.wait(0.05)
+    audit.close()
+    assert set(ids) <= set(sink.ids)

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from analyzer.errors import AnalyzerError, ConfigError
+from analyzer.errors import AnalyzerError, ConfigError, DeliveryError
 
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
@@ -77,13 +77,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-class DeliveryError(AnalyzerError, OSError):
-    """A destination cannot take records now (unreachable, throttling, 5xx): retry later.
-
-    Messages name the destination and the status, never a credential.
-    """
 
 
 # -- records and the sink protocol ---------------------------------------------------------
