@@ -142,6 +142,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("n_users_failed", "diversity", _IP, "distinct users with a failure from the address",
             "spraying fails across many accounts",
             "failures for {value} distinct users ({typical})"),
+    Feature("country_rarity", "novelty", _IP,
+            "surprisal of the address's country in the organisation's training activity",
+            "intruders and password sprayers come from where the organisation never is",
+            "connections from {detail}, a country rare for the organisation",
+            unit="surprisal", detail="d_country", rarity=0.0),
     Feature("n_unknown_users", "novelty", _IP,
             "distinct user names tried from the address that were never seen anywhere",
             "guessed account names", "{value} unknown user names tried ({detail})",
@@ -578,6 +583,12 @@ class FeatureExtractor:
             self.pairs_[(etype, attr)] = _pair_keys(prep, etype, attr)
         self._fit_peers(prep)
         self._fit_time(prep)
+        country = prep.codes["country"]
+        n_countries = prep.known["country"]
+        counts = np.bincount(country[country >= 0], minlength=n_countries)[:n_countries]
+        # smoothed share; a country never seen gets the share of a single event
+        self.country_share_ = (counts + 1.0) / (counts.sum() + n_countries + 1.0)
+        self.country_unseen_ = 1.0 / (counts.sum() + n_countries + 1.0)
         self.typical_events_: dict[str, np.ndarray] = {}
         self.typical_bytes_: dict[str, np.ndarray] = {}
         out = self._windows(prep, fitting=True, details=False)
@@ -682,6 +693,13 @@ class FeatureExtractor:
             cols["n_ips"] = _distinct(win, codes["source_ip"], n_win, ~fail)
             cols["n_countries"] = _distinct(win, codes["country"], n_win, ~fail)
         else:
+            c = codes["country"]
+            # countries unknown to the profile get the share of a single event
+            shares = np.r_[self.country_share_, self.country_unseen_]
+            share = shares[np.where(c < len(self.country_share_), c, -1)]
+            rarity = np.where(c >= 0, -np.log(share), 0.0)
+            cols["country_rarity"] = np.maximum.reduceat(rarity, firsts)
+            country_rows = c >= 0
             cols["n_users"] = _distinct(win, codes["user"], n_win)
             cols["n_users_failed"] = _distinct(win, codes["user"], n_win, fail)
 
@@ -767,6 +785,9 @@ class FeatureExtractor:
                 n_win)
             detail_cols["d_privileged_off_hours"] = _describe(
                 win, codes["action"], names["action"], odd_time, n_win, counts=True)
+            if etype == "source_ip":
+                detail_cols["d_country"] = _describe(win, codes["country"], names["country"],
+                                                     country_rows, n_win, limit=2)
             detail_cols["d_new_users"] = _describe(win, u, names["user"],
                                                    novel.get("user", _none(win)), n_win)
             detail_cols["d_unknown_users"] = _describe(
