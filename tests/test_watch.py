@@ -205,7 +205,10 @@ def _fitted_model(tmp_path: Path) -> Path:
                                service_accounts=1))
     model = AuditModel(random_state=0).fit(org.train_events)
     path = tmp_path / "model.joblib"
-    save_model(model, path)
+    key = tmp_path / "model.key"
+    key.write_text("model-signing-secret")
+    key.chmod(0o600)
+    save_model(model, path, key=b"model-signing-secret")
     return path
 
 
@@ -224,7 +227,7 @@ def test_watch_command_writes_a_critical_alert_soon_after_a_brute_force_burst(tm
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "analyzer", "watch", str(log), "--model", str(model),
-         "--interval", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "--signing-key-file", str(tmp_path / "model.key"), "--interval", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(1.0)
         with AuditLogger(log, service="app", durability="flush") as audit:

@@ -14,7 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analyzer.cli._common import add_command, add_key_option, read_key_file, say, warn
+from analyzer.cli._common import (
+    add_command,
+    add_key_option,
+    add_model_options,
+    load_model_from_args,
+    read_key_file,
+    say,
+    warn,
+)
 from analyzer.errors import ConfigError
 
 _DESTINATIONS = ("elasticsearch", "cloudwatch", "syslog", "splunk", "webhook")
@@ -94,13 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "watch", help="follow a live audit log, re-score open windows every few seconds "
                            "and write alerts back at CRITICAL as soon as a window crosses the "
                            "threshold",
-        example="audit-analyzer watch audit.jsonl --model models/acme.joblib\n"
+        example="audit-analyzer watch audit.jsonl --model models/acme.joblib "
+                "--signing-key-file model.key\n"
                 "audit-analyzer watch audit.jsonl --model models/acme.joblib "
-                "--webhook https://hooks.example/alerts --interval 5")
+                "--signing-key-file model.key --webhook https://hooks.example/alerts "
+                "--interval 5")
     p.add_argument("log", type=Path, help="the audit log to follow (alerts are written to it)")
-    p.add_argument("--model", required=True, type=Path, help="a trained model file")
-    p.add_argument("--signing-key-file", type=Path,
-                   help="verify the model's signature with this key")
+    add_model_options(p, required=True)
     p.add_argument("--interval", type=float, default=15.0, metavar="SECONDS",
                    help="re-score windows that received events this often (default 15)")
     p.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
@@ -238,14 +246,13 @@ def run_ship(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     from analyzer.logger import AuditLogger
-    from analyzer.persistence import load_model
     from analyzer.sinks.background import BackgroundShipper
     from analyzer.sinks.shipper import is_alert
     from analyzer.watch import Watcher, alert_writer, model_scorer
 
     if not args.log.exists():
         raise FileNotFoundError(2, "no such file", str(args.log))
-    model = load_model(args.model, key=read_key_file(args.signing_key_file))
+    model = load_model_from_args(args)
     meta = getattr(model, "metadata", {}) or {}
     audit = AuditLogger(args.log, key=read_key_file(args.key_file),
                         name="audit-analyzer.watch")

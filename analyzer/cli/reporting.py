@@ -7,7 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from analyzer.cli._common import Progress, add_command, add_key_option, read_key_file, say
+from analyzer.cli._common import (
+    Progress,
+    add_command,
+    add_encryption_options,
+    add_key_option,
+    add_model_options,
+    load_model_from_args,
+    read_key_file,
+    say,
+)
 from analyzer.sources import FORMATS
 
 
@@ -18,15 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "report",
         help="write a self-contained HTML report and/or a text report of an audit log: "
              "integrity, alerts with evidence, activity, top entities, compliance",
-        example="audit-analyzer report audit.jsonl --model models/acme.joblib --html report.html\n"
+        example="audit-analyzer report audit.jsonl --model models/acme.joblib "
+                "--signing-key-file model.key --html report.html\n"
                 "audit-analyzer report audit.jsonl --scores scores.csv --text\n"
                 "audit-analyzer report audit.jsonl --html report.html --lang de")
     p.add_argument("log", type=Path, help="the audit log (or another supported log file)")
     p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
-    p.add_argument("--model", type=Path,
-                   help="model file: score the log with it (or, with --scores, name it)")
-    p.add_argument("--signing-key-file", type=Path, metavar="FILE",
-                   help="verify the model file's signature with this key")
+    add_model_options(p, required=False)
     p.add_argument("--scores", type=Path, help="scores file from 'score --scores' (.csv or "
                                                ".parquet) instead of scoring here")
     p.add_argument("--html", type=Path, metavar="PATH", help="write the HTML report here")
@@ -38,10 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rows in each top table (default 10)")
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when there are alerts")
     add_key_option(p)
+    add_encryption_options(p, reading=True)
     p.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from analyzer.cli.analysis import input_options
     from analyzer.errors import ConfigError
     from analyzer.report import build_view, load_report_data, read_scores, render_html, render_text
 
@@ -53,14 +62,13 @@ def run_report(args: argparse.Namespace) -> int:
     if args.scores is not None:
         scores = read_scores(args.scores)
     elif args.model is not None:
-        from analyzer.persistence import load_model
-
         progress("loading the model...")
-        model = load_model(args.model, key=read_key_file(args.signing_key_file))
+        model = load_model_from_args(args)
     progress("reading and verifying the log...")
     data = load_report_data(args.log, scores=scores, model=model,
                             model_path=args.model if model is None else None,
-                            key=read_key_file(args.key_file), format=args.format)
+                            key=read_key_file(args.key_file), format=args.format,
+                            read_options=input_options(args))
     progress("building the report...")
     view = build_view(data, top=args.top, lang=args.lang)
     progress.done()

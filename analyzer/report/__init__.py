@@ -172,7 +172,8 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      scores: pd.DataFrame | None = None, model: Any = None,
                      model_path: str | os.PathLike[str] | None = None,
                      key: bytes | None = None, format: str | None = None,
-                     generated: str | None = None) -> ReportData:
+                     generated: str | None = None,
+                     read_options: dict[str, Any] | None = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
 
     Parameters
@@ -192,12 +193,16 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         Input format, detected when ``None``.
     generated
         The "generated at" stamp (default: now, UTC).
+    read_options
+        Reader options (decryption keys, ``mapping=``, ``year=`` ...).
     """
     from analyzer.sources import detect_format, expand_paths, read_events
 
     files = expand_paths(paths)
     fmt = format or detect_format(files[0])
-    options = {"include_alerts": True} if fmt == "jsonl" else {}
+    options = dict(read_options or {})
+    if fmt == "jsonl":
+        options["include_alerts"] = True
     result = read_events(files, format=fmt, **options)
     frame = result.frame
     recorded: list[Any] = []
