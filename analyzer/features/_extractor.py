@@ -1,41 +1,9 @@
-"""Windows and features: the normalized events frame becomes one row of named numbers per window.
-
-A window is (entity type, entity, window start, window end), DESIGN contract 4. Entities are
-users and source addresses; windows are one-hour tumbling windows aligned to UTC hours unless
-``window``/``step`` say otherwise. Each window gets the features listed in :data:`FEATURES`:
-volume and failures, diversity, novelty against the entity's own past and its peers', time of
-day and week against the entity's habits, privileged actions and data volume, and failures
-followed by a success.
-
-What is learned from training (vocabularies, what each entity and its peer group has touched,
-hours, typical volumes) lives in a fitted :class:`FeatureExtractor`. Its ``fit_transform``
-computes novelty "as seen so far" in time order, so that training windows show the normal rate
-of novelty; ``transform`` compares new windows with the whole fitted profile.
-
-Everything here is array and group-by code: no Python loop runs per event.
-
->>> import pandas as pd
->>> frame = pd.DataFrame({
-...     "timestamp": pd.to_datetime(["2026-01-05 09:10", "2026-01-05 09:20",
-...                                  "2026-01-05 10:05"], utc=True),
-...     "user": ["alice", "alice", "bob"], "action": ["login", "dataset.read", "login"],
-...     "outcome": ["success", "success", "failure"], "source_ip": ["10.0.0.1"] * 3,
-...     "resource": ["", "sales", ""]})
->>> windows = FeatureExtractor().fit_transform(frame)
->>> print(windows[["entity_type", "entity", "n_events", "n_failures"]].to_string(index=False))
-entity_type   entity  n_events  n_failures
-       user    alice       2.0         0.0
-       user      bob       1.0         1.0
-  source_ip 10.0.0.1       2.0         0.0
-  source_ip 10.0.0.1       1.0         1.0
-"""
+"""The fitted feature extractor and the array code behind it (see :mod:`analyzer.features`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,186 +12,16 @@ import pandas as pd
 
 from analyzer.errors import ConfigError, SchemaError
 from analyzer.events import REQUIRED_FRAME_COLUMNS
-
-__all__ = [
-    "DEFAULT_PRIVILEGED_ACTIONS",
-    "ENTITY_TYPES",
-    "FEATURES",
-    "WINDOW_COLUMNS",
-    "Feature",
-    "FeatureExtractor",
-    "detector_features",
-    "feature_names",
-    "privileged_mask",
-]
+from analyzer.features._table import (
+    _DETAIL_COLUMNS,
+    DEFAULT_PRIVILEGED_ACTIONS,
+    ENTITY_TYPES,
+    _all_feature_names,
+    feature_names,
+    privileged_mask,
+)
 
 logger = logging.getLogger(__name__)
-
-#: The kinds of entity that get windows, in output order.
-ENTITY_TYPES: tuple[str, ...] = ("user", "source_ip")
-
-#: Columns that identify a window and its evidence; features follow them.
-WINDOW_COLUMNS: tuple[str, ...] = (
-    "entity_type", "entity", "window_start", "window_end", "first_sequence", "last_sequence",
-)
-
-#: Glob patterns (case-insensitive, on ``action``) for actions that change who may do what,
-#: destroy things, or move data or models out. Override with ``privileged_actions=``.
-DEFAULT_PRIVILEGED_ACTIONS: tuple[str, ...] = (
-    "*permission*", "*role*", "*grant*", "*privilege*", "*policy*", "*admin*", "sudo*",
-    "user.create", "user.delete", "user.add*", "user.modify", "user.update", "*createuser*",
-    "*deleteuser*", "*accesskey*", "key.*", "*secret*", "*delete*", "*export*", "*download*",
-    "*exfil*", "*.purge", "*.drop", "audit.disable", "*config.change*",
-)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Feature:
-    """One documented feature: what it is, why it is there, how an alert phrases it."""
-
-    name: str
-    family: str
-    entity_types: tuple[str, ...]
-    meaning: str
-    why: str
-    reason: str
-    unit: str = "count"
-    #: weight in the detector's per-feature rarity score (raw volume has none: busy people
-    #: are not suspicious, what changed about them is)
-    rarity: float = 1.0
-    detail: str | None = None
-    #: given to the detector at all (raw volume and diversity are context for reasons only:
-    #: a forest on raw counts mostly finds busy people)
-    detect: bool = True
-
-
-_BOTH = ("user", "source_ip")
-_USER = ("user",)
-_IP = ("source_ip",)
-
-#: The feature table (name, family, entity types, meaning, why, reason template). The README
-#: quotes it; :mod:`analyzer.detector` phrases reasons from ``reason`` with ``{value}``,
-#: ``{typical}``, ``{entity}``, ``{detail}``, ``{hour}`` and ``{weekday}``.
-FEATURES: tuple[Feature, ...] = (
-    Feature("n_events", "volume", _BOTH, "events in the window",
-            "context for every other feature", "{value} events ({typical})", rarity=0.0,
-            detect=False),
-    Feature("n_failures", "volume", _BOTH, "events with outcome failure",
-            "brute force and probing fail a lot", "{value} failed events ({typical})"),
-    Feature("failure_ratio", "volume", _IP, "share of the address's events that failed",
-            "a guessing source fails most of the time (for a user, one failed login in an "
-            "otherwise empty hour says nothing, so users do not get it)",
-            "{value} of events failed ({typical})", unit="share"),
-    Feature("events_per_minute", "volume", _BOTH, "events per active minute",
-            "scripts are faster than people", "{value} events per active minute ({typical})",
-            unit="rate", rarity=0.0),
-    Feature("max_burst", "volume", _BOTH, "most events in any one minute",
-            "automated bursts inside an otherwise quiet hour",
-            "{value} events in a single minute ({typical})", rarity=0.0),
-    Feature("events_vs_typical", "volume", _BOTH,
-            "log of events against the entity's own typical window",
-            "a sudden change in pace for this entity, not a busy entity",
-            "{value} times the usual number of events for {entity}", unit="logratio",
-            rarity=0.5),
-    Feature("n_resources", "diversity", _BOTH, "distinct resources touched",
-            "sweeping many resources is how data is collected",
-            "{value} distinct resources ({typical})", rarity=0.0, detect=False),
-    Feature("n_actions", "diversity", _BOTH, "distinct actions",
-            "an unusual mix of operations", "{value} distinct actions ({typical})",
-            rarity=0.0, detect=False),
-    Feature("n_ips", "diversity", _USER, "distinct source addresses for the user",
-            "one account used from several places at once",
-            "{value} source addresses ({typical})"),
-    Feature("n_countries", "diversity", _USER, "distinct countries for the user",
-            "impossible travel", "{value} countries in one window ({typical})"),
-    Feature("n_users", "diversity", _IP, "distinct users tried from the address",
-            "password spraying tries many accounts from one place",
-            "{value} distinct users from this address ({typical})"),
-    Feature("n_users_failed", "diversity", _IP, "distinct users with a failure from the address",
-            "spraying fails across many accounts",
-            "failures for {value} distinct users ({typical})"),
-    Feature("country_rarity", "novelty", _IP,
-            "surprisal of the address's country in the organisation's training activity",
-            "intruders and password sprayers come from where the organisation never is",
-            "connections from {detail}, a country rare for the organisation",
-            unit="surprisal", detail="d_country", rarity=0.0),
-    Feature("n_unknown_users", "novelty", _IP,
-            "distinct user names tried from the address that were never seen anywhere",
-            "guessed account names", "{value} unknown user names tried ({detail})",
-            detail="d_unknown_users"),
-    Feature("new_entity", "novelty", _BOTH, "1 if the entity was never seen before",
-            "a new account or address deserves a look", "{entity} never seen before",
-            unit="flag"),
-    Feature("n_new_ips", "novelty", _USER, "source addresses the user never used before",
-            "account takeover comes from somewhere new", "first access from {detail}",
-            detail="d_new_ips"),
-    Feature("n_new_countries", "novelty", _USER, "countries the user never came from before",
-            "account takeover comes from somewhere new", "first access from country {detail}",
-            detail="d_new_countries"),
-    Feature("n_new_resources", "novelty", _USER, "resources the user never touched before",
-            "after a takeover, the intruder reads what the owner never did",
-            "{value} resources never touched before by {entity} ({detail})",
-            detail="d_new_resources"),
-    Feature("n_new_actions", "novelty", _BOTH, "actions the entity never performed before",
-            "new kinds of operation (downloads by someone who only ran inference)",
-            "{detail}; never before", detail="d_new_actions"),
-    Feature("new_privileged_events", "sensitivity", _BOTH,
-            "privileged events whose action the entity never performed before",
-            "privilege escalation and first-time exports",
-            "{value} privileged actions never done before by {entity} ({detail})",
-            detail="d_new_privileged"),
-    Feature("n_outside_peer_resources", "novelty", _USER,
-            "resources neither the user nor their peer group ever touched",
-            "access outside one's role; peers come from co-access when no role is logged",
-            "{value} resources outside what {entity}'s peers use ({detail})",
-            detail="d_outside_peer_resources"),
-    Feature("n_outside_peer_actions", "novelty", _USER,
-            "actions neither the user nor their peer group ever performed",
-            "a non-admin doing admin things",
-            "{value} actions none of {entity}'s peers do ({detail})",
-            detail="d_outside_peer_actions"),
-    Feature("n_new_users", "novelty", _IP, "users never seen from this address before",
-            "an address suddenly used for other accounts",
-            "{value} users never seen from this address before ({detail})",
-            detail="d_new_users"),
-    Feature("hour_rarity", "time", _BOTH,
-            "surprisal of this hour of day in the entity's own activity (shrunk to the "
-            "organisation's when history is short)",
-            "off-hours use of a daytime account", "active at {hour} UTC, unusual for {entity}",
-            unit="surprisal"),
-    Feature("weekday_rarity", "time", _BOTH, "surprisal of this weekday for the entity",
-            "weekend use of a weekday account", "active on a {weekday}, unusual for {entity}",
-            unit="surprisal"),
-    Feature("off_hours_share", "time", _BOTH,
-            "share of events in hours of the week when the organisation is quiet",
-            "attackers work when nobody watches",
-            "{value} of events in the organisation's quiet hours", unit="share"),
-    Feature("privileged_off_hours", "sensitivity", _BOTH,
-            "privileged events at an hour of day or a weekday that holds under 2% of the "
-            "entity's own activity",
-            "exports and permission changes in the middle of the entity's night",
-            "{value} privileged actions at a time {entity} is normally inactive ({detail})",
-            detail="d_privileged_off_hours"),
-    Feature("n_privileged", "sensitivity", _BOTH,
-            "events with a privileged action (permission, role and user changes, deletes, "
-            "exports, model downloads; configurable)",
-            "these are the actions that hurt", "{value} privileged actions ({typical})"),
-    Feature("bytes_total", "sensitivity", _BOTH, "bytes read or written",
-            "context for the data-volume reason", "{value} moved ({typical})", unit="bytes",
-            rarity=0.0, detect=False),
-    Feature("bytes_vs_typical", "sensitivity", _BOTH,
-            "log of bytes against the entity's own typical window",
-            "exfiltration moves more data than the entity usually does",
-            "{value} times the data volume usual for {entity}", unit="logratio",
-            rarity=0.5),
-    Feature("fail_then_success", "sequence", _BOTH,
-            "failures followed, in the same window, by a success from the same source",
-            "a guessed password that finally worked",
-            "{value} failures followed by a success from the same source"),
-)
-
-_FEATURE_BY_NAME = {f.name: f for f in FEATURES}
-_DETAIL_COLUMNS = tuple(dict.fromkeys(f.detail for f in FEATURES if f.detail))
 
 # Attributes each entity type is profiled on: (entity type, attribute) -> novelty feature.
 _NOVELTY: dict[tuple[str, str], str] = {
@@ -244,42 +42,6 @@ _QUIET_SHARE = 0.25
 # An hour of day or weekday is unusual for an entity below 2% of its activity.
 _UNUSUAL = float(np.log(50.0))
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-def feature_names(entity_type: str) -> list[str]:
-    """The feature columns that apply to ``entity_type``, in table order.
-
-    >>> feature_names("source_ip")[:3]
-    ['n_events', 'n_failures', 'failure_ratio']
-    """
-    if entity_type not in ENTITY_TYPES:
-        raise ConfigError(f"unknown entity type {entity_type!r}; expected one of {ENTITY_TYPES}")
-    return [f.name for f in FEATURES if entity_type in f.entity_types]
-
-
-def detector_features(entity_type: str) -> list[str]:
-    """The features of ``entity_type`` the detector sees (raw volume is context only)."""
-    return [f.name for f in FEATURES
-            if entity_type in f.entity_types and f.detect]
-
-
-def _all_feature_names() -> list[str]:
-    return [f.name for f in FEATURES]
-
-
-def privileged_mask(actions: Sequence[str] | np.ndarray,
-                    patterns: Sequence[str] = DEFAULT_PRIVILEGED_ACTIONS) -> np.ndarray:
-    """Which action names match one of the glob ``patterns`` (case-insensitive).
-
-    >>> privileged_mask(["model.download", "model.predict", "role.grant"]).tolist()
-    [True, False, True]
-    """
-    names = np.asarray(actions, dtype=object)
-    if not len(patterns) or not len(names):
-        return np.zeros(len(names), dtype=bool)
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns))
-    # one match per distinct action name (a vocabulary), never per event
-    return np.array([regex.match(str(n).lower()) is not None for n in names], dtype=bool)
 
 
 # -- preparing the frame ---------------------------------------------------------------------
