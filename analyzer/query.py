@@ -147,8 +147,9 @@ _TS_PREFIX = b'{"@timestamp":"'
 _TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
 _SIDE_FILES = (".ship-", ".checkpoints", ".torn-", ".rejected", ".cursor", ".tmp", ".watch",
                ".key")
-# A value a JSON writer never escapes: it appears in the raw line exactly as "value".
-_LITERAL_SAFE = re.compile(r"[A-Za-z0-9 !#$%&'()*+,.:;<=>?@\[\]^_`{|}~-]+")
+# Literal pre-filter: only text a JSON writer does not escape is searched for as it is. Left
+# out: quotes, backslashes, control and non-ASCII characters (all may be escaped), "/"
+# (often written "\/") and "<", ">", "&" (escaped by Go's encoder and other HTML-safe ones).
 
 
 # -- filters -------------------------------------------------------------------------------
@@ -274,26 +275,50 @@ class Filter:
 
         Empty when no filter allows it; the scan then looks at every line.
         """
-        candidates: list[tuple[str, ...]] = [
+        exact = [
             self.users,
-            tuple(r for r in self.resources if not _is_glob(r)) if self.resources
-            and not any(_is_glob(r) for r in self.resources) else (),
-            self.actions if self.actions and not any(_is_glob(a) for a in self.actions)
-            else (),
-            self.source_ips if self.source_ips and all(_is_ipv4_address(ip)
-                                                       for ip in self.source_ips) else (),
+            self.source_ips if all(_is_ipv4_address(ip) for ip in self.source_ips) else (),
             self.kinds if self.kinds == ("alert",) else (),
-            self.outcomes if self.outcomes and "unknown" not in self.outcomes else (),
+            self.outcomes if "unknown" not in self.outcomes else (),
             self.levels,
         ]
-        for values in candidates:
-            if values and all(_LITERAL_SAFE.fullmatch(v) for v in values):
-                return tuple(b'"' + v.encode("ascii") + b'"' for v in values)
+        fields = [(exact[0], False), (self.resources, True), (self.actions, True),
+                  *((values, False) for values in exact[1:])]
+        for values, glob in fields:
+            found = [_glob_literal(v, glob=glob) for v in values]
+            if found and all(found):
+                return tuple(dict.fromkeys(f for f in found if f))
         return ()
 
 
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
+def _glob_literal(pattern: str, *, glob: bool = True) -> bytes | None:
+    """The longest text the raw JSON of every value matching ``pattern`` holds, or None.
+
+    Runs of characters a writer may escape split the pattern like wildcards do. A run at
+    the start of the pattern takes the string's opening quote, a run at its end the closing
+    quote. With brackets (character classes) only the part before the first one is used.
+    """
+    if glob and ("[" in pattern or "]" in pattern):
+        cut = min(pattern.index(ch) for ch in "*?[]" if ch in pattern)
+        return _glob_literal(pattern[:cut] + "*") if cut else None
+    unsafe = re.compile(r"[*?]+|[^A-Za-z0-9 !#$%'()+,.:;=@^_`{|}~\[\]-]+" if glob
+                        else r"[^A-Za-z0-9 !#$%'()*+,.:;=?@^_`{|}~\[\]-]+")
+    best = b""
+    position = 0
+    for piece in [*unsafe.finditer(pattern), None]:
+        start = piece.start() if piece else len(pattern)
+        run = pattern[position:start]
+        if run:
+            text = run.encode("ascii")
+            if position == 0:
+                text = b'"' + text
+            if start == len(pattern):
+                text += b'"'
+            if len(text) > len(best):
+                best = text
+        if piece:
+            position = piece.end()
+    return best if len(best.strip(b'"')) else None
 
 
 def _is_ipv4_address(value: str) -> bool:
@@ -421,19 +446,25 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             handle = _open(file)
         except OSError as exc:
             raise SourceError(f"{file}: cannot read: {exc.strerror or exc}") from None
-        with handle:
-            for first_line, block in _blocks(handle, file):
-                stats.bytes_read += len(block)
-                table = _scan_block(block, first_line, str(file), flt, literals, bounds, stats)
-                if table is None or not table.num_rows:
-                    continue
-                if limit is not None and stats.matched + table.num_rows >= limit:
-                    table = table.slice(0, limit - stats.matched)
+        pending: list[Rejected] = []  # set aside with their byte offsets for now
+        try:
+            with handle:
+                for offset, data, end in _blocks(handle, seekable=file.suffix != ".gz"):
+                    stats.bytes_read += end
+                    table = _scan_block(data, end, offset, str(file), flt, literals, bounds,
+                                        stats, pending)
+                    if table is None or not table.num_rows:
+                        continue
+                    if limit is not None and stats.matched + table.num_rows >= limit:
+                        table = table.slice(0, limit - stats.matched)
+                        stats.matched += table.num_rows
+                        yield Batch(str(file), table)
+                        return
                     stats.matched += table.num_rows
                     yield Batch(str(file), table)
-                    return
-                stats.matched += table.num_rows
-                yield Batch(str(file), table)
+        finally:
+            if pending:
+                stats.rejected.extend(_numbered(file, pending))
 
 
 def _older_than(path: Path, moment: datetime) -> bool:
@@ -443,29 +474,62 @@ def _older_than(path: Path, moment: datetime) -> bool:
         return False
 
 
-def _blocks(handle: IO[bytes], path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (number of the first line, bytes of whole lines ending in a newline).
+def _blocks(handle: IO[bytes], *, seekable: bool) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (file offset, buffer, length of its whole lines) for consecutive blocks.
 
-    Works on streams that cannot seek back cheaply (gzip): the part after a block's last
-    newline is carried into the next block. A last line without a newline is completed.
+    The buffer is used as read (no copy): what follows its last newline is read again at the
+    start of the next block, by seeking back on a plain file, or carried over on a stream
+    that cannot seek back cheaply (gzip). A last line without a newline is completed.
     """
-    line = 1
+    offset = 0
     carry = b""
     while True:
         data = handle.read(_BLOCK_BYTES)
-        if not data:
-            if carry:
-                yield line, carry + b"\n"
-            return
         if carry:
             data = carry + data
+            carry = b""
+        if not data:
+            return
         cut = data.rfind(b"\n")
-        if cut == -1:
-            carry = data
-            continue
-        block, carry = data[:cut + 1], data[cut + 1:]
-        yield line, block
-        line += block.count(b"\n")
+        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
+            more = handle.read(_BLOCK_BYTES)
+            if not more:
+                data += b"\n"
+                cut = len(data) - 1
+                break
+            data += more
+            cut = data.rfind(b"\n")
+        end = cut + 1
+        if end < len(data):
+            if seekable:
+                handle.seek(offset + end)
+            else:
+                carry = data[end:]
+        yield offset, data, end
+        offset += end
+
+
+def _numbered(file: Path, pending: list[Rejected]) -> list[Rejected]:
+    """Replace the byte offsets of set-aside lines by line numbers (a second, counting read
+    of the file, paid only when it has malformed lines)."""
+    pending = sorted(pending, key=lambda r: r.line)
+    result = []
+    # ``chunk`` holds file[base:base + len(chunk)]; newlines are counted up to base + cur.
+    line, base, cur, chunk = 1, 0, 0, b""
+    with _open(file) as handle:
+        for item in pending:
+            target = item.line
+            while target > base + len(chunk):
+                line += chunk.count(b"\n", cur)
+                base, cur = base + len(chunk), 0
+                chunk = handle.read(_BLOCK_BYTES)
+                if not chunk:
+                    break
+            stop = max(cur, min(target - base, len(chunk)))
+            line += chunk.count(b"\n", cur, stop)
+            cur = stop
+            result.append(dataclasses.replace(item, line=line))
+    return result
 
 
 def _raw_bounds(flt: Filter) -> tuple[bytes | None, bytes | None]:
@@ -474,23 +538,24 @@ def _raw_bounds(flt: Filter) -> tuple[bytes | None, bytes | None]:
     return fmt(flt.since), fmt(flt.until)
 
 
-def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) of every line of ``block`` (``end`` at its newline)."""
-    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+def _line_spans(block: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of every line of ``block[:size]`` (``end`` at its newline)."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8, count=size) == 10)
     starts = np.empty_like(ends)
     starts[0:1] = 0
     starts[1:] = ends[:-1] + 1
     return starts, ends
 
 
-def _literal_spans(block: bytes, literals: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) of the lines holding any of ``literals``, in order, each once."""
+def _literal_spans(block: bytes, size: int,
+                   literals: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of the lines of ``block[:size]`` holding any of ``literals``, in order,
+    each once."""
     starts: list[int] = []
     ends: list[int] = []
-    size = len(block)
     find, rfind = block.find, block.rfind
     for literal in literals:
-        pos = find(literal)
+        pos = find(literal, 0, size)
         while pos != -1:
             start = rfind(b"\n", 0, pos) + 1
             end = find(b"\n", pos)
@@ -537,24 +602,26 @@ def _time_keep(block: bytes, starts: np.ndarray, ends: np.ndarray,
     return keep
 
 
-def _scan_block(block: bytes, first_line: int, path: str, flt: Filter,
+def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
                 literals: tuple[bytes, ...], bounds: tuple[bytes | None, bytes | None],
-                stats: ScanStats) -> pa.Table | None:
+                stats: ScanStats, pending: list[Rejected]) -> pa.Table | None:
+    """The matches among the lines of ``block[:size]``, which starts at ``offset`` in its
+    file; malformed lines go to ``pending`` with their byte offsets."""
     starts = ends = None
     if literals:
-        starts, ends = _literal_spans(block, literals)
+        starts, ends = _literal_spans(block, size, literals)
         if not len(starts):
             return None
     if bounds != (None, None):
         if starts is None:
-            starts, ends = _line_spans(block)
+            starts, ends = _line_spans(block, size)
         keep = _time_keep(block, starts, ends, bounds)
         if not keep.all():
             starts, ends = starts[keep], ends[keep]
             if not len(starts):
                 return None
     if starts is None:
-        buffer = block  # every line: hand the block over as it is
+        buffer: bytes | memoryview = memoryview(block)[:size]  # every line, as it is
     else:
         buffer = b"\n".join([block[s:e] for s, e in zip(starts.tolist(), ends.tolist(),
                                                         strict=True)]) + b"\n"
@@ -562,21 +629,20 @@ def _scan_block(block: bytes, first_line: int, path: str, flt: Filter,
     table, rows, lines = _parse(buffer, path, rejected)
     stats.lines_parsed += lines
     if starts is None:
-        starts, ends = _line_spans(block)
+        starts, ends = _line_spans(block, size)
     result = None if table is None else \
         _select(table, rows, block, starts, ends, path, flt, rejected)
-    if rejected:
-        stats.rejected.extend(_renumber(sorted(rejected, key=lambda r: r.line), block,
-                                        starts, first_line))
+    pending.extend(dataclasses.replace(item, line=offset + int(starts[item.line]))
+                   for item in rejected)
     return result
 
 
-def _parse(buffer: bytes, path: str,
+def _parse(buffer: bytes | memoryview, path: str,
            rejected: list[Rejected]) -> tuple[pa.Table | None, np.ndarray, int]:
     """Parse lines; returns the table, each row's index among the buffer's lines, and the
     number of lines. Lines pyarrow refuses are found one by one and set aside (with their
-    index as the line for now; the caller renumbers them)."""
-    n_lines = buffer.count(b"\n")
+    index among the lines as ``line``; the caller turns it into a position)."""
+    n_lines = int(np.count_nonzero(np.frombuffer(buffer, dtype=np.uint8) == 10))
     try:
         table = pj.read_json(pa.BufferReader(pa.py_buffer(buffer)),
                              read_options=_read_options(len(buffer)), parse_options=_PARSE)
@@ -588,7 +654,7 @@ def _parse(buffer: bytes, path: str,
             return table, np.arange(n_lines, dtype=np.int64), n_lines
     good: list[bytes] = []
     rows: list[int] = []
-    for index, raw in enumerate(buffer.split(b"\n")[:-1]):
+    for index, raw in enumerate(bytes(buffer).split(b"\n")[:-1]):
         line = raw.rstrip(b"\r")
         if not line.strip():
             continue
@@ -669,13 +735,6 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             data[column] = col[column].filter(mask)
     data["outcome"] = outcome.filter(mask)
     return pa.table([data[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
-
-
-def _renumber(rejected: list[Rejected], block: bytes, starts: np.ndarray,
-              first_line: int) -> list[Rejected]:
-    """Set-aside lines carry their index among the parsed lines; give them line numbers."""
-    return [dataclasses.replace(item, line=first_line + block.count(
-        b"\n", 0, int(starts[item.line]))) for item in rejected]
 
 
 def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -256,7 +256,9 @@ def connect(url: str | os.PathLike[str] | DatabaseURL, *, write: bool = False) -
             return con
         if not path.exists():
             raise SourceError(f"{path}: no such database")
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        # DuckDB pulls a streamed --sql source from its own worker threads, one at a time.
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                               check_same_thread=False)
     psycopg = _psycopg()
     try:
         con = psycopg.connect(db.target, connect_timeout=10,
