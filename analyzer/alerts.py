@@ -7,6 +7,10 @@ An alert is an ordinary audit event (DESIGN contract 1) with ``event.kind = "ale
 ``event.sequence`` range of the window's events) under ``analyzer.*``. Writing it through the
 :class:`~analyzer.logger.AuditLogger` chains it like any other record.
 
+A suppressed alert (a window a suppression rule of :mod:`analyzer.suppression` matched) is still
+written, at WARNING instead of CRITICAL, with ``analyzer.alert.suppressed`` naming the rule and
+its reason: known-benign patterns are recorded, never silently dropped.
+
 An alert's ``event.id`` is derived from its entity and window, so scoring the same log twice
 never writes the same alert twice: :func:`write_alerts` skips ids already in the trail.
 """
@@ -60,14 +64,25 @@ class Alert:
     first_sequence: int | None = None
     last_sequence: int | None = None
     n_events: int = 0
+    suppressed_by: str | None = None
+    suppression_reason: str | None = None
+
+    @property
+    def suppressed(self) -> bool:
+        """Whether a suppression rule matched (written at WARNING, not CRITICAL)."""
+        return self.suppressed_by is not None
 
     @property
     def message(self) -> str:
         window = (f"{self.window_start:%Y-%m-%d %H:%M}-{self.window_end:%H:%M} UTC")
         who = "user" if self.entity_type == "user" else "source"
         because = "; ".join(self.reasons) if self.reasons else "unusual combination of features"
-        return (f"Unusual activity by {who} {self.entity} in {window} "
+        text = (f"Unusual activity by {who} {self.entity} in {window} "
                 f"(risk {self.risk_score:.0f}/100): {because}")
+        if self.suppressed:
+            text = (f"Suppressed by rule {self.suppressed_by} "
+                    f"({self.suppression_reason}): {text}")
+        return text
 
     def to_event(self, *, model_id: str, model_version: str) -> AuditEvent:
         who: dict[str, Any] = ({"user": self.entity} if self.entity_type == "user"
@@ -82,9 +97,13 @@ class Alert:
             "evidence": {"first_sequence": self.first_sequence,
                          "last_sequence": self.last_sequence, "events": self.n_events},
         }
+        if self.suppressed:
+            details["suppressed"] = {"rule": self.suppressed_by,
+                                     "reason": self.suppression_reason}
         return AuditEvent(
             ALERT_ACTION, timestamp=pd.Timestamp.now(tz="UTC").to_pydatetime(), id=self.id,
-            kind=Kind.ALERT, level=Level.CRITICAL, outcome=Outcome.UNKNOWN,
+            kind=Kind.ALERT, level=Level.WARNING if self.suppressed else Level.CRITICAL,
+            outcome=Outcome.UNKNOWN,
             category=("intrusion_detection",), message=self.message,
             start=self.window_start.to_pydatetime(), end=self.window_end.to_pydatetime(),
             risk_score=self.risk_score, rule_name=RULE_NAME, rule_id=model_id,
@@ -101,8 +120,15 @@ def _finite(value: Any) -> float | None:
 
 
 def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
-    """The :class:`Alert` objects of a scores frame's alerted rows, highest risk first."""
-    rows = scores[scores["alert"].astype(bool)]
+    """The :class:`Alert` objects of a scores frame's alerted rows, highest risk first.
+
+    Rows a suppression rule matched (a true ``suppressed`` column) are included, marked
+    suppressed, so that they are recorded at a lower level rather than dropped.
+    """
+    flagged = scores["alert"].astype(bool)
+    if "suppressed" in scores.columns:
+        flagged = flagged | scores["suppressed"].fillna(False).astype(bool)
+    rows = scores[flagged]
     if rows.empty:
         return []
     rows = rows.sort_values(["risk_score", "score"], ascending=False, kind="stable")
@@ -116,6 +142,7 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
         reasons = tuple(r.strip() for r in str(record.get("reasons") or "").split(";")
                         if r.strip())
         first, last = record.get("first_sequence"), record.get("last_sequence")
+        suppressed = bool(record.get("suppressed", False))
         alerts.append(Alert(
             id=alert_id(record["entity_type"], record["entity"], record["window_start"],
                         record["window_end"]),
@@ -128,6 +155,9 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
             first_sequence=None if pd.isna(first) else int(first),
             last_sequence=None if pd.isna(last) else int(last),
             n_events=int(record.get("n_events", 0) or 0),
+            suppressed_by=str(record.get("suppressed_by") or "rule") if suppressed else None,
+            suppression_reason=str(record.get("suppression_reason") or "")
+            if suppressed else None,
         ))
     return alerts
 
@@ -152,7 +182,10 @@ def existing_alert_ids(path: str | os.PathLike[str]) -> set[str]:
 
 def write_alerts(alerts: Iterable[Alert], audit: AuditLogger, *, model_id: str,
                  model_version: str, skip_ids: set[str] | None = None) -> list[Alert]:
-    """Write each alert not already in the trail at CRITICAL; return those written."""
+    """Write each alert not already in the trail; return those written.
+
+    Alerts are written at CRITICAL, suppressed ones at WARNING.
+    """
     skip = existing_alert_ids(audit.path) if skip_ids is None else skip_ids
     written = []
     for alert in alerts:
