@@ -153,8 +153,7 @@ def _report_rejected(stats: ScanStats) -> None:
     # A query only reads: the malformed lines are named, not written anywhere.
     if stats.rejected:
         first = stats.rejected[0].describe()
-        warn("query", f"{len(stats.rejected):,} malformed lines skipped (first: {first}); "
-                      f"'audit-analyzer ingest' or 'verify' report them all")
+        warn("query", f"{len(stats.rejected):,} malformed lines skipped (first: {first})")
 
 
 def _write_sql_result(result, fmt: str) -> None:
