@@ -196,3 +196,19 @@ def test_read_only_connection_for_queries(db: str, tmp_path: Path) -> None:
     finally:
         con.close()
     assert count(db) == 3
+
+
+def test_sql_over_postgres(db: str, tmp_path: Path) -> None:
+    pytest.importorskip("duckdb", reason="DuckDB is the optional [sql] extra")
+    from analyzer.errors import ConfigError
+    from analyzer.sql import run_sql
+
+    log = tmp_path / "audit.jsonl"
+    write_trail(log, 12)
+    ship(log, db)
+    table = run_sql("SELECT user, count(*) AS n FROM events GROUP BY user ORDER BY user",
+                    db=db)
+    assert table.to_pylist() == [{"user": u, "n": 4} for u in sorted(USERS)]
+    with pytest.raises(ConfigError, match="read-only SELECT"):
+        run_sql("DROP TABLE events", db=db)
+    assert count(db) == 12
