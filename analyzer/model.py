@@ -52,7 +52,10 @@ from analyzer.features import (
     feature_names,
 )
 
-__all__ = ["SCORE_COLUMNS", "AuditModel"]
+__all__ = ["DEFAULT_ALERTS_PER_DAY", "SCORE_COLUMNS", "AuditModel"]
+
+#: The default alert budget (alerts per day across users and addresses).
+DEFAULT_ALERTS_PER_DAY = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +81,9 @@ class AuditModel:
         Window length (a pandas duration); hour windows are aligned to UTC hours.
     step : str or None, default None
         Sliding-window step; ``None`` for tumbling windows.
-    alerts_per_day : float, default 5.0
-        Alert budget: about this many alerts on a typical day, never more on any day.
+    alerts_per_day : float, default 10.0
+        Alert budget: about this many alerts on a typical day, never more on any day. Ten is
+        what one analyst can read with care each day; attacks at normal volume rank within it.
     privileged_actions : sequence of str or None, default None
         Glob patterns of privileged actions (None: the documented defaults).
     n_peers : int, default 5
@@ -107,7 +111,8 @@ class AuditModel:
     """
 
     def __init__(self, *, window: str = "1h", step: str | None = None,
-                 alerts_per_day: float = 5.0, privileged_actions: Sequence[str] | None = None,
+                 alerts_per_day: float = DEFAULT_ALERTS_PER_DAY,
+                 privileged_actions: Sequence[str] | None = None,
                  n_peers: int = 5, burn_in: str | float | None = "auto",
                  n_estimators: int = 100, max_alerts_per_day: bool = True,
                  random_state: int | None = 0) -> None:

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("cryptography", reason="encryption needs the cryptography extra")
 
-from analyzer.cli import main  # noqa: E402
-from analyzer.errors import SchemaError  # noqa: E402
-from analyzer.integrity import Problem, verify_log  # noqa: E402
-from analyzer.logger import AuditLogger  # noqa: E402
-from analyzer.sources import read_events  # noqa: E402
+from analyzer.cli import main
+from analyzer.errors import SchemaError
+from analyzer.integrity import Problem, verify_log
+from analyzer.logger import AuditLogger
+from analyzer.sources import read_events
 
 ENC = bytes(range(32))
 

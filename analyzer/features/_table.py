@@ -118,7 +118,7 @@ FEATURES: tuple[Feature, ...] = (
             detail="d_new_resources"),
     Feature("n_new_actions", "novelty", _BOTH, "actions the entity never performed before",
             "new kinds of operation (downloads by someone who only ran inference)",
-            "{detail}; never before", detail="d_new_actions"),
+            "first time doing {detail}", detail="d_new_actions"),
     Feature("new_privileged_events", "sensitivity", _BOTH,
             "privileged events whose action the entity never performed before",
             "privilege escalation and first-time exports",

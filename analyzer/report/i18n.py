@@ -76,34 +76,13 @@ def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1)
-def _glued_suffixes() -> tuple[str, ...]:
-    """Fixed tails of templates that contain the reason separator itself ("; never before")."""
-    tails = []
-    for template in reason_templates():
-        if "; " in template:
-            tail = template.split("; ", 1)[1]
-            if not _PLACEHOLDER.search(tail):
-                tails.append(tail)
-    return tuple(tails)
-
-
 def split_reasons(text: str) -> tuple[str, ...]:
-    """The reasons of a scores row (``"a; b; c"``), keeping templates that contain ``"; "``.
+    """The reasons of a scores row (``"a; b; c"``); no reason template contains ``"; "``.
 
-    >>> split_reasons("7 failed events (no history for x); model.download; never before")
-    ('7 failed events (no history for x)', 'model.download; never before')
+    >>> split_reasons("7 failed events (no history for x); first time doing model.download")
+    ('7 failed events (no history for x)', 'first time doing model.download')
     """
-    parts = [p.strip() for p in str(text or "").split("; ")]
-    out: list[str] = []
-    for part in parts:
-        if not part:
-            continue
-        if out and part in _glued_suffixes():
-            out[-1] = f"{out[-1]}; {part}"
-        else:
-            out.append(part)
-    return tuple(out)
+    return tuple(p.strip() for p in str(text or "").split("; ") if p.strip())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
