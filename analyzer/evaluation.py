@@ -43,6 +43,10 @@ __all__ = [
     "NAIVE_FEATURES",
     "EvaluationReport",
     "InstanceResult",
+    "budget_table",
+    "choose_budget",
+    "compare_models",
+    "entity_timeline",
     "evaluate",
     "naive_baseline_scores",
     "read_labels",
@@ -507,3 +511,148 @@ def naive_baseline_scores(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *
                "reasons", *features]
     return test[columns].reset_index(drop=True)
 
+
+
+# -- comparing models and choosing a budget (no labels needed) ------------------------------
+
+_WINDOW_KEY = ["entity_type", "entity", "window_start", "window_end"]
+
+
+def compare_models(current: Any, candidate: Any, frame: pd.DataFrame, *,
+                   alerts_per_day: float | None = None) -> pd.DataFrame:
+    """Score the same data with two models and list the alerts gained, lost and kept.
+
+    Parameters
+    ----------
+    current, candidate
+        Fitted models with ``score(frame, alerts_per_day=...)`` (the current one and the
+        retrained one).
+    frame
+        Recent events both are scored on.
+    alerts_per_day
+        Budget for both (default: each model's own).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per window either model alerts on: ``change`` (``gained``: only the
+        candidate alerts; ``lost``: only the current one; ``kept``: both), the window,
+        ``current_score``, ``candidate_score``, ``current_risk``, ``candidate_risk`` and
+        ``reasons`` (the candidate's, or the current model's for a lost alert). Gained first,
+        then lost, then kept; within each, highest risk first.
+    """
+    columns = [*_WINDOW_KEY, "score", "risk_score", "alert", "reasons"]
+    old = current.score(frame, alerts_per_day=alerts_per_day)[columns]
+    new = candidate.score(frame, alerts_per_day=alerts_per_day)[columns]
+    both = old.merge(new, on=_WINDOW_KEY, how="outer", suffixes=("_current", "_candidate"))
+    a_old = both["alert_current"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    a_new = both["alert_candidate"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    keep = a_old | a_new
+    both = both[keep].reset_index(drop=True)
+    a_old, a_new = a_old[keep], a_new[keep]
+    change = np.select([a_new & ~a_old, a_old & ~a_new], ["gained", "lost"], default="kept")
+    reasons = np.where(change == "lost", both["reasons_current"].fillna("").astype(str),
+                       both["reasons_candidate"].fillna("").astype(str))
+    out = pd.DataFrame({
+        "change": change,
+        **{c: both[c] for c in _WINDOW_KEY},
+        "current_score": both["score_current"], "candidate_score": both["score_candidate"],
+        "current_risk": both["risk_score_current"],
+        "candidate_risk": both["risk_score_candidate"],
+        "reasons": reasons,
+    })
+    out["_order"] = out["change"].map({"gained": 0, "lost": 1, "kept": 2})
+    out["_risk"] = out[["current_risk", "candidate_risk"]].max(axis=1)
+    out = out.sort_values(["_order", "_risk"], ascending=[True, False], kind="stable")
+    return out.drop(columns=["_order", "_risk"]).reset_index(drop=True)
+
+
+def budget_table(model: Any, scores: pd.DataFrame,
+                 budgets: tuple[float, ...] = (1, 2, 3, 5, 10, 20)) -> pd.DataFrame:
+    """How many windows each alert budget would flag on ``scores``, before the daily cap.
+
+    Parameters
+    ----------
+    model
+        The fitted model that produced ``scores`` (its calibration gives the thresholds).
+    scores
+        ``model.score(...)`` of recent data (``score`` is ``1 - p``).
+    budgets
+        Candidate alert budgets (alerts per day).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``budget, threshold, windows_over, per_day_mean, per_day_max, alerts``: the tail
+        probability threshold, the windows at or under it, their mean and largest count per
+        UTC day, and the alerts once the daily cap applies.
+    """
+    p = 1.0 - pd.to_numeric(scores["score"], errors="coerce").to_numpy(dtype=float)
+    day = pd.to_datetime(scores["window_start"], utc=True).dt.floor("D")
+    n_days = max(1, int(day.nunique()))
+    rows = []
+    for budget in budgets:
+        threshold = model.threshold(budget)
+        over = p <= threshold
+        per_day = pd.Series(over).groupby(day.to_numpy()).sum()
+        capped = int(np.minimum(per_day.to_numpy(), math.ceil(budget)).sum())
+        rows.append((float(budget), threshold, int(over.sum()),
+                     float(over.sum()) / n_days, int(per_day.max()) if len(per_day) else 0,
+                     capped))
+    return pd.DataFrame(rows, columns=["budget", "threshold", "windows_over", "per_day_mean",
+                                       "per_day_max", "alerts"])
+
+
+def choose_budget(table: pd.DataFrame, *, capacity: float) -> float:
+    """The largest budget whose typical day stays within what analysts can review.
+
+    Chosen from the score distribution alone (no labels, so the figures reported against
+    labels stay honest): the largest ``budget`` of :func:`budget_table` whose
+    ``per_day_mean`` (windows over its threshold on an average day, before the daily cap) is
+    at most ``capacity``; the smallest budget when none qualifies. Busier days are then
+    trimmed by the daily cap to the highest scores.
+
+    >>> table = pd.DataFrame({"budget": [1.0, 5.0, 10.0], "per_day_mean": [2.0, 6.0, 14.0]})
+    >>> choose_budget(table, capacity=8)
+    5.0
+    """
+    if not capacity > 0:
+        raise SchemaError("capacity must be positive")
+    fits = table[table["per_day_mean"] <= capacity]
+    if fits.empty:
+        return float(table["budget"].min())
+    return float(fits["budget"].max())
+
+
+def entity_timeline(model: Any, scores: pd.DataFrame, entity: str, *,
+                    entity_type: str = "user") -> pd.DataFrame:
+    """One entity's windows against its own profile.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per window of the entity (by time): ``window_start, score, alert, risk_score,
+        n_events``, the value of each profiled feature (``f_<feature>``) and the entity's
+        typical range from training (``<feature>_lo``, ``<feature>_hi``: its 10th and 90th
+        percentiles; empty for an entity never seen in training).
+    """
+    mine = scores[(scores["entity_type"].astype(str) == entity_type)
+                  & (scores["entity"].astype(str) == str(entity))]
+    mine = mine.sort_values("window_start", kind="stable").reset_index(drop=True)
+    typical = getattr(model, "typical_", None)
+    base = [c for c in ("window_start", "score", "alert", "risk_score", "n_events")
+            if c in mine.columns]
+    out = mine[base].copy()
+    if typical is None:
+        return out
+    names = sorted({c[:-3] for c in typical.columns if c.endswith("_lo")})
+    try:
+        ranges = typical.loc[(entity_type, str(entity))]
+    except KeyError:
+        ranges = None
+    for name in names:
+        if "f_" + name in mine.columns:
+            out["f_" + name] = mine["f_" + name].to_numpy()
+        out[name + "_lo"] = np.nan if ranges is None else float(ranges[name + "_lo"])
+        out[name + "_hi"] = np.nan if ranges is None else float(ranges[name + "_hi"])
+    return out

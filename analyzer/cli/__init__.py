@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "analyzer.cli.analysis",   # demo, train, score, evaluate
     "analyzer.cli.realtime",   # ship, watch
     "analyzer.cli.reporting",  # report
+    "analyzer.cli.lifecycle",  # evaluate, feedback, models
 )
 
 

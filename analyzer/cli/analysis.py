@@ -40,9 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "train", help="fit a model on a history of audit events",
                     example="audit-analyzer train history.jsonl --model models/acme.joblib "
-                            "--signing-key-file model.key")
+                            "--signing-key-file model.key\n"
+                            "audit-analyzer train audit.jsonl --register acme --exclude-alerts")
     _add_input_options(p)
-    p.add_argument("--model", type=Path, required=True, help="model file to write (.joblib)")
+    p.add_argument("--model", type=Path, help="model file to write (.joblib)")
+    p.add_argument("--register", metavar="NAME",
+                   help="write the model into the registry as the next version of NAME "
+                        "(models/NAME-<version>.joblib; promote it with 'models promote')")
+    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR",
+                   help="registry folder for --register (default: models)")
+    p.add_argument("--exclude-alerts", nargs="?", const=True, default=None, metavar="TRAIL",
+                   help="leave out windows of alerts not cleared (confirmed malicious, "
+                        "unsure or never reviewed), read with their feedback from TRAIL "
+                        "(default: the input logs)")
     p.add_argument("--window", default="1h", help="window length (default 1h)")
     p.add_argument("--step", default=None, help="sliding-window step (default: tumbling)")
     p.add_argument("--alerts-per-day", type=float, default=5.0,
@@ -64,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "audit-analyzer score today.jsonl   # fits on the input itself")
     _add_input_options(p)
     add_model_options(p, required=False)
+    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR",
+                   help="registry whose current model is used when --model is omitted "
+                        "(default: models)")
+    p.add_argument("--suppressions", type=Path, metavar="FILE",
+                   help="known-benign patterns to suppress (JSON lines; see "
+                        "analyzer/suppression.py); suppressed alerts are written at WARNING")
     p.add_argument("--scores", type=Path, help="write one row per window (.csv or .parquet)")
     p.add_argument("--alerts-per-day", type=float, default=None,
                    help="alert budget for this run (default: the model's)")
@@ -122,28 +138,63 @@ def run_train(args: argparse.Namespace) -> int:
     from analyzer.persistence import save_model
 
     progress = Progress()
+    if (args.model is None) == (args.register is None):
+        raise ConfigError("give either --model FILE or --register NAME")
+    key = read_key_file(args.signing_key_file)
     progress("reading...")
     result = _read(args, "train")
-    progress(f"training on {len(result.frame):,} events...")
+    frame = result.frame
+    if args.exclude_alerts is not None:
+        from analyzer.feedback import leave_out_alerts, read_alerts, read_feedback
+
+        trail = expand_paths(args.inputs) if args.exclude_alerts is True \
+            else [Path(args.exclude_alerts)]
+        left = leave_out_alerts(frame, alerts=read_alerts(trail), feedback=read_feedback(trail))
+        frame = left.frame
+        say(left.summary())
+    progress(f"training on {len(frame):,} events...")
     model = AuditModel(window=args.window, step=args.step, alerts_per_day=args.alerts_per_day,
-                       privileged_actions=args.privileged).fit(result.frame)
-    key = read_key_file(args.signing_key_file)
-    info = save_model(model, args.model, key=key)
+                       privileged_actions=args.privileged).fit(frame)
+    if args.register is not None:
+        from analyzer.registry import ModelRegistry
+
+        entry = ModelRegistry(args.models).register(model, args.register, key=key)
+        path, model_id = entry.artifact, entry.model_id
+    else:
+        path = args.model
+        model_id = save_model(model, path, key=key).model_id
     progress.done()
     meta = model.metadata
     say(f"trained on {meta['n_events']:,} events ({meta['training_start'][:10]} to "
         f"{meta['training_end'][:10]}), {meta['n_windows']:,} windows; "
-        f"model {info.model_id} written to {args.model} (card: {args.model.with_suffix('.md')})")
+        f"model {model_id} written to {path} (card: {path.with_suffix('.md')})")
+    if args.register is not None:
+        say(f"make it current with: audit-analyzer models promote {path.stem} "
+            f"--models {args.models} --log AUDIT_LOG")
     return 0
 
 
 def run_score(args: argparse.Namespace) -> int:
     from analyzer.model import AuditModel
 
+    suppressions = None
+    if args.suppressions is not None:
+        from analyzer.suppression import read_suppressions
+
+        # a malformed file stops the run before anything is read or scored
+        suppressions = read_suppressions(args.suppressions)
+    if args.model is None:
+        from analyzer.registry import ModelRegistry
+
+        current = ModelRegistry(args.models).current()
+        if current is not None:
+            args.model = current
+            say(f"no --model given: using the registry's current model {current}")
     progress = Progress()
     progress("reading...")
     result = _read(args, "score")
     frame = result.frame
+    fitted_here = args.model is None
     if args.model is not None:
         model = load_model_from_args(args)
         model_id = model.metadata.get("model_id", "unknown")
@@ -156,25 +207,45 @@ def run_score(args: argparse.Namespace) -> int:
         model_id, model_version = "self-fit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress("scoring...")
     scores = model.score(frame, alerts_per_day=args.alerts_per_day)
+    if suppressions is not None:
+        from analyzer.suppression import apply_suppressions
+
+        for note in suppressions.notes():
+            say(f"note: {note}")
+        scores = apply_suppressions(scores, suppressions, events=frame)
     progress.done()
+    if not fitted_here:
+        from analyzer.drift import drift_report
+
+        drift = drift_report(model, scores)
+        if drift.stale:
+            say(drift.warning)
     if args.scores:
         write_scores(scores, args.scores)
-    alerts = _alerts_of(scores)
+    recorded = _alerts_of(scores)
+    alerts = [a for a in recorded if not a.suppressed]
+    silenced = [a for a in recorded if a.suppressed]
     destination = _write_back_target(args)
     written = []
-    if alerts and destination is not None:
-        written = _write_back(alerts, destination, args, model_id, model_version)
+    if recorded and destination is not None:
+        written = _write_back(recorded, destination, args, model_id, model_version)
     _print_alerts(alerts, len(scores))
+    if silenced:
+        say(f"{len(silenced)} alert(s) suppressed (recorded at WARNING when written back): "
+            + "; ".join(f"{a.entity} by {a.suppressed_by} ({a.suppression_reason})"
+                        for a in silenced[:5]) + (" ..." if len(silenced) > 5 else ""))
     if result.skipped_alerts:
         say(f"({result.skipped_alerts:,} earlier alert records in the input were not scored)")
-    if alerts:
+    if recorded:
         if destination is None:
             say("alerts not written back: the input is not a chained audit log; pass "
                 "--audit-log PATH to record them" if not args.no_write_back
                 else "alerts not written back (--no-write-back)")
         else:
-            dup = len(alerts) - len(written)
-            say(f"{len(written)} alert(s) written to {destination} at CRITICAL"
+            dup = len(recorded) - len(written)
+            quiet = sum(a.suppressed for a in written)
+            say(f"{len(written) - quiet} alert(s) written to {destination} at CRITICAL"
+                + (f", {quiet} suppressed at WARNING" if quiet else "")
                 + (f" ({dup} already there)" if dup else ""))
     if args.scores:
         say(f"scores of {len(scores):,} windows written to {args.scores}")
