@@ -77,6 +77,7 @@ __all__ = [
     "frame_from_batches",
     "match_columns",
     "parse_time",
+    "record_columns",
     "scan",
     "trail_files",
     "write_csv",
@@ -672,6 +673,27 @@ def _parse(buffer: bytes | memoryview, path: str,
     table = pj.read_json(io.BytesIO(data), read_options=_read_options(len(data)),
                          parse_options=_PARSE)
     return table, np.asarray(rows, dtype=np.int64), n_lines
+
+
+def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | None:
+    """The result columns parsed from JSON records (one per element), by pyarrow.
+
+    ``None`` when pyarrow refuses one of them (a field of an unexpected type); the caller
+    then reads them one by one.
+    """
+    data = ("\n".join(records.to_pylist()) + "\n").encode("utf-8")
+    try:
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(data)),
+                             read_options=_read_options(len(data)), parse_options=_PARSE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(records):
+        return None
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    columns = {column: table.column(".".join(p)) for p, column, _ in _FIELDS}
+    columns["category"] = _first_of_lists(columns["category"])
+    return columns
 
 
 def _check_hash(line: bytes) -> str | None:

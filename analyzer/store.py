@@ -61,7 +61,14 @@ from analyzer.integrity import (
     VerifyReport,
     canonical_bytes,
 )
-from analyzer.query import RESULT_SCHEMA, Batch, Filter, ScanStats, match_columns
+from analyzer.query import (
+    RESULT_SCHEMA,
+    Batch,
+    Filter,
+    ScanStats,
+    match_columns,
+    record_columns,
+)
 
 __all__ = [
     "COLUMNS",
@@ -387,36 +394,28 @@ def _rows_to_table(rows: list[tuple[Any, ...]], flt: Filter) -> pa.Table:
         dtype = pa.int64() if name == "sequence" else pa.string()
         col[name] = pa.chunked_array([pa.array(values, type=dtype)])
     stamps = col["timestamp"].cast(pa.timestamp("us", "UTC"))
-    # Fields that have no typed column come from the record itself (only for the matches).
-    col["message"] = pa.chunked_array([pa.array([None] * len(rows), pa.string())])
-    if flt.text:
-        col["message"] = _from_records(col["record"], ("message",))
+    # Fields without a typed column come from the records themselves.
+    parsed = record_columns(col["record"])
+    extra = ("message", "category", "country", "host", "session", "bytes")
+    if parsed is not None:
+        col.update({name: parsed[name] for name in extra})
+    else:
+        docs = [orjson.loads(r) for r in col["record"].to_pylist()]
+        for name, path in (("message", ("message",)), ("category", ("event", "category")),
+                           ("country", ("source", "geo", "country_iso_code")),
+                           ("host", ("host", "name")), ("session", ("session", "id")),
+                           ("bytes", ("resource", "bytes"))):
+            dtype = RESULT_SCHEMA.field(name).type
+            values = [_first(_get(d, *path)) for d in docs]
+            col[name] = pa.chunked_array([pa.array(
+                [v if _fits(v, dtype) else None for v in values], type=dtype)])
     keep = match_columns(flt, col, stamps, col["outcome"])
     if not keep.all():
         mask = pa.array(keep)
         col = {k: v.filter(mask) for k, v in col.items()}
         stamps = stamps.filter(mask)
-    records = col["record"].to_pylist()
-    docs = [orjson.loads(r) for r in records]
-    extra = {
-        "message": [_get(d, "message") for d in docs],
-        "category": [_first(_get(d, "event", "category")) for d in docs],
-        "country": [_get(d, "source", "geo", "country_iso_code") for d in docs],
-        "host": [_get(d, "host", "name") for d in docs],
-        "session": [_get(d, "session", "id") for d in docs],
-        "bytes": [_get(d, "resource", "bytes") for d in docs],
-    }
-    data: dict[str, Any] = {"timestamp": stamps}
-    for field in RESULT_SCHEMA:
-        if field.name == "timestamp":
-            continue
-        if field.name in extra:
-            data[field.name] = pa.array(
-                [v if _fits(v, field.type) else None for v in extra[field.name]],
-                type=field.type)
-        else:
-            data[field.name] = col[field.name]
-    return pa.table([data[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+    col["timestamp"] = stamps
+    return pa.table([col[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
 
 
 def _fits(value: Any, dtype: pa.DataType) -> bool:
@@ -431,14 +430,6 @@ def _first(value: Any) -> Any:
     if isinstance(value, list):
         return value[0] if value else None
     return value
-
-
-def _from_records(records: pa.ChunkedArray, path: tuple[str, ...]) -> pa.ChunkedArray:
-    values = []
-    for raw in records.to_pylist():
-        value = _get(orjson.loads(raw), *path)
-        values.append(value if isinstance(value, str) else None)
-    return pa.chunked_array([pa.array(values, type=pa.string())])
 
 
 def read_db_events(url: str | os.PathLike[str], flt: Filter | None = None, *,
