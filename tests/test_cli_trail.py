@@ -83,3 +83,24 @@ def test_console_script_runs_as_a_process(tmp_path, key_file):
            "--log", str(log), "--key-file", str(key_file)]
     assert subprocess.run(cmd, capture_output=True, check=False).returncode == 0
     assert verify_log(log, key=key_file.read_bytes().strip()).ok
+
+
+def test_verify_db_from_the_command_line(tmp_path, capsys):
+    import sqlite3
+
+    from analyzer.sinks.shipper import Shipper
+    from analyzer.sinks.sqlite import SqliteSink
+    from tests.conftest import write_sample_log
+
+    log = write_sample_log(tmp_path / "audit.jsonl", key=None)
+    db = tmp_path / "audit.db"
+    sink = SqliteSink(db)
+    Shipper(log, sink).run(follow=False)
+    sink.close()
+    url = f"sqlite:///{db}"
+    assert main(["verify", "--db", url]) == 0
+    assert "OK, 20 records" in capsys.readouterr().out
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM audit_events WHERE sequence = 7")
+    assert main(["verify", "--db", url]) == 1
+    assert "missing" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from analyzer.cli._common import (
     say,
     warn,
 )
+from analyzer.errors import ConfigError
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
 from analyzer.sources import FORMATS, expand_paths, read_events, write_rejected
@@ -61,8 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "that does not hold",
                     example="audit-analyzer verify audit.jsonl --key-file audit.key\n"
                             "audit-analyzer verify audit.jsonl --checkpoint offsite.checkpoints\n"
-                            "audit-analyzer verify 'logs/audit.jsonl*'   # a rotated series")
-    p.add_argument("log", help="a log file, or a folder or glob of rotated files (one chain)")
+                            "audit-analyzer verify 'logs/audit.jsonl*'   # a rotated series\n"
+                            "audit-analyzer verify --db sqlite:///audit.db")
+    p.add_argument("log", nargs="?",
+                   help="a log file, or a folder or glob of rotated files (one chain)")
+    p.add_argument("--db", metavar="URL",
+                   help="verify the chain stored in a database (sqlite:///path or "
+                        "postgresql://...) instead of a file")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="checkpoints kept elsewhere (default: the log's own .checkpoints file, "
                         "when present); catches deletion of records from the end")
@@ -131,6 +137,15 @@ def _import(frame: pd.DataFrame, audit: AuditLogger, progress: Progress) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
+    if args.db:
+        from analyzer.store import verify_db
+
+        checkpoint = _latest_checkpoint(args.checkpoint) if args.checkpoint else None
+        report = verify_db(args.db, key=key, checkpoint=checkpoint)
+        say(report.summary())
+        return 0 if report.ok else 1
+    if not args.log:
+        raise ConfigError("verify needs a log file, folder or glob, or --db URL")
     files = expand_paths(args.log)
     checkpoint = None
     source = args.checkpoint
@@ -138,8 +153,7 @@ def run_verify(args: argparse.Namespace) -> int:
         own = [checkpoint_path(f) for f in files if checkpoint_path(f).exists()]
         source = own[0] if own else None
     if source is not None:
-        checkpoints = read_checkpoints(source)
-        checkpoint = max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
+        checkpoint = _latest_checkpoint(source)
     if len(files) == 1:
         report = verify_log(files[0], key=key, checkpoint=checkpoint)
     else:
@@ -149,6 +163,11 @@ def run_verify(args: argparse.Namespace) -> int:
         say("note: this file continues a rotated chain; verify the whole series "
             f"('{files[0]}*') to check the files before it")
     return 0 if report.ok else 1
+
+
+def _latest_checkpoint(source: Path):
+    checkpoints = read_checkpoints(source)
+    return max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
 
 
 def _starts_mid_chain(path: Path) -> bool:
