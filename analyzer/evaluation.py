@@ -48,6 +48,7 @@ __all__ = [
     "compare_models",
     "entity_timeline",
     "evaluate",
+    "holdout_split",
     "naive_baseline_scores",
     "read_labels",
 ]
@@ -516,6 +517,31 @@ def naive_baseline_scores(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *
 # -- comparing models and choosing a budget (no labels needed) ------------------------------
 
 _WINDOW_KEY = ["entity_type", "entity", "window_start", "window_end"]
+
+
+def holdout_split(frame: pd.DataFrame, *, days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split an events frame into its history and its last ``days`` days.
+
+    The cut is at a UTC midnight, so whole days are held out: the recent part is what a
+    retrained model is checked on (budget, evaluation, comparison with the current model)
+    and never trained on.
+
+    >>> frame = pd.DataFrame({"timestamp": pd.date_range("2025-03-01", periods=10, freq="12h",
+    ...                                                  tz="UTC")})
+    >>> history, recent = holdout_split(frame, days=2)
+    >>> len(history), len(recent), str(recent["timestamp"].min().date())
+    (6, 4, '2025-03-04')
+    """
+    if "timestamp" not in frame.columns:
+        raise SchemaError("events frame lacks column(s): timestamp")
+    if not days > 0:
+        raise SchemaError("days must be positive")
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)
+    if stamps.empty:
+        return frame.iloc[:0].copy(), frame.iloc[:0].copy()
+    cut = (stamps.max() - pd.Timedelta(days=days)).ceil("D")
+    recent = (stamps >= cut).to_numpy()
+    return (frame.loc[~recent].reset_index(drop=True), frame.loc[recent].reset_index(drop=True))
 
 
 def compare_models(current: Any, candidate: Any, frame: pd.DataFrame, *,
