@@ -356,3 +356,38 @@ def test_audit_logger_ships_in_the_background_and_loses_nothing(tmp_path):
         deadline.wait(0.05)
     audit.close()
     assert set(ids) <= set(sink.ids)
+
+
+def test_fields_read_from_the_line_head_agree_with_a_full_parse(log_path):
+    """The shipper reads event.id, kind, sequence and @timestamp without parsing a line;
+    for every shape the logger writes (plain, alerts, extras holding a nested ECS-looking
+    document, odd strings) it must agree with parsing it."""
+    from analyzer.events import AuditEvent
+    from analyzer.sinks.shipper import read_head
+
+    decoy = {"ecs": {"version": "1"}, "event": {"id": "decoy", "kind": "alert",
+                                                "sequence": 999}, "host": {"name": "x"}}
+    with AuditLogger(log_path, service="test") as audit:
+        audit.log("login", user="bob", source_ip="10.0.0.1")
+        audit.log("model.download", user='a "quoted" }{ user', message="x\ny",
+                  extra={"original": decoy})
+        audit.log_event(AuditEvent("alert.anomaly", kind="alert", level="critical",
+                                   user="eve", message="unusual", risk_score=87.5,
+                                   start="2024-05-01T00:00:00Z", end="2024-05-01T01:00:00Z",
+                                   timestamp="2024-05-01T00:30:00Z",
+                                   analyzer={"event": {"id": "decoy"}}))
+    records = Shipper(log_path, Memory())._records(0, log_path.read_bytes())
+    assert len(records) == 3
+    for rec in records:
+        doc = orjson.loads(rec.raw)
+        assert read_head(rec.raw) is not None  # the fast path, not the fallback
+        assert (rec.event_id, rec.kind, rec.sequence, rec.timestamp) == (
+            doc["event"]["id"], doc["event"]["kind"], doc["event"]["sequence"],
+            doc["@timestamp"])
+        assert rec.doc == doc
+    assert [is_alert(r) for r in records] == [False, False, True]
+
+
+def test_cpu_share_must_be_a_share(log_path):
+    with pytest.raises(ConfigError, match="cpu_share"):
+        Shipper(log_path, Memory(), cpu_share=1.5)

@@ -73,6 +73,7 @@ __all__ = [
     "dead_letter_path",
     "is_alert",
     "load_cursor",
+    "read_head",
     "save_cursor",
 ]
 
@@ -82,28 +83,110 @@ _log = logging.getLogger(__name__)
 # -- records and the sink protocol ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One line of the audit log, as read: its raw bytes (without the newline) and fields."""
+# The head of a record as the logger writes it (canonical JSON, sorted keys): the fields the
+# shipper needs on every line are read from here without parsing the whole record. Values
+# before "id" and between "kind" and "sequence" are flat (strings without escapes, numbers,
+# lists of plain strings); anything else falls back to a full parse.
+_TS = rb'\{"@timestamp":"([^"\\]*)",'
+_VALUE = rb'(?:"[^"\\]*"|\[[^\[\]{}"]*(?:"[^"\\]*"[^\[\]{}"]*)*\]|[-+.0-9eE]+)'
+_EVENT = (rb'"ecs":\{"version":"[^"\\]*"\},"event":\{(?:"[a-z_]+":' + _VALUE + rb',)*?'
+          rb'"id":"([^"\\]*)","kind":"([^"\\]*)",(?:"[a-z_]+":' + _VALUE + rb',)*?'
+          rb'"sequence":(\d+),"hash":"')
+#: the logger's everyday shape (no ``analyzer`` object before ``ecs``), tried first
+_HEAD = re.compile(_TS + _EVENT)
+_TS_ONLY = re.compile(_TS)
+_EVENT_ONLY = re.compile(_EVENT)
+# After the top-level "event" object the logger writes only fixed-shape objects (host, log,
+# process, resource, rule, service, session, source, user), so the last unescaped occurrence
+# of this key on a line is the top-level one, even when "analyzer" holds nested documents.
+_ECS_KEY = b'"ecs":{"version":"'
 
-    raw: bytes
-    doc: dict[str, Any]
-    end: int  # byte offset just past this line's newline in its file
+
+class Record:
+    """One line of the audit log, as read: its raw bytes (without the newline) and fields.
+
+    ``Record(raw, doc, end)``: ``doc`` is the parsed record, or ``None`` to parse ``raw`` on
+    first use. The shipper builds records from the head of the line (``@timestamp``,
+    ``event.id``, ``event.kind``, ``event.sequence``) without parsing it, so a destination
+    that sends the line as it is (Elasticsearch) never pays for a parse. ``end`` is the
+    byte offset just past this line's newline in its file. Treat a record as read-only.
+    """
+
+    __slots__ = ("_doc", "_head", "end", "raw")
+
+    def __init__(self, raw: bytes, doc: dict[str, Any] | None = None, end: int = 0, *,
+                 head: tuple[bytes, bytes, bytes, bytes] | None = None) -> None:
+        self.raw = raw
+        self._doc = doc
+        self.end = end
+        self._head = head  # (timestamp, id, kind, sequence) as bytes, from the pattern
+
+    def __repr__(self) -> str:
+        return f"Record({self.raw[:60]!r}..., end={self.end})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and (self.raw, self.end) == (other.raw, other.end)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The parsed record (``{}`` for a line that is not a JSON object)."""
+        if self._doc is None:
+            self._doc = _parse_object(self.raw) or _NOT_JSON
+        return {} if self._doc is _NOT_JSON else self._doc
 
     @property
     def event_id(self) -> str | None:
+        if self._head is not None:
+            return self._head[1].decode()
         event = self.doc.get("event")
         return event.get("id") if isinstance(event, dict) else None
 
     @property
     def sequence(self) -> int | None:
+        if self._head is not None:
+            return int(self._head[3])
         event = self.doc.get("event")
         return event.get("sequence") if isinstance(event, dict) else None
 
     @property
     def timestamp(self) -> str | None:
+        if self._head is not None:
+            return self._head[0].decode()
         value = self.doc.get("@timestamp")
         return value if isinstance(value, str) else None
+
+    @property
+    def kind(self) -> str | None:
+        """``event.kind`` (``event`` or ``alert``), or ``None`` when absent."""
+        if self._head is not None:
+            return self._head[2].decode()
+        event = self.doc.get("event")
+        return event.get("kind") if isinstance(event, dict) else None
+
+
+def _parse_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def read_head(raw: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """``(@timestamp, event.id, event.kind, event.sequence)`` of a line the logger wrote,
+    read without parsing it; ``None`` when the line does not have the logger's shape."""
+    match = _HEAD.match(raw)
+    if match is not None:
+        return match.groups()  # type: ignore[return-value]
+    at = raw.rfind(_ECS_KEY)
+    if at > 0:
+        stamp = _TS_ONLY.match(raw)
+        match = _EVENT_ONLY.match(raw, at) if stamp is not None else None
+        if match is not None:
+            return (stamp.group(1), *match.groups())  # type: ignore[union-attr,return-value]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +217,7 @@ class Sink(Protocol):
 
 def is_alert(record: Record) -> bool:
     """True for analyzer alerts (``event.kind == "alert"``): a filter for alert-only sinks."""
-    event = record.doc.get("event")
-    return isinstance(event, dict) and event.get("kind") == "alert"
+    return record.kind == "alert"
 
 
 # -- the cursor ----------------------------------------------------------------------------
@@ -220,6 +302,8 @@ class LogTail:
         self._handle: Any = None
         self._inode = 0
         self._offset = 0
+        #: whether the last read reached the end of the file (nothing more was waiting)
+        self.at_end = True
         self._start(cursor or Cursor())
 
     # position of the next unread byte, in the file with this inode
@@ -245,32 +329,51 @@ class LogTail:
 
     def read(self, max_bytes: int) -> list[tuple[bytes, int]]:
         """The next complete lines as ``(line without newline, end offset)``; may be empty."""
+        while True:
+            start, data = self.read_block(max_bytes)
+            if not data:
+                return []
+            lines, pos = [], start
+            for line in data.split(b"\n")[:-1]:
+                pos += len(line) + 1
+                if line.strip():
+                    lines.append((line, pos))
+            if lines:
+                return lines  # else only blank lines: read on
+
+    def read_block(self, max_bytes: int) -> tuple[int, bytes]:
+        """The next complete lines as one block: ``(offset of its first byte, bytes)``.
+
+        The block ends with a newline (at most about ``max_bytes``; one longer line is
+        returned whole) and may hold blank lines; ``b""`` when nothing complete is waiting.
+        One read and no per-line work: the shipper splits it.
+        """
         if self._handle is None and not self._open_current(0):
-            return []
-        lines = self._read_lines(max_bytes)
-        if lines:
-            return lines
+            return 0, b""
+        block = self._read_block(max_bytes)
+        if block[1]:
+            return block
         # At the end of the open file: has the log been rotated or truncated meanwhile?
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return []  # between a rename and the writer creating the new file
+            return 0, b""  # between a rename and the writer creating the new file
         if st.st_ino != self._inode:
-            lines = self._read_lines(max_bytes)  # whatever reached the old file last
-            if lines:
-                return lines
+            block = self._read_block(max_bytes)  # whatever reached the old file last
+            if block[1]:
+                return block
             _log.info("%s was rotated; continuing with the new file", self.path)
             self._handle.close()
             self._handle = None
             self._open_current(0)
-            return self._read_lines(max_bytes) if self._handle is not None else []
+            return self._read_block(max_bytes) if self._handle is not None else (0, b"")
         if st.st_size < self._offset:
             _log.warning("%s shrank below the shipped position (%d < %d bytes): it was "
                          "truncated; reading it again from the start", self.path,
                          st.st_size, self._offset)
             self._offset = 0
-            return self._read_lines(max_bytes)
-        return []
+            return self._read_block(max_bytes)
+        return 0, b""
 
     def close(self) -> None:
         if self._handle is not None:
@@ -346,35 +449,29 @@ class LogTail:
                 continue
         return None
 
-    def _read_lines(self, max_bytes: int) -> list[tuple[bytes, int]]:
-        self._handle.seek(self._offset)
+    def _read_block(self, max_bytes: int) -> tuple[int, bytes]:
+        start = self._offset
+        self._handle.seek(start)
         data = self._handle.read(max_bytes)
+        self.at_end = len(data) < max_bytes
         cut = data.rfind(b"\n")
         if cut == -1:
             if len(data) < max_bytes:
-                return []
+                return start, b""
             # one line longer than max_bytes: read on to its end
             more = [data]
             while True:
                 chunk = self._handle.read(max_bytes)
                 if not chunk:
-                    return []
+                    return start, b""
                 more.append(chunk)
                 if b"\n" in chunk:
                     data = b"".join(more)
                     cut = data.find(b"\n")
                     break
         data = data[:cut + 1]
-        lines, pos = [], self._offset
-        for line in data.split(b"\n")[:-1]:
-            pos += len(line) + 1
-            if line.strip():
-                lines.append((line, pos))
-        if not lines:  # only blank lines: step over them
-            self._offset = pos
-            return self._read_lines(max_bytes) if data else []
-        self._offset = pos
-        return lines
+        self._offset = start + len(data)
+        return start, data
 
 
 def glob_escape(name: str) -> str:
@@ -454,6 +551,14 @@ class Shipper:
     cursor_file, dead_letter
         Override the default paths beside the log (:func:`cursor_path`,
         :func:`dead_letter_path`).
+    cpu_share
+        Upper bound of the share of one CPU the shipper uses while the log is growing
+        (``None``: no bound). Shipping inside the application shares the interpreter lock
+        with it, so each microsecond the shipper computes is one the application waits;
+        after each batch the shipper sleeps long enough to stay within the share, which
+        keeps ``log()`` throughput at about ``1 - cpu_share`` of no shipping or better. When
+        the log stops growing (the application is idle) it catches up at full speed; a
+        backlog meanwhile waits in the file, which is the spool.
     """
 
     def __init__(
@@ -470,6 +575,7 @@ class Shipper:
         audit: AuditLogger | None = None,
         cursor_file: str | os.PathLike[str] | None = None,
         dead_letter: str | os.PathLike[str] | None = None,
+        cpu_share: float | None = None,
     ) -> None:
         if batch_records < 1 or batch_bytes < 1:
             raise ConfigError("batch_records and batch_bytes must be positive")
@@ -488,9 +594,17 @@ class Shipper:
         self.cursor_file = Path(cursor_file) if cursor_file else cursor_path(log_path, sink.name)
         self.dead_letter = Path(dead_letter) if dead_letter else \
             dead_letter_path(log_path, sink.name)
+        if cpu_share is not None and not 0 < cpu_share <= 1:
+            raise ConfigError(f"cpu_share must be in (0, 1], not {cpu_share!r}")
+        self.cpu_share = cpu_share
+        self.raw_lines = bool(getattr(sink, "sends_raw_lines", False))
         self._counts = _Counts()
         self._tail: LogTail | None = None
         self._stop = threading.Event()
+        self._unsaved: Cursor | None = None
+        self._saved_at = 0.0
+        self._cpu_mark = 0.0
+        self._log_size = -1
 
     # -- public --------------------------------------------------------------------------
 
@@ -522,39 +636,74 @@ class Shipper:
         seconds without progress raise :class:`DeliveryError` (default: retry until
         stopped). The cursor only moves past delivered, rejected or skipped records, so
         a stop or a crash at any point loses nothing.
+
+        When following, a read that reaches the end of the log is followed by a pause of
+        ``poll_interval``: records gather into full batches meanwhile, and the thread
+        leaves the interpreter to the application instead of chasing every append.
         """
         self._stop.clear()
         tail = self._tail = LogTail(self.log_path, load_cursor(self.cursor_file))
+        self._cpu_mark = time.thread_time()
         try:
             while not self._stop.is_set():
-                lines = tail.read(self.batch_bytes)
-                if not lines:
+                start, data = tail.read_block(self.batch_bytes)
+                if not data:
                     if not follow:
                         break
                     self._stop.wait(self.poll_interval)
                     continue
-                for start in range(0, len(lines), self.batch_records):
-                    chunk = lines[start:start + self.batch_records]
-                    if not self._ship(chunk, tail.position[0], give_up_after):
+                inode = tail.position[0]
+                records = self._records(start, data)
+                for first in range(0, len(records), self.batch_records):
+                    chunk = records[first:first + self.batch_records]
+                    if not self._ship(chunk, inode, give_up_after):
                         return self.stats()  # stopped while retrying: cursor not moved
+                    if self.cpu_share is not None:
+                        self._keep_to_share()
+                self._save_cursor()
+                if follow and tail.at_end:
+                    self._stop.wait(self.poll_interval)
         finally:
+            self._save_cursor()  # what was delivered before a stop or an error
             tail.close()
         return self.stats()
 
     # -- internals -----------------------------------------------------------------------
 
-    def _ship(self, lines: list[tuple[bytes, int]], inode: int,
-              give_up_after: float | None) -> bool:
-        records, bad = [], []
-        for raw, end in lines:
-            try:
-                doc = orjson.loads(raw)
-                if not isinstance(doc, dict):
-                    raise TypeError
-            except (orjson.JSONDecodeError, TypeError):
-                bad.append((Record(raw, {}, end), "not a JSON object (malformed log line)"))
-                continue
-            records.append(Record(raw, doc, end))
+    def _records(self, start: int, data: bytes) -> list[Record]:
+        """The records of a block of complete lines: fields from each line's head, no parse.
+
+        This is the shipper's only per-line loop, so it does as little as it can: one
+        pattern match per line the logger wrote; any other line is read in full.
+        """
+        records: list[Record] = []
+        append = records.append
+        match = _HEAD.match
+        pos = start
+        for line in data.split(b"\n")[:-1]:
+            pos += len(line) + 1
+            m = match(line)
+            if m is not None:
+                append(Record(line, None, pos, head=m.groups()))  # type: ignore[arg-type]
+            elif line.strip():
+                head = read_head(line)
+                if head is not None:
+                    append(Record(line, None, pos, head=head))
+                else:
+                    doc = _parse_object(line)
+                    append(Record(line, _NOT_JSON if doc is None else doc, pos))
+        return records
+
+    def _ship(self, chunk: list[Record], inode: int, give_up_after: float | None) -> bool:
+        if not self.raw_lines:
+            # The destination reads the fields: parse now, so a line that only looks like a
+            # record goes to the dead-letter file instead of failing inside send().
+            for rec in chunk:
+                if rec._doc is None:
+                    rec._doc = _parse_object(rec.raw) or _NOT_JSON
+        bad: list[tuple[Record, str]] = [(r, _MALFORMED) for r in chunk
+                                         if r._doc is _NOT_JSON]
+        records = [r for r in chunk if r._doc is not _NOT_JSON] if bad else chunk
         if self.select is not None:
             chosen = [r for r in records if self.select(r)]
             skipped = len(records) - len(chosen)
@@ -594,18 +743,46 @@ class Shipper:
             pending = retry
         if bad:
             self._dead_letter(bad)
-        last_raw, last_end = lines[-1]
-        last = _ids(last_raw)
-        save_cursor(self.cursor_file, Cursor(last_end, inode, last[0], last[1],
-                                             datetime.now(UTC).isoformat()))
+        last = chunk[-1]
+        sequence, event_id, stamp = last.sequence, last.event_id, last.timestamp
+        self._unsaved = Cursor(last.end, inode, sequence, event_id)
+        if time.monotonic() - self._saved_at >= _CURSOR_EVERY:
+            self._save_cursor()
         with self._counts.lock:
             self._counts.skipped += skipped
             self._counts.rejected += len(bad)
-            self._counts.last_sequence = last[0]
-            if last[2]:
-                self._counts.last_timestamp = last[2]
+            self._counts.last_sequence = sequence
+            if stamp:
+                self._counts.last_timestamp = stamp
             self._counts.last_error = ""
         return True
+
+    def _keep_to_share(self) -> None:
+        """Sleep so that this thread's CPU time stays within ``cpu_share`` while the
+        application is writing (the log grew since the last look)."""
+        used = time.thread_time() - self._cpu_mark
+        try:
+            size = os.stat(self.log_path).st_size
+        except OSError:
+            size = -1
+        growing, self._log_size = size != self._log_size, size
+        if growing and used > 0:
+            self._stop.wait(used * (1.0 / self.cpu_share - 1.0))  # type: ignore[operator]
+        self._cpu_mark = time.thread_time()
+
+    def _save_cursor(self) -> None:
+        """Write the position of the last finished batch, if it moved since the last write.
+
+        Written after every block read and at least every ``_CURSOR_EVERY`` seconds rather
+        than after every batch: each write is an fsync, and a crash in between only means
+        those batches are sent again (at least once; Elasticsearch dedups by ``_id``).
+        """
+        cursor, self._unsaved = self._unsaved, None
+        if cursor is None:
+            return
+        save_cursor(self.cursor_file, dataclasses.replace(
+            cursor, updated=datetime.now(UTC).isoformat()))
+        self._saved_at = time.monotonic()
 
     def _dead_letter(self, bad: list[tuple[Record, str]]) -> None:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -640,13 +817,11 @@ class Shipper:
             _log.error("cannot report rejected records to the audit log: %s", exc)
 
 
-def _ids(raw: bytes) -> tuple[int | None, str | None, str | None]:
-    try:
-        doc = orjson.loads(raw)
-        event = doc.get("event") or {}
-        return event.get("sequence"), event.get("id"), doc.get("@timestamp")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None, None, None
+#: A line that is not a JSON object (the marker ``Record._doc`` holds for it).
+_NOT_JSON: dict[str, Any] = {}
+_MALFORMED = "not a JSON object (malformed log line)"
+#: Seconds between cursor writes while a long backlog is shipped.
+_CURSOR_EVERY = 1.0
 
 
 def iter_batches(records: Sequence[Record], *, max_records: int,
