@@ -44,7 +44,6 @@ import csv
 import dataclasses
 import fnmatch
 import gzip
-import io
 import ipaddress
 import logging
 import os
@@ -59,13 +58,18 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import OUTCOME_CATEGORIES, Kind, Level, format_timestamp, parse_timestamp
-from analyzer.sources import expand_paths
-from analyzer.sources._base import MAX_LINE_BYTES, Rejected
-from analyzer.sources.jsonl import _check_line
+from analyzer.sources import expand_paths, is_side_file
+from analyzer.sources._base import Rejected
+from analyzer.sources._jsonlines import (
+    JsonLinesParser,
+    first_of_lists,
+    flatten,
+    nested_schema,
+    whole_line_blocks,
+)
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -125,29 +129,13 @@ RESULT_SCHEMA = pa.schema(
     + [pa.field("record", _S)])
 
 
-def _parse_schema() -> pa.Schema:
-    tree: dict[str, Any] = {}
-    for path, _, dtype in _FIELDS:
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = dtype
-
-    def build(node: dict[str, Any]) -> list[pa.Field]:
-        return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v)
-                for k, v in node.items()]
-
-    return pa.schema(build(tree))
-
-
-_SCHEMA = _parse_schema()
-_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
 _BLOCK_BYTES = 16 << 20
+_SCHEMA = nested_schema((path, dtype) for path, _, dtype in _FIELDS)
+PARSER = JsonLinesParser(_SCHEMA)
+_MAX_LINE = PARSER.max_line
 _MTIME_SLACK = timedelta(hours=1)
 _TS_PREFIX = b'{"@timestamp":"'
 _TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
-_SIDE_FILES = (".ship-", ".checkpoints", ".torn-", ".rejected", ".cursor", ".tmp", ".watch",
-               ".key")
 # Literal pre-filter: only text a JSON writer does not escape is searched for as it is. Left
 # out: quotes, backslashes, control and non-ASCII characters (all may be escaped), "/"
 # (often written "\/") and "<", ">", "&" (escaped by Go's encoder and other HTML-safe ones).
@@ -374,7 +362,7 @@ def trail_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     goes last, by name).
     """
     files = [p for p in expand_paths(paths)
-             if not any(marker in p.name for marker in _SIDE_FILES)]
+             if not is_side_file(p)]
     if not files:
         raise SourceError("no trail files among the paths given")
     keyed = []
@@ -394,7 +382,7 @@ def _first_timestamp(path: Path) -> str | None:
     try:
         with _open(path) as handle:
             for _ in range(16):
-                line = handle.readline(MAX_LINE_BYTES)
+                line = handle.readline(_MAX_LINE)
                 if not line:
                     return None
                 if line.strip():
@@ -450,7 +438,8 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         pending: list[Rejected] = []  # set aside with their byte offsets for now
         try:
             with handle:
-                for offset, data, end in _blocks(handle, seekable=file.suffix != ".gz"):
+                for offset, data, end in whole_line_blocks(handle, seekable=file.suffix != ".gz",
+                                                           block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
                     table = _scan_block(data, end, offset, str(file), flt, literals, bounds,
                                         stats, pending)
@@ -473,41 +462,6 @@ def _older_than(path: Path, moment: datetime) -> bool:
         return path.stat().st_mtime < moment.timestamp()
     except OSError:
         return False
-
-
-def _blocks(handle: IO[bytes], *, seekable: bool) -> Iterator[tuple[int, bytes, int]]:
-    """Yield (file offset, buffer, length of its whole lines) for consecutive blocks.
-
-    The buffer is used as read (no copy): what follows its last newline is read again at the
-    start of the next block, by seeking back on a plain file, or carried over on a stream
-    that cannot seek back cheaply (gzip). A last line without a newline is completed.
-    """
-    offset = 0
-    carry = b""
-    while True:
-        data = handle.read(_BLOCK_BYTES)
-        if carry:
-            data = carry + data
-            carry = b""
-        if not data:
-            return
-        cut = data.rfind(b"\n")
-        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
-            more = handle.read(_BLOCK_BYTES)
-            if not more:
-                data += b"\n"
-                cut = len(data) - 1
-                break
-            data += more
-            cut = data.rfind(b"\n")
-        end = cut + 1
-        if end < len(data):
-            if seekable:
-                handle.seek(offset + end)
-            else:
-                carry = data[end:]
-        yield offset, data, end
-        offset += end
 
 
 def _numbered(file: Path, pending: list[Rejected]) -> list[Rejected]:
@@ -641,38 +595,10 @@ def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
 def _parse(buffer: bytes | memoryview, path: str,
            rejected: list[Rejected]) -> tuple[pa.Table | None, np.ndarray, int]:
     """Parse lines; returns the table, each row's index among the buffer's lines, and the
-    number of lines. Lines pyarrow refuses are found one by one and set aside (with their
-    index among the lines as ``line``; the caller turns it into a position)."""
-    n_lines = int(np.count_nonzero(np.frombuffer(buffer, dtype=np.uint8) == 10))
-    try:
-        table = pj.read_json(pa.BufferReader(pa.py_buffer(buffer)),
-                             read_options=_read_options(len(buffer)), parse_options=_PARSE)
-        table.validate(full=True)  # pyarrow does not check UTF-8 on its own
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    else:
-        if table.num_rows == n_lines:
-            return table, np.arange(n_lines, dtype=np.int64), n_lines
-    good: list[bytes] = []
-    rows: list[int] = []
-    for index, raw in enumerate(bytes(buffer).split(b"\n")[:-1]):
-        line = raw.rstrip(b"\r")
-        if not line.strip():
-            continue
-        reason = _check_line(line)
-        if reason is None and b'"hash"' in line:
-            reason = _check_hash(line)
-        if reason:
-            rejected.append(Rejected(path, index, reason, line[:4096]))
-        else:
-            good.append(line)
-            rows.append(index)
-    if not good:
-        return None, np.empty(0, dtype=np.int64), n_lines
-    data = b"\n".join(good) + b"\n"
-    table = pj.read_json(io.BytesIO(data), read_options=_read_options(len(data)),
-                         parse_options=_PARSE)
-    return table, np.asarray(rows, dtype=np.int64), n_lines
+    number of lines. Lines set aside carry their index among the lines as ``line`` (the
+    caller turns it into a position)."""
+    table, rows, n_lines = PARSER.parse(buffer, path, rejected)
+    return (table if table.num_rows else None), rows, n_lines
 
 
 def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | None:
@@ -682,40 +608,21 @@ def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | Non
     then reads them one by one.
     """
     data = ("\n".join(records.to_pylist()) + "\n").encode("utf-8")
-    try:
-        table = pj.read_json(pa.BufferReader(pa.py_buffer(data)),
-                             read_options=_read_options(len(data)), parse_options=_PARSE)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    rejected: list[Rejected] = []
+    table, _, _ = PARSER.parse(data, "", rejected)
+    if rejected or table.num_rows != len(records):
         return None
-    if table.num_rows != len(records):
-        return None
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
+    table = flatten(table)
     columns = {column: table.column(".".join(p)) for p, column, _ in _FIELDS}
-    columns["category"] = _first_of_lists(columns["category"])
+    columns["category"] = first_of_lists(columns["category"])
     return columns
-
-
-def _check_hash(line: bytes) -> str | None:
-    event = orjson.loads(line).get("event")
-    if isinstance(event, dict) and event.get("hash") is not None \
-            and not isinstance(event["hash"], str):
-        return f"event.hash: expected str, got {event['hash']!r:.60}"
-    return None
-
-
-def _read_options(size: int) -> pj.ReadOptions:
-    return pj.ReadOptions(block_size=min(max(size + 1, 1 << 16), 2 * MAX_LINE_BYTES + 1),
-                          use_threads=True)
 
 
 def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             ends: np.ndarray, path: str, flt: Filter,
             rejected: list[Rejected]) -> pa.Table | None:
     """Check the records a parse produced against the filter, exactly, and build the result."""
-    flat = table
-    while any(pa.types.is_struct(f.type) for f in flat.schema):
-        flat = flat.flatten()
+    flat = flatten(table)
     col = {column: flat.column(".".join(p)) for p, column, _ in _FIELDS}
 
     # Records every reader refuses: no action, an unreadable time, an unknown outcome.
@@ -750,7 +657,7 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
     records = pa.array([block[s:e] for s, e in zip(starts[picked].tolist(),
                                                    ends[picked].tolist(), strict=True)],
                        type=pa.binary()).cast(_S)
-    category = _first_of_lists(col["category"].filter(mask))
+    category = first_of_lists(col["category"].filter(mask))
     data = {"timestamp": stamps.filter(mask), "category": category, "record": records}
     for _, column, _ in _FIELDS:
         if column not in data and column != "roles":
@@ -819,19 +726,6 @@ def _values_where(column: pa.ChunkedArray, test: Any) -> np.ndarray:
     if len(dictionary):
         result[valid] = passing[indices[valid].astype(np.int64)]
     return result
-
-
-def _first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    chunks = []
-    for chunk in column.chunks:
-        offsets = chunk.offsets.to_numpy()
-        lengths = np.diff(offsets)
-        if chunk.null_count:
-            lengths = np.where(chunk.is_null().to_numpy(zero_copy_only=False), 0, lengths)
-        index = pa.array(offsets[:-1] - offsets[0], mask=lengths == 0)
-        values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
-        chunks.append(values.take(index))
-    return pa.chunked_array(chunks, type=_S)
 
 
 # -- output --------------------------------------------------------------------------------

@@ -26,19 +26,17 @@ instead of ``eventTime``; both are accepted.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._jsonlines import JsonLinesParser, flatten, read_all
 from analyzer.sources.generic import ip_or_empty, read_bytes
 
 __all__ = ["FORMAT", "read", "sniff"]
@@ -66,7 +64,7 @@ _SCHEMA = pa.schema([
     ])),
     ("resources", pa.list_(pa.struct([("ARN", _S), ("ARNPrefix", _S)]))),
 ])
-_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
+_PARSER = JsonLinesParser(_SCHEMA, max_line=32 << 20)  # records are KiB; requests can be big
 _IDENTITY_PREFIX = (r"^arn:[^:]*:(?:iam|sts)::[^:]*:"
                     r"(?:user/(?:[^/]*/)*|assumed-role/|federated-user/)?")
 _IAM_SOURCES = ("iam.amazonaws.com", "sts.amazonaws.com", "sso.amazonaws.com",
@@ -121,7 +119,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     records = _records_document(data, where, rejected)
     if records is not None:
         data = records
-    table, numbers = _parse(data, where, rejected)
+    table, numbers = read_all(data, _PARSER, where, rejected)
     frame = _frame(table, numbers, where, rejected)
     rejected.sort(key=lambda r: r.line)
     return ReadResult(frame, tuple(rejected))
@@ -151,102 +149,9 @@ def _records_document(data: bytes, where: str, rejected: list[Rejected]) -> byte
     return b"\n".join(lines) + b"\n"
 
 
-def _parse(data: bytes, where: str, rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray]:
-    """The projected table and the 1-based line number of each of its rows."""
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    n_lines = data.count(b"\n")
-    clean = not (data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data)
-    if clean and data.strip():
-        try:
-            table = pj.read_json(io.BytesIO(data), read_options=_read_options(len(data)),
-                                 parse_options=_PARSE)
-            table.validate(full=True)  # pyarrow does not check UTF-8 on its own
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        else:
-            if table.num_rows == n_lines:
-                return table, np.arange(1, n_lines + 1, dtype=np.int64)
-    return _parse_lines(data, where, rejected)
-
-
-def _read_options(size: int) -> pj.ReadOptions:
-    # A block must hold the longest line; CloudTrail records are a few KiB, rarely more.
-    return pj.ReadOptions(block_size=min(max(size + 1, 1 << 16), 64 << 20), use_threads=True)
-
-
-def _parse_lines(data: bytes, where: str,
-                 rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray]:
-    """The slow path for a file pyarrow refused: check each line, keep the good ones."""
-    good: list[bytes] = []
-    numbers: list[int] = []
-    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
-        line = raw.rstrip(b"\r")
-        if not line.strip():
-            continue
-        reason = _check_line(line)
-        if reason:
-            rejected.append(Rejected(where, number, reason, line[:4096]))
-        else:
-            good.append(line)
-            numbers.append(number)
-    if not good:
-        return _SCHEMA.empty_table(), np.empty(0, dtype=np.int64)
-    block = b"\n".join(good) + b"\n"
-    table = pj.read_json(io.BytesIO(block), read_options=_read_options(len(block)),
-                         parse_options=_PARSE)
-    return table, np.asarray(numbers, dtype=np.int64)
-
-
-def _check_line(line: bytes) -> str | None:
-    """Why ``line`` cannot be read, or ``None`` if it fits the projection."""
-    if len(line) > MAX_LINE_BYTES:
-        return f"line too long ({len(line):,} bytes; limit {MAX_LINE_BYTES:,})"
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        msg = str(exc)
-        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
-            return "not valid UTF-8"
-        return f"bad JSON: {msg.split(':', 1)[0]}"
-    if not isinstance(doc, dict):
-        return "bad JSON: not an object"
-    return _check_fields(doc, _SCHEMA, "")
-
-
-def _check_fields(node: dict[str, Any], schema: pa.Schema | pa.StructType, prefix: str
-                  ) -> str | None:
-    for field in schema:
-        value = node.get(field.name)
-        if value is None:
-            continue
-        name = prefix + field.name
-        kind = field.type
-        if pa.types.is_struct(kind):
-            if not isinstance(value, dict):
-                return f"{name}: expected an object, got {value!r:.60}"
-            reason = _check_fields(value, kind, name + ".")
-        elif pa.types.is_list(kind):
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                return f"{name}: expected a list of objects, got {value!r:.60}"
-            reason = next((r for v in value
-                           if (r := _check_fields(v, kind.value_type, name + "[]."))), None)
-        elif pa.types.is_floating(kind):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            reason = None if ok else f"{name}: expected a number, got {value!r:.60}"
-        else:
-            reason = None if isinstance(value, str) else \
-                f"{name}: expected a string, got {value!r:.60}"
-        if reason:
-            return reason
-    return None
-
-
 def _frame(table: pa.Table, numbers: np.ndarray, where: str,
            rejected: list[Rejected]) -> pd.DataFrame:
-    flat = table
-    while any(pa.types.is_struct(f.type) for f in flat.schema):
-        flat = flat.flatten()
+    flat = flatten(table)
 
     def col(name: str) -> pa.Array:
         return flat.column(name).combine_chunks()

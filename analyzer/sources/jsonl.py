@@ -1,17 +1,15 @@
 """Reader for the project's own audit log (ECS JSON lines) -> the normalized frame.
 
-The file is read in blocks of whole lines. Each block goes through pyarrow's JSON parser with
-an explicit schema that projects only the fields the frame needs, so most of the work is C++.
-A block that pyarrow refuses (a malformed line, a wrong type, an over-long line, a blank
-line) is re-read line by line: the bad lines are set aside with their numbers and reasons, and
-the good ones go back through pyarrow. A clean log therefore never pays for a Python loop.
+The file is read in blocks of whole lines, each parsed by
+:class:`~analyzer.sources._jsonlines.JsonLinesParser` against a projection of the fields the
+frame needs (pyarrow first; line by line only for a block it refuses, setting bad lines aside
+with their numbers and reasons). Encrypted records are opened here, one by one.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,17 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from analyzer.errors import SchemaError, SourceError
 from analyzer.events import OUTCOME_CATEGORIES
-from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._jsonlines import (
+    JsonLinesParser,
+    first_of_lists,
+    flatten,
+    nested_schema,
+    whole_line_blocks,
+)
 
 __all__ = ["FORMAT", "read", "sniff"]
 
@@ -63,25 +67,8 @@ _SEALED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _schema() -> pa.Schema:
-    tree: dict[str, Any] = {}
-    for path, _, dtype in _FIELDS:
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = dtype
-
-    def build(node: dict[str, Any]) -> list[pa.Field]:
-        return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v)
-                for k, v in node.items()]
-
-    return pa.schema(build(tree))
-
-
-_SCHEMA = _schema()
-_PARSE = pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
-_BLOCK_BYTES = 32 << 20
-_PY_TYPES = {_S: str, pa.int64(): int}
+_SCHEMA = nested_schema((path, dtype) for path, _, dtype in _FIELDS)
+PARSER = JsonLinesParser(_SCHEMA)
 
 
 def sniff(head: bytes) -> bool:
@@ -120,131 +107,26 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
     tables: list[pa.Table] = []
     line_numbers: list[np.ndarray] = []
     rejected: list[Rejected] = []
+    first_line = 1
     with file.open("rb") as handle:
-        for first_line, block, end in _blocks(handle):
-            table, numbers = _parse_block(block, end, first_line, str(file), rejected)
+        for _, block, end in whole_line_blocks(handle):
+            local: list[Rejected] = []
+            table, rows, n_lines = PARSER.parse(memoryview(block)[:end], str(file), local)
+            rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
             if table.num_rows:
                 tables.append(table)
-                line_numbers.append(numbers)
+                line_numbers.append(rows + first_line)
+            first_line += n_lines
     table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
     numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
     return _to_result(table, numbers, str(file), rejected, include_alerts,
                       decrypt_keys=decrypt_keys, clear_only=clear_only)
 
 
-def _blocks(handle: io.BufferedReader) -> Iterator[tuple[int, bytes, int]]:
-    """Yield (number of the block's first line, buffer, length of its whole lines).
-
-    The buffer is handed to pyarrow as it is (no copy); the part after the last newline is
-    read again at the start of the next block.
-    """
-    line = 1
-    while True:
-        start = handle.tell()
-        data = handle.read(_BLOCK_BYTES)
-        if not data:
-            return
-        cut = data.rfind(b"\n")
-        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
-            more = handle.read(_BLOCK_BYTES)
-            if not more:
-                yield line, data + b"\n", len(data) + 1
-                return
-            data += more
-            cut = data.rfind(b"\n")
-        end = cut + 1
-        handle.seek(start + end)
-        yield line, data, end
-        line += data.count(b"\n", 0, end)
-
-
-def _parse_block(data: bytes, end: int, first_line: int, path: str,
-                 rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray]:
-    n_lines = data.count(b"\n", 0, end)
-    try:
-        table = pj.read_json(pa.BufferReader(pa.py_buffer(memoryview(data)[:end])),
-                             read_options=_read_options(end), parse_options=_PARSE)
-        table.validate(full=True)  # pyarrow does not check UTF-8 on its own
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    else:
-        # pyarrow skips blank lines; then rows no longer match line numbers, so re-read.
-        if table.num_rows == n_lines:
-            return table, np.arange(first_line, first_line + n_lines, dtype=np.int64)
-    return _parse_lines(data[:end], first_line, path, rejected)
-
-
-def _read_options(size: int) -> pj.ReadOptions:
-    # pyarrow parses its blocks in parallel; a block must hold the longest line, and longer
-    # lines are rejected anyway, so twice the line limit is always enough.
-    return pj.ReadOptions(block_size=min(max(size + 1, 1 << 16), 2 * MAX_LINE_BYTES + 1),
-                          use_threads=True)
-
-
-def _parse_lines(block: bytes, first_line: int, path: str,
-                 rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray]:
-    """The slow path for a block pyarrow refused: check each line, keep the good ones."""
-    good: list[bytes] = []
-    numbers: list[int] = []
-    for offset, raw in enumerate(block.split(b"\n")[:-1]):
-        number = first_line + offset
-        line = raw.rstrip(b"\r")
-        if not line.strip():
-            continue  # a blank line carries no record; nothing is lost by skipping it
-        reason = _check_line(line)
-        if reason:
-            rejected.append(Rejected(path, number, reason, line[:4096]))
-        else:
-            good.append(line)
-            numbers.append(number)
-    if not good:
-        return _SCHEMA.empty_table(), np.empty(0, dtype=np.int64)
-    data = b"\n".join(good) + b"\n"
-    table = pj.read_json(io.BytesIO(data), read_options=_read_options(len(data)),
-                         parse_options=_PARSE)
-    return table, np.asarray(numbers, dtype=np.int64)
-
-
-def _check_line(line: bytes) -> str | None:
-    """Why ``line`` cannot be read, or ``None`` if it conforms to the projection."""
-    if len(line) > MAX_LINE_BYTES:
-        return f"line too long ({len(line):,} bytes; limit {MAX_LINE_BYTES:,})"
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        msg = str(exc)
-        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
-            return "not valid UTF-8"
-        return f"bad JSON: {msg.split(':', 1)[0]}"
-    if not isinstance(doc, dict):
-        return "bad JSON: not an object"
-    for path, _, dtype in _FIELDS:
-        node: Any = doc
-        for depth, key in enumerate(path):
-            if not isinstance(node, dict):
-                return f"{'.'.join(path[:depth])}: expected an object"
-            node = node.get(key)
-            if node is None:
-                break
-        if node is None:
-            continue
-        name = ".".join(path)
-        if pa.types.is_list(dtype):
-            if not isinstance(node, list) or not all(isinstance(v, str) for v in node):
-                return f"{name}: expected a list of strings, got {node!r:.60}"
-        elif not isinstance(node, _PY_TYPES[dtype]) or isinstance(node, bool):
-            return f"{name}: expected {_PY_TYPES[dtype].__name__}, got {node!r:.60}"
-        elif dtype == pa.int64() and not -(2**63) <= node < 2**63:
-            return f"{name}: integer out of range"
-    return None
-
-
 def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[Rejected],
                include_alerts: bool, *, decrypt_keys: tuple[bytes, ...] = (),
                clear_only: bool = False) -> ReadResult:
-    flat = table
-    while any(pa.types.is_struct(f.type) for f in flat.schema):
-        flat = flat.flatten()
+    flat = flatten(table)
     columns: dict[str, pa.ChunkedArray] = {}
     for path_parts, column, _ in _FIELDS:
         columns[column] = flat.column(".".join(path_parts))
@@ -253,8 +135,8 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     nonce, kid = columns.pop("_enc_nonce"), columns.pop("_enc_kid")
     if sealed.null_count < len(sealed) and not clear_only:
         _decrypt(columns, sealed, nonce, kid, decrypt_keys, numbers, keep, path, rejected)
-    columns["category"] = _first_of_lists(columns["category"])
-    columns["roles"] = _first_of_lists(columns["roles"])
+    columns["category"] = first_of_lists(columns["category"])
+    columns["roles"] = first_of_lists(columns["roles"])
 
     # Timestamps: arrow's cast is fast for the normal case; anything it cannot parse is
     # re-parsed by pandas, and what neither can read is set aside with its line number.
@@ -323,21 +205,3 @@ def _decrypt(columns: dict[str, Any], sealed: pa.ChunkedArray, nonce: pa.Chunked
             values[name][index] = node
     for name, column in values.items():
         columns[name] = pa.chunked_array([pa.array(column, type=columns[name].type)])
-
-
-def _first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """First element of each list (ECS arrays such as ``event.category``), null if empty.
-
-    Works on the list offsets directly: arrow's ``list_element`` refuses empty lists, and
-    filling them first costs more than the whole lookup.
-    """
-    chunks = []
-    for chunk in column.chunks:
-        offsets = chunk.offsets.to_numpy()
-        lengths = np.diff(offsets)
-        if chunk.null_count:
-            lengths = np.where(chunk.is_null().to_numpy(zero_copy_only=False), 0, lengths)
-        index = pa.array(offsets[:-1] - offsets[0], mask=lengths == 0)
-        values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
-        chunks.append(values.take(index))
-    return pa.chunked_array(chunks, type=column.type.value_type)

@@ -1,0 +1,238 @@
+"""JSON lines into a projected Arrow table: what the JSON readers (and ``query``) share.
+
+pyarrow's JSON parser reads a buffer of lines with an explicit schema that projects only the
+fields a reader needs, so most of the work is C++. When it refuses the buffer (a malformed
+line, a wrong type, an over-long or blank line), the lines are checked one by one: the bad
+ones are set aside with their index and reason, and the good ones go back through pyarrow.
+A clean file therefore never pays for a Python loop per line.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pj
+
+from analyzer.sources._base import MAX_LINE_BYTES, Rejected
+
+__all__ = ["JsonLinesParser", "check_fields", "first_of_lists", "flatten", "nested_schema",
+           "read_all", "whole_line_blocks"]
+
+BLOCK_BYTES = 32 << 20
+
+
+def nested_schema(fields: Iterable[tuple[tuple[str, ...], pa.DataType]]) -> pa.Schema:
+    """The nested schema of dotted paths: ``(("user", "name"), string)`` -> user: struct."""
+    tree: dict[str, Any] = {}
+    for path, dtype in fields:
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = dtype
+
+    def build(node: dict[str, Any]) -> list[pa.Field]:
+        return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v)
+                for k, v in node.items()]
+
+    return pa.schema(build(tree))
+
+
+def flatten(table: pa.Table) -> pa.Table:
+    """Flatten every level of struct columns (``user.name``, ``source.geo.city_name``)."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    return table
+
+
+def first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """First element of each list (ECS arrays such as ``event.category``), null if empty.
+
+    Works on the list offsets directly: arrow's ``list_element`` refuses empty lists, and
+    filling them first costs more than the whole lookup.
+    """
+    chunks = []
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if chunk.null_count:
+            lengths = np.where(chunk.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+        index = pa.array(offsets[:-1] - offsets[0], mask=lengths == 0)
+        values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
+        chunks.append(values.take(index))
+    return pa.chunked_array(chunks, type=column.type.value_type)
+
+
+def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
+                      block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (byte offset, buffer, length of its whole lines) for consecutive blocks.
+
+    The buffer is used as read (no copy): what follows its last newline is read again at
+    the start of the next block, by seeking back on a plain file, or carried over on a
+    stream that cannot seek back cheaply (gzip). A last line without a newline is completed.
+    """
+    offset = 0
+    carry = b""
+    while True:
+        data = handle.read(block_bytes)
+        if carry:
+            data = carry + data
+            carry = b""
+        if not data:
+            return
+        cut = data.rfind(b"\n")
+        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
+            more = handle.read(block_bytes)
+            if not more:
+                data += b"\n"
+                cut = len(data) - 1
+                break
+            data += more
+            cut = data.rfind(b"\n")
+        end = cut + 1
+        if end < len(data):
+            if seekable:
+                handle.seek(offset + end)
+            else:
+                carry = data[end:]
+        yield offset, data, end
+        offset += end
+
+
+class JsonLinesParser:
+    """Parse buffers of JSON lines against one projection schema.
+
+    Parameters
+    ----------
+    schema
+        The fields to read (nested structs, strings, integers, floats, lists); other fields
+        of a record are ignored. A value of another type than the schema's rejects its line.
+    max_line
+        Longest line accepted; longer ones are set aside unparsed.
+    """
+
+    def __init__(self, schema: pa.Schema, *, max_line: int = MAX_LINE_BYTES) -> None:
+        self.schema = schema
+        self.max_line = max_line
+        self._parse_options = pj.ParseOptions(explicit_schema=schema,
+                                              unexpected_field_behavior="ignore")
+
+    def parse(self, buffer: bytes | memoryview, where: str,
+              rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray, int]:
+        """Parse the lines of ``buffer`` (each ending in a newline).
+
+        Returns the table, the 0-based index among the buffer's lines of each of its rows,
+        and the number of lines. Lines set aside are appended to ``rejected`` with their
+        0-based index as ``line``: the caller knows how that maps to the file.
+        """
+        n_lines = int(np.count_nonzero(np.frombuffer(buffer, dtype=np.uint8) == 10))
+        try:
+            table = self._read(buffer)
+            table.validate(full=True)  # pyarrow does not check UTF-8 on its own
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        else:
+            # pyarrow skips blank lines; then rows no longer match lines, so check each.
+            if table.num_rows == n_lines:
+                return table, np.arange(n_lines, dtype=np.int64), n_lines
+        good: list[bytes] = []
+        rows: list[int] = []
+        for index, raw in enumerate(bytes(buffer).split(b"\n")[:-1]):
+            line = raw.rstrip(b"\r")
+            if not line.strip():
+                continue  # a blank line carries no record; nothing is lost by skipping it
+            reason = self.check_line(line)
+            if reason:
+                rejected.append(Rejected(where, index, reason, line[:4096]))
+            else:
+                good.append(line)
+                rows.append(index)
+        if not good:
+            return self.schema.empty_table(), np.empty(0, dtype=np.int64), n_lines
+        return self._read(b"\n".join(good) + b"\n"), np.asarray(rows, dtype=np.int64), n_lines
+
+    def _read(self, buffer: bytes | memoryview) -> pa.Table:
+        # pyarrow parses its blocks in parallel; a block must hold the longest line, and
+        # longer lines are rejected anyway, so twice the line limit is always enough.
+        size = len(buffer)
+        options = pj.ReadOptions(block_size=min(max(size + 1, 1 << 16), 2 * self.max_line + 1),
+                                 use_threads=True)
+        return pj.read_json(pa.BufferReader(pa.py_buffer(buffer)), read_options=options,
+                            parse_options=self._parse_options)
+
+    def check_line(self, line: bytes) -> str | None:
+        """Why ``line`` cannot be read, or ``None`` if it fits the projection."""
+        if len(line) > self.max_line:
+            return f"line too long ({len(line):,} bytes; limit {self.max_line:,})"
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            msg = str(exc)
+            if "utf-8" in msg.lower() or "surrogate" in msg.lower():
+                return "not valid UTF-8"
+            return f"bad JSON: {msg.split(':', 1)[0]}"
+        if not isinstance(doc, dict):
+            return "bad JSON: not an object"
+        return check_fields(doc, self.schema, "")
+
+
+def check_fields(node: dict[str, Any], schema: pa.Schema | pa.StructType,
+                 prefix: str) -> str | None:
+    """The first field of ``node`` whose value does not have the schema's type, phrased."""
+    for field in schema:
+        value = node.get(field.name)
+        if value is None:
+            continue
+        name = prefix + field.name
+        reason = _check_value(value, field.type, name)
+        if reason:
+            return reason
+    return None
+
+
+def _check_value(value: Any, kind: pa.DataType, name: str) -> str | None:
+    if pa.types.is_struct(kind):
+        if not isinstance(value, dict):
+            return f"{name}: expected an object, got {value!r:.60}"
+        return check_fields(value, kind, name + ".")
+    if pa.types.is_list(kind):
+        if not isinstance(value, list):
+            return f"{name}: expected a list, got {value!r:.60}"
+        return next((r for v in value if v is not None
+                     and (r := _check_value(v, kind.value_type, name + "[]"))), None)
+    if pa.types.is_integer(kind):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name}: expected int, got {value!r:.60}"
+        if not -(2**63) <= value < 2**63:
+            return f"{name}: integer out of range"
+        return None
+    if pa.types.is_floating(kind):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"{name}: expected a number, got {value!r:.60}"
+    if pa.types.is_boolean(kind):
+        return None if isinstance(value, bool) else f"{name}: expected a boolean"
+    return None if isinstance(value, str) else f"{name}: expected str, got {value!r:.60}"
+
+
+def read_all(data: bytes, parser: JsonLinesParser, where: str,
+             rejected: list[Rejected]) -> tuple[pa.Table, np.ndarray]:
+    """Parse a whole in-memory file; rows are numbered by their 1-based line."""
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    tables, numbers = [], []
+    first_line = 1
+    for _, block, end in whole_line_blocks(io.BytesIO(data)):
+        local: list[Rejected] = []
+        table, rows, n_lines = parser.parse(memoryview(block)[:end], where, local)
+        rejected.extend(Rejected(r.path, first_line + r.line, r.reason, r.raw) for r in local)
+        if table.num_rows:
+            tables.append(table)
+            numbers.append(rows + first_line)
+        first_line += n_lines
+    if not tables:
+        return parser.schema.empty_table(), np.empty(0, dtype=np.int64)
+    return pa.concat_tables(tables), np.concatenate(numbers)
