@@ -93,14 +93,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                       f"({', '.join(FORMATS)})")
 
 
-#: Files the tools keep beside a log, never logs themselves (skipped when reading a folder).
-SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".cursor", ".dead-letter", ".tmp",
-                     ".key", ".md")
+#: Files the tools keep beside a log, never logs themselves (skipped in folders and globs):
+#: rejected lines, checkpoints, torn tails, shipper cursors and dead letters, watch state.
+SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".ship-", ".watch-state", ".cursor")
+SIDE_FILE_SUFFIXES = (".tmp", ".key", ".pub", ".md")
 
 
 def is_side_file(path: Path) -> bool:
-    """True for rejected lines, checkpoints, torn tails, shipper cursors and the like."""
-    return any(marker in path.name for marker in SIDE_FILE_MARKERS)
+    """True for the files the tools keep beside a log (see :data:`SIDE_FILE_MARKERS`)."""
+    return (any(marker in path.name for marker in SIDE_FILE_MARKERS)
+            or path.name.endswith(SIDE_FILE_SUFFIXES))
 
 
 def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
