@@ -378,7 +378,7 @@ def drift_report(model: Any, recent: pd.DataFrame, *, reference: pd.DataFrame | 
         min_drifted=min_drifted, max_age_days=max_age_days,
         max_new_share=dict(_DEFAULT_NEW_SHARE if max_new_share is None else max_new_share))
     if report.stale:
-        log.warning("%s", report.warning)
+        log.info("%s", report.warning)
     return report
 
 
