@@ -1,4 +1,5 @@
-"""Real-time commands: ``ship`` (deliver the log to a destination) and ``watch`` (alert live).
+"""Real-time commands: ``ship`` (deliver the log to a destination), ``watch`` (alert live)
+and ``retention`` (delete old rotated files once every destination has shipped them).
 
 Credentials come from files (``--*-file``) or, when no file is given, from the environment
 variables named in each option's help; this module is the only place that reads them.
@@ -120,6 +121,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-file", type=Path, help="CA bundle for the webhook's TLS")
     add_key_option(p)
     p.set_defaults(func=run_watch)
+
+    p = add_command(
+        sub, "retention", help="delete old rotated files of an audit log once every "
+                               "destination has shipped them, recording each deletion in "
+                               "the log (with the file's final hash and sequence)",
+        example="audit-analyzer retention audit.jsonl --keep-days 30 "
+                "--destination elasticsearch --destination syslog --key-file audit.key\n"
+                "audit-analyzer retention audit.jsonl --keep-files 10 --dry-run")
+    p.add_argument("log", type=Path, help="the active audit log (rotated files beside it)")
+    p.add_argument("--keep-days", type=float, metavar="DAYS",
+                   help="keep files rotated less than this many days ago")
+    p.add_argument("--keep-files", type=int, metavar="N",
+                   help="keep at least the newest N rotated files")
+    p.add_argument("--destination", action="append", metavar="NAME",
+                   help="a destination (ship --to/--name) that must have shipped a file "
+                        "before it is deleted; repeatable (default: every destination with "
+                        "a cursor beside the log)")
+    p.add_argument("--not-shipped", action="store_true",
+                   help="the log is not shipped anywhere: ignore shipping cursors")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be deleted; delete and record nothing")
+    add_key_option(p)
+    p.set_defaults(func=run_retention)
 
 
 # -- ship ----------------------------------------------------------------------------------
@@ -291,4 +315,34 @@ def run_watch(args: argparse.Namespace) -> int:
             shipping.stop(timeout=10)
         audit.close()
     say(f"stopped: {stats.events:,} events, {stats.alerts} alerts, {stats.updates} updates")
+    return 0
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+def run_retention(args: argparse.Namespace) -> int:
+    from analyzer.logger import AuditLogger
+    from analyzer.retention import apply_retention
+
+    if not args.log.exists():
+        raise FileNotFoundError(2, "no such file", str(args.log))
+    if args.keep_days is None and args.keep_files is None:
+        raise ConfigError("give --keep-days or --keep-files (or both)")
+    if args.not_shipped and args.destination:
+        raise ConfigError("--not-shipped and --destination exclude each other")
+    destinations = () if args.not_shipped else args.destination
+    # Deletions are recorded in the log itself, continuing its chain (hence its key).
+    with AuditLogger(args.log, key=read_key_file(args.key_file),
+                     name="audit-analyzer.retention") as audit:
+        report = apply_retention(args.log, audit=audit, keep_days=args.keep_days,
+                                 keep_files=args.keep_files, destinations=destinations,
+                                 dry_run=args.dry_run)
+    verb = "would delete" if report.dry_run else "deleted"
+    for gone in report.deleted:
+        say(f"{verb} {gone.name}: sequences {gone.first_sequence}-{gone.last_sequence}, "
+            f"final hash {gone.last_hash}")
+    for name, why in report.kept:
+        say(f"kept {name}: {why}")
+    say(report.summary())
     return 0
