@@ -106,3 +106,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert (out / name).exists(), name
     assert "verify:" in text and "chain intact" in text
     assert "instances caught" in text
+
+
+def test_the_documented_default_budget_is_the_models():
+    from analyzer.cli import build_parser
+    from analyzer.model import DEFAULT_ALERTS_PER_DAY, AuditModel
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert f"(default {DEFAULT_ALERTS_PER_DAY:g})" in sub.choices["train"].format_help()
+    assert AuditModel().alerts_per_day == DEFAULT_ALERTS_PER_DAY

@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: the input logs)")
     p.add_argument("--window", default="1h", help="window length (default 1h)")
     p.add_argument("--step", default=None, help="sliding-window step (default: tumbling)")
-    p.add_argument("--alerts-per-day", type=float, default=5.0,
-                   help="alert budget: about this many alerts on a typical day (default 5)")
+    p.add_argument("--alerts-per-day", type=float, default=None,
+                   help="alert budget: about this many alerts on a typical day (default 10)")
     p.add_argument("--privileged", action="append", metavar="GLOB",
                    help="privileged action pattern, e.g. 'iam.*' (repeatable; replaces the "
                         "defaults)")
@@ -133,6 +133,11 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
     return result
 
 
+def _budget(args: argparse.Namespace) -> dict[str, float]:
+    """The alert budget the user chose, or nothing so that the model's default applies."""
+    return {} if args.alerts_per_day is None else {"alerts_per_day": args.alerts_per_day}
+
+
 def run_train(args: argparse.Namespace) -> int:
     from analyzer.model import AuditModel
     from analyzer.persistence import save_model
@@ -153,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
         frame = left.frame
         say(left.summary())
     progress(f"training on {len(frame):,} events...")
-    model = AuditModel(window=args.window, step=args.step, alerts_per_day=args.alerts_per_day,
+    model = AuditModel(window=args.window, step=args.step, **_budget(args),
                        privileged_actions=args.privileged).fit(frame)
     if args.register is not None:
         from analyzer.registry import ModelRegistry
@@ -203,7 +208,7 @@ def run_score(args: argparse.Namespace) -> int:
         say(f"no --model given: fitting a model on the input itself ({len(frame):,} events); "
             "unusual windows are judged against this same data")
         progress("training...")
-        model = AuditModel(alerts_per_day=args.alerts_per_day or 5.0).fit(frame)
+        model = AuditModel(**_budget(args)).fit(frame)
         model_id, model_version = "self-fit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress("scoring...")
     scores = model.score(frame, alerts_per_day=args.alerts_per_day)
@@ -344,7 +349,7 @@ def run_demo(args: argparse.Namespace) -> int:
     train = frame[frame["timestamp"] < org.train_end]
     test = frame[frame["timestamp"] >= org.train_end]
     progress(f"training on {len(train):,} events...")
-    model = AuditModel(alerts_per_day=args.alerts_per_day or 5.0).fit(train)
+    model = AuditModel(**_budget(args)).fit(train)
     model_path = out / "model.joblib"
     info = save_model(model, model_path, key=key)
     say(f"2. trained on the first {config.train_days} days ({len(train):,} events); model "
