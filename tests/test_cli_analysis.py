@@ -115,3 +115,26 @@ def test_the_documented_default_budget_is_the_models():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert f"(default {DEFAULT_ALERTS_PER_DAY:g})" in sub.choices["train"].format_help()
     assert AuditModel().alerts_per_day == DEFAULT_ALERTS_PER_DAY
+
+
+def test_train_and_score_read_from_a_database(tmp_path, trail, capsys):
+    from analyzer.sinks.shipper import Shipper
+    from analyzer.sinks.sqlite import SqliteSink
+
+    history, today = trail
+    db = tmp_path / "audit.db"
+    for log in (history, today):
+        sink = SqliteSink(db)
+        Shipper(log, sink).run(follow=False)
+        sink.close()
+    url = f"sqlite:///{db}"
+    model = tmp_path / "m.joblib"
+    assert main(["train", "--db", url, "--until", "2025-03-09T00:00:00Z", "--model", str(model)]) == 0
+    assert "trained on" in capsys.readouterr().out
+    scores = tmp_path / "scores.csv"
+    assert main(["score", "--db", url, "--since", "2025-03-09T00:00:00Z", "--model", str(model),
+                 "--trust-unsigned-model", "--scores", str(scores)]) == 0
+    frame = pd.read_csv(scores, parse_dates=["window_start"])
+    assert len(frame) and frame["window_start"].min() >= pd.Timestamp("2025-03-09", tz="UTC")
+    assert main(["score", str(today), "--user", "alice"]) == 2
+    assert "filters select rows of --db" in capsys.readouterr().err

@@ -93,7 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="log files, directories or globs")
+    from analyzer.cli.query import add_filter_options
+
+    p.add_argument("inputs", nargs="*", help="log files, directories or globs (or --db)")
+    p.add_argument("--db", metavar="URL",
+                   help="read events from a database the shipper fills (sqlite:///audit.db, "
+                        "postgresql://audit@db/audit), selected with the filters below")
+    add_filter_options(p)
     p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
     p.add_argument("--map", action="append", metavar="SRC=COLUMN",
                    help="CSV header mapping (repeatable)")
@@ -122,6 +128,20 @@ def input_options(args: argparse.Namespace) -> dict:
 
 
 def _read(args: argparse.Namespace, command: str) -> ReadResult:
+    from analyzer.cli.query import filter_from_args
+
+    flt = filter_from_args(args)
+    if args.db:
+        if args.inputs:
+            raise ConfigError("give log files or --db, not both")
+        from analyzer.store import read_db_events
+
+        return read_db_events(args.db, flt)
+    if not args.inputs:
+        raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
+    if flt != type(flt)():
+        raise ConfigError("the filters select rows of --db; to cut a log file, use "
+                          "'audit-analyzer query' first")
     options = input_options(args)
     result = read_events(args.inputs, format=args.format, **options)
     if result.rejected:
@@ -268,6 +288,8 @@ def _write_back_target(args: argparse.Namespace) -> Path | None:
         return None
     if args.audit_log is not None:
         return args.audit_log
+    if args.db:
+        return None
     paths = expand_paths(args.inputs)
     if len(paths) == 1 and (args.format or "") in ("", "jsonl"):
         from analyzer.sources import detect_format
