@@ -19,7 +19,9 @@ so the machinery does not depend on a particular model; :func:`model_scorer` and
 
 Resuming: the state file beside the log (``<log>.watch-state``) holds the position of the
 first event of the oldest open window and the windows already alerted. A restart re-reads
-the open windows from there, so nothing is missed and nothing is alerted twice.
+the open windows from there, so nothing is missed and nothing is alerted twice. Without a
+saved state the watch starts at the beginning of the log, or with ``from_end`` at its end
+(only what is appended from now on is scored).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import orjson
 import pandas as pd
 
 from analyzer.errors import ConfigError
-from analyzer.sinks.shipper import Cursor, LogTail
+from analyzer.sinks.shipper import Cursor, LogTail, cursor_at_end
 
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
@@ -73,6 +75,16 @@ class WatchStats:
     open_windows: int = 0
     buffered_events: int = 0
     evicted_events: int = 0
+    lag_bytes: int = 0
+
+    def summary(self) -> str:
+        """One line for a person (the CLI prints it periodically)."""
+        text = (f"{self.events:,} events, {self.alerts} alerts, {self.updates} updates, "
+                f"{self.open_windows} open windows ({self.buffered_events:,} events "
+                f"buffered), {self.ticks} scorings")
+        if self.late:
+            text += f", {self.late:,} late"
+        return text + f"; lag {self.lag_bytes:,} bytes"
 
 
 # -- records -> the normalized frame -------------------------------------------------------
@@ -166,15 +178,27 @@ class Watcher:
         (with a warning), so memory stays bounded even on a flood.
     state_file
         Where the resume state is kept (default :func:`state_path`); ``False`` for none.
+    from_end
+        Without a saved state, start at the end of the log instead of its beginning: only
+        events appended from now on are scored (windows already open start empty). A saved
+        state is always resumed, so a restart misses nothing.
+    on_stats, stats_every
+        ``on_stats(WatchStats)`` is called from the watching thread every ``stats_every``
+        seconds (e.g. to print progress).
     """
 
     def __init__(self, log_path: str | os.PathLike[str], *, score_windows: ScoreFn,
                  on_alert: AlertFn, interval: float = 15.0, window: str = "1h",
                  grace: float = 300.0, update_margin: float = 0.05,
                  poll_interval: float = 1.0, max_events: int = 2_000_000,
-                 state_file: str | os.PathLike[str] | bool | None = None) -> None:
+                 state_file: str | os.PathLike[str] | bool | None = None,
+                 from_end: bool = False,
+                 on_stats: Callable[[WatchStats], None] | None = None,
+                 stats_every: float = 60.0) -> None:
         if interval <= 0 or poll_interval <= 0 or grace < 0:
             raise ConfigError("interval and poll_interval must be positive, grace not negative")
+        if on_stats is not None and stats_every <= 0:
+            raise ConfigError("stats_every must be positive")
         try:
             self._window = pd.Timedelta(window)
         except ValueError:
@@ -197,8 +221,12 @@ class Watcher:
         self._alerted: dict[tuple[str, str, pd.Timestamp], float] = {}
         self._watermark: pd.Timestamp | None = None
         self._counts = {f.name: 0 for f in dataclasses.fields(WatchStats)
-                        if f.name not in ("open_windows", "buffered_events")}
+                        if f.name not in ("open_windows", "buffered_events", "lag_bytes")}
+        self.from_end = from_end
+        self.on_stats = on_stats
+        self.stats_every = stats_every
         self._tail: LogTail | None = None
+        self._resume: Cursor | None = None
         self._last_tick = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------
@@ -206,7 +234,9 @@ class Watcher:
     def stats(self) -> WatchStats:
         buffered = sum(len(c) for c in self._events)
         open_windows = len({s for c in self._events for s in c["_window"].unique()})
-        return WatchStats(**self._counts, open_windows=open_windows, buffered_events=buffered)
+        lag = self._tail.lag_bytes() if self._tail is not None else 0
+        return WatchStats(**self._counts, open_windows=open_windows, buffered_events=buffered,
+                          lag_bytes=lag)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (safe from a signal handler or another thread)."""
@@ -220,9 +250,14 @@ class Watcher:
         """
         self._stop.clear()
         self._open()
+        reported = time.monotonic()
         try:
             while not self._stop.is_set() and not (until is not None and until()):
                 self.poll()
+                if self.on_stats is not None and \
+                        time.monotonic() - reported >= self.stats_every:
+                    reported = time.monotonic()
+                    self.on_stats(self.stats())
                 if time.monotonic() - self._last_tick >= self.interval:
                     self.tick()
                     continue
@@ -369,6 +404,9 @@ class Watcher:
     # -- resume state ---------------------------------------------------------------------
 
     def _open(self) -> None:
+        if self._resume is not None:  # run() again on this watcher: go on where it was
+            self._tail = LogTail(self.log_path, self._resume)
+            return
         cursor = None
         if self.state_file is not None and self.state_file.exists():
             try:
@@ -381,10 +419,15 @@ class Watcher:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{self.state_file}: unreadable watch state ({exc}); move "
                                   "it aside to start from the beginning of the log") from None
+        if cursor is None and self.from_end:
+            cursor = cursor_at_end(self.log_path)
+            _log.info("%s: starting at its end (byte %d)", self.log_path, cursor.offset)
         self._tail = LogTail(self.log_path, cursor)
 
     def _close(self) -> None:
         if self._tail is not None:
+            inode, offset = self._tail.position
+            self._resume = Cursor(offset=offset, inode=inode)
             self._tail.close()
             self._tail = None
 

@@ -193,6 +193,91 @@ def test_follows_the_log_live_and_across_rotation(log_path):
     assert [a["entity"] for a in alerts] == ["eve"]
 
 
+def test_from_end_scores_only_what_is_appended_from_now_on(log_path):
+    alerts = Alerts()
+    with AuditLogger(log_path) as audit:
+        failures(audit, "eve", 6, T0)  # enough to alert, but already there
+        with open(log_path, "ab") as handle:
+            handle.write(b'{"@timestamp":"2024-05-01T10:00:09Z","event":{"act')  # mid-append
+        watcher = Watcher(log_path, score_windows=count_scorer(), on_alert=alerts,
+                          from_end=True, state_file=False)
+        watcher.run(until=lambda: True)
+        assert alerts == [] and watcher.stats().events == 0
+    with open(log_path, "ab") as handle:  # the writer finishes its line: not skipped
+        handle.write(b'ion":"login","outcome":"failure"},"user":{"name":"bob"}}\n')
+        for i in range(4):  # (records of another writer: the chain is not the point here)
+            handle.write(b'{"@timestamp":"2024-05-01T10:05:0%dZ","event":{"action":"login",'
+                         b'"outcome":"failure"},"user":{"name":"bob"}}\n' % i)
+    watcher.run(until=lambda: True)
+    assert [a["entity"] for a in alerts] == ["bob"]
+    assert watcher.stats().events == 5
+
+
+def test_a_saved_state_is_resumed_even_from_the_end(log_path):
+    alerts = Alerts()
+    with AuditLogger(log_path) as audit:
+        failures(audit, "eve", 3, T0)
+        Watcher(log_path, score_windows=count_scorer(), on_alert=alerts).run(
+            until=lambda: True)
+        failures(audit, "eve", 3, T0 + timedelta(minutes=1))
+    Watcher(log_path, score_windows=count_scorer(), on_alert=alerts, from_end=True).run(
+        until=lambda: True)
+    assert [a["entity"] for a in alerts] == ["eve"]
+
+
+def test_stats_are_reported_periodically(log_path):
+    reports = []
+    with AuditLogger(log_path) as audit:
+        failures(audit, "eve", 3, T0)
+    watcher = Watcher(log_path, score_windows=count_scorer(), on_alert=Alerts(),
+                      interval=0.05, poll_interval=0.01, state_file=False,
+                      on_stats=reports.append, stats_every=0.02)
+    watcher.run(until=lambda: len(reports) >= 2)
+    assert reports[-1].events == 3 and reports[-1].lag_bytes == 0
+    assert "3 events" in reports[-1].summary()
+
+
+def test_a_new_webhook_starts_at_the_end_and_then_resumes(log_path):
+    """watch --webhook on a log full of past alerts posts none of them, only new ones;
+    once it has a cursor, alerts written while it was stopped are still sent."""
+    from analyzer.cli.realtime import start_at_end_if_new
+    from analyzer.events import AuditEvent
+    from analyzer.sinks.shipper import SendResult, Shipper, is_alert
+
+    def alert(audit, user):
+        return audit.log_event(AuditEvent("anomaly.detected", kind="alert", user=user,
+                                          level="critical", message="unusual",
+                                          timestamp=T0))
+
+    class Hook:
+        name = "webhook"
+
+        def __init__(self):
+            self.ids = []
+
+        def send(self, batch):
+            self.ids += [r.event_id for r in batch]
+            return SendResult()
+
+        def close(self):
+            pass
+
+    hook = Hook()
+    with AuditLogger(log_path) as audit:
+        alert(audit, "old")
+        failures(audit, "eve", 2, T0)
+    assert start_at_end_if_new(log_path, "webhook")
+    with AuditLogger(log_path) as audit:
+        new = alert(audit, "new")
+    Shipper(log_path, hook, select=is_alert).run()
+    assert hook.ids == [new]
+    with AuditLogger(log_path) as audit:
+        later = alert(audit, "later")
+    assert not start_at_end_if_new(log_path, "webhook")  # it has a cursor now: resume
+    Shipper(log_path, hook, select=is_alert).run()
+    assert hook.ids == [new, later]
+
+
 # -- end to end with the real model ---------------------------------------------------------
 
 

@@ -115,7 +115,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
                    help="accept late events this long after a window ends (default 300)")
     p.add_argument("--alerts-per-day", type=float, help="alert budget (default: the model's)")
-    p.add_argument("--webhook", metavar="URL", help="also POST each alert to this URL")
+    p.add_argument("--from-end", action="store_true",
+                   help="start at the end of the log: score only what is appended from now "
+                        "on (a saved watch state is still resumed)")
+    p.add_argument("--stats-every", type=float, default=60.0, metavar="SECONDS",
+                   help="print counts and lag on stderr this often (0: never; default 60)")
+    p.add_argument("--webhook", metavar="URL",
+                   help="also POST each alert to this URL (alerts already in the log when "
+                        "the webhook is first used are not sent)")
     p.add_argument("--webhook-token-file", type=Path,
                    help=f"bearer token for the webhook; else ${ENV_WEBHOOK_TOKEN}")
     p.add_argument("--ca-file", type=Path, help="CA bundle for the webhook's TLS")
@@ -268,6 +275,22 @@ def run_ship(args: argparse.Namespace) -> int:
 # -- watch ---------------------------------------------------------------------------------
 
 
+def start_at_end_if_new(log: Path, destination: str) -> bool:
+    """Give a destination without a cursor one at the end of the log; True if it did.
+
+    A webhook added to ``watch`` on a log that already holds alerts must not post them all
+    again: it starts with what is written from now on. Once it has a cursor it resumes
+    from it as any destination does, so nothing written while it was stopped is lost.
+    """
+    from analyzer.sinks.shipper import cursor_at_end, cursor_path, save_cursor
+
+    path = cursor_path(log, destination)
+    if path.exists():
+        return False
+    save_cursor(path, cursor_at_end(log))
+    return True
+
+
 def run_watch(args: argparse.Namespace) -> int:
     from analyzer.logger import AuditLogger
     from analyzer.sinks.background import BackgroundShipper
@@ -299,12 +322,17 @@ def run_watch(args: argparse.Namespace) -> int:
             _secret_from_env(ENV_WEBHOOK_TOKEN)
         sink = WebhookSink(args.webhook, ca_file=args.ca_file,
                            headers={"Authorization": f"Bearer {token}"} if token else None)
+        start_at_end_if_new(args.log, sink.name)
         shipping = BackgroundShipper(args.log, [sink], audit=audit, select=is_alert)
         shipping.start()
     watcher = Watcher(args.log, score_windows=model_scorer(model,
                                                            alerts_per_day=args.alerts_per_day),
                       on_alert=on_alert, interval=args.interval,
-                      window=getattr(model, "window", "1h"), grace=args.grace)
+                      window=getattr(model, "window", "1h"), grace=args.grace,
+                      from_end=args.from_end,
+                      on_stats=(lambda stats: warn("watch", stats.summary()))
+                      if args.stats_every > 0 else None,
+                      stats_every=args.stats_every if args.stats_every > 0 else 60.0)
     restore = _on_signals(watcher.stop)
     say(f"watching {args.log} (re-scoring every {args.interval:g} s; Ctrl-C to stop)")
     try:

@@ -69,6 +69,7 @@ __all__ = [
     "ShipStats",
     "Shipper",
     "Sink",
+    "cursor_at_end",
     "cursor_path",
     "dead_letter_path",
     "is_alert",
@@ -279,6 +280,45 @@ def save_cursor(path: str | os.PathLike[str], cursor: Cursor) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, target)
+
+
+def cursor_at_end(log_path: str | os.PathLike[str]) -> Cursor:
+    """A cursor just past the last complete line of the log as it is now.
+
+    For a reader that must not go over what is already there (``watch --from-end``, an
+    alert webhook added to a log full of past alerts). An empty or missing log gives the
+    start of the current file.
+    """
+    path = Path(log_path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return Cursor()
+    with handle:
+        st = os.fstat(handle.fileno())
+        pos, buf = st.st_size, b""
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            handle.seek(pos)
+            buf = handle.read(step) + buf
+            end = buf.rfind(b"\n")
+            if end == -1:
+                continue
+            start = buf.rfind(b"\n", 0, end) + 1
+            if start == 0 and pos > 0:
+                continue  # the last complete line starts further back
+            line = buf[start:end]
+            head = read_head(line)
+            if head is not None:
+                sequence, event_id = int(head[3]), head[1].decode()
+            else:
+                doc = _parse_object(line) or {}
+                event = doc.get("event") if isinstance(doc.get("event"), dict) else {}
+                sequence, event_id = event.get("sequence"), event.get("id")
+            return Cursor(pos + end + 1, st.st_ino, sequence, event_id,
+                          datetime.now(UTC).isoformat())
+        return Cursor(0, st.st_ino)
 
 
 # -- reading the log -----------------------------------------------------------------------
