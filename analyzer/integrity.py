@@ -77,13 +77,21 @@ class ChainHasher:
 
     def link(self, prev_hash: str, canonical: bytes) -> str:
         """The hash of a record whose canonical encoding is ``canonical``."""
+        return self.link_parts(prev_hash.encode("ascii"), canonical).decode("ascii")
+
+    def link_parts(self, prev_hash: bytes, *canonical: bytes) -> bytes:
+        """:meth:`link` on bytes, the canonical record given in pieces (the writer's path:
+        no joining, no str round trip)."""
         inner = self._inner.copy()
-        inner.update(b"%s\n%s" % (prev_hash.encode("ascii"), canonical))
+        inner.update(prev_hash)
+        inner.update(b"\n")
+        for piece in canonical:
+            inner.update(piece)
         if self._outer is None:
-            return inner.hexdigest()
+            return inner.hexdigest().encode("ascii")
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.hexdigest()
+        return outer.hexdigest().encode("ascii")
 
     @property
     def algorithm(self) -> str:

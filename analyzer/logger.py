@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,15 +110,15 @@ class _Timestamps:
 
     def __init__(self) -> None:
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
 
-    def now(self) -> str:
-        ns = time.time_ns()
-        second, micro = divmod(ns // 1000, 1_000_000)
+    def now(self) -> bytes:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
         if second != self._second:
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.").encode()
             self._second = second
-        return f"{self._prefix}{micro:06d}Z"
+        return b"%s%06dZ" % (self._prefix, micro)
 
 
 class AuditLogger:
@@ -209,7 +210,7 @@ class AuditLogger:
         self._timestamps = _Timestamps()
         self._host_json = orjson.dumps(self.host)
         self._name_json = orjson.dumps(name)
-        self._service_json = b'"service":{"name":%s}' % orjson.dumps(service) if service else b""
+        self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
         self._cipher = None
         if encryption_key is not None:
             from analyzer.crypto import RecordCipher, load_encryption_key
@@ -217,6 +218,8 @@ class AuditLogger:
             self._cipher = RecordCipher(load_encryption_key(encryption_key))
         self._pid = os.getpid()
         self._process_json = b',"process":{"pid":%d}' % self._pid
+        self._forked = False
+        _watch_forks(self)
         self._id_prefix = secrets.token_hex(6)
         self._ids = itertools.count(1)
         # queued records: canonical JSON split around the sequence number the chain assigns
@@ -296,93 +299,88 @@ class AuditLogger:
         if out is None:
             out = Outcome.parse(outcome)
         if category is None:
-            cats = _CATEGORY_CACHE.get(action)
-            if cats is None:
-                cats = _CATEGORY_CACHE.setdefault(action, list(infer_category(action)))
+            category_part = _CATEGORY_PARTS.get(action)
+            if category_part is None:
+                category_part = _category_part(action, infer_category(action))
         else:
             cats = [category] if isinstance(category, str) else list(category)
             bad = [c for c in cats if c not in ECS_CATEGORIES]
             if bad:
                 raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
+            category_part = b',"category":' + orjson.dumps(cats) if cats else b""
         frame = sys._getframe(stacklevel)
-        code = frame.f_code
-        if self._pid != os.getpid():
+        if self._forked:
             self._after_fork()
         event_id = f"{self._id_prefix}-{next(self._ids):x}"
         # The record is assembled as canonical JSON directly, keys in sorted order at every
         # level (DESIGN contract 2), from pre-encoded constant parts: no dict per record and
         # one pass. verify() re-derives the canonical form with orjson, and the tests check
         # that the two agree on arbitrary values.
+        strings = _JSON_STRINGS
         try:
             # Fragments of the fields that are encrypted at rest when a cipher is configured.
             analyzer_part = (b'"analyzer":' + orjson.dumps(
-                dict(extra), default=json_default, option=_CANONICAL)) if extra else None
-            resource_part = session_part = source_part = user_part = None
-            if resource or resource_type or bytes is not None:
+                dict(extra), default=json_default, option=_CANONICAL)) if extra else b""
+            resource_part = session_part = source_part = user_part = b""
+            if resource and not resource_type and bytes is None:  # the common case
+                resource_part = b',"resource":{"name":%s}' % (
+                    strings.get(resource) or _jstr(resource))
+            elif resource or resource_type or bytes is not None:
                 parts = []
                 if bytes is not None:
                     if type(bytes) is not int:
                         raise SchemaError(f"resource.bytes: expected an integer, got {bytes!r}")
                     parts.append(b'"bytes":%d' % bytes)
                 if resource:
-                    parts.append(b'"name":' + _jstr(resource))
+                    parts.append(b'"name":' + (strings.get(resource) or _jstr(resource)))
                 if resource_type:
                     parts.append(b'"type":' + _jstr(resource_type))
-                resource_part = b'"resource":{%s}' % b",".join(parts)
+                resource_part = b',"resource":{%s}' % b",".join(parts)
             if session:
-                session_part = b'"session":{"id":%s}' % _jstr(session)
+                session_part = b',"session":{"id":%s}' % _jstr(session)
             if source_ip:
                 ip = _valid_ip(source_ip)
                 if country is None and self._geo is not None:
                     country, city = self._geo(ip) or (None, None)
-                geo = []
-                if city:
-                    geo.append(b'"city_name":' + _jstr(city))
-                if country:
-                    geo.append(b'"country_iso_code":' + _jstr(country))
-                geo_part = b'"geo":{%s},' % b",".join(geo) if geo else b""
-                source_part = b'"source":{%s"ip":"%s"}' % (geo_part, ip.encode())
+                if country or city:
+                    geo = []
+                    if city:
+                        geo.append(b'"city_name":' + _jstr(city))
+                    if country:
+                        geo.append(b'"country_iso_code":' + _jstr(country))
+                    source_part = b',"source":{"geo":{%s},"ip":"%s"}' % (b",".join(geo),
+                                                                        ip.encode())
+                else:
+                    source_part = b',"source":{"ip":"%s"}' % ip.encode()
             if user:
                 if type(user) is not str:
                     raise SchemaError(f"user.name: expected a string, got {user!r}")
-                user_part = b'"user":{"name":' + _jstr(user)
-                if roles:
-                    user_part += b',"roles":' + orjson.dumps(list(roles))
-                user_part += b"}"
-
-            head = [b'{"@timestamp":"',
-                    (self._timestamps.now() if timestamp is None else _stamp(timestamp))
-                    .encode(), b'"']
+                user_part = b',"user":{"name":%s%s}' % (
+                    strings.get(user) or _jstr(user),
+                    b',"roles":' + orjson.dumps(list(roles)) if roles else b"")
             if self._cipher is not None:
-                secret = [f for f in (analyzer_part, b'"message":' + orjson.dumps(message),
-                                      resource_part, session_part, source_part, user_part) if f]
+                secret = [f.lstrip(b",") for f in (
+                    analyzer_part, b'"message":' + orjson.dumps(message), resource_part,
+                    session_part, source_part, user_part) if f]
                 envelope = self._cipher.seal_json(b"{%s}" % b",".join(secret), event_id)
-                head += (b',"analyzer":{"encrypted":',
-                         orjson.dumps(envelope, option=_CANONICAL), b"}")
-                message, resource_part = "", None
-                session_part = source_part = user_part = None
-            elif analyzer_part:
-                head += (b",", analyzer_part)
-            head += (_ECS_PART, _jstr(action))
-            if cats:
-                head += (b',"category":', orjson.dumps(cats))
-            head += (b',"id":"', event_id.encode(), _OUTCOME_PART[out])
-            where = (code, frame.f_lineno)
-            origin = _ORIGINS.get(where)
-            if origin is None:
-                origin = _origin_json(*where)
-            tail = [b'},"host":{"name":', self._host_json if not host else _jstr(host),
-                    _LEVEL_PART[lvl], self._name_json,
-                    origin, orjson.dumps(message), self._process_json]
-            # the remaining top-level keys, in sorted order
-            for part in (resource_part, self._service_json, session_part, source_part,
-                         user_part):
-                if part:
-                    tail += (b",", part)
-            tail.append(b"}")
+                analyzer_part = b'"analyzer":{"encrypted":%s}' % orjson.dumps(
+                    envelope, option=_CANONICAL)
+                message, resource_part = "", b""
+                session_part = source_part = user_part = b""
+            origin = _ORIGINS.get((frame.f_code, frame.f_lineno)) or _origin_json(
+                frame.f_code, frame.f_lineno)
+            prefix = b'{"@timestamp":"%s"%s%s%s%s%s,"id":"%s%s' % (
+                self._timestamps.now() if timestamp is None else _stamp(timestamp).encode(),
+                b"," if analyzer_part else b"", analyzer_part, _ECS_PART,
+                strings.get(action) or _jstr(action), category_part, event_id.encode(),
+                _OUTCOME_PART[out])
+            suffix = b'},"host":{"name":%s%s%s%s%s%s%s%s%s%s%s}' % (
+                self._host_json if not host else _jstr(host), _LEVEL_PART[lvl],
+                self._name_json, origin, orjson.dumps(message), self._process_json,
+                resource_part, self._service_json, session_part, source_part, user_part)
         except TypeError as exc:  # orjson: a value it cannot encode (e.g. lone surrogates)
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
-        self._enqueue((b"".join(head), b"".join(tail)))
+        self._enqueue((prefix, suffix))
         return event_id
 
     def debug(self, action: str, **fields: Any) -> str | None:
@@ -415,7 +413,7 @@ class AuditLogger:
 
     def _encode_event(self, event: AuditEvent) -> tuple[bytes, bytes, str]:
         """Canonical JSON of an AuditEvent, split around the sequence number."""
-        if self._pid != os.getpid():
+        if self._forked:
             self._after_fork()
         doc = event.to_ecs()
         doc["ecs"] = _ECS
@@ -490,6 +488,7 @@ class AuditLogger:
         """
         self._pid = os.getpid()
         self._process_json = b',"process":{"pid":%d}' % self._pid
+        self._forked = False
         self._lock = threading.Lock()
         self._pending = []
         self._flusher = None
@@ -543,13 +542,15 @@ class AuditLogger:
             if self._needs_marker is not None:
                 pending.insert(0, self._marker(self._needs_marker))
                 self._needs_marker = None
-            seq, head, link = self._seq, self._head, self._hasher.link
+            seq, link = self._seq, self._hasher.link_parts
+            head = self._head.encode("ascii")
             lines = []
             for prefix, suffix in pending:
                 seq += 1
                 number = b"%d" % seq
-                head = link(head, prefix + number + suffix)
-                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, head.encode(), suffix))
+                head = link(head, prefix, number, suffix)
+                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, head, suffix))
+            head = head.decode("ascii")
             blob = b"\n".join(lines) + b"\n" if lines else b""
             try:
                 written = os.write(self._fd, blob)
@@ -697,7 +698,16 @@ class AuditLogger:
 
 _ECS = {"version": ECS_VERSION}
 _ROTATED = re.compile(r"\d{8}T\d{12}Z")
-_CATEGORY_CACHE: dict[str, list[str]] = {}
+_CATEGORY_PARTS: dict[str, bytes] = {}
+
+
+def _category_part(action: str, categories: tuple[str, ...]) -> bytes:
+    """``,"category":[...]`` of an action whose category is inferred (cached per action)."""
+    part = b',"category":' + orjson.dumps(list(categories)) if categories else b""
+    if len(_CATEGORY_PARTS) > 65536:
+        _CATEGORY_PARTS.clear()
+    _CATEGORY_PARTS[action] = part
+    return part
 # Pre-encoded pieces of the canonical record (keys in sorted order).
 _ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
 _OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.encode()
@@ -705,6 +715,27 @@ _OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.enc
 _LEVEL_PART = {lvl: b'},"log":{"level":"%s","logger":' % lvl.label.encode() for lvl in Level}
 _JSON_STRINGS: dict[str, bytes] = {}
 _ORIGINS: dict[tuple[Any, int], bytes] = {}
+
+
+_LIVE: weakref.WeakSet[AuditLogger] = weakref.WeakSet()
+_FORK_HOOK: list[bool] = []
+
+
+def _watch_forks(audit: AuditLogger) -> None:
+    """Mark loggers as forked in a child process, so that each reopens its file there.
+
+    The hook is registered once, when the first logger is made (not at import), and holds
+    the loggers weakly; checking a flag costs less per event than asking for the pid.
+    """
+    _LIVE.add(audit)
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=_mark_forked)
+        _FORK_HOOK.append(True)
+
+
+def _mark_forked() -> None:
+    for audit in list(_LIVE):
+        audit._forked = True
 
 
 def _origin_json(code: Any, line: int) -> bytes:
