@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import os
+from binascii import b2a_base64
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ class RecordCipher:
         aesgcm = _aesgcm()
         self._sealer = aesgcm(key) if key is not None else None
         self.key_id = key_id(key) if key is not None else None
+        self._kid_bytes = (self.key_id or "").encode()
+        self._fixed, self._counter = os.urandom(8), 0
         self._openers = {key_id(k): aesgcm(k) for k in (*keys, *([key] if key else []))}
 
     def seal(self, sensitive: Mapping[str, Any], event_id: str) -> dict[str, str]:
@@ -92,11 +95,25 @@ class RecordCipher:
 
     def seal_json(self, plain: bytes, event_id: str) -> dict[str, str]:
         """Like :meth:`seal`, for fields already encoded as one JSON object."""
+        return orjson.loads(self.seal_envelope(plain, event_id))
+
+    def seal_envelope(self, plain: bytes, event_id: str) -> bytes:
+        """The envelope as canonical JSON bytes (the logger's per-event path)."""
         if self._sealer is None:
             raise ConfigError("this cipher has no key to encrypt with")
-        nonce = os.urandom(12)
+        nonce = self._next_nonce()
         sealed = self._sealer.encrypt(nonce, plain, event_id.encode())
-        return {"alg": ALGORITHM, "ct": _b64(sealed), "kid": self.key_id, "nonce": _b64(nonce)}
+        return b'{"alg":"A256GCM","ct":"%s","kid":"%s","nonce":"%s"}' % (
+            b2a_base64(sealed, newline=False), self._kid_bytes, b2a_base64(nonce, newline=False))
+
+    def _next_nonce(self) -> bytes:
+        # NIST SP 800-38D 8.2.1: a fixed field random per cipher object and an invocation
+        # counter, so nonces never repeat within one writer and collide across writers only
+        # with probability ~2^-64; a fresh fixed field is drawn before the counter wraps.
+        self._counter += 1
+        if self._counter >= 1 << 32:
+            self._fixed, self._counter = os.urandom(8), 1
+        return self._fixed + self._counter.to_bytes(4, "big")
 
     def open(self, envelope: Mapping[str, Any], event_id: str) -> dict[str, Any]:
         """The sensitive fields back, or :class:`SchemaError` saying why not."""

@@ -359,12 +359,12 @@ class AuditLogger:
                     strings.get(user) or _jstr(user),
                     b',"roles":' + orjson.dumps(list(roles)) if roles else b"")
             if self._cipher is not None:
-                secret = [f.lstrip(b",") for f in (
-                    analyzer_part, b'"message":' + orjson.dumps(message), resource_part,
-                    session_part, source_part, user_part) if f]
-                envelope = self._cipher.seal_json(b"{%s}" % b",".join(secret), event_id)
-                analyzer_part = b'"analyzer":{"encrypted":%s}' % orjson.dumps(
-                    envelope, option=_CANONICAL)
+                # the parts begin with their separating comma; the message leads
+                secret = b'{"message":%s%s%s%s%s%s}' % (
+                    orjson.dumps(message), b"," if analyzer_part else b"", analyzer_part,
+                    resource_part, session_part, source_part + user_part)
+                envelope = self._cipher.seal_envelope(secret, event_id)
+                analyzer_part = b'"analyzer":{"encrypted":%s}' % envelope
                 message, resource_part = "", b""
                 session_part = source_part = user_part = b""
             origin = _ORIGINS.get((frame.f_code, frame.f_lineno)) or _origin_json(
