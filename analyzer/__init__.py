@@ -24,7 +24,7 @@ from analyzer.errors import (
     SourceError,
 )
 from analyzer.events import AuditEvent, Kind, Level, Outcome
-from analyzer.integrity import Checkpoint, VerifyReport, verify_log
+from analyzer.integrity import Checkpoint, VerifyReport, verify_log, verify_series
 from analyzer.logger import (
     AuditHandler,
     AuditLogger,
@@ -38,10 +38,21 @@ __version__ = "0.1.0"
 # Names whose modules pull in pandas / scikit-learn: resolved on first access.
 _LAZY = {
     "AuditModel": "analyzer.model",
+    "DriftReport": "analyzer.drift",
+    "Filter": "analyzer.query",
+    "ModelRegistry": "analyzer.registry",
     "ReadResult": "analyzer.sources",
+    "apply_retention": "analyzer.retention",
+    "apply_suppressions": "analyzer.suppression",
+    "drift_report": "analyzer.drift",
+    "evaluate": "analyzer.evaluation",
     "load_model": "analyzer.persistence",
     "read_events": "analyzer.sources",
+    "read_suppressions": "analyzer.suppression",
+    "record_feedback": "analyzer.feedback",
     "save_model": "analyzer.persistence",
+    "scan": "analyzer.query",
+    "write_reports": "analyzer.report",
 }
 
 __all__ = [
@@ -52,23 +63,35 @@ __all__ = [
     "AuditModel",
     "Checkpoint",
     "ConfigError",
+    "DriftReport",
     "Durability",
+    "Filter",
     "IntegrityError",
     "Kind",
     "Level",
     "LogWriteError",
     "ModelLoadError",
+    "ModelRegistry",
     "Outcome",
     "ReadResult",
     "SchemaError",
     "SourceError",
     "VerifyReport",
+    "apply_retention",
+    "apply_suppressions",
+    "drift_report",
+    "evaluate",
     "load_model",
     "log_audit_event",
     "read_events",
+    "read_suppressions",
+    "record_feedback",
     "save_model",
+    "scan",
     "setup_audit_logger",
     "verify_log",
+    "verify_series",
+    "write_reports",
 ]
 
 
