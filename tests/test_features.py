@@ -210,6 +210,19 @@ def test_unusual_hour_is_rarer_than_usual_hour():
     assert alice["off_hours_share"].tolist() == [0.0, 1.0]
 
 
+def test_hour_next_to_working_hours_is_less_unusual_than_the_night():
+    # a short history of 09:00-16:00 days: an evening hour never seen is still nearer the
+    # habit than 03:00, so only the night counts as a time the user is normally inactive
+    rows = [{"timestamp": f"2026-01-{d:02d} {h:02d}:15"} for d in range(5, 10)
+            for h in range(9, 17)]
+    fx = FeatureExtractor().fit(frame(rows))
+    later = frame([{"timestamp": "2026-02-02 17:15", "action": "dataset.export"},
+                   {"timestamp": "2026-02-03 03:15", "action": "dataset.export"}])
+    alice = user_rows(fx.transform(later))
+    assert alice["hour_rarity"].iloc[1] > alice["hour_rarity"].iloc[0] + 2.0
+    assert alice["privileged_off_hours"].tolist() == [0.0, 1.0]
+
+
 def test_bytes_against_typical_volume():
     rows = [{"timestamp": f"2026-01-{d:02d} 10:15", "bytes": 1000} for d in range(5, 15)]
     fx = FeatureExtractor().fit(frame(rows))

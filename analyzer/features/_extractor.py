@@ -41,6 +41,12 @@ _PRIOR_STRENGTH = 5.0
 _QUIET_SHARE = 0.25
 # An hour of day or weekday is unusual for an entity below 2% of its activity.
 _UNUSUAL = float(np.log(50.0))
+# Time of day is continuous: activity at 17:00 makes 18:00 less surprising than 03:00. An
+# entity's hour profile is smoothed over neighbouring hours (weights by distance in hours),
+# so a short history that happens to lack one evening hour does not make it "unusual".
+_HOUR_KERNEL: tuple[tuple[int, float], ...] = (
+    (-2, 0.25), (-1, 0.5), (0, 1.0), (1, 0.5), (2, 0.25))
+_KERNEL_MASS = sum(w for _, w in _HOUR_KERNEL)
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -656,20 +662,28 @@ class FeatureExtractor:
         if fitting:
             # units come sorted by entity then time: counts before each unit
             frame = pd.DataFrame({"e": ent_u, "h": hour, "d": day})
-            c_hour = frame.groupby(["e", "h"], sort=False).cumcount().to_numpy()
             c_day = frame.groupby(["e", "d"], sort=False).cumcount().to_numpy()
             total = frame.groupby("e", sort=False).cumcount().to_numpy()
+            # units of the same entity in each nearby hour of day, before this unit
+            by_hour = np.sort((ent_u * 24 + hour) * (1 << 32) + hb)
+            c_hour = np.zeros(len(ent_u))
+            for offset, weight in _HOUR_KERNEL:
+                key = (ent_u * 24 + (hour + offset) % 24) * (1 << 32)
+                c_hour += weight * (np.searchsorted(by_hour, key + hb, side="left")
+                                    - np.searchsorted(by_hour, key, side="left"))
         else:
             counts_h, counts_d = self.hour_counts_[etype], self.weekday_counts_[etype]
             inside = ent_u < len(counts_h)
             c_hour = np.zeros(len(ent_u))
             c_day = np.zeros(len(ent_u))
             total = np.zeros(len(ent_u))
-            c_hour[inside] = counts_h[ent_u[inside], hour[inside]]
+            smooth = sum(weight * np.roll(counts_h, -offset, axis=1)
+                         for offset, weight in _HOUR_KERNEL)
+            c_hour[inside] = smooth[ent_u[inside], hour[inside]]
             c_day[inside] = counts_d[ent_u[inside], day[inside]]
             total[inside] = counts_h[ent_u[inside]].sum(axis=1)
         m = _PRIOR_STRENGTH
-        s_hour = -np.log((c_hour + m * self.hour_prior_[hour]) / (total + m))
+        s_hour = -np.log((c_hour / _KERNEL_MASS + m * self.hour_prior_[hour]) / (total + m))
         s_day = -np.log((c_day + m * self.weekday_prior_[day]) / (total + m))
         # map back to rows: each row's (entity, hour bucket) unit
         row_key = ent[idx] * (1 << 32) + prep.t[idx] // _NS_PER_HOUR
