@@ -104,3 +104,21 @@ def test_verify_db_from_the_command_line(tmp_path, capsys):
         con.execute("DELETE FROM audit_events WHERE sequence = 7")
     assert main(["verify", "--db", url]) == 1
     assert "missing" in capsys.readouterr().out
+
+
+def test_ship_to_sqlite_is_idempotent_and_verifiable(tmp_path, capsys):
+    import sqlite3
+
+    from tests.conftest import write_sample_log
+
+    log = write_sample_log(tmp_path / "audit.jsonl", key=None)
+    db = tmp_path / "audit.db"
+    assert main(["ship", str(log), "--to", "sqlite", "--db", str(db), "--once"]) == 0
+    (tmp_path / "audit.jsonl.ship-sqlite.cursor").unlink()  # forget the cursor: ship again
+    assert main(["ship", str(log), "--to", "sqlite", "--db", str(db), "--once"]) == 0
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM audit_events").fetchone()[0] == 20
+    assert main(["verify", "--db", f"sqlite:///{db}"]) == 0
+    assert main(["ship", str(log), "--to", "postgres", "--dsn",
+                 "postgresql://audit:secret@db/audit"]) == 2
+    assert "password" in capsys.readouterr().err

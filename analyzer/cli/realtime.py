@@ -26,7 +26,8 @@ from analyzer.cli._common import (
 )
 from analyzer.errors import ConfigError
 
-_DESTINATIONS = ("elasticsearch", "cloudwatch", "syslog", "splunk", "webhook")
+_DESTINATIONS = ("elasticsearch", "cloudwatch", "syslog", "splunk", "webhook", "sqlite",
+                 "postgres")
 
 #: environment variables read when the matching credential file is not given
 ENV_ES_API_KEY = "AUDIT_ES_API_KEY"
@@ -38,7 +39,8 @@ ENV_WEBHOOK_TOKEN = "AUDIT_WEBHOOK_TOKEN"  # noqa: S105
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "ship", help="deliver an audit log to Elasticsearch, CloudWatch Logs, syslog, "
-                          "Splunk or a webhook, at least once, from a cursor kept beside it",
+                          "Splunk, a webhook, SQLite or PostgreSQL, at least once, from a "
+                          "cursor kept beside it",
         example="audit-analyzer ship audit.jsonl --to elasticsearch --url https://es:9200 "
                 "--index 'audit-{yyyy.MM.dd}' --api-key-file es.key\n"
                 "audit-analyzer ship audit.jsonl --to cloudwatch --group /ai/audit "
@@ -46,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "audit-analyzer ship audit.jsonl --to syslog --address tcp://siem:6514 --tls "
                 "--ca-file siem-ca.pem\n"
                 "audit-analyzer ship audit.jsonl --to webhook --url https://hooks.example/a "
-                "--only alerts")
+                "--only alerts\n"
+                "audit-analyzer ship audit.jsonl --to sqlite --db audit.db --once\n"
+                "audit-analyzer ship audit.jsonl --to postgres --dsn postgresql://audit@db/audit")
     p.add_argument("log", type=Path, help="the audit log to ship")
     p.add_argument("--to", required=True, choices=_DESTINATIONS, help="destination type")
     p.add_argument("--once", action="store_true",
@@ -91,6 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sl.add_argument("--facility", type=int, default=13, help="syslog facility (13: log audit)")
     sl.add_argument("--sd-id", default="audit@32473",
                     help="structured-data ID, name@<your private enterprise number>")
+    db = p.add_argument_group("sqlite, postgres (the file stays the source of truth)")
+    db.add_argument("--db", type=Path, metavar="PATH", help="SQLite database file")
+    db.add_argument("--dsn", metavar="URL",
+                    help="PostgreSQL connection (password from PGPASSWORD or ~/.pgpass, never "
+                         "in the URL)")
     tok = p.add_argument_group("splunk, webhook")
     tok.add_argument("--token-file", type=Path,
                      help=f"Splunk HEC token or webhook bearer token file; else "
@@ -173,6 +182,18 @@ def build_sink(args: argparse.Namespace) -> Any:
 
     name = args.name or args.to
     verify = not args.insecure
+    if args.to == "sqlite":
+        from analyzer.sinks.sqlite import SqliteSink
+
+        _need(args, "db")
+        return SqliteSink(args.db, name=name)
+    if args.to == "postgres":
+        from analyzer.sinks.postgres import PostgresSink
+
+        _need(args, "dsn")
+        if "@" in args.dsn and ":" in args.dsn.split("@", 1)[0].split("//", 1)[-1]:
+            raise ConfigError("--dsn must not carry a password; use PGPASSWORD or ~/.pgpass")
+        return PostgresSink(args.dsn, name=name)
     if args.to == "elasticsearch":
         from analyzer.sinks.elasticsearch import ElasticsearchSink
 
