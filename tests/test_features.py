@@ -223,6 +223,46 @@ def test_hour_next_to_working_hours_is_less_unusual_than_the_night():
     assert alice["privileged_off_hours"].tolist() == [0.0, 1.0]
 
 
+def address_rows(windows: pd.DataFrame, address: str) -> pd.DataFrame:
+    return windows[(windows["entity_type"] == "source_ip") & (windows["entity"] == address)] \
+        .reset_index(drop=True)
+
+
+def test_address_window_shows_what_users_new_to_it_did_for_the_first_time():
+    rows = [{"timestamp": f"2026-01-{d:02d} 10:15", "resource": "ds/own"} for d in range(5, 15)]
+    fx = FeatureExtractor().fit(frame(rows))
+    later = frame([
+        # a stolen password used from a new place, reading what alice never read
+        {"timestamp": "2026-02-02 03:10", "source_ip": "203.0.113.9", "resource": "ds/own"},
+        {"timestamp": "2026-02-02 03:20", "source_ip": "203.0.113.9", "resource": "ds/pii"},
+        {"timestamp": "2026-02-02 03:30", "source_ip": "203.0.113.9", "resource": "ds/hr"},
+        # travel: a new place, the usual data
+        {"timestamp": "2026-02-03 08:10", "source_ip": "198.51.100.4", "resource": "ds/own"},
+        # at her usual desk something new: the user window's business, not the address's
+        {"timestamp": "2026-02-04 10:10", "resource": "ds/other"},
+    ])
+    out = fx.transform(later)
+    intruder = address_rows(out, "203.0.113.9")
+    assert intruder["n_users_new_resources"].tolist() == [2.0]
+    assert intruder["d_new_resources"].tolist() == ["ds/hr, ds/pii"]
+    assert address_rows(out, "198.51.100.4")["n_users_new_resources"].tolist() == [0.0]
+    assert address_rows(out, "10.0.0.1")["n_users_new_resources"].tolist() == [0.0]
+    assert user_rows(out)["n_new_resources"].tolist() == [2.0, 0.0, 1.0]
+
+
+def test_address_counts_accounts_failed_over_the_last_day():
+    spray = "198.51.100.7"
+    rows = [{"timestamp": ts, "user": who, "source_ip": spray, "outcome": "failure"}
+            for ts, who in (("2026-01-05 01:10", "bob"), ("2026-01-05 05:10", "carol"),
+                            ("2026-01-05 20:10", "dave"), ("2026-01-05 20:20", "dave"),
+                            ("2026-01-06 04:30", "erin"))]
+    out = address_rows(FeatureExtractor().fit_transform(frame(rows)), spray)
+    # each hour sees one or two accounts; the day up to each window's end sees the spray
+    assert out["n_users_failed"].tolist() == [1.0, 1.0, 1.0, 1.0]
+    # 04:00 on the 6th looks back to 05:00 on the 5th: bob's attempt is older than that
+    assert out["n_users_failed_day"].tolist() == [1.0, 2.0, 3.0, 3.0]
+
+
 def test_bytes_against_typical_volume():
     rows = [{"timestamp": f"2026-01-{d:02d} 10:15", "bytes": 1000} for d in range(5, 15)]
     fx = FeatureExtractor().fit(frame(rows))

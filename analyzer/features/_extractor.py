@@ -47,6 +47,8 @@ _UNUSUAL = float(np.log(50.0))
 _HOUR_KERNEL: tuple[tuple[int, float], ...] = (
     (-2, 0.25), (-1, 0.5), (0, 1.0), (1, 0.5), (2, 0.25))
 _KERNEL_MASS = sum(w for _, w in _HOUR_KERNEL)
+# How far back the "in the last day" features look.
+_TRAILING = 24 * _NS_PER_HOUR
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -470,6 +472,8 @@ class FeatureExtractor:
             country_rows = c >= 0
             cols["n_users"] = _distinct(win, codes["user"], n_win)
             cols["n_users_failed"] = _distinct(win, codes["user"], n_win, fail)
+            cols["n_users_failed_day"] = _trailing_failed_users(
+                ent, codes["user"], t, fail, w_ent, w_start, window=window)
 
         detail_cols: dict[str, np.ndarray] = {}
         novel: dict[str, np.ndarray] = {}
@@ -513,6 +517,18 @@ class FeatureExtractor:
                 unknown &= u >= prep.known["user"]
             novel["unknown_user"] = unknown
             cols["n_unknown_users"] = _distinct(win, u, n_win, unknown)
+            # what users new to this address did from it that was new for them: a traveller
+            # reads the usual things from a new place, an intruder with a stolen password
+            # does not (and an insider at their usual desk is the user window's business)
+            r = codes["resource"]
+            done = (u >= 0) & (r >= 0) & ~fail
+            span = max(len(prep.names["resource"]), 1)
+            first = _first_time(u * span + r, np.where(done, t, np.iinfo(np.int64).max))
+            theirs = done & (first >= row_wstart) & novel["user"]
+            if not fitting:
+                theirs &= ~self._known_pair("user", "resource", u, r)
+            novel["resource"] = theirs
+            cols["n_users_new_resources"] = _distinct(win, r, n_win, theirs)
 
         hour_s, week_s = self._time_surprisal(prep, etype, idx, fitting=fitting)
         n_counted = np.maximum(np.bincount(win, counted, minlength=n_win), 1)
@@ -793,6 +809,40 @@ def _group_first(own_pairs: np.ndarray, own_first: np.ndarray, width: int,
     key = joined["user"].to_numpy() * width + joined["value"].to_numpy()
     best = pd.Series(joined["first"].to_numpy()).groupby(key).min()
     return best.reindex(own_pairs).to_numpy()
+
+
+def _trailing_failed_users(ent: np.ndarray, user: np.ndarray, t: np.ndarray, fail: np.ndarray,
+                           w_ent: np.ndarray, w_start: np.ndarray, *, window: int) -> np.ndarray:
+    """Distinct users with a failure from each window's entity in the day up to its end.
+
+    Each (entity, user) pair's failures form runs whose gaps are under a day; a run counts
+    for every window that ends within a day of one of its failures, so a window's count is
+    the runs of its entity begun before its end minus those over a day before it.
+    """
+    ok = fail & (user >= 0)
+    if not ok.any():
+        return np.zeros(len(w_ent))
+    day = _TRAILING
+    pair = ent[ok] * (int(user.max()) + 1) + user[ok]
+    tf = t[ok]
+    order = np.lexsort((tf, pair))
+    pair, tf, e = pair[order], tf[order], ent[ok][order]
+    new_run = np.r_[True, (pair[1:] != pair[:-1]) | (tf[1:] - tf[:-1] > day)]
+    last = np.r_[new_run[1:], True]
+    # seconds from a common origin, so (entity, time) packs into one sortable integer
+    origin = min(int(tf.min()), int(w_start.min())) - day
+    sec = 1_000_000_000
+
+    def packed(entity: np.ndarray, when: np.ndarray) -> np.ndarray:
+        return entity * (1 << 33) + (when - origin) // sec
+
+    begins = np.sort(packed(e[new_run], tf[new_run]))
+    ends = np.sort(packed(e[last], tf[last] + day))
+    w_end = w_start + window
+    # runs begun before the window's end, less runs over before it could reach back to them
+    started = np.searchsorted(begins, packed(w_ent, w_end), side="left")
+    over = np.searchsorted(ends, packed(w_ent, w_end), side="left")
+    return (started - over).astype(float)
 
 
 def _fail_then_success(win: np.ndarray, source: np.ndarray | None, fail: np.ndarray,

@@ -94,6 +94,15 @@ FEATURES: tuple[Feature, ...] = (
     Feature("n_users_failed", "diversity", _IP, "distinct users with a failure from the address",
             "spraying fails across many accounts",
             "failures for {value} distinct users ({typical})"),
+    Feature("n_users_failed_day", "diversity", _IP,
+            "distinct users with a failure from the address in the 24 hours up to the "
+            "window's end",
+            "a slow password spray stays under any hourly count but not under a daily one",
+            "failures for {value} distinct users from this address in the last 24 hours "
+            "({typical})",
+            # corroborates the hourly counts rather than leading: every hour of a day-long
+            # spray carries it, and those hours should not crowd out other entities' alerts
+            rarity=0.25),
     Feature("country_rarity", "novelty", _IP,
             "surprisal of the address's country in the organisation's training activity",
             "intruders and password sprayers come from where the organisation never is",
@@ -134,6 +143,12 @@ FEATURES: tuple[Feature, ...] = (
             "a non-admin doing admin things",
             "{value} actions none of {entity}'s peers do ({detail})",
             detail="d_outside_peer_actions"),
+    Feature("n_users_new_resources", "novelty", _IP,
+            "resources reached from the address, by users never seen from it before, that "
+            "those users never touched before",
+            "an intruder's address is where the victim's account reads what its owner never did",
+            "{value} resources never touched before by users new to this address ({detail})",
+            detail="d_new_resources"),
     Feature("n_new_users", "novelty", _IP, "users never seen from this address before",
             "an address suddenly used for other accounts",
             "{value} users never seen from this address before ({detail})",
