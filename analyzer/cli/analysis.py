@@ -130,8 +130,9 @@ def input_options(args: argparse.Namespace) -> dict:
 def _read(args: argparse.Namespace, command: str) -> ReadResult:
     from analyzer.cli.query import filter_from_args
 
-    flt = filter_from_args(args)
-    if args.db:
+    # commands that share this reader without the database options (evaluate) read files
+    flt = filter_from_args(args) if hasattr(args, "db") else None
+    if getattr(args, "db", None):
         if args.inputs:
             raise ConfigError("give log files or --db, not both")
         from analyzer.store import read_db_events
@@ -139,7 +140,7 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
         return read_db_events(args.db, flt)
     if not args.inputs:
         raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
-    if flt != type(flt)():
+    if flt is not None and flt != type(flt)():
         raise ConfigError("the filters select rows of --db; to cut a log file, use "
                           "'audit-analyzer query' first")
     options = input_options(args)
