@@ -403,3 +403,18 @@ def test_cli_exit_codes_for_findings_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["report", str(log), "--lang", "xx"])
     assert exc.value.code == 2
+
+
+def test_a_stale_model_is_flagged_in_the_report(tmp_path):
+    from analyzer.model import AuditModel
+    from analyzer.report import build_view, load_report_data, render_text
+    from analyzer.synth import SynthConfig, generate, write_audit_log
+
+    org = generate(SynthConfig(users=10, days=8, attack_days=2, seed=5))
+    model = AuditModel(alerts_per_day=5).fit(org.train_events)
+    later = org.test_events.copy()
+    later["timestamp"] = later["timestamp"] + pd.Timedelta(days=90)  # months after training
+    log = tmp_path / "later.jsonl"
+    write_audit_log(later, log)
+    text = render_text(build_view(load_report_data(log, model=model)))
+    assert "the model looks stale" in text

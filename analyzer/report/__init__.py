@@ -168,6 +168,17 @@ def read_scores(path: str | os.PathLike[str]) -> pd.DataFrame:
     return _normalise_scores(frame)
 
 
+def _drift_warning(model: Any, scores: pd.DataFrame) -> str:
+    """The model's staleness warning against the scored windows, or "" (never a failure)."""
+    from analyzer.drift import drift_report
+
+    try:
+        return drift_report(model, scores).warning
+    except Exception:  # drift is advice: a model without the tables it needs gets none
+        logger.debug("no drift check for this model", exc_info=True)
+        return ""
+
+
 def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                      scores: pd.DataFrame | None = None, model: Any = None,
                      model_path: str | os.PathLike[str] | None = None,
@@ -217,6 +228,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None
+    drift = ""
     if model is not None:
         meta = dict(getattr(model, "metadata", {}) or {})
         try:
@@ -226,6 +238,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         privileged = (meta.get("params") or {}).get("privileged_actions")
         if scores is None:
             scores = model.score(frame)
+        drift = _drift_warning(model, scores)
     if model_path is not None and meta is None:
         from analyzer.persistence import read_model_header
 
@@ -243,6 +256,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     return ReportData(
         frame=frame, source=", ".join(str(f) for f in files), integrity=integrity,
         scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
+        drift=drift,
         privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
         generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,

@@ -90,6 +90,7 @@ class ReportData:
     rejected: int = 0
     generated: str = ""
     version: str = ""
+    drift: str = ""
 
 
 # -- the view-model ------------------------------------------------------------------------
@@ -324,6 +325,8 @@ def _notes(data: ReportData, loc: Locale) -> tuple[str, ...]:
     if data.integrity.status == "broken":
         notes.append(_("The trail does not verify: treat everything after the broken record "
                        "as untrusted."))
+    if data.drift:
+        notes.append(data.drift)
     return tuple(notes)
 
 
