@@ -158,3 +158,19 @@ def test_cli_refuses_unsigned_or_wrongly_signed_models_unless_trusted(tmp_path, 
     assert main([*score, str(signed), "--signing-key-file", str(wrong)]) == 2
     assert "signature does not match" in capsys.readouterr().err
     assert main([*score, str(signed), "--signing-key-file", str(secret)]) == 0
+
+
+def test_the_shipped_default_model_verifies_with_its_public_key_and_scores():
+    pytest.importorskip("cryptography")
+    from pathlib import Path
+
+    from analyzer.synth import SynthConfig, generate
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    model = load_model(models / "default.joblib", key=(models / "default.pub").read_bytes(),
+                       require_signature=True)
+    org = generate(SynthConfig(users=12, days=3, attack_days=1, seed=9))
+    scores = model.score(org.events)
+    assert len(scores) and scores["score"].between(0, 1).all()
+    assert "Ed25519" in (models / "default.md").read_text() or "signed" in (
+        models / "default.md").read_text()
