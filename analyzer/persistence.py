@@ -175,7 +175,8 @@ def save_model(model: Any, path: str | os.PathLike[str], *, key: bytes | None = 
         os.fsync(out.fileno())
     os.replace(tmp, target)
     if card:
-        target.with_suffix(".md").write_text(model_card(metadata, digest, signed=bool(key)),
+        signed = None if not key else ("Ed25519" if _is_pem(key) else "HMAC-SHA256")
+        target.with_suffix(".md").write_text(model_card(metadata, digest, signed=signed),
                                               encoding="utf-8")
     return ModelInfo(metadata, digest=digest)
 
@@ -264,7 +265,7 @@ def _warn_on_version_drift(source: Path, recorded: dict[str, str]) -> None:
                       "slightly. Retrain to remove this warning.", UserWarning, stacklevel=3)
 
 
-def model_card(metadata: dict[str, Any], digest: str, *, signed: bool) -> str:
+def model_card(metadata: dict[str, Any], digest: str, *, signed: str | None) -> str:
     """A short markdown model card from a model's header metadata."""
     params = metadata.get("params", {})
     versions = metadata.get("versions", {})
@@ -274,7 +275,7 @@ def model_card(metadata: dict[str, Any], digest: str, *, signed: bool) -> str:
         "",
         f"- **Model id**: `{metadata.get('model_id', '')}` (digest `{digest}`)",
         f"- **Created**: {metadata.get('created', '')}; "
-        f"{'signed' if signed else 'not signed'}",
+        f"{f'signed ({signed})' if signed else 'not signed'}",
         f"- **Kind**: {metadata.get('model_class', '')}: per-entity windowed features, "
         "rarity-weighted IsolationForest per entity type, calibrated percentiles and an "
         "alert budget",

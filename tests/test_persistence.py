@@ -172,5 +172,4 @@ def test_the_shipped_default_model_verifies_with_its_public_key_and_scores():
     org = generate(SynthConfig(users=12, days=3, attack_days=1, seed=9))
     scores = model.score(org.events)
     assert len(scores) and scores["score"].between(0, 1).all()
-    assert "Ed25519" in (models / "default.md").read_text() or "signed" in (
-        models / "default.md").read_text()
+    assert "signed (Ed25519)" in (models / "default.md").read_text()
