@@ -418,3 +418,23 @@ def test_a_stale_model_is_flagged_in_the_report(tmp_path):
     write_audit_log(later, log)
     text = render_text(build_view(load_report_data(log, model=model)))
     assert "the model looks stale" in text
+
+
+def test_report_on_a_database_verifies_its_rows(tmp_path, capsys):
+    import sqlite3
+
+    from analyzer.sinks.shipper import Shipper
+    from analyzer.sinks.sqlite import SqliteSink
+
+    log = write_log(tmp_path / "audit.jsonl")
+    db = tmp_path / "audit.db"
+    sink = SqliteSink(db)
+    Shipper(log, sink).run(follow=False)
+    sink.close()
+    assert main(["report", "--db", f"sqlite:///{db}", "--text"]) == 0
+    assert "verified" in capsys.readouterr().out.lower()
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE audit_events SET record = replace(record, 'alice', 'mallory') "
+                    "WHERE sequence = 1")
+    assert main(["report", "--db", f"sqlite:///{db}", "--text"]) == 1
+    assert "broken" in capsys.readouterr().out.lower()

@@ -30,8 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         example="audit-analyzer report audit.jsonl --model models/acme.joblib "
                 "--signing-key-file model.key --html report.html\n"
                 "audit-analyzer report audit.jsonl --scores scores.csv --text\n"
-                "audit-analyzer report audit.jsonl --html report.html --lang de")
-    p.add_argument("log", type=Path, help="the audit log (or another supported log file)")
+                "audit-analyzer report audit.jsonl --html report.html --lang de\n"
+                "audit-analyzer report --db sqlite:///audit.db --text")
+    p.add_argument("log", type=Path, nargs="?",
+                   help="the audit log (or another supported log file)")
+    p.add_argument("--db", metavar="URL",
+                   help="report on the trail stored in a database (sqlite:///audit.db, "
+                        "postgresql://...) instead of a file")
     p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
     add_model_options(p, required=False)
     p.add_argument("--scores", type=Path, help="scores file from 'score --scores' (.csv or "
@@ -56,6 +61,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
+    if (args.log is None) == (args.db is None):
+        raise ConfigError("report needs an audit log file, or --db URL (not both)")
     text_target = args.text if args.text is not None else (None if args.html else "-")
     progress = Progress()
     model = scores = None
@@ -68,7 +75,7 @@ def run_report(args: argparse.Namespace) -> int:
     data = load_report_data(args.log, scores=scores, model=model,
                             model_path=args.model if model is None else None,
                             key=read_key_file(args.key_file), format=args.format,
-                            read_options=input_options(args))
+                            read_options=input_options(args), db=args.db)
     progress("building the report...")
     view = build_view(data, top=args.top, lang=args.lang)
     progress.done()

@@ -73,12 +73,15 @@ def check_integrity(path: Path, *, key: bytes | None = None, fmt: str = "jsonl")
     # line ({}) is still a broken chain, which verify reports
     if first and not (isinstance(event, dict) and "hash" in event):
         return Integrity("not_chained")
-    report = verify_log(path, key=key)
+    return _verdict(verify_log(path, key=key), keyed=bool(key))
+
+
+def _verdict(report: Any, *, keyed: bool) -> Integrity:
     if report.ok:
-        return Integrity("verified", records=report.records, keyed=bool(key))
+        return Integrity("verified", records=report.records, keyed=keyed)
     return Integrity("broken", records=report.records, line=report.line,
                      sequence=report.sequence, problem=str(report.problem or ""),
-                     detail=report.detail, keyed=bool(key))
+                     detail=report.detail, keyed=keyed)
 
 
 def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
@@ -184,7 +187,8 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      model_path: str | os.PathLike[str] | None = None,
                      key: bytes | None = None, format: str | None = None,
                      generated: str | None = None,
-                     read_options: dict[str, Any] | None = None) -> ReportData:
+                     read_options: dict[str, Any] | None = None,
+                     db: str | None = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
 
     Parameters
@@ -206,15 +210,25 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         The "generated at" stamp (default: now, UTC).
     read_options
         Reader options (decryption keys, ``mapping=``, ``year=`` ...).
+    db
+        Read the events from this database (``sqlite:///...``, ``postgresql://...``) instead
+        of ``paths``; its chain is verified from the rows.
     """
     from analyzer.sources import detect_format, expand_paths, read_events
 
-    files = expand_paths(paths)
-    fmt = format or detect_format(files[0])
-    options = dict(read_options or {})
-    if fmt == "jsonl":
-        options["include_alerts"] = True
-    result = read_events(files, format=fmt, **options)
+    if db is not None:
+        from analyzer.store import read_db_events, verify_db
+
+        files, fmt = [], "db"
+        result = read_db_events(db, include_alerts=True)
+        db_integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
+    else:
+        files = expand_paths(paths)
+        fmt = format or detect_format(files[0])
+        options = dict(read_options or {})
+        if fmt == "jsonl":
+            options["include_alerts"] = True
+        result = read_events(files, format=fmt, **options)
     frame = result.frame
     recorded: list[Any] = []
     if "kind" in frame.columns and len(frame):
@@ -223,8 +237,12 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
             frame = frame[~is_alert].reset_index(drop=True)
             for file in files:
                 recorded.extend(read_recorded_alerts(file))
-    integrity = check_integrity(files[0], key=key, fmt=fmt) if len(files) == 1 else \
-        Integrity("not_chained")
+    if db is not None:
+        integrity = db_integrity
+    elif len(files) == 1:
+        integrity = check_integrity(files[0], key=key, fmt=fmt)
+    else:
+        integrity = Integrity("not_chained")
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None
@@ -254,7 +272,8 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     from analyzer import __version__
 
     return ReportData(
-        frame=frame, source=", ".join(str(f) for f in files), integrity=integrity,
+        frame=frame, source=db if db is not None else ", ".join(str(f) for f in files),
+        integrity=integrity,
         scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
         drift=drift,
         privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
