@@ -154,3 +154,17 @@ def test_checkpoint_and_model_header_parsers_survive_arbitrary_bytes(tmp_path):
         check(lambda: read_model_header(path))
 
     run()
+
+
+def test_suppression_parser_survives_arbitrary_text():
+    from analyzer.suppression import parse_suppressions
+
+    seed = '{"entity": "svc-*", "when": "n_new_countries >= 1", "expires": "2099-01-01", "reason": "ok"}\n'
+
+    @SETTINGS
+    @given(data=st.one_of(st.binary(max_size=1024), mutated(seed.encode())))
+    def run(data):
+        check(lambda: parse_suppressions(data.decode("utf-8", "replace")))
+
+    assert len(parse_suppressions(seed).rules) == 1  # the seed itself is valid
+    run()

@@ -152,3 +152,41 @@ def test_every_acknowledged_fsync_write_survives_a_kill(tmp_path, key):
         assert acknowledged <= on_disk, (trial, len(acknowledged - on_disk))
         if torn is not None:
             assert torn.read_bytes() and not torn.read_bytes().endswith(b"\n")
+
+
+def test_a_full_disk_raises_the_projects_error_and_the_next_write_continues_the_chain(
+        tmp_path, key, monkeypatch):
+    import errno
+
+    from analyzer.errors import LogWriteError
+
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLogger(log, key=key, durability="flush")
+    audit.log("login", user="before")
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(LogWriteError, match=rf"{log}.*No space left"):
+        audit.log("login", user="while-full")
+    monkeypatch.setattr(os, "write", real_write)
+    audit.log("login", user="after")  # the queued record goes first, then this one
+    audit.close()
+    assert verify_log(log, key=key).ok
+    users = [orjson.loads(x)["user"]["name"] for x in log.read_bytes().splitlines()]
+    assert users == ["before", "while-full", "after"]
+
+
+def test_an_unwritable_log_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from analyzer.errors import LogWriteError
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", denied)  # as root, chmod would not stop us
+    with pytest.raises(LogWriteError, match="audit.jsonl: cannot open audit log: Permission"):
+        AuditLogger(tmp_path / "audit.jsonl")
