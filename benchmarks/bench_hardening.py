@@ -51,7 +51,8 @@ def writers(path: Path, processes: int, per_process: int) -> float:
         os.waitpid(pid, 0)
     elapsed = time.perf_counter() - start
     report = verify_log(path, key=KEY)
-    assert report.ok and report.records == processes * per_process, report.summary()
+    if not report.ok or report.records != processes * per_process:
+        raise SystemExit(f"chain broken by concurrent writers: {report.summary()}")
     return processes * per_process / elapsed
 
 
