@@ -130,7 +130,11 @@ RESULT_SCHEMA = pa.schema(
 
 
 _BLOCK_BYTES = 16 << 20
-_SCHEMA = nested_schema((path, dtype) for path, _, dtype in _FIELDS)
+#: The envelope of records encrypted at rest (analyzer.crypto), parsed beside the fields.
+_ENVELOPE = ((("analyzer", "encrypted", "kid"), _S), (("analyzer", "encrypted", "nonce"), _S),
+             (("analyzer", "encrypted", "ct"), _S))
+_SEALED_MARK = b'"encrypted":{"alg"'
+_SCHEMA = nested_schema([*((path, dtype) for path, _, dtype in _FIELDS), *_ENVELOPE])
 PARSER = JsonLinesParser(_SCHEMA)
 _MAX_LINE = PARSER.max_line
 _MTIME_SLACK = timedelta(hours=1)
@@ -399,7 +403,8 @@ def _first_timestamp(path: Path) -> str | None:
 
 def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
          flt: Filter | None = None, *, limit: int | None = None,
-         stats: ScanStats | None = None) -> Iterator[Batch]:
+         stats: ScanStats | None = None, decrypt_keys: tuple[bytes, ...] = (),
+         clear_only: bool = False) -> Iterator[Batch]:
     """Stream the records of one or many trails that match ``flt``.
 
     Parameters
@@ -413,6 +418,10 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     stats
         Filled in as the scan runs: files read and skipped, lines parsed, matches, and the
         malformed lines set aside.
+    decrypt_keys
+        Keys of records encrypted at rest: their sealed fields are opened, filtered on and
+        shown. Without them an encrypted trail is an error naming the key id, unless
+        ``clear_only`` (filters on sealed fields then match nothing).
 
     Yields
     ------
@@ -441,8 +450,15 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                 for offset, data, end in whole_line_blocks(handle, seekable=file.suffix != ".gz",
                                                            block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
-                    table = _scan_block(data, end, offset, str(file), flt, literals, bounds,
-                                        stats, pending)
+                    sealed = _SEALED_MARK in data
+                    if sealed and not decrypt_keys and not clear_only:
+                        raise SchemaError(f"{file}: records are encrypted; pass the encryption "
+                                          "key (--encryption-key-file) or --clear-only")
+                    opener = _cipher(decrypt_keys) if sealed and decrypt_keys else None
+                    # sealed fields are not in the raw text: no raw pre-filter for them
+                    table = _scan_block(data, end, offset, str(file), flt,
+                                        () if opener else literals, bounds, stats, pending,
+                                        opener)
                     if table is None or not table.num_rows:
                         continue
                     if limit is not None and stats.matched + table.num_rows >= limit:
@@ -559,7 +575,8 @@ def _time_keep(block: bytes, starts: np.ndarray, ends: np.ndarray,
 
 def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
                 literals: tuple[bytes, ...], bounds: tuple[bytes | None, bytes | None],
-                stats: ScanStats, pending: list[Rejected]) -> pa.Table | None:
+                stats: ScanStats, pending: list[Rejected],
+                opener: Any = None) -> pa.Table | None:
     """The matches among the lines of ``block[:size]``, which starts at ``offset`` in its
     file; malformed lines go to ``pending`` with their byte offsets."""
     starts = ends = None
@@ -586,7 +603,7 @@ def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
     if starts is None:
         starts, ends = _line_spans(block, size)
     result = None if table is None else \
-        _select(table, rows, block, starts, ends, path, flt, rejected)
+        _select(table, rows, block, starts, ends, path, flt, rejected, opener)
     pending.extend(dataclasses.replace(item, line=offset + int(starts[item.line]))
                    for item in rejected)
     return result
@@ -619,11 +636,15 @@ def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | Non
 
 
 def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
-            ends: np.ndarray, path: str, flt: Filter,
-            rejected: list[Rejected]) -> pa.Table | None:
+            ends: np.ndarray, path: str, flt: Filter, rejected: list[Rejected],
+            opener: Any = None) -> pa.Table | None:
     """Check the records a parse produced against the filter, exactly, and build the result."""
     flat = flatten(table)
     col = {column: flat.column(".".join(p)) for p, column, _ in _FIELDS}
+    opened: dict[int, dict[str, Any]] = {}
+    failed: list[int] = []
+    if opener is not None:
+        opened, failed = _open_sealed(flat, col, rows, opener, path, rejected)
 
     # Records every reader refuses: no action, an unreadable time, an unknown outcome.
     ts_text = col["timestamp"]
@@ -649,14 +670,19 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             else:
                 reason = f"event.outcome: unknown value {outcome[int(index)].as_py()!r:.40}"
             rejected.append(Rejected(path, int(rows[index]), reason))
+    bad[failed] = True  # sealed records that do not open were set aside above
     keep = ~bad & match_columns(flt, col, stamps, outcome)
     if not keep.any():
         return None
     picked = rows[keep]
     mask = pa.array(keep)
-    records = pa.array([block[s:e] for s, e in zip(starts[picked].tolist(),
-                                                   ends[picked].tolist(), strict=True)],
-                       type=pa.binary()).cast(_S)
+    lines = [block[s:e] for s, e in zip(starts[picked].tolist(), ends[picked].tolist(),
+                                        strict=True)]
+    if opened:  # show the record as it was before sealing
+        for position, index in enumerate(np.flatnonzero(keep).tolist()):
+            if index in opened:
+                lines[position] = _unsealed_line(lines[position], opened[index])
+    records = pa.array(lines, type=pa.binary()).cast(_S)
     category = first_of_lists(col["category"].filter(mask))
     data = {"timestamp": stamps.filter(mask), "category": category, "record": records}
     for _, column, _ in _FIELDS:
@@ -664,6 +690,65 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             data[column] = col[column].filter(mask)
     data["outcome"] = outcome.filter(mask)
     return pa.table([data[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+
+def _cipher(keys: tuple[bytes, ...]) -> Any:
+    from analyzer.crypto import RecordCipher
+
+    return RecordCipher(keys=keys)
+
+
+#: Result columns that live in the sealed envelope, and where.
+_SEALED_COLUMNS = {"user": ("user", "name"), "source_ip": ("source", "ip"),
+                   "country": ("source", "geo", "country_iso_code"),
+                   "resource": ("resource", "name"), "bytes": ("resource", "bytes"),
+                   "session": ("session", "id"), "message": ("message",)}
+
+
+def _open_sealed(flat: pa.Table, col: dict[str, Any], rows: np.ndarray, opener: Any,
+                 path: str, rejected: list[Rejected]
+                 ) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """Open each sealed record (its own nonce and associated data: one at a time) and put
+    its fields in the columns the filter reads; a record that fails is set aside."""
+    envelopes = zip(flat.column("analyzer.encrypted.kid").to_pylist(),
+                    flat.column("analyzer.encrypted.nonce").to_pylist(),
+                    flat.column("analyzer.encrypted.ct").to_pylist(), strict=True)
+    ids = col["event_id"].to_pylist()
+    values = {name: col[name].to_pylist() for name in _SEALED_COLUMNS}
+    opened: dict[int, dict[str, Any]] = {}
+    failed: list[int] = []
+    for index, (kid, nonce, ct) in enumerate(envelopes):
+        if ct is None:
+            continue
+        try:
+            doc = opener.open({"kid": kid, "nonce": nonce, "ct": ct}, str(ids[index]))
+        except SchemaError as exc:
+            rejected.append(Rejected(path, int(rows[index]), str(exc)))
+            failed.append(index)
+            continue
+        opened[index] = doc
+        for name, where in _SEALED_COLUMNS.items():
+            node: Any = doc
+            for key in where:
+                node = node.get(key) if isinstance(node, dict) else None
+            values[name][index] = node
+    for name, column in values.items():
+        col[name] = pa.chunked_array([pa.array(column, type=col[name].type)])
+    return opened, failed
+
+
+def _unsealed_line(line: bytes, sealed: dict[str, Any]) -> bytes:
+    doc = orjson.loads(line)
+    analyzer = doc.get("analyzer", {})
+    analyzer.pop("encrypted", None)
+    doc.update({k: v for k, v in sealed.items() if k != "analyzer"})
+    if isinstance(sealed.get("analyzer"), dict):
+        analyzer.update(sealed["analyzer"])
+    if analyzer:
+        doc["analyzer"] = analyzer
+    else:
+        doc.pop("analyzer", None)
+    return orjson.dumps(doc)
 
 
 def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -122,3 +122,12 @@ def test_ship_to_sqlite_is_idempotent_and_verifiable(tmp_path, capsys):
     assert main(["ship", str(log), "--to", "postgres", "--dsn",
                  "postgresql://audit:secret@db/audit"]) == 2
     assert "password" in capsys.readouterr().err
+
+
+def test_every_documented_command_is_there():
+    from analyzer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"demo", "log", "ingest", "verify", "train", "score", "watch",
+                                "report", "ship", "evaluate", "retention", "query", "feedback",
+                                "models"}

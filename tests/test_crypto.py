@@ -77,3 +77,27 @@ def test_cli_writes_and_scores_encrypted_logs_and_refuses_shared_key_files(tmp_p
     enc.chmod(0o600)
     assert main(argv) == 0
     assert b"ursula" not in log.read_bytes()
+
+
+def test_query_filters_on_sealed_fields_with_the_key_and_refuses_without(encrypted_log, tmp_path,
+                                                                          capsys):
+    from analyzer.query import Filter, scan
+
+    def users(**kw):
+        return [u for b in scan(encrypted_log, Filter(**kw.pop("flt", {})), **kw)
+                for u in b.table.column("user").to_pylist()]
+
+    assert users(flt={"users": ("zelda-secret-user",)}, decrypt_keys=(ENC,)) == [
+        "zelda-secret-user"]
+    record = next(scan(encrypted_log, Filter(resources=("datasets/*",)), decrypt_keys=(ENC,)))
+    line = orjson.loads(record.table.column("record")[0].as_py())
+    assert line["resource"]["name"] == "datasets/payroll-2026" and "analyzer" not in line
+    with pytest.raises(SchemaError, match="encrypted"):
+        users(flt={"users": ("zelda-secret-user",)})
+    assert users(flt={"users": ("zelda-secret-user",)}, clear_only=True) == []
+    enc = tmp_path / "enc.key"
+    enc.write_text(ENC.hex())
+    enc.chmod(0o600)
+    assert main(["query", str(encrypted_log), "--user", "yorick-secret-user",
+                 "--encryption-key-file", str(enc), "--format", "json"]) == 0
+    assert "yorick-secret-user" in capsys.readouterr().out

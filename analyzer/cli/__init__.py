@@ -27,9 +27,10 @@ EXIT_USAGE = 2
 #: Modules that each register one or more subcommands, in the order --help lists them.
 _COMMAND_MODULES = (
     "analyzer.cli.trail",      # log, ingest, verify
-    "analyzer.cli.analysis",   # demo, train, score, evaluate
-    "analyzer.cli.realtime",   # ship, watch
+    "analyzer.cli.analysis",   # demo, train, score
+    "analyzer.cli.realtime",   # ship, watch, retention
     "analyzer.cli.reporting",  # report
+    "analyzer.cli.query",      # query
     "analyzer.cli.lifecycle",  # evaluate, feedback, models
 )
 
@@ -49,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more diagnostics on stderr (repeat for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a command group not built yet
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analyzer.cli._common import add_command, warn
+from analyzer.cli._common import (
+    add_command,
+    add_encryption_options,
+    read_encryption_keys,
+    warn,
+)
 from analyzer.errors import ConfigError
 from analyzer.query import (
     DEFAULT_COLUMNS,
@@ -79,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="URL",
                    help="read from a database the shipper fills instead of files: "
                         "sqlite:///path/audit.db (or a .db path) or postgresql://...")
+    add_encryption_options(p, reading=True)
     add_filter_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=("table", "json", "csv"),
@@ -121,7 +127,9 @@ def run_query(args: argparse.Namespace) -> int:
 
         batches = query_db(args.db, flt, limit=args.limit, stats=stats)
     else:
-        batches = scan(args.paths, flt, limit=args.limit, stats=stats)
+        batches = scan(args.paths, flt, limit=args.limit, stats=stats,
+                       decrypt_keys=read_encryption_keys(args.encryption_key_file),
+                       clear_only=args.clear_only)
     if args.count:
         total = sum(b.table.num_rows for b in batches)
         print(total)
