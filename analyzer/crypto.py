@@ -130,6 +130,26 @@ class RecordCipher:
                               "(modified, or moved from another record)") from None
         return orjson.loads(plain)
 
+    def unseal(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The record as it was before sealing (``doc`` itself when it is not sealed).
+
+        The chain covers the sealed form: an unsealed record is for reading and shipping,
+        never for verifying.
+        """
+        analyzer = dict(doc.get("analyzer") or {})
+        envelope = analyzer.pop("encrypted", None)
+        if not isinstance(envelope, Mapping):
+            return dict(doc)
+        event = doc.get("event") if isinstance(doc.get("event"), Mapping) else {}
+        sealed = self.open(envelope, str(event.get("id", "")))
+        plain = {k: v for k, v in doc.items() if k != "analyzer"}
+        plain.update({k: v for k, v in sealed.items() if k != "analyzer"})
+        if isinstance(sealed.get("analyzer"), Mapping):
+            analyzer.update(sealed["analyzer"])
+        if analyzer:
+            plain["analyzer"] = analyzer
+        return plain
+
     def split(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Move the sensitive fields of ``doc`` into an envelope, in place; return ``doc``."""
         sensitive = {k: doc.pop(k) for k in SENSITIVE_FIELDS if k in doc and doc[k] != ""}

@@ -681,7 +681,7 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
     if opened:  # show the record as it was before sealing
         for position, index in enumerate(np.flatnonzero(keep).tolist()):
             if index in opened:
-                lines[position] = _unsealed_line(lines[position], opened[index])
+                lines[position] = orjson.dumps(opener.unseal(orjson.loads(lines[position])))
     records = pa.array(lines, type=pa.binary()).cast(_S)
     category = first_of_lists(col["category"].filter(mask))
     data = {"timestamp": stamps.filter(mask), "category": category, "record": records}
@@ -735,20 +735,6 @@ def _open_sealed(flat: pa.Table, col: dict[str, Any], rows: np.ndarray, opener: 
     for name, column in values.items():
         col[name] = pa.chunked_array([pa.array(column, type=col[name].type)])
     return opened, failed
-
-
-def _unsealed_line(line: bytes, sealed: dict[str, Any]) -> bytes:
-    doc = orjson.loads(line)
-    analyzer = doc.get("analyzer", {})
-    analyzer.pop("encrypted", None)
-    doc.update({k: v for k, v in sealed.items() if k != "analyzer"})
-    if isinstance(sealed.get("analyzer"), dict):
-        analyzer.update(sealed["analyzer"])
-    if analyzer:
-        doc["analyzer"] = analyzer
-    else:
-        doc.pop("analyzer", None)
-    return orjson.dumps(doc)
 
 
 def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -101,3 +101,20 @@ def test_query_filters_on_sealed_fields_with_the_key_and_refuses_without(encrypt
     assert main(["query", str(encrypted_log), "--user", "yorick-secret-user",
                  "--encryption-key-file", str(enc), "--format", "json"]) == 0
     assert "yorick-secret-user" in capsys.readouterr().out
+
+
+def test_ship_delivers_encrypted_records_in_clear_with_the_key_only(encrypted_log, tmp_path,
+                                                                     capsys):
+    import sqlite3
+
+    enc = tmp_path / "enc.key"
+    enc.write_text(ENC.hex())
+    enc.chmod(0o600)
+    db = tmp_path / "audit.db"
+    ship = ["ship", str(encrypted_log), "--to", "sqlite", "--db", str(db), "--once"]
+    assert main(ship) == 2
+    assert "records are encrypted at rest" in capsys.readouterr().err
+    assert main([*ship, "--encryption-key-file", str(enc)]) == 0
+    with sqlite3.connect(db) as con:
+        names = sorted(r[0] for r in con.execute("SELECT user_name FROM audit_events"))
+    assert names == ["yorick-secret-user", "zelda-secret-user"]

@@ -17,9 +17,11 @@ from typing import Any
 
 from analyzer.cli._common import (
     add_command,
+    add_encryption_options,
     add_key_option,
     add_model_options,
     load_model_from_args,
+    read_encryption_keys,
     read_key_file,
     say,
     warn,
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "retrying until interrupted)")
     p.add_argument("--stats-every", type=float, default=60.0, metavar="SECONDS",
                    help="when following, print counts this often (0: only at the end)")
+    add_encryption_options(p, reading=True)
     http = p.add_argument_group("HTTP destinations (elasticsearch, splunk, webhook)")
     http.add_argument("--url", help="base URL, e.g. https://es:9200")
     http.add_argument("--ca-file", type=Path, help="CA bundle to verify the server with")
@@ -176,6 +179,23 @@ def _need(args: argparse.Namespace, *names: str) -> None:
         raise ConfigError(f"--to {args.to} needs {', '.join(missing)}")
 
 
+def _unsealing(args: argparse.Namespace) -> Any:
+    """Open records encrypted at rest with the given keys; without keys, an encrypted log
+    ships only with --clear-only (the records as stored: clear fields and ciphertext)."""
+    from analyzer.sinks.shipper import unsealer
+
+    keys = read_encryption_keys(args.encryption_key_file)
+    if keys:
+        return unsealer(keys)
+    if not args.clear_only:
+        with args.log.open("rb") as handle:
+            if b'"encrypted":{"alg"' in handle.read(1 << 16):
+                raise ConfigError(f"{args.log}: records are encrypted at rest; pass the "
+                                  "encryption key (--encryption-key-file) to ship them in "
+                                  "clear, or --clear-only to ship them as stored")
+    return None
+
+
 def build_sink(args: argparse.Namespace) -> Any:
     """The destination the options describe (credentials from files or the environment)."""
     from analyzer.sinks._http import read_secret
@@ -270,7 +290,8 @@ def run_ship(args: argparse.Namespace) -> int:
     # Rejected records are reported into the shipped log itself, continuing its chain.
     audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship")
     shipper = Shipper(args.log, sink, batch_records=args.batch, audit=audit,
-                      select=is_alert if args.only == "alerts" else None)
+                      select=is_alert if args.only == "alerts" else None,
+                      transform=_unsealing(args))
     restore = _on_signals(shipper.stop)
     done = threading.Event()
     if not args.once and args.stats_every > 0:

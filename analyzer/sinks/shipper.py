@@ -73,6 +73,7 @@ __all__ = [
     "cursor_path",
     "dead_letter_path",
     "is_alert",
+    "unsealer",
     "load_cursor",
     "read_head",
     "save_cursor",
@@ -214,6 +215,21 @@ class Sink(Protocol):
     def send(self, batch: Sequence[Record]) -> SendResult: ...
 
     def close(self) -> None: ...
+
+
+def unsealer(keys: tuple[bytes, ...]) -> Callable[[Record], Record]:
+    """A ``transform`` that opens records encrypted at rest with one of ``keys``."""
+    from analyzer.crypto import RecordCipher
+
+    cipher = RecordCipher(keys=keys)
+
+    def unseal(rec: Record) -> Record:
+        if b'"encrypted":{"alg"' not in rec.raw:
+            return rec
+        doc = cipher.unseal(rec.doc)
+        return Record(orjson.dumps(doc), doc, rec.end)
+
+    return unseal
 
 
 def is_alert(record: Record) -> bool:
@@ -585,6 +601,10 @@ class Shipper:
     select
         Optional filter: records for which it returns False are not sent (e.g.
         :func:`is_alert` for a webhook that takes alerts only). They still move the cursor.
+    transform
+        Optional rewrite of each selected record before it is sent (e.g. :func:`unsealer`
+        to deliver records encrypted at rest in clear); a record it refuses with the
+        project's error goes to the dead-letter file with the reason.
     audit
         An :class:`~analyzer.logger.AuditLogger` that receives an ERROR event when records
         are rejected for good (one event per batch, naming the dead-letter file).
@@ -612,6 +632,7 @@ class Shipper:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         select: Callable[[Record], bool] | None = None,
+        transform: Callable[[Record], Record] | None = None,
         audit: AuditLogger | None = None,
         cursor_file: str | os.PathLike[str] | None = None,
         dead_letter: str | os.PathLike[str] | None = None,
@@ -630,6 +651,7 @@ class Shipper:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.select = select
+        self.transform = transform
         self.audit = audit
         self.cursor_file = Path(cursor_file) if cursor_file else cursor_path(log_path, sink.name)
         self.dead_letter = Path(dead_letter) if dead_letter else \
@@ -750,6 +772,14 @@ class Shipper:
             records = chosen
         else:
             skipped = 0
+        if self.transform is not None:
+            rewritten = []
+            for rec in records:
+                try:
+                    rewritten.append(self.transform(rec))
+                except AnalyzerError as exc:
+                    bad.append((rec, str(exc)))
+            records = rewritten
         pending: list[Record] = records
         attempt, since = 0, time.monotonic()
         while pending:
