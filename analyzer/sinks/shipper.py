@@ -73,10 +73,10 @@ __all__ = [
     "cursor_path",
     "dead_letter_path",
     "is_alert",
-    "unsealer",
     "load_cursor",
     "read_head",
     "save_cursor",
+    "unsealer",
 ]
 
 _log = logging.getLogger(__name__)
