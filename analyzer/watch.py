@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from analyzer.errors import ConfigError
+from analyzer.errors import AnalyzerError, ConfigError
 from analyzer.sinks.shipper import Cursor, LogTail, cursor_at_end
 
 if TYPE_CHECKING:
@@ -193,6 +193,7 @@ class Watcher:
                  poll_interval: float = 1.0, max_events: int = 2_000_000,
                  state_file: str | os.PathLike[str] | bool | None = None,
                  from_end: bool = False,
+                 unseal: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  on_stats: Callable[[WatchStats], None] | None = None,
                  stats_every: float = 60.0) -> None:
         if interval <= 0 or poll_interval <= 0 or grace < 0:
@@ -213,6 +214,8 @@ class Watcher:
         self.update_margin = update_margin
         self.poll_interval = min(poll_interval, interval)
         self.max_events = max_events
+        # opens records encrypted at rest (RecordCipher.unseal); None reads the clear fields
+        self.unseal = unseal
         self.state_file: Path | None = None if state_file is False else (
             state_path(log_path) if state_file in (None, True) else Path(state_file))
         self._stop = threading.Event()
@@ -290,6 +293,12 @@ class Watcher:
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(doc, dict):
+                    if self.unseal is not None:
+                        try:
+                            doc = self.unseal(doc)
+                        except AnalyzerError as exc:
+                            _log.warning("%s: %s", self.log_path, exc)
+                            continue
                     docs.append(doc)
                     offsets.append(end - len(raw) - 1)  # where the line starts
             frame = records_to_frame(docs, offsets=offsets)

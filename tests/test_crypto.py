@@ -118,3 +118,23 @@ def test_ship_delivers_encrypted_records_in_clear_with_the_key_only(encrypted_lo
     with sqlite3.connect(db) as con:
         names = sorted(r[0] for r in con.execute("SELECT user_name FROM audit_events"))
     assert names == ["yorick-secret-user", "zelda-secret-user"]
+
+
+def test_watch_reads_encrypted_records_with_the_key(encrypted_log):
+    import pandas as pd
+
+    from analyzer.crypto import RecordCipher
+    from analyzer.watch import Watcher
+
+    seen: list[str] = []
+
+    def scorer(events: pd.DataFrame) -> pd.DataFrame:
+        seen.extend(events["user"].astype(str))
+        return pd.DataFrame(columns=["entity_type", "entity", "window_start", "window_end",
+                                     "score", "alert", "reasons"])
+
+    watcher = Watcher(encrypted_log, score_windows=scorer, on_alert=lambda rows: None,
+                      state_file=False, unseal=RecordCipher(keys=(ENC,)).unseal)
+    watcher.poll()
+    watcher.tick()
+    assert sorted(set(seen)) == ["yorick-secret-user", "zelda-secret-user"]

@@ -122,6 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "--interval 5")
     p.add_argument("log", type=Path, help="the audit log to follow (alerts are written to it)")
     add_model_options(p, required=True)
+    add_encryption_options(p, reading=True)
     p.add_argument("--interval", type=float, default=15.0, metavar="SECONDS",
                    help="re-score windows that received events this often (default 15)")
     p.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
@@ -193,6 +194,22 @@ def _unsealing(args: argparse.Namespace) -> Any:
                 raise ConfigError(f"{args.log}: records are encrypted at rest; pass the "
                                   "encryption key (--encryption-key-file) to ship them in "
                                   "clear, or --clear-only to ship them as stored")
+    return None
+
+
+def _watch_unsealing(args: argparse.Namespace) -> Any:
+    """What ``watch`` does with records encrypted at rest: open them, or refuse without a key."""
+    keys = read_encryption_keys(args.encryption_key_file)
+    if keys:
+        from analyzer.crypto import RecordCipher
+
+        return RecordCipher(keys=keys).unseal
+    if not args.clear_only:
+        with args.log.open("rb") as handle:
+            if b'"encrypted":{"alg"' in handle.read(1 << 16):
+                raise ConfigError(f"{args.log}: records are encrypted at rest; pass the "
+                                  "encryption key (--encryption-key-file), or --clear-only to "
+                                  "watch the clear fields only")
     return None
 
 
@@ -371,7 +388,7 @@ def run_watch(args: argparse.Namespace) -> int:
                                                            alerts_per_day=args.alerts_per_day),
                       on_alert=on_alert, interval=args.interval,
                       window=getattr(model, "window", "1h"), grace=args.grace,
-                      from_end=args.from_end,
+                      from_end=args.from_end, unseal=_watch_unsealing(args),
                       on_stats=(lambda stats: warn("watch", stats.summary()))
                       if args.stats_every > 0 else None,
                       stats_every=args.stats_every if args.stats_every > 0 else 60.0)
