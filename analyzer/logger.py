@@ -48,7 +48,13 @@ from typing import Any
 
 import orjson
 
-from analyzer.errors import ConfigError, IntegrityError, LogWriteError, SchemaError
+from analyzer.errors import (
+    AnalyzerError,
+    ConfigError,
+    IntegrityError,
+    LogWriteError,
+    SchemaError,
+)
 from analyzer.events import (
     ECS_CATEGORIES,
     ECS_VERSION,
@@ -159,6 +165,10 @@ class AuditLogger:
     geo
         Optional callable ``ip -> (country_iso_code, city_name)`` used when a record has a
         source IP but no country (no GeoIP database is bundled).
+    retention
+        A :class:`~analyzer.retention.RetentionPolicy`: after each rotation, rotated files
+        past it that every destination has shipped are deleted, each deletion recorded in
+        the trail first.
     ship
         Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads.
         They read the file from their own cursors, so ``log()`` never waits for them, a
@@ -183,6 +193,7 @@ class AuditLogger:
         encryption_key: bytes | str | os.PathLike[str] | None = None,
         geo: GeoLookup | None = None,
         ship: Sequence[Any] | None = None,
+        retention: Any = None,
     ) -> None:
         try:
             self.durability = Durability(durability)
@@ -237,6 +248,8 @@ class AuditLogger:
             raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
+        self._retention = retention
+        self._retention_due = False
         self._shipping = None
         if ship:
             from analyzer.sinks.background import BackgroundShipper
@@ -444,6 +457,8 @@ class AuditLogger:
             self._flush_locked()
             if fsync:
                 os.fsync(self._fd)
+        if self._retention_due:
+            self._apply_retention()
 
     def close(self) -> None:
         """Flush, stop shipping, write a final checkpoint and close the file. Idempotent."""
@@ -508,6 +523,20 @@ class AuditLogger:
                     os.fsync(self._fd)
             elif self._flusher is None:
                 self._start_flusher()
+        if self._retention_due:
+            self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        """Apply the retention policy; called without the lock (it writes audit events)."""
+        from analyzer.retention import apply_retention
+
+        self._retention_due = False
+        policy = self._retention
+        try:
+            apply_retention(self.path, audit=self, keep_days=policy.keep_days,
+                            keep_files=policy.keep_files, destinations=policy.destinations)
+        except AnalyzerError as exc:  # retention must never stop the application logging
+            _log.error("retention of %s failed: %s", self.path, exc)
 
     def _start_flusher(self) -> None:
         # A daemon thread bounds how long a record can wait in memory under "batch".
@@ -526,6 +555,8 @@ class AuditLogger:
                         self._flush_locked()
                     except LogWriteError:
                         _log.exception("background flush of %s failed", self.path)
+            if self._retention_due and not self._closed:
+                self._apply_retention()
 
     def _flush_locked(self) -> None:
         if not self._pending:
@@ -594,6 +625,7 @@ class AuditLogger:
         self._end = 0
         self._file_started_ns = None
         self._needs_marker = rotated.name
+        self._retention_due = self._retention is not None
         _log.info("rotated %s to %s at sequence %d", self.path, rotated.name, self._seq)
 
     def _rotated_elsewhere(self) -> bool:

@@ -60,13 +60,36 @@ from analyzer.sinks.shipper import Cursor, cursor_path, load_cursor
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
 
-__all__ = ["DeletedFile", "RetentionReport", "apply_retention", "rotated_files",
-           "shipped_by"]
+__all__ = [
+    "DeletedFile",
+    "RetentionPolicy",
+    "RetentionReport",
+    "apply_retention",
+    "rotated_files",
+    "shipped_by",
+]
 
 _log = logging.getLogger(__name__)
 
 _STAMP = re.compile(r"\d{8}T\d{12}Z")
 _CURSOR_SUFFIX = ".cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """What an :class:`~analyzer.logger.AuditLogger` keeps of its rotated files.
+
+    Given as ``AuditLogger(..., retention=RetentionPolicy(keep_days=90))``, it is applied
+    after every rotation, with the same rules as :func:`apply_retention`.
+    """
+
+    keep_days: float | None = None
+    keep_files: int | None = None
+    destinations: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_days is None and self.keep_files is None:
+            raise ConfigError("a retention policy needs keep_days or keep_files (or both)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,3 +154,23 @@ def test_cli_retention(rotated_log, tmp_path, capsys):
     code = main(["retention", str(rotated_log), "--keep-files", "0", "--destination",
                  "siem", "--key-file", str(key_file)])
     assert code == 0 and "not yet shipped to siem" in capsys.readouterr().out
+
+
+def test_the_logger_applies_its_retention_policy_after_each_rotation(tmp_path):
+    import orjson
+
+    from analyzer.integrity import verify_series
+    from analyzer.logger import AuditLogger
+    from analyzer.retention import RetentionPolicy
+
+    log = tmp_path / "audit.jsonl"
+    policy = RetentionPolicy(keep_files=2, destinations=())  # this log is not shipped
+    with AuditLogger(log, durability="flush", rotate_bytes=3000, retention=policy) as audit:
+        for i in range(120):
+            audit.log("dataset.read", user=f"u{i % 7}", resource="d", message="x" * 40)
+    rotated = sorted(tmp_path.glob("audit.jsonl.*T*"))
+    assert len(rotated) == 2
+    records = [orjson.loads(x) for f in [*rotated, log] for x in f.read_bytes().splitlines()]
+    deletions = [r for r in records if r["event"]["action"] == "audit.retention.delete"]
+    assert deletions and all(r["log"]["level"] == "warning" for r in deletions)
+    assert verify_series([*rotated, log]).ok
