@@ -130,8 +130,26 @@ def test_training_novelty_is_as_seen_so_far():
             {"timestamp": "2026-01-05 10:00", "source_ip": "10.0.0.1"},
             {"timestamp": "2026-01-05 11:00", "source_ip": "10.0.0.2"}]
     alice = user_rows(FeatureExtractor().fit_transform(frame(rows)))
-    assert alice["n_new_ips"].tolist() == [1.0, 0.0, 1.0]
+    # the first window is the account's first: new_entity says it, not n_new_ips again
+    assert alice["n_new_ips"].tolist() == [0.0, 0.0, 1.0]
     assert alice["new_entity"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_a_new_account_is_news_once_not_once_per_novelty_feature():
+    rows = [{"timestamp": "2026-01-05 09:00", "user": "bob", "source_ip": "10.0.0.1",
+             "country": "DE", "resource": "dataset/a", "action": "dataset.export"},
+            {"timestamp": "2026-01-05 10:00", "user": "bob", "source_ip": "10.0.0.2",
+             "country": "FR", "resource": "dataset/b", "action": "role.grant"}]
+    windows = FeatureExtractor().fit_transform(frame(rows))
+    bob = user_rows(windows, "bob")
+    own = ["n_new_ips", "n_new_countries", "n_new_resources", "n_new_actions",
+           "new_privileged_events"]
+    assert bob["new_entity"].tolist() == [1.0, 0.0]
+    assert bob[own].iloc[0].tolist() == [0.0] * len(own)
+    assert bob[own].iloc[1].tolist() == [1.0] * len(own)
+    # an address's first window keeps its counts: an attacker's address is new too
+    first_ip = windows.query("entity_type == 'source_ip' and entity == '10.0.0.1'")
+    assert first_ip["n_new_actions"].tolist() == [1.0]
 
 
 def test_scoring_novelty_is_against_the_profile_and_earlier_windows():
@@ -191,13 +209,14 @@ def test_privileged_actions_are_configurable():
     assert privileged_mask(["role.assign", "dataset.read", "Model.Download"]).tolist() == \
         [True, False, True]
     assert privileged_mask(["dataset.read"], ["dataset.*"]).tolist() == [True]
-    rows = [{"timestamp": "2026-01-05 09:00", "action": "permission.change"},
+    rows = [{"timestamp": "2026-01-05 08:00", "action": "model.predict"},
+            {"timestamp": "2026-01-05 09:00", "action": "permission.change"},
             {"timestamp": "2026-01-05 09:01", "action": "dataset.read"}]
     alice = user_rows(FeatureExtractor().fit_transform(frame(rows)))
-    assert alice["n_privileged"].tolist() == [1.0]
-    assert alice["new_privileged_events"].tolist() == [1.0]
+    assert alice["n_privileged"].tolist() == [0.0, 1.0]
+    assert alice["new_privileged_events"].tolist() == [0.0, 1.0]
     custom = FeatureExtractor(privileged_actions=["dataset.*"]).fit_transform(frame(rows))
-    assert user_rows(custom)["n_privileged"].tolist() == [1.0]
+    assert user_rows(custom)["n_privileged"].tolist() == [0.0, 1.0]
     assert "*export*" in DEFAULT_PRIVILEGED_ACTIONS
 
 

@@ -32,6 +32,9 @@ _NOVELTY: dict[tuple[str, str], str] = {
     ("source_ip", "user"): "n_new_users",
     ("source_ip", "action"): "n_new_actions",
 }
+#: Novelty of a user against the user's own history (zero in the account's first window).
+_OWN_NOVELTY_USER = (*(f for (e, _), f in _NOVELTY.items() if e == "user"),
+                     "new_privileged_events")
 _FIELDS = ("user", "source_ip", "action", "resource", "country")
 _NS_PER_MINUTE = 60_000_000_000
 _NS_PER_HOUR = 60 * _NS_PER_MINUTE
@@ -501,6 +504,16 @@ class FeatureExtractor:
         cols["new_entity"] = np.maximum.reduceat(fresh.astype(float), firsts)
         new_priv = novel["action"] & priv
         cols["new_privileged_events"] = np.bincount(win, new_priv, minlength=n_win)
+        if etype == "user":
+            # In an account's very first window everything is new: its own-history novelty
+            # counts would repeat the new_entity flag four or five times over, so a new
+            # joiner's first hour would outrank (and, in training, set the calibration scale
+            # above) windows that are rare in several independent ways, such as a dozen
+            # exports at 3 a.m. The flag alone says it. Address windows keep their counts:
+            # an attacker's address is new too, and its first window is where it shows.
+            known = 1.0 - cols["new_entity"]
+            for feature in _OWN_NOVELTY_USER:
+                cols[feature] = cols[feature] * known
 
         u = codes["user"]
         if etype == "user":
