@@ -123,6 +123,10 @@ class RarityForest(OutlierMixin, BaseEstimator):
     rarity_top : int, default 3
         How many of a sample's largest surprisals make its rarity score (weights 1, 1/2,
         1/4, ...), so that one or two very rare features are enough.
+    rarity_groups : array-like of shape (n_features,) or None, default None
+        A group label per feature: features with the same label say the same thing (one
+        bounds the other), so only the largest of them counts in the rarity score. None:
+        every feature on its own. The forest still sees all of them.
     combine : {"sum", "max"}, default "sum"
         How the forest's and the rarity score's tail surprisals are combined.
     min_tail_scale : float, default 0.0
@@ -158,16 +162,25 @@ class RarityForest(OutlierMixin, BaseEstimator):
     def __init__(self, *, n_estimators: int = 100, max_samples: str | int | float = "auto",
                  contamination: float = 0.01, rarity_weights: Sequence[float] | None = None,
                  rarity_top: int = 3, combine: str = "sum", min_tail_scale: float = 0.0,
-                 random_state: int | None = None, n_jobs: int | None = None) -> None:
+                 random_state: int | None = None, n_jobs: int | None = None,
+                 rarity_groups: Sequence[int] | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.contamination = contamination
         self.rarity_weights = rarity_weights
         self.rarity_top = rarity_top
+        self.rarity_groups = rarity_groups
         self.combine = combine
         self.min_tail_scale = min_tail_scale
         self.random_state = random_state
         self.n_jobs = n_jobs
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # detectors saved before rarity groups existed: every feature on its own
+        state.setdefault("rarity_groups", None)
+        if "tails_" in state:
+            state.setdefault("rarity_groups_", [])
+        super().__setstate__(state)
 
     def _check_params(self) -> None:
         if not isinstance(self.contamination, Real) or not 0 < self.contamination <= 0.5:
@@ -190,6 +203,16 @@ class RarityForest(OutlierMixin, BaseEstimator):
                 raise ValueError(f"rarity_weights has {weights.size} values for "
                                  f"{n_features} features")
         self.rarity_weights_ = weights
+        if self.rarity_groups is None:
+            groups = np.arange(n_features)
+        else:
+            groups = np.asarray(self.rarity_groups)
+            if groups.shape != (n_features,):
+                raise ValueError(f"rarity_groups has {groups.size} values for "
+                                 f"{n_features} features")
+        # columns of each group with more than one member: only their largest counts
+        self.rarity_groups_ = [np.flatnonzero(groups == g) for g in np.unique(groups)
+                               if (groups == g).sum() > 1]
         self.tails_ = [TailTable(X[:, j], min_scale=self.min_tail_scale)
                        for j in range(n_features)]
         surprisal = self._surprisal(X)
@@ -215,6 +238,10 @@ class RarityForest(OutlierMixin, BaseEstimator):
 
     def _rarity(self, surprisal: np.ndarray) -> np.ndarray:
         weighted = surprisal * self.rarity_weights_
+        for members in self.rarity_groups_:  # one pass per group of dependent features
+            largest = weighted[:, members].max(axis=1)
+            weighted[:, members] = 0.0
+            weighted[:, members[0]] = largest
         k = min(self.rarity_top, weighted.shape[1])
         top = -np.sort(-weighted, axis=1)[:, :k]
         return top @ (0.5 ** np.arange(k))

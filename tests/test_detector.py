@@ -64,6 +64,37 @@ def test_tail_probability_is_a_calibrated_share():
     assert np.mean(p <= 0.1) == pytest.approx(0.1, abs=0.02)
 
 
+def test_features_that_say_one_thing_count_once_in_the_rarity_score():
+    rng = np.random.default_rng(4)
+    X = rng.poisson(1.0, size=(2000, 3)).astype(float)
+    X4 = np.c_[X, X[:, 0]]  # a fourth feature that repeats the first
+    probe = np.array([[7.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    probe4 = np.c_[probe, probe[:, 0]]
+    one = RarityForest(random_state=0).fit(X)
+    grouped = RarityForest(random_state=0, rarity_groups=[0, 1, 2, 0]).fit(X4)
+    plain = RarityForest(random_state=0).fit(X4)
+    # grouped, the copy adds nothing to the rarity score; ungrouped, it counts again
+    rarity = {name: det._rarity(det.feature_surprisal(p))
+              for name, det, p in (("one", one, probe), ("grouped", grouped, probe4),
+                                   ("plain", plain, probe4))}
+    np.testing.assert_allclose(rarity["grouped"], rarity["one"])
+    assert rarity["plain"][0] > rarity["one"][0] + 1.0
+    with pytest.raises(ValueError, match="rarity_groups"):
+        RarityForest(rarity_groups=[0]).fit(np.zeros((10, 2)))
+
+
+def test_a_detector_saved_before_rarity_groups_still_scores():
+    import pickle
+
+    X = np.random.default_rng(6).poisson(1.0, size=(300, 3)).astype(float)
+    det = RarityForest(random_state=0).fit(X)
+    expected = det.score_samples(X[:5])
+    del det.rarity_groups, det.rarity_groups_  # what an older version pickled
+    old = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(old.score_samples(X[:5]), expected)
+    assert old.get_params()["rarity_groups"] is None
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="contamination"):
         RarityForest(contamination=0.9).fit(np.zeros((10, 2)))
