@@ -191,7 +191,7 @@ def test_coverage_guided_fuzzing_finds_no_crash(tmp_path):
     (corpus / "verify").write_bytes(bytes([len(names)]) + CORPUS["jsonl"])
     run = subprocess.run(
         [sys.executable, str(harness), f"-runs={ATHERIS_RUNS}", "-max_len=4096",
-         "-rss_limit_mb=2048", "-timeout=20", str(corpus)],
+         "-rss_limit_mb=2048", "-timeout=20", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"Done {ATHERIS_RUNS} runs" in run.stderr

@@ -55,3 +55,13 @@ def test_header_mapping_and_missing_columns(tmp_path):
                "result": "outcome", "src_addr": "source_ip"}
     frame = read_events(path, format="csv", mapping=mapping).frame
     assert frame.loc[0, "source_ip"] == "10.0.0.7" and frame.loc[0, "user"] == "alice"
+
+
+def test_times_the_frame_cannot_hold_are_set_aside_not_fatal(tmp_path):
+    # found by the coverage-guided fuzzer: year 5996 overflowed the nanosecond frame
+    path = write(tmp_path, b"5996-01-01T00:00:00Z,a,login,,success,10.0.0.1,,\n"
+                           b"2026-01-02T03:04:05Z,b,login,,success,10.0.0.1,,\n"
+                           b"99999999999999,c,login,,success,10.0.0.1,,\n")
+    result = read_events(path)
+    assert result.frame["user"].tolist() == ["b"]
+    assert [r.line for r in result.rejected] == [2, 4]

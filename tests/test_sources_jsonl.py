@@ -121,3 +121,13 @@ def test_reading_is_the_same_when_events_round_trip_through_audit_event(sample_l
         ev = AuditEvent.from_ecs(doc)
         assert (ev.user, ev.action, ev.resource, ev.source_ip) == (
             row["user"], row["action"], row["resource"], row["source_ip"])
+
+
+def test_times_the_frame_cannot_hold_are_set_aside_not_fatal(tmp_path):
+    path = tmp_path / "far.jsonl"
+    path.write_bytes(b'{"@timestamp":"5996-01-01T00:00:00Z","event":{"action":"a"}}\n'
+                     b'{"@timestamp":"2026-01-01T00:00:00Z","event":{"action":"b"}}\n'
+                     b'{"@timestamp":"1066-10-14T09:00:00Z","event":{"action":"c"}}\n')
+    result = read(path)
+    assert result.frame["action"].tolist() == ["b"]
+    assert [r.line for r in result.rejected] == [1, 3]

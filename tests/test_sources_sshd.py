@@ -228,3 +228,13 @@ def test_sniff():
     assert sshd.sniff(LINUX.read_bytes()[:65536])
     assert not sshd.sniff(b'{"eventName": "GetObject"}\n')
     assert not sshd.sniff(b'127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200 2\n')
+
+
+def test_iso_times_the_frame_cannot_hold_are_set_aside(tmp_path):
+    log = tmp_path / "far.log"
+    log.write_text("2026-01-01T00:00:00+00:00 host sshd[1]: Failed password for root from "
+                   "1.2.3.4 port 22 ssh2\n"
+                   "5996-01-01T00:00:00 host sshd[1]: Failed password for root from "
+                   "1.2.3.4 port 22 ssh2\n")
+    result = sshd.read(log)
+    assert len(result.frame) == 1 and [r.line for r in result.rejected] == [2]

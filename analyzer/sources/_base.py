@@ -27,6 +27,7 @@ __all__ = [
     "arrow_to_frame",
     "build_frame",
     "empty_frame",
+    "within_time_range",
     "write_rejected",
 ]
 
@@ -64,6 +65,28 @@ class ReadResult:
             more = f" (and {len(self.rejected) - 3:,} more)" if len(self.rejected) > 3 else ""
             text += f", {len(self.rejected):,} lines rejected: {where}{more}"
         return text
+
+
+#: The span the frame's nanosecond timestamps can hold (about 1677 to 2262).
+TIME_MIN = pd.Timestamp.min.tz_localize("UTC")
+TIME_MAX = pd.Timestamp.max.tz_localize("UTC")
+
+
+def within_time_range(stamps: pd.Series) -> pd.Series:
+    """``stamps`` with times the frame cannot hold (year 5996, 1066) made NaT.
+
+    Every reader sets NaT rows aside with their line numbers, so a record from outside the
+    representable span is rejected like an unreadable time, instead of crashing the frame.
+    """
+    if not len(stamps):
+        return stamps
+    values = pd.Series(stamps)
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = pd.to_datetime(values, utc=True, errors="coerce")
+    unit_min = TIME_MIN.as_unit(values.dt.unit)
+    unit_max = TIME_MAX.as_unit(values.dt.unit)
+    outside = (values < unit_min) | (values > unit_max)
+    return values.mask(outside) if outside.any() else values
 
 
 def empty_frame() -> pd.DataFrame:

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
 from analyzer.sources._jsonlines import JsonLinesParser, flatten, read_all
 from analyzer.sources.generic import ip_or_empty, read_bytes
 
@@ -158,7 +158,7 @@ def _frame(table: pa.Table, numbers: np.ndarray, where: str,
 
     n = flat.num_rows
     time_text = pc.coalesce(col("eventTime"), col("@timestamp"))
-    timestamps = _timestamps(time_text)
+    timestamps = within_time_range(_timestamps(time_text))
     event_name = col("eventName")
     keep = np.ones(n, dtype=bool)
     for mask, reason in (

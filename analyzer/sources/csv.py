@@ -24,7 +24,13 @@ import pandas as pd
 
 from analyzer.errors import SchemaError, SourceError
 from analyzer.events import ECS_CATEGORIES, Level, Outcome
-from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, build_frame
+from analyzer.sources._base import (
+    MAX_LINE_BYTES,
+    ReadResult,
+    Rejected,
+    build_frame,
+    within_time_range,
+)
 
 __all__ = ["FORMAT", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "read", "sniff"]
 
@@ -144,7 +150,7 @@ def _convert(columns: dict[str, list[str]], numbers: np.ndarray, path: str,
     stamps = pd.to_datetime(text.where(epoch.isna()), format="ISO8601", utc=True,
                             errors="coerce")
     from_epoch = pd.to_datetime(epoch, unit="s", utc=True, errors="coerce")
-    stamps = stamps.where(epoch.isna(), from_epoch)
+    stamps = within_time_range(stamps.where(epoch.isna(), from_epoch))
     flag(stamps.isna(), "timestamp: unparseable " + text.str.slice(0, 40).map(repr))
 
     flag(frame["action"] == "", "action: empty")

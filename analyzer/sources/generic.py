@@ -43,7 +43,13 @@ import pyarrow.compute as pc
 
 from analyzer.errors import ConfigError, SourceError
 from analyzer.events import FRAME_COLUMNS
-from analyzer.sources._base import MAX_LINE_BYTES, ReadResult, Rejected, build_frame
+from analyzer.sources._base import (
+    MAX_LINE_BYTES,
+    ReadResult,
+    Rejected,
+    build_frame,
+    within_time_range,
+)
 
 __all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "load_mapping", "read",
            "read_bytes", "sniff", "split_lines"]
@@ -275,7 +281,7 @@ def read(path: str | os.PathLike[str], *,
                 values[column].append(None if value is None else
                                       value if isinstance(value, str | int | float) and
                                       not isinstance(value, bool) else str(value))
-    stamps = _times(values.pop("timestamp"), spec)
+    stamps = within_time_range(_times(values.pop("timestamp"), spec))
     bad = stamps.isna().to_numpy()
     for i in np.flatnonzero(bad):
         rejected.append(Rejected(where, int(numbers[i]), "unreadable time"))

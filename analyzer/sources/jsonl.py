@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from analyzer.errors import SchemaError, SourceError
 from analyzer.events import OUTCOME_CATEGORIES
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
 from analyzer.sources._jsonlines import (
     JsonLinesParser,
     first_of_lists,
@@ -146,6 +146,7 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         timestamps = pd.to_datetime(pd.Series(ts_text.to_pandas()), format="ISO8601",
                                     utc=True, errors="coerce")
+    timestamps = within_time_range(timestamps)
     bad_ts = timestamps.isna().to_numpy()
     outcome = pd.Series(pc.fill_null(columns["outcome"], "unknown").to_pandas())
     bad_outcome = ~outcome.isin(OUTCOME_CATEGORIES).to_numpy()

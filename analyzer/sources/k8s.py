@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from analyzer.sources._base import ReadResult, Rejected, build_frame
+from analyzer.sources._base import ReadResult, Rejected, build_frame, within_time_range
 from analyzer.sources.generic import json_records, read_bytes
 
 __all__ = ["FORMAT", "read", "sniff"]
@@ -84,6 +84,7 @@ def read(path: str | os.PathLike[str], *,
         logger.info("%s: %d records of other stages were skipped", where, skipped)
     stamps = pd.to_datetime(pd.Series([r["timestamp"] for r in rows], dtype="object"),
                             format="ISO8601", utc=True, errors="coerce")
+    stamps = within_time_range(stamps)
     bad = stamps.isna().to_numpy()
     for i in bad.nonzero()[0]:
         rejected.append(Rejected(where, rows[i]["line"],

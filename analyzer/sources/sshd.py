@@ -48,7 +48,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import ConfigError
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import (
+    TIME_MAX,
+    TIME_MIN,
+    ReadResult,
+    Rejected,
+    arrow_to_frame,
+    within_time_range,
+)
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
 __all__ = ["FORMAT", "RULES", "Rule", "read", "sniff"]
@@ -246,11 +253,14 @@ def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo
         text = pd.Series(fields["iso"].filter(pa.array(iso)).to_pandas())
         has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
         parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        # a time the ns frame cannot hold (year 5996) is unreadable, not a crash
         if has_offset.any():
-            parsed[has_offset] = pd.to_datetime(text[has_offset], format="ISO8601", utc=True,
-                                                errors="coerce")
+            parsed[has_offset] = within_time_range(pd.to_datetime(
+                text[has_offset], format="ISO8601", utc=True, errors="coerce"))
         if (~has_offset).any():
             naive = pd.to_datetime(text[~has_offset], format="ISO8601", errors="coerce")
+            naive = naive.mask((naive < TIME_MIN.tz_localize(None))
+                               | (naive > TIME_MAX.tz_localize(None)))
             parsed[~has_offset] = naive.dt.tz_localize(zone.key, ambiguous="NaT",
                                                        nonexistent="shift_forward")
         out[iso] = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame
+from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
 __all__ = ["FORMAT", "read", "sniff"]
@@ -85,6 +85,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
 
     stamps = pd.to_datetime(pd.Series(field("time").to_pandas(), dtype="object"),
                             format="%d/%b/%Y:%H:%M:%S %z", utc=True, errors="coerce")
+    stamps = within_time_range(stamps)
     bad = stamps.isna().to_numpy()
     for i in np.flatnonzero(bad):
         rejected.append(Rejected(where, int(rows[i]) + 1,

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from analyzer.sources._base import ReadResult, Rejected, build_frame
+from analyzer.sources._base import ReadResult, Rejected, build_frame, within_time_range
 from analyzer.sources.generic import dig, json_records, read_bytes
 
 __all__ = ["ACTIONS", "FORMAT", "read", "sniff"]
@@ -224,6 +224,7 @@ def _account(name: str) -> str:
 def _frame(rows: list[dict[str, Any]], where: str, rejected: list[Rejected]) -> pd.DataFrame:
     stamps = pd.to_datetime(pd.Series([r["timestamp"] for r in rows], dtype="object"),
                             format="ISO8601", utc=True, errors="coerce")
+    stamps = within_time_range(stamps)
     bad = stamps.isna().to_numpy()
     for i in bad.nonzero()[0]:
         rejected.append(Rejected(where, rows[i]["line"],
