@@ -28,11 +28,20 @@ import orjson
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
 
-__all__ = ["SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key"]
+__all__ = ["SEALED_MARK", "SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key",
+           "starts_sealed"]
 
 #: Top-level record fields that are encrypted; everything else stays in clear.
 SENSITIVE_FIELDS = ("analyzer", "message", "resource", "session", "source", "user")
 ALGORITHM = "A256GCM"
+#: How a sealed record's line shows it (the logger writes the envelope in canonical form).
+SEALED_MARK = b'"encrypted":{"alg"'
+
+
+def starts_sealed(path: str | os.PathLike[str], *, head: int = 1 << 16) -> bool:
+    """Whether the first records of the log at ``path`` are encrypted at rest."""
+    with open(path, "rb") as handle:
+        return SEALED_MARK in handle.read(head)
 
 
 def _aesgcm() -> Any:

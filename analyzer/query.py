@@ -59,6 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analyzer.crypto import SEALED_MARK
 from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import OUTCOME_CATEGORIES, Kind, Level, format_timestamp, parse_timestamp
 from analyzer.sources import expand_paths, is_side_file
@@ -133,7 +134,6 @@ _BLOCK_BYTES = 16 << 20
 #: The envelope of records encrypted at rest (analyzer.crypto), parsed beside the fields.
 _ENVELOPE = ((("analyzer", "encrypted", "kid"), _S), (("analyzer", "encrypted", "nonce"), _S),
              (("analyzer", "encrypted", "ct"), _S))
-_SEALED_MARK = b'"encrypted":{"alg"'
 _SCHEMA = nested_schema([*((path, dtype) for path, _, dtype in _FIELDS), *_ENVELOPE])
 PARSER = JsonLinesParser(_SCHEMA)
 _MAX_LINE = PARSER.max_line
@@ -450,7 +450,7 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                 for offset, data, end in whole_line_blocks(handle, seekable=file.suffix != ".gz",
                                                            block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
-                    sealed = _SEALED_MARK in data
+                    sealed = SEALED_MARK in data
                     if sealed and not decrypt_keys and not clear_only:
                         raise SchemaError(f"{file}: records are encrypted; pass the encryption "
                                           "key (--encryption-key-file) or --clear-only")
@@ -693,7 +693,7 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
 
 
 def _cipher(keys: tuple[bytes, ...]) -> Any:
-    from analyzer.crypto import RecordCipher
+    from analyzer.crypto import RecordCipher  # the cryptography extra, only when needed
 
     return RecordCipher(keys=keys)
 

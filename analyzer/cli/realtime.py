@@ -180,37 +180,26 @@ def _need(args: argparse.Namespace, *names: str) -> None:
         raise ConfigError(f"--to {args.to} needs {', '.join(missing)}")
 
 
-def _unsealing(args: argparse.Namespace) -> Any:
-    """Open records encrypted at rest with the given keys; without keys, an encrypted log
-    ships only with --clear-only (the records as stored: clear fields and ciphertext)."""
+def _unsealing(args: argparse.Namespace, *, command: str) -> Any:
+    """How ``ship`` or ``watch`` reads records encrypted at rest: the cipher that opens them
+    (with keys); ``None`` to take them as stored (``--clear-only``, or a clear log); without
+    either, an encrypted log is refused, naming what to pass."""
+    from analyzer.crypto import RecordCipher, starts_sealed
+
+    keys = read_encryption_keys(args.encryption_key_file)
+    if keys:
+        return RecordCipher(keys=keys)
+    if not args.clear_only and starts_sealed(args.log):
+        raise ConfigError(f"{args.log}: records are encrypted at rest; pass the encryption "
+                          f"key (--encryption-key-file), or --clear-only to {command} them "
+                          "as stored (clear fields only)")
+    return None
+
+
+def _record_unsealer(cipher: Any) -> Any:
     from analyzer.sinks.shipper import unsealer
 
-    keys = read_encryption_keys(args.encryption_key_file)
-    if keys:
-        return unsealer(keys)
-    if not args.clear_only:
-        with args.log.open("rb") as handle:
-            if b'"encrypted":{"alg"' in handle.read(1 << 16):
-                raise ConfigError(f"{args.log}: records are encrypted at rest; pass the "
-                                  "encryption key (--encryption-key-file) to ship them in "
-                                  "clear, or --clear-only to ship them as stored")
-    return None
-
-
-def _watch_unsealing(args: argparse.Namespace) -> Any:
-    """What ``watch`` does with records encrypted at rest: open them, or refuse without a key."""
-    keys = read_encryption_keys(args.encryption_key_file)
-    if keys:
-        from analyzer.crypto import RecordCipher
-
-        return RecordCipher(keys=keys).unseal
-    if not args.clear_only:
-        with args.log.open("rb") as handle:
-            if b'"encrypted":{"alg"' in handle.read(1 << 16):
-                raise ConfigError(f"{args.log}: records are encrypted at rest; pass the "
-                                  "encryption key (--encryption-key-file), or --clear-only to "
-                                  "watch the clear fields only")
-    return None
+    return None if cipher is None else unsealer(cipher)
 
 
 def build_sink(args: argparse.Namespace) -> Any:
@@ -308,7 +297,7 @@ def run_ship(args: argparse.Namespace) -> int:
     audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship")
     shipper = Shipper(args.log, sink, batch_records=args.batch, audit=audit,
                       select=is_alert if args.only == "alerts" else None,
-                      transform=_unsealing(args))
+                      transform=_record_unsealer(_unsealing(args, command="ship")))
     restore = _on_signals(shipper.stop)
     done = threading.Event()
     if not args.once and args.stats_every > 0:
@@ -388,7 +377,8 @@ def run_watch(args: argparse.Namespace) -> int:
                                                            alerts_per_day=args.alerts_per_day),
                       on_alert=on_alert, interval=args.interval,
                       window=getattr(model, "window", "1h"), grace=args.grace,
-                      from_end=args.from_end, unseal=_watch_unsealing(args),
+                      from_end=args.from_end,
+                      unseal=getattr(_unsealing(args, command="watch"), "unseal", None),
                       on_stats=(lambda stats: warn("watch", stats.summary()))
                       if args.stats_every > 0 else None,
                       stats_every=args.stats_every if args.stats_every > 0 else 60.0)

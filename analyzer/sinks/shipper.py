@@ -217,14 +217,13 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def unsealer(keys: tuple[bytes, ...]) -> Callable[[Record], Record]:
-    """A ``transform`` that opens records encrypted at rest with one of ``keys``."""
-    from analyzer.crypto import RecordCipher
-
-    cipher = RecordCipher(keys=keys)
+def unsealer(cipher: Any) -> Callable[[Record], Record]:
+    """A ``transform`` that opens records encrypted at rest with a
+    :class:`~analyzer.crypto.RecordCipher` (clear records pass unchanged)."""
+    from analyzer.crypto import SEALED_MARK
 
     def unseal(rec: Record) -> Record:
-        if b'"encrypted":{"alg"' not in rec.raw:
+        if SEALED_MARK not in rec.raw:
             return rec
         doc = cipher.unseal(rec.doc)
         return Record(orjson.dumps(doc), doc, rec.end)
