@@ -1,28 +1,4 @@
-"""The audit logger: an append-only, hash-chained JSON-lines writer, and its bridges.
-
-:class:`AuditLogger` writes to the file it is given and holds no module-level state.
-``log()`` builds the ECS document and queues it; records are chained (sequence and hash)
-and appended when the queue is flushed, under an exclusive lock on the file, so that several
-threads or processes appending to one log never fork its chain. The durability policy says
-when that happens:
-
-``flush``   every record is written (and flushed to the OS) before ``log()`` returns;
-``batch``   (default) at least every ``batch_records`` records or ``batch_ms`` milliseconds,
-            and on close: a crash loses at most that window;
-``fsync``   every record is written and fsynced before ``log()`` returns.
-
-:class:`AuditHandler` lets code that uses :mod:`logging` write audit events, and
-:func:`setup_audit_logger` / :func:`log_audit_event` keep the original two-function API.
-
->>> import tempfile, os
->>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
->>> with AuditLogger(path, service="inference-api", key=b"k") as audit:
-...     _ = audit.log("model.download", user="bob", resource="models/llm-7b",
-...                   outcome="success", source_ip="10.1.2.3")
->>> from analyzer.integrity import verify_log
->>> verify_log(path, key=b"k").ok
-True
-"""
+"""The append-only, hash-chained writer: :class:`AuditLogger` (see :mod:`analyzer.logger`)."""
 
 from __future__ import annotations
 
@@ -30,7 +6,6 @@ import atexit
 import enum
 import fcntl
 import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -57,11 +32,9 @@ from analyzer.errors import (
 )
 from analyzer.events import (
     ECS_CATEGORIES,
-    ECS_VERSION,
     AuditEvent,
     Level,
     Outcome,
-    format_timestamp,
     infer_category,
     json_default,
     parse_timestamp,
@@ -74,14 +47,23 @@ from analyzer.integrity import (
     now_checkpoint,
     write_checkpoint,
 )
-
-__all__ = [
-    "AuditHandler",
-    "AuditLogger",
-    "Durability",
-    "log_audit_event",
-    "setup_audit_logger",
-]
+from analyzer.logger._encoding import (
+    _CANONICAL,
+    _CATEGORY_PARTS,
+    _ECS,
+    _ECS_PART,
+    _JSON_STRINGS,
+    _LEVEL_PART,
+    _ORIGINS,
+    _OUTCOME_PART,
+    _OUTCOMES,
+    _category_part,
+    _jstr,
+    _origin_json,
+    _stamp,
+    _Timestamps,
+    _valid_ip,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -96,35 +78,8 @@ class Durability(enum.StrEnum):
     FSYNC = "fsync"
 
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _TAIL_CHUNK = 1 << 16
-
-
-@functools.lru_cache(maxsize=8192)
-def _valid_ip(value: str) -> str:
-    # Cached: the same few addresses recur on every call, and parsing costs microseconds.
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise SchemaError(f"source.ip: not an IP address: {value!r}") from None
-
-
-class _Timestamps:
-    """Formats ``@timestamp`` cheaply: the date-and-seconds prefix is cached per second."""
-
-    __slots__ = ("_prefix", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = b""
-
-    def now(self) -> bytes:
-        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-        if second != self._second:
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.").encode()
-            self._second = second
-        return b"%s%06dZ" % (self._prefix, micro)
+_ROTATED = re.compile(r"\d{8}T\d{12}Z")
 
 
 class AuditLogger:
@@ -728,27 +683,6 @@ class AuditLogger:
         return start
 
 
-_ECS = {"version": ECS_VERSION}
-_ROTATED = re.compile(r"\d{8}T\d{12}Z")
-_CATEGORY_PARTS: dict[str, bytes] = {}
-
-
-def _category_part(action: str, categories: tuple[str, ...]) -> bytes:
-    """``,"category":[...]`` of an action whose category is inferred (cached per action)."""
-    part = b',"category":' + orjson.dumps(list(categories)) if categories else b""
-    if len(_CATEGORY_PARTS) > 65536:
-        _CATEGORY_PARTS.clear()
-    _CATEGORY_PARTS[action] = part
-    return part
-# Pre-encoded pieces of the canonical record (keys in sorted order).
-_ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
-_OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.encode()
-                 for o in Outcome}
-_LEVEL_PART = {lvl: b'},"log":{"level":"%s","logger":' % lvl.label.encode() for lvl in Level}
-_JSON_STRINGS: dict[str, bytes] = {}
-_ORIGINS: dict[tuple[Any, int], bytes] = {}
-
-
 _LIVE: weakref.WeakSet[AuditLogger] = weakref.WeakSet()
 _FORK_HOOK: list[bool] = []
 
@@ -770,31 +704,6 @@ def _mark_forked() -> None:
         audit._forked = True
 
 
-def _origin_json(code: Any, line: int) -> bytes:
-    """``log.origin`` of a call site, then ``"message":`` (cached per code object and line)."""
-    encoded = b',"origin":{"file":{"line":%d,"name":%s},"function":%s}},"message":' % (
-        line, orjson.dumps(os.path.basename(code.co_filename)), orjson.dumps(code.co_name))
-    if len(_ORIGINS) > 65536:
-        _ORIGINS.clear()
-    _ORIGINS[(code, line)] = encoded
-    return encoded
-
-
-def _jstr(value: str, basename: bool = False) -> bytes:
-    """A string as JSON, cached: actions, users, resources and code locations recur."""
-    cache_key = ("\0" + value) if basename else value
-    encoded = _JSON_STRINGS.get(cache_key)
-    if encoded is None:
-        if type(value) is not str:
-            raise SchemaError(f"expected a string, got {value!r:.60}")
-        encoded = orjson.dumps(os.path.basename(value) if basename else value)
-        if len(_JSON_STRINGS) > 65536:  # bounded: a long-running process sees many values
-            _JSON_STRINGS.clear()
-        _JSON_STRINGS[cache_key] = encoded
-    return encoded
-_OUTCOMES = {o.value: o for o in Outcome}
-
-
 def _duration_ns(value: str | timedelta | None) -> int | None:
     if value is None:
         return None
@@ -807,10 +716,6 @@ def _duration_ns(value: str | timedelta | None) -> int | None:
     if value <= timedelta(0):
         raise ConfigError("rotate_every must be positive")
     return int(value.total_seconds() * 1e9)
-
-
-def _stamp(value: datetime | str) -> str:
-    return format_timestamp(parse_timestamp(value))
 
 
 def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
@@ -848,109 +753,3 @@ class _FileLock:
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._owner._fd, fcntl.LOCK_UN)
-
-
-# -- the stdlib logging bridge -------------------------------------------------------------
-
-#: LogRecord attributes (set through ``extra=``) that map onto audit event fields.
-_HANDLER_FIELDS = ("user", "outcome", "resource", "source_ip", "category", "country", "city",
-                   "resource_type", "bytes", "session", "roles")
-
-
-class AuditHandler(logging.Handler):
-    """A :class:`logging.Handler` that writes each record as a chained audit event.
-
-    ``logger.warning("blocked", extra={"action": "login", "user": "eve", "outcome":
-    "failure"})`` becomes an event with that action and those fields; the level, message,
-    logger name and the caller's file, line and function come from the LogRecord. Records
-    without an ``action`` get ``log.<logger name>``.
-    """
-
-    def __init__(self, audit: AuditLogger, level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.audit = audit
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            fields = {f: getattr(record, f) for f in _HANDLER_FIELDS if hasattr(record, f)}
-            message = record.getMessage()
-            if record.exc_info:
-                message = f"{message}\n{self.formatException(record.exc_info)}"
-            action = getattr(record, "action", None) or f"log.{record.name}"
-            details = getattr(record, "details", None)
-            event = AuditEvent(
-                action,
-                timestamp=datetime.fromtimestamp(record.created, UTC),
-                level=Level.parse(record.levelno),
-                message=message,
-                logger=record.name,
-                origin_file=record.filename,
-                origin_line=record.lineno,
-                origin_function=record.funcName,
-                pid=record.process,
-                analyzer={"details": details} if details else None,
-                **{k: v for k, v in fields.items() if v is not None},
-            )
-            self.audit.log_event(event)
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        self.audit.flush()
-
-    def close(self) -> None:
-        try:
-            self.audit.close()
-        finally:
-            super().close()
-
-
-# -- the original two-function API ---------------------------------------------------------
-
-#: The seed's details keys that name standard fields; anything else is kept under
-#: ``analyzer.details``.
-_SEED_KEYS = {"user": "user", "username": "user", "user_id": "user", "ip": "source_ip",
-              "source_ip": "source_ip", "resource": "resource", "outcome": "outcome",
-              "status": "outcome", "country": "country"}
-
-
-def setup_audit_logger(log_file: str | os.PathLike[str] = "audit.log", *,
-                       key: bytes | str | os.PathLike[str] | None = None,
-                       service: str | None = None,
-                       level: int = logging.INFO) -> logging.Logger:
-    """Return a :class:`logging.Logger` that writes chained audit events to ``log_file``.
-
-    Kept from the original API. Calling it again for the same file returns the same logger
-    without adding a second handler.
-    """
-    path = Path(log_file).resolve()
-    logger = logging.getLogger(f"audit.{path}")
-    logger.setLevel(level)
-    logger.propagate = False
-    if not any(isinstance(h, AuditHandler) for h in logger.handlers):
-        logger.addHandler(AuditHandler(AuditLogger(path, key=key, service=service,
-                                                   name="audit")))
-    return logger
-
-
-def log_audit_event(logger: logging.Logger, event_type: str,
-                    details: Mapping[str, Any] | None = None, *,
-                    level: int = logging.INFO) -> None:
-    """Log one audit event through a logger from :func:`setup_audit_logger` (original API).
-
-    ``details`` keys ``user``, ``ip``/``source_ip``, ``resource``, ``outcome``/``status`` and
-    ``country`` fill the standard fields; the rest are kept under ``analyzer.details``.
-    """
-    details = dict(details or {})
-    extra: dict[str, Any] = {"action": event_type}
-    rest = {}
-    for key, value in details.items():
-        target = _SEED_KEYS.get(key)
-        if target and target not in extra and value is not None:
-            extra[target] = str(value) if target != "outcome" else value
-        else:
-            rest[key] = value
-    if rest:
-        extra["details"] = rest
-    message = f"{event_type}: " + ", ".join(f"{k}={v}" for k, v in details.items())
-    logger.log(level, message, extra=extra, stacklevel=2)
