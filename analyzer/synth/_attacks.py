@@ -1,0 +1,349 @@
+"""Labelled attack scenarios and unlabelled benign surprises, at normal volume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.synth._catalogue import (
+    _A,
+    _ATTACK_ORIGINS,
+    _NS_UTC,
+    _ROLE_NAMES,
+    _SENSITIVE,
+    _TEAMS,
+    DAY_S,
+)
+from analyzer.synth._world import (
+    _empty_cols,
+    _session_ids,
+    _World,
+)
+
+# -- attacks -------------------------------------------------------------------------------
+
+class _Attacks:
+    """Injects labelled scenarios into the scored period and keeps their labels."""
+
+    def __init__(self, world: _World) -> None:
+        self.w = world
+        self.rng = world.rng
+        self.cfg = world.config
+        self.rows: list[dict[str, Any]] = []
+        self.label_rows: list[tuple[str, str, pd.Timestamp, str]] = []
+        self.narrative: list[dict[str, Any]] = []
+        self.used_users: set[int] = set(world.reserved)
+        self.used_services: set[int] = set()
+        self.first_day = self.cfg.train_days
+
+    # helpers ---------------------------------------------------------------------------
+
+    def _n(self, lo: int, hi: int) -> int:
+        """An attack size, scaled by the configured intensity (at least 1)."""
+        k = int(self.rng.integers(lo, hi + 1))
+        return max(1, round(k * self.cfg.attack_intensity))
+
+    def _day(self, *, weekday: bool = True) -> int:
+        days = np.arange(self.first_day, self.cfg.days)
+        if weekday:
+            dow = (self.cfg.start.day_of_week + days) % 7
+            if (dow < 5).any():
+                days = days[dow < 5]
+        return int(self.rng.choice(days))
+
+    def _victim(self, roles: Sequence[str], *, fallback: Sequence[str] = ()) -> int:
+        w = self.w
+        for group in (roles, fallback, _ROLE_NAMES):
+            cands = [i for i in range(self.cfg.users) if w.role_name[i] in group
+                     and i not in self.used_users]
+            if cands:
+                i = int(self.rng.choice(cands))
+                self.used_users.add(i)
+                return i
+        return int(self.rng.integers(self.cfg.users))  # tiny rosters: reuse someone
+
+    def _work_time(self, i: int, day: int) -> float:
+        """Seconds since start: inside person ``i``'s working hours on ``day``."""
+        w = self.w
+        local = w.work_start[i] + self.rng.uniform(1.0, max(1.5, w.work_len[i] - 2.5))
+        return self._within(day * DAY_S + (local - w.tz[i]) * 3600.0, 3 * 3600)
+
+    def _within(self, t: float, span: float) -> float:
+        """Shift ``t`` by whole days so that ``[t, t + span]`` lies in the scored period."""
+        first, end = self.first_day * DAY_S, self.cfg.days * DAY_S
+        while t < first:
+            t += DAY_S
+        while t + span > end and t - DAY_S >= first:
+            t -= DAY_S
+        return t
+
+    def _attacker_ip(self, *, avoid_country: str | None = None) -> tuple[str, str, str]:
+        origins = [o for o in _ATTACK_ORIGINS if o[0] != avoid_country]
+        country, city = origins[int(self.rng.integers(len(origins)))]
+        return self.w.ips.public(country)[0], country, city
+
+    def _event(self, t: float, user: int | str, action: str, *, ip: str, country: str,
+               city: str, resource: int | str = -1, fail: bool = False,
+               session: str | None = None, nbytes: float = -1.0) -> dict[str, Any]:
+        row = {"t": t, "user": user, "action": _A.get(action, action),
+               "resource": resource, "fail": fail, "ip": ip, "country": country,
+               "city": city, "session": session, "bytes": nbytes}
+        self.rows.append(row)
+        return row
+
+    def _record(self, scenario: str, rows: list[dict[str, Any]],
+                entities: Sequence[tuple[str, str]], description: str) -> None:
+        times = pd.to_datetime(np.array([r["t"] for r in rows]) * 1e9, utc=True) \
+            + (self.cfg.start - pd.Timestamp(0, tz="UTC"))
+        hours = times.floor("h").unique()
+        for entity_type, entity in entities:
+            for h in hours:
+                self.label_rows.append((entity_type, entity, h, scenario))
+            self.narrative.append({
+                "scenario": scenario, "entity_type": entity_type, "entity": entity,
+                "start": times.min(), "end": times.max(), "events": len(rows),
+                "description": description})
+
+    def _name(self, i: int) -> str:
+        return str(self.w.user[i])
+
+    def _sess(self) -> str:
+        return str(_session_ids(self.rng, 1)[0])
+
+    # scenarios -------------------------------------------------------------------------
+
+    def brute_force(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(_ROLE_NAMES)
+        ip, country, city = self._attacker_ip()
+        day = self._day(weekday=False)
+        t0 = self._within(day * DAY_S + rng.uniform(0, 23) * 3600, 3600)
+        n = self._n(12, 35)
+        span = rng.uniform(15, 50) * 60
+        times = np.sort(t0 + rng.random(n) * span)
+        rows = [self._event(t, i, "login", ip=ip, country=country, city=city, fail=True)
+                for t in times]
+        self._record("brute_force", rows, [("source_ip", ip), ("user", self._name(i))],
+                     f"{n} failed logins for {w.user[i]} from {ip} ({country}) "
+                     f"in {span / 60:.0f} minutes")
+
+    def _spray(self, scenario: str, hours: int, per_hour: tuple[int, int],
+               share: float) -> None:
+        rng, w = self.rng, self.w
+        ip, country, city = self._attacker_ip()
+        day = self._day(weekday=False)
+        span = hours * 3600.0
+        if hours > 1:  # a slow spray starts anywhere it fits in the scored period
+            room = max(0.0, (self.cfg.days - self.first_day) * DAY_S - span - 3600)
+            t0 = self.first_day * DAY_S + rng.uniform(0, room)
+        else:
+            t0 = self._within(day * DAY_S + rng.uniform(0, 23) * 3600, 3600)
+        # real account names (harvested from the web, say): guesses of names that do not
+        # exist would be attack windows of made-up users, which no label could name well
+        names = list(w.user[: self.cfg.users])
+        rows = []
+        for h in range(hours):
+            if hours > 1 and rng.random() > share:
+                continue
+            k = self._n(*per_hour)
+            for _ in range(k):
+                who = int(rng.integers(len(names)))
+                t = t0 + h * 3600 + rng.uniform(0, 3500 if hours > 1 else 40 * 60)
+                rows.append(self._event(t, who, "login", ip=ip, country=country, city=city,
+                                        fail=True))
+        if not rows:  # a slow spray that drew no hour: one attempt still happens
+            rows.append(self._event(t0, 0, "login", ip=ip, country=country, city=city,
+                                    fail=True))
+        users = len({r["user"] for r in rows})
+        self._record(scenario, rows, [("source_ip", ip)],
+                     f"{len(rows)} failed logins against {users} accounts from {ip} "
+                     f"({country}) over {hours} hour(s)")
+
+    def password_spray(self) -> None:
+        self._spray("password_spray", 1, (8, 20), 1.0)
+
+    def slow_password_spray(self) -> None:
+        hours = min(int(self.rng.integers(24, 49)), self.cfg.attack_days * 24 - 2)
+        self._spray("slow_password_spray", hours, (1, 3), 0.35)
+
+    def account_takeover(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(("data-scientist", "ml-engineer", "contractor"))
+        ip, country, city = self._attacker_ip(avoid_country=str(w.country[i]))
+        day = self._day(weekday=False)
+        t = self._within(day * DAY_S + rng.uniform(0, 22) * 3600, 3 * 3600)
+        sess = self._sess()
+        rows = []
+        for _ in range(int(rng.integers(0, 3))):
+            rows.append(self._event(t, i, "login", ip=ip, country=country, city=city,
+                                    fail=True))
+            t += rng.uniform(10, 90)
+        rows.append(self._event(t, i, "login", ip=ip, country=country, city=city,
+                                session=sess))
+        known = set(w.fav["dataset"][i].tolist())
+        never = [r for r in np.flatnonzero(w.res_type == "dataset") if r not in known]
+        sensitive = [w.res_index[r] for r in _SENSITIVE if r.startswith("dataset/")
+                     and r not in known]
+        n = self._n(6, 15)
+        targets = rng.choice(never, size=min(n, len(never)), replace=False).tolist()
+        targets[: min(2, len(sensitive))] = sensitive[:2]
+        for r in targets:
+            t += rng.uniform(60, 600)
+            rows.append(self._event(t, i, "dataset.read", ip=ip, country=country, city=city,
+                                    resource=int(r), session=sess,
+                                    nbytes=w.res_size[r] * rng.uniform(0.5, 1.0)))
+        if rng.random() < 0.6:
+            r = int(targets[0])
+            t += rng.uniform(60, 300)
+            rows.append(self._event(t, i, "dataset.export", ip=ip, country=country, city=city,
+                                    resource=r, session=sess, nbytes=w.res_size[r]))
+        self._record("account_takeover", rows, [("user", self._name(i)), ("source_ip", ip)],
+                     f"{w.user[i]} logs in from {city}, {country} ({ip}) and reads "
+                     f"{len(targets)} datasets never touched before")
+
+    def _inside(self, i: int, day: int) -> tuple[str, str, str, float, str]:
+        """The person's usual address and place, and a time in their working hours."""
+        w = self.w
+        ip = w.usual_ip(i, day)
+        return ip, str(w.country[i]), str(w.city[i]), self._work_time(i, day), self._sess()
+
+    def privilege_escalation(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(("ml-engineer", "data-scientist", "contractor", "analyst"))
+        day = self._day()
+        ip, country, city, t, sess = self._inside(i, day)
+        rows = [self._event(t, i, "login", ip=ip, country=country, city=city, session=sess)]
+        steps = [("role.assign", f"role/{rng.choice(['admin', 'owner'])}"),
+                 ("permission.change", "policy/platform-admins"),
+                 ("role.assign", f"user/{w.user[i]}"),
+                 ("permission.change", f"policy/{rng.choice(_TEAMS)}-data-access"),
+                 ("user.create", f"user/{w.user[i].split('.')[0]}-backup")]
+        n = min(len(steps), self._n(2, 4))
+        for action, res in steps[:n]:
+            t += rng.uniform(30, 900)
+            rows.append(self._event(t, i, action, ip=ip, country=country, city=city,
+                                    resource=res, session=sess, fail=rng.random() < 0.15))
+        self._record("privilege_escalation", rows, [("user", self._name(i))],
+                     f"{w.user[i]} ({w.role_name[i]}) performs {n} privileged IAM changes")
+
+    def bulk_model_download(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(("analyst",), fallback=("data-scientist",))
+        day = self._day()
+        ip, country, city, t, sess = self._inside(i, day)
+        rows = [self._event(t, i, "login", ip=ip, country=country, city=city, session=sess)]
+        models = np.flatnonzero(w.res_type == "model")
+        n = min(len(models), self._n(8, 20))
+        for r in rng.choice(models, size=n, replace=False):
+            t += rng.uniform(60, 420)
+            rows.append(self._event(t, i, "model.download", ip=ip, country=country, city=city,
+                                    resource=int(r), session=sess, nbytes=w.res_size[r]))
+        self._record("bulk_model_download", rows, [("user", self._name(i))],
+                     f"{w.user[i]} ({w.role_name[i]}, inference only) downloads {n} models")
+
+    def service_account_interactive(self) -> None:
+        rng, w = self.rng, self.w
+        if not w.services:
+            return
+        free = [k for k in range(len(w.services)) if k not in self.used_services] \
+            or list(range(len(w.services)))
+        k = int(rng.choice(free))
+        self.used_services.add(k)
+        svc = w.services[k]
+        insider = self._victim(("ml-engineer", "platform-engineer", "data-scientist"))
+        day = self._day()
+        ip, country, city, t, sess = self._inside(insider, day)
+        rows = [self._event(t, svc["user"], "login", ip=ip, country=country, city=city,
+                            session=sess)]
+        n = self._n(8, 22)
+        secrets = np.flatnonzero(w.res_type == "secret")
+        for _ in range(n):
+            t += rng.uniform(30, 400)
+            pick = rng.random()
+            if pick < 0.25:
+                r, action = int(rng.choice(secrets)), "secret.read"
+            elif pick < 0.6 and len(svc["resources"]):
+                r, action = int(rng.choice(svc["resources"])), "dataset.read"
+                action = "dataset.read" if w.res_type[r] == "dataset" else "model.download"
+            else:
+                r, action = int(rng.choice(np.flatnonzero(w.res_type == "dataset"))), \
+                    "dataset.read"
+            rows.append(self._event(t, svc["user"], action, ip=ip, country=country,
+                                    city=city, resource=r, session=sess,
+                                    nbytes=w.res_size[r] * 0.5))
+        self._record("service_account_interactive", rows, [("user", svc["user"])],
+                     f"{svc['user']} logs in interactively from {w.user[insider]}'s "
+                     f"workstation ({ip}) and runs {n} actions")
+
+    def offhours_export(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(("data-scientist",), fallback=("ml-engineer",))
+        day = self._day(weekday=False)
+        ip = str(w.home_ip(np.array([i]), np.array([day]))[0])
+        country, city = str(w.country[i]), str(w.city[i])
+        local = rng.uniform(0.5, 4.0)
+        t = self._within(day * DAY_S + (local - w.tz[i]) * 3600.0, 3 * 3600)
+        sess = self._sess()
+        rows = [self._event(t, i, "login", ip=ip, country=country, city=city, session=sess)]
+        own = w.fav["dataset"][i]
+        team = w.team_pool["dataset"][str(w.team[i])]
+        pool = np.unique(np.concatenate([own, team]))
+        n = min(len(pool), self._n(5, 12))
+        for r in rng.choice(pool, size=n, replace=False):
+            t += rng.uniform(60, 600)
+            rows.append(self._event(t, i, "dataset.export", ip=ip, country=country, city=city,
+                                    resource=int(r), session=sess,
+                                    nbytes=w.res_size[r] * rng.uniform(0.9, 1.1)))
+        self._record("offhours_export", rows, [("user", self._name(i))],
+                     f"{w.user[i]} exports {n} datasets at {local:.0f}:00 local time")
+
+    def outside_role(self) -> None:
+        rng, w = self.rng, self.w
+        i = self._victim(("analyst", "contractor"))
+        day = self._day()
+        ip, country, city, t, sess = self._inside(i, day)
+        rows = [self._event(t, i, "login", ip=ip, country=country, city=city, session=sess)]
+        mine = set(w.team_pool["dataset"][str(w.team[i])].tolist())
+        other = [r for r in np.flatnonzero(w.res_type == "dataset")
+                 if r not in mine and w.res_team[r] != "shared"]
+        n = self._n(4, 10)
+        targets = [(int(r), "dataset.read") for r in rng.choice(other, size=n, replace=False)]
+        sensitive = [w.res_index[r] for r in _SENSITIVE]
+        for r in rng.choice(sensitive, size=min(len(sensitive), int(rng.integers(1, 3))),
+                            replace=False):
+            targets.append((int(r), "secret.read" if w.res_type[r] == "secret"
+                            else "dataset.read"))
+        rng.shuffle(targets)
+        for r, action in targets:
+            t += rng.uniform(60, 500)
+            rows.append(self._event(t, i, action, ip=ip, country=country, city=city,
+                                    resource=r, session=sess,
+                                    nbytes=w.res_size[r] * 0.3 if action == "dataset.read"
+                                    else -1.0))
+        self._record("outside_role", rows, [("user", self._name(i))],
+                     f"{w.user[i]} ({w.role_name[i]}, {w.team[i]}) reads {len(targets)} "
+                     f"resources of other teams, including sensitive ones")
+
+    # results ---------------------------------------------------------------------------
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if not self.rows:
+            return _empty_cols()
+        return {c: np.array([r[c] for r in self.rows], dtype=object)
+                for c in self.rows[0]}
+
+    def labels(self) -> pd.DataFrame:
+        labels = pd.DataFrame(self.label_rows,
+                              columns=["entity_type", "entity", "window_start", "scenario"])
+        labels["window_start"] = pd.to_datetime(labels["window_start"], utc=True) \
+            .astype(_NS_UTC)
+        return (labels.drop_duplicates()
+                .sort_values(["window_start", "entity_type", "entity", "scenario"])
+                .reset_index(drop=True))
+
+    def instances(self) -> pd.DataFrame:
+        cols = ["scenario", "entity_type", "entity", "start", "end", "events", "description"]
+        return pd.DataFrame(self.narrative, columns=cols)
