@@ -40,7 +40,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.ensemble import IsolationForest
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from analyzer.features import FEATURES, describe_hour
+from analyzer.features import FEATURES, agree, describe_hour
 
 __all__ = ["RarityForest", "TailTable", "explain", "format_bytes"]
 
@@ -431,5 +431,5 @@ def _phrase(name: str, row: pd.Series, entity: str, hour: str, day: str,
             lo_text, hi_text = _fmt(info.unit, lo), _fmt(info.unit, hi)
             span = lo_text if lo_text == hi_text else f"{lo_text}-{hi_text}"
             typical_text = f"typical for {entity}: {span}"
-    return info.reason.format(value=_fmt(info.unit, value), typical=typical_text,
-                              entity=entity, detail=detail, hour=hour, weekday=day)
+    return agree(info.reason.format(value=_fmt(info.unit, value), typical=typical_text,
+                                    entity=entity, detail=detail, hour=hour, weekday=day))

@@ -123,3 +123,18 @@ def test_explanations_read_like_a_person_wrote_them():
 def test_format_bytes():
     assert format_bytes(10) == "10 B"
     assert format_bytes(5 * 1024**3) == "5.0 GB"
+
+
+def test_reasons_agree_in_number_and_still_translate():
+    from analyzer.features import FEATURES, agree, as_template_plural
+    from analyzer.report.i18n import get_locale
+
+    assert agree("1 users never seen from this address before (eve)") == \
+        "1 user never seen from this address before (eve)"
+    assert agree("3 users never seen from this address before (eve)").startswith("3 users")
+    for feature in FEATURES:  # every template round-trips, so reports can translate it
+        text = feature.reason.format(value="1", typical="typical for x: 0", entity="x",
+                                     detail="d", hour="03:00", weekday="Sunday")
+        assert as_template_plural(agree(text)) == text
+    german = get_locale("de").reason("1 failed event (typical for bob: 0)")
+    assert german != "1 failed event (typical for bob: 0)"  # translated, not left in English

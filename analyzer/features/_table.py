@@ -230,3 +230,28 @@ def privileged_mask(actions: Sequence[str] | np.ndarray,
     return np.array([regex.match(str(n).lower()) is not None for n in names], dtype=bool)
 
 
+# -- number agreement of phrased reasons ----------------------------------------------------
+
+#: The plural nouns the reason templates count, and their singulars.
+_SINGULAR = {"events": "event", "users": "user", "actions": "action",
+             "resources": "resource", "names": "name", "addresses": "address",
+             "countries": "country", "failures": "failure", "accounts": "account"}
+_PLURAL = {v: k for k, v in _SINGULAR.items()}
+_COUNT_OF_ONE = re.compile(r"(?<![\d.,])\b1 ((?:[a-z-]+ ){0,2}?)(" + "|".join(_SINGULAR) + r")\b")
+# greedy: in "1 unknown user name", the counted noun is the last candidate, "name"
+_COUNT_OF_ONE_SINGULAR = re.compile(
+    r"(?<![\d.,])\b1 ((?:[a-z-]+ ){0,2})(" + "|".join(_PLURAL) + r")\b")
+
+
+def agree(reason: str) -> str:
+    """A phrased reason with its counted noun in agreement: "1 failed event", not "events".
+
+    >>> agree("1 failed events (typical for bob: 0)"), agree("11 failed events")
+    ('1 failed event (typical for bob: 0)', '11 failed events')
+    """
+    return _COUNT_OF_ONE.sub(lambda m: f"1 {m[1]}{_SINGULAR[m[2]]}", reason, count=1)
+
+
+def as_template_plural(reason: str) -> str:
+    """The inverse of :func:`agree`, so a singular reason still matches its template."""
+    return _COUNT_OF_ONE_SINGULAR.sub(lambda m: f"1 {m[1]}{_PLURAL[m[2]]}", reason, count=1)

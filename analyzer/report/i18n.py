@@ -138,8 +138,11 @@ class Locale:
         return self._translate(text, depth=0)
 
     def _translate(self, text: str, *, depth: int) -> str:
+        from analyzer.features import as_template_plural  # late, as for the templates
+
+        plural = as_template_plural(text)  # "1 failed event" matches "{value} failed events"
         for template, pattern in _compiled():
-            match = pattern.fullmatch(text)
+            match = pattern.fullmatch(plural)
             if match is None:
                 continue
             translated = self.gettext(template)
