@@ -52,7 +52,7 @@ from analyzer.sources._base import (
 )
 
 __all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "load_mapping", "read",
-           "read_bytes", "sniff", "split_lines"]
+           "read_bytes", "rows_to_frame", "sniff", "split_lines"]
 
 FORMAT = "generic"
 
@@ -373,3 +373,28 @@ def _outcome(value: Any, table: Mapping[str, Sequence[Any]]) -> str:
     if word in _FAILURE_WORDS:
         return "failure"
     return "unknown"
+
+
+def rows_to_frame(rows: list[dict[str, Any]], columns: Sequence[str], where: str,
+                  rejected: list[Rejected], *, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The normalized frame of records already picked out one by one (JSON adapters).
+
+    Each row carries ``timestamp`` (ISO 8601 text) and ``line``; a row whose time cannot be
+    read, or lies outside what the frame holds, is set aside with its line. ``extra`` names
+    further row keys kept as categorical columns beyond the contract.
+    """
+    stamps = within_time_range(pd.to_datetime(
+        pd.Series([r["timestamp"] for r in rows], dtype="object"), format="ISO8601", utc=True,
+        errors="coerce"))
+    bad = stamps.isna().to_numpy()
+    for i in bad.nonzero()[0]:
+        rejected.append(Rejected(where, rows[i]["line"],
+                                 f"unreadable time {rows[i]['timestamp']!r:.60}"))
+    rows = [r for r, b in zip(rows, bad, strict=True) if not b]
+    data: dict[str, Any] = {name: [r[name] for r in rows] for name in columns}
+    data["timestamp"] = list(stamps[~bad])
+    data["kind"] = ["event"] * len(rows)
+    frame = build_frame(data, length=len(rows))
+    for name in extra:
+        frame[name] = pd.Series([r[name] for r in rows], dtype="object").astype("category")
+    return frame

@@ -19,10 +19,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
-import pandas as pd
 
-from analyzer.sources._base import ReadResult, Rejected, build_frame, within_time_range
-from analyzer.sources.generic import json_records, read_bytes
+from analyzer.sources._base import ReadResult, Rejected
+from analyzer.sources.generic import json_records, read_bytes, rows_to_frame
 
 __all__ = ["FORMAT", "read", "sniff"]
 
@@ -82,20 +81,8 @@ def read(path: str | os.PathLike[str], *,
         rows.append(row)
     if skipped:
         logger.info("%s: %d records of other stages were skipped", where, skipped)
-    stamps = pd.to_datetime(pd.Series([r["timestamp"] for r in rows], dtype="object"),
-                            format="ISO8601", utc=True, errors="coerce")
-    stamps = within_time_range(stamps)
-    bad = stamps.isna().to_numpy()
-    for i in bad.nonzero()[0]:
-        rejected.append(Rejected(where, rows[i]["line"],
-                                 f"unreadable time {rows[i]['timestamp']!r:.60}"))
-    rows = [r for r, b in zip(rows, bad, strict=True) if not b]
-    columns: dict[str, Any] = {name: [r[name] for r in rows] for name in (
-        "user", "action", "outcome", "source_ip", "resource", "category", "message",
-        "event_id")}
-    columns["timestamp"] = list(stamps[~bad])
-    columns["kind"] = ["event"] * len(rows)
-    frame = build_frame(columns, length=len(rows))
+    frame = rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource",
+                                 "category", "message", "event_id"), where, rejected)
     return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)))
 
 

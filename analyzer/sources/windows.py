@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from analyzer.sources._base import ReadResult, Rejected, build_frame, within_time_range
-from analyzer.sources.generic import dig, json_records, read_bytes
+from analyzer.sources._base import ReadResult, Rejected
+from analyzer.sources.generic import dig, json_records, read_bytes, rows_to_frame
 
 __all__ = ["ACTIONS", "FORMAT", "read", "sniff"]
 
@@ -222,22 +222,7 @@ def _account(name: str) -> str:
 
 
 def _frame(rows: list[dict[str, Any]], where: str, rejected: list[Rejected]) -> pd.DataFrame:
-    stamps = pd.to_datetime(pd.Series([r["timestamp"] for r in rows], dtype="object"),
-                            format="ISO8601", utc=True, errors="coerce")
-    stamps = within_time_range(stamps)
-    bad = stamps.isna().to_numpy()
-    for i in bad.nonzero()[0]:
-        rejected.append(Rejected(where, rows[i]["line"],
-                                 f"unreadable time {rows[i]['timestamp']!r:.60}"))
-    rows = [r for r, b in zip(rows, bad, strict=True) if not b]
-    columns = {name: [r[name] for r in rows] for name in (
-        "user", "action", "outcome", "source_ip", "resource", "host", "category", "session",
-        "message", "event_id")}
-    columns["timestamp"] = list(stamps[~bad])
-    columns["kind"] = ["event"] * len(rows)
-    frame = build_frame(columns, length=len(rows))
-    frame["source_host"] = pd.Series([r["source_host"] for r in rows], dtype="object") \
-        .astype("category")
-    frame["logon_type"] = pd.Series([r["logon_type"] for r in rows], dtype="object") \
-        .astype("category")
-    return frame
+    # source_host (WorkstationName) and logon_type ride along beyond the contract
+    return rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource", "host",
+                                "category", "session", "message", "event_id"), where, rejected,
+                         extra=("source_host", "logon_type"))
