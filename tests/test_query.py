@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer import cli, query
+from analyzer import query
+from analyzer.cli import main
 from analyzer.errors import ConfigError
 from analyzer.query import Filter, ScanStats, parse_time, scan, trail_files
 
@@ -301,14 +302,6 @@ def test_filter_refuses_values_it_cannot_match() -> None:
 
 
 # -- the command ---------------------------------------------------------------------------
-
-def main(argv: list[str]) -> int:
-    """The real entry point, with the query command registered even before the lead adds it."""
-    modules = cli._COMMAND_MODULES
-    if "analyzer.cli.query" not in modules:
-        modules = (*modules, "analyzer.cli.query")
-    with patch.object(cli, "_COMMAND_MODULES", modules):
-        return cli.main(argv)
 
 
 def test_cli_csv_and_count(trail, capsys) -> None:

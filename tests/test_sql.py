@@ -10,7 +10,7 @@ from unittest.mock import patch
 
 import pytest
 
-from analyzer import cli
+from analyzer.cli import main
 from analyzer.errors import ConfigError
 from analyzer.logger import AuditLogger
 from analyzer.query import Filter
@@ -32,13 +32,6 @@ def trail(tmp_path: Path) -> Path:
             audit.log(action, user=user, outcome=outcome, source_ip="10.0.0.7")
     return path
 
-
-def main(argv: list[str]) -> int:
-    modules = cli._COMMAND_MODULES
-    if "analyzer.cli.query" not in modules:
-        modules = (*modules, "analyzer.cli.query")
-    with patch.object(cli, "_COMMAND_MODULES", modules):
-        return cli.main(argv)
 
 
 def test_group_by_matches_a_python_count(trail: Path) -> None:

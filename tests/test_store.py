@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from unittest.mock import patch
 
 import orjson
 import pytest
 
-from analyzer import cli
+from analyzer.cli import main
 from analyzer.errors import ConfigError
 from analyzer.events import AuditEvent
 from analyzer.logger import AuditLogger
@@ -47,13 +46,6 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
     assert stats.delivered == 40
     return log, db
 
-
-def main(argv: list[str]) -> int:
-    modules = cli._COMMAND_MODULES
-    if "analyzer.cli.query" not in modules:
-        modules = (*modules, "analyzer.cli.query")
-    with patch.object(cli, "_COMMAND_MODULES", modules):
-        return cli.main(argv)
 
 
 def rows(db: Path) -> int:
