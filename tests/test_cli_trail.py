@@ -131,3 +131,17 @@ def test_every_documented_command_is_there():
     assert set(sub.choices) == {"demo", "log", "ingest", "verify", "train", "score", "watch",
                                 "report", "ship", "evaluate", "retention", "query", "feedback",
                                 "models"}
+
+
+def test_ingest_takes_the_same_reader_options_as_score(tmp_path, capsys):
+    import orjson
+
+    auth = tmp_path / "auth.log"
+    auth.write_text("Dec 10 06:55:46 bastion sshd[24200]: Failed password for root from "
+                    "173.234.31.186 port 38926 ssh2\n")
+    log = tmp_path / "audit.jsonl"
+    assert main(["ingest", str(auth), "--format", "sshd", "--year", "2019", "--log",
+                 str(log)]) == 0
+    (record,) = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    assert record["@timestamp"].startswith("2019-12-10T06:55:46")
+    assert record["source"]["ip"] == "173.234.31.186"

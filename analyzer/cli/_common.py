@@ -132,3 +132,42 @@ def load_model_from_args(args: argparse.Namespace):
         # a public key is not a secret; a shared secret or private key must be private
         key = path.read_bytes().strip() if is_public else read_key_file(path)
     return load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+
+
+def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> None:
+    """How to read the input logs: format, header mapping, syslog year and zone, and (when
+    the command reads encrypted trails rather than writing one) decryption keys."""
+    from analyzer.sources import FORMATS
+
+    parser.add_argument("--format", choices=sorted(FORMATS),
+                        help="input format (detected if omitted)")
+    parser.add_argument("--map", action="append", metavar="SRC=COLUMN",
+                        help="map a CSV header onto a normalized column (repeatable)")
+    parser.add_argument("--mapping", type=Path, metavar="FILE",
+                        help="declarative mapping for --format generic (JSON; see "
+                             "docs/formats.md)")
+    parser.add_argument("--year", type=int,
+                        help="year of syslog timestamps (sshd; default: inferred)")
+    parser.add_argument("--tz", help="time zone of syslog timestamps (sshd; default UTC)")
+    if decrypt:
+        add_encryption_options(parser, reading=True)
+
+
+def reader_options(args: argparse.Namespace) -> dict:
+    """Reader options from :func:`add_reader_options`, only those the user set."""
+    options: dict = {}
+    if getattr(args, "map", None):
+        options["mapping"] = parse_mapping(args.map)
+    if getattr(args, "mapping", None):
+        options["mapping"] = str(args.mapping)
+    for name in ("year", "tz"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    # Only commands that read encrypted trails have --clear-only; on the others (ingest) the
+    # encryption key is for what they write, not for their input.
+    if hasattr(args, "clear_only"):
+        if args.clear_only:
+            options["clear_only"] = True
+        if args.encryption_key_file:
+            options["decrypt_keys"] = read_encryption_keys(args.encryption_key_file)
+    return options

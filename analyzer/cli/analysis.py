@@ -13,18 +13,17 @@ import pandas as pd
 from analyzer.cli._common import (
     Progress,
     add_command,
-    add_encryption_options,
     add_key_option,
     add_model_options,
+    add_reader_options,
     load_model_from_args,
-    parse_mapping,
-    read_encryption_keys,
     read_key_file,
+    reader_options,
     say,
     warn,
 )
 from analyzer.errors import ConfigError
-from analyzer.sources import FORMATS, ReadResult, expand_paths, read_events, write_rejected
+from analyzer.sources import ReadResult, expand_paths, read_events, write_rejected
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,31 +99,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="read events from a database the shipper fills (sqlite:///audit.db, "
                         "postgresql://audit@db/audit), selected with the filters below")
     add_filter_options(p)
-    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
-    p.add_argument("--map", action="append", metavar="SRC=COLUMN",
-                   help="CSV header mapping (repeatable)")
-    p.add_argument("--mapping", type=Path, metavar="FILE",
-                   help="declarative mapping for --format generic (JSON; see docs/formats.md)")
-    p.add_argument("--year", type=int, help="year of syslog timestamps (sshd; default: inferred)")
-    p.add_argument("--tz", help="time zone of syslog timestamps (sshd; default UTC)")
-    add_encryption_options(p, reading=True)
-
-
-def input_options(args: argparse.Namespace) -> dict:
-    """Reader options from the command line, only those the user set."""
-    options: dict = {}
-    if getattr(args, "map", None):
-        options["mapping"] = parse_mapping(args.map)
-    if getattr(args, "mapping", None):
-        options["mapping"] = str(args.mapping)
-    for name in ("year", "tz"):
-        if getattr(args, name, None) is not None:
-            options[name] = getattr(args, name)
-    if getattr(args, "encryption_key_file", None):
-        options["decrypt_keys"] = read_encryption_keys(args.encryption_key_file)
-    if getattr(args, "clear_only", False):
-        options["clear_only"] = True
-    return options
+    add_reader_options(p, decrypt=True)
 
 
 def _read(args: argparse.Namespace, command: str) -> ReadResult:
@@ -143,7 +118,7 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
     if flt is not None and flt != type(flt)():
         raise ConfigError("the filters select rows of --db; to cut a log file, use "
                           "'audit-analyzer query' first")
-    options = input_options(args)
+    options = reader_options(args)
     result = read_events(args.inputs, format=args.format, **options)
     if result.rejected:
         first = expand_paths(args.inputs)[0]

@@ -15,6 +15,7 @@ from analyzer.cli._common import (
     add_model_options,
     load_model_from_args,
     read_key_file,
+    reader_options,
     say,
 )
 from analyzer.sources import FORMATS
@@ -55,7 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from analyzer.cli.analysis import input_options
     from analyzer.errors import ConfigError
     from analyzer.report import build_view, load_report_data, read_scores, render_html, render_text
 
@@ -75,7 +75,7 @@ def run_report(args: argparse.Namespace) -> int:
     data = load_report_data(args.log, scores=scores, model=model,
                             model_path=args.model if model is None else None,
                             key=read_key_file(args.key_file), format=args.format,
-                            read_options=input_options(args), db=args.db)
+                            read_options=reader_options(args), db=args.db)
     progress("building the report...")
     view = build_view(data, top=args.top, lang=args.lang)
     progress.done()

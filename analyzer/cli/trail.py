@@ -12,16 +12,17 @@ from analyzer.cli._common import (
     add_command,
     add_encryption_options,
     add_key_option,
-    parse_mapping,
+    add_reader_options,
     read_encryption_keys,
     read_key_file,
+    reader_options,
     say,
     warn,
 )
 from analyzer.errors import ConfigError
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import FORMATS, expand_paths, read_events, write_rejected
+from analyzer.sources import expand_paths, read_events, write_rejected
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,9 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "--log audit.jsonl")
     p.add_argument("inputs", nargs="+", help="files, directories or globs to import")
     p.add_argument("--log", required=True, type=Path, help="the audit log to append to")
-    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
-    p.add_argument("--map", action="append", metavar="SRC=COLUMN",
-                   help="map a CSV header onto a normalized column (repeatable)")
+    add_reader_options(p, decrypt=False)  # its --encryption-key-file encrypts what it writes
     p.add_argument("--service", help="service.name of the imported records")
     add_key_option(p)
     add_encryption_options(p, reading=False)
@@ -94,7 +93,7 @@ def run_log(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
-    options = {"mapping": parse_mapping(args.map)} if args.map else {}
+    options = reader_options(args)
     progress = Progress()
     progress("reading...")
     result = read_events(args.inputs, format=args.format, **options)
