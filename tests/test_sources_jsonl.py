@@ -131,3 +131,15 @@ def test_times_the_frame_cannot_hold_are_set_aside_not_fatal(tmp_path):
     result = read(path)
     assert result.frame["action"].tolist() == ["b"]
     assert [r.line for r in result.rejected] == [1, 3]
+
+
+def test_the_ids_of_skipped_alerts_are_returned(log_path):
+    from analyzer.alerts import existing_alert_ids
+    from analyzer.events import AuditEvent
+
+    with AuditLogger(log_path) as audit:
+        audit.log("login", user="a")
+        audit.log_event(AuditEvent("anomaly.detected", timestamp="2026-01-01T00:00:00Z",
+                                   kind="alert", id="alert-1", user="a"))
+    result = read(log_path)
+    assert result.alert_ids == {"alert-1"} == existing_alert_ids(log_path)

@@ -229,7 +229,10 @@ def run_score(args: argparse.Namespace) -> int:
     destination = _write_back_target(args)
     written = []
     if recorded and destination is not None:
-        written = _write_back(recorded, destination, args, model_id, model_version)
+        # when the alerts go back into the scored log, its reading already found the ids of
+        # the alerts it holds: no second pass over the trail
+        known = set(result.alert_ids) if [destination] == _input_files(args) else None
+        written = _write_back(recorded, destination, args, model_id, model_version, known)
     _print_alerts(alerts, len(scores))
     if silenced:
         say(f"{len(silenced)} alert(s) suppressed (recorded at WARNING when written back): "
@@ -275,15 +278,20 @@ def _write_back_target(args: argparse.Namespace) -> Path | None:
     return None
 
 
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    return [] if getattr(args, "db", None) else expand_paths(args.inputs)
+
+
 def _write_back(alerts: list, destination: Path, args: argparse.Namespace, model_id: str,
-                model_version: str) -> list:
+                model_version: str, known: set[str] | None) -> list:
     from analyzer.alerts import write_alerts
     from analyzer.logger import AuditLogger
 
     key = read_key_file(args.key_file)
     with AuditLogger(destination, key=key, name="audit.analyzer",
                      service="audit-analyzer") as audit:
-        return write_alerts(alerts, audit, model_id=model_id, model_version=model_version)
+        return write_alerts(alerts, audit, model_id=model_id, model_version=model_version,
+                            skip_ids=known)
 
 
 def write_scores(scores: pd.DataFrame, path: Path) -> None:

@@ -179,7 +179,7 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         if result.frame["timestamp"].is_monotonic_increasing:
             return result
         frame = result.frame.sort_values("timestamp", kind="stable", ignore_index=True)
-        return ReadResult(frame, result.rejected, result.skipped_alerts)
+        return ReadResult(frame, result.rejected, result.skipped_alerts, result.alert_ids)
     frames = [r.frame for r in results if len(r.frame)]
     frame = (pd.concat(frames, ignore_index=True) if frames else empty_frame())
     if len(frames) > 1:
@@ -190,4 +190,5 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                                                                 "unknown"])
         frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     rejected = tuple(r for res in results for r in res.rejected)
-    return ReadResult(frame, rejected, sum(r.skipped_alerts for r in results))
+    return ReadResult(frame, rejected, sum(r.skipped_alerts for r in results),
+                      frozenset().union(*(r.alert_ids for r in results)))

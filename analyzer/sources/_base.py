@@ -55,6 +55,9 @@ class ReadResult:
     frame: pd.DataFrame
     rejected: tuple[Rejected, ...] = ()
     skipped_alerts: int = 0
+    #: ``event.id`` of the alert records skipped: what is already in the trail, so that
+    #: writing alerts back needs no second read of it
+    alert_ids: frozenset[str] = frozenset()
 
     def summary(self) -> str:
         """One line for a person: how many events were read and rejected, and where."""

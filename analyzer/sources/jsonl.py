@@ -165,13 +165,16 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     kind = pd.Series(pc.fill_null(columns["kind"], "event").to_pandas())
     alerts = (kind == "alert").to_numpy() & keep
     skipped_alerts = 0 if include_alerts else int(alerts.sum())
+    alert_ids: frozenset[str] = frozenset()
     if not include_alerts:
         keep &= ~alerts
+        if skipped_alerts:
+            alert_ids = frozenset(columns["event_id"].filter(pa.array(alerts)).to_pylist())
 
     rejected.sort(key=lambda r: r.line)
     frame = arrow_to_frame({name: columns[name] for name in columns if name != "timestamp"},
                            timestamps=timestamps, keep=keep)
-    return ReadResult(frame, tuple(rejected), skipped_alerts)
+    return ReadResult(frame, tuple(rejected), skipped_alerts, alert_ids)
 
 
 def _decrypt(columns: dict[str, Any], sealed: pa.ChunkedArray, nonce: pa.ChunkedArray,
