@@ -120,12 +120,17 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
                           "'audit-analyzer query' first")
     options = reader_options(args)
     result = read_events(args.inputs, format=args.format, **options)
+    destination = None
     if result.rejected:
         first = expand_paths(args.inputs)[0]
         destination = first.with_name(first.name + ".rejected")
         write_rejected(result.rejected, destination)
         warn(command, f"{len(result.rejected):,} lines rejected "
                       f"(first: {result.rejected[0].describe()}); set aside in {destination}")
+    # one line of accounting at normal verbosity, so nothing is dropped silently
+    warn(command, result.accounting(destination))
+    for note in result.notes:
+        warn(command, note)
     return result
 
 

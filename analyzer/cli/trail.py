@@ -110,6 +110,9 @@ def run_ingest(args: argparse.Namespace) -> int:
         first = result.rejected[0].describe()
         warn("ingest", f"{len(result.rejected):,} lines rejected (first: {first}); "
                        f"set aside in {destination}")
+    warn("ingest", result.accounting(destination if result.rejected else None))
+    for note in result.notes:
+        warn("ingest", note)
     return 0
 
 

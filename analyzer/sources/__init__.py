@@ -7,6 +7,7 @@ sniffing the first bytes of the file, reads every path and concatenates the fram
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import importlib
@@ -20,7 +21,14 @@ from typing import Any
 import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
-from analyzer.sources._base import ReadResult, Rejected, build_frame, empty_frame, write_rejected
+from analyzer.sources._base import (
+    ReadResult,
+    Rejected,
+    build_frame,
+    empty_frame,
+    merge_skipped,
+    write_rejected,
+)
 
 __all__ = [
     "FORMATS",
@@ -179,7 +187,7 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         if result.frame["timestamp"].is_monotonic_increasing:
             return result
         frame = result.frame.sort_values("timestamp", kind="stable", ignore_index=True)
-        return ReadResult(frame, result.rejected, result.skipped_alerts, result.alert_ids)
+        return dataclasses.replace(result, frame=frame)
     frames = [r.frame for r in results if len(r.frame)]
     frame = (pd.concat(frames, ignore_index=True) if frames else empty_frame())
     if len(frames) > 1:
@@ -190,5 +198,9 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                                                                 "unknown"])
         frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     rejected = tuple(r for res in results for r in res.rejected)
+    counted = all(r.records is not None for r in results)
     return ReadResult(frame, rejected, sum(r.skipped_alerts for r in results),
-                      frozenset().union(*(r.alert_ids for r in results)))
+                      frozenset().union(*(r.alert_ids for r in results)),
+                      records=sum(r.records or 0 for r in results) if counted else None,
+                      skipped=merge_skipped(*(r.skipped for r in results)),
+                      notes=tuple(n for r in results for n in r.notes))

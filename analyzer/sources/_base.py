@@ -27,6 +27,7 @@ __all__ = [
     "arrow_to_frame",
     "build_frame",
     "empty_frame",
+    "merge_skipped",
     "within_time_range",
     "write_rejected",
 ]
@@ -50,7 +51,13 @@ class Rejected:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReadResult:
-    """The normalized frame from one or more inputs, and what was set aside."""
+    """The normalized frame from one or more inputs, and what was set aside or skipped.
+
+    Nothing is dropped without trace: every input record is either a row of ``frame``, a
+    :class:`Rejected` line (malformed: set aside with its line number), an earlier alert
+    (``skipped_alerts``) or counted in ``skipped`` under the kind of record it was and why
+    it was not used (``{"unmapped event id": {"4658": 768, ...}}``).
+    """
 
     frame: pd.DataFrame
     rejected: tuple[Rejected, ...] = ()
@@ -58,6 +65,18 @@ class ReadResult:
     #: ``event.id`` of the alert records skipped: what is already in the trail, so that
     #: writing alerts back needs no second read of it
     alert_ids: frozenset[str] = frozenset()
+    #: records seen in the input (lines, JSON objects, rows), whatever became of them;
+    #: ``None`` when a reader does not count them (then the frame's length stands in)
+    records: int | None = None
+    #: records read but not used, by why -> detail -> count (a detail is an event id, a
+    #: stage, a program name...: what a person would look up to decide whether it matters)
+    skipped: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    #: one-line notices a person should see (an inferred year, host names as clients)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(sum(details.values()) for details in self.skipped.values())
 
     def summary(self) -> str:
         """One line for a person: how many events were read and rejected, and where."""
@@ -68,6 +87,45 @@ class ReadResult:
             more = f" (and {len(self.rejected) - 3:,} more)" if len(self.rejected) > 3 else ""
             text += f", {len(self.rejected):,} lines rejected: {where}{more}"
         return text
+
+    def accounting(self, rejected_to: str | os.PathLike[str] | None = None, *,
+                   top: int = 5) -> str:
+        """The one line of accounting for a read: records read, used, set aside, skipped.
+
+        ``"50,940 records read: 1,204 used, 1 set aside in x.rejected, 2 earlier alerts not
+        scored, 49,735 skipped (unmapped event id: 4658 x768, 4690 x384, ... 31 more)"``
+        """
+        used = len(self.frame)
+        records = self.records if self.records is not None else (
+            used + len(self.rejected) + self.skipped_alerts + self.n_skipped)
+        parts = [f"{used:,} used"]
+        if self.rejected:
+            where = f" in {os.fspath(rejected_to)}" if rejected_to is not None else ""
+            parts.append(f"{len(self.rejected):,} set aside{where}")
+        if self.skipped_alerts:
+            parts.append(f"{self.skipped_alerts:,} earlier alerts not scored")
+        if self.skipped:
+            kinds = []
+            for kind, details in sorted(self.skipped.items(), key=lambda kv: -sum(
+                    kv[1].values())):
+                ranked = sorted(details.items(), key=lambda kv: (-kv[1], kv[0]))
+                shown = ", ".join(f"{name} x{count:,}" if name else f"x{count:,}"
+                                  for name, count in ranked[:top])
+                more = f", {len(ranked) - top:,} more" if len(ranked) > top else ""
+                kinds.append(f"{kind}: {shown}{more}")
+            parts.append(f"{self.n_skipped:,} skipped ({'; '.join(kinds)})")
+        return f"{records:,} records read: " + ", ".join(parts)
+
+
+def merge_skipped(*counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Add up ``skipped`` tables of several reads (or of several chunks of one)."""
+    merged: dict[str, dict[str, int]] = {}
+    for table in counts:
+        for kind, details in table.items():
+            into = merged.setdefault(kind, {})
+            for name, count in details.items():
+                into[name] = into.get(name, 0) + count
+    return merged
 
 
 #: The span the frame's nanosecond timestamps can hold (about 1677 to 2262).
