@@ -50,7 +50,7 @@ def test_the_seed_modules_documented_example_runs_unchanged(tmp_path, monkeypatc
                         'Model inference pipeline failed at step 3.')
     """)
     monkeypatch.chdir(tmp_path)
-    exec(compile(seed, "seed_example.py", "exec"), {"__name__": "__main__"})  # noqa: S102
+    exec(compile(seed, "seed_example.py", "exec"), {"__name__": "__main__"})
     for name in ("audit.log", "system_audit.log"):
         logger = setup_audit_logger(name)
         for handler in list(logger.handlers):
