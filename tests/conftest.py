@@ -19,6 +19,16 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def user_config_home(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own config folder, so the CLI's per-user signing key never lands in (or
+    comes from) the home folder of whoever runs the tests."""
+    home = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def key() -> bytes:
     return b"test-integrity-key-0123456789abcdef"

@@ -97,10 +97,9 @@ def test_registry_train_promote_score_rollback(tmp_path, trail, key_file, monkey
                      str(key_file), "--reason", "first"]) == 0
     assert (tmp_path / "models" / "current").read_text().strip() == "acme-2.joblib"
     capsys.readouterr()
-    # score without --model uses the current one, under the signature policy
-    assert main(["score", str(today), "--no-write-back"]) == 2
-    assert "not signed" in capsys.readouterr().err
-    assert main(["score", str(today), "--no-write-back", "--trust-unsigned-model"]) == 0
+    # score without --model uses the current one, under the signature policy: train signed
+    # it with the user's own key, which score checks it with
+    assert main(["score", str(today), "--no-write-back"]) == 0
     assert "using the registry's current model models/acme-2.joblib" in \
         capsys.readouterr().out
     assert main(["models", "rollback", "--log", str(audit), "--key-file", str(key_file)]) == 0

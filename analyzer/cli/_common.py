@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import stat
 import sys
 import textwrap
@@ -112,15 +114,23 @@ def add_model_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
                         help="model file (.joblib) made by 'train'")
     parser.add_argument("--signing-key-file", type=Path, metavar="FILE",
                         help="key the model was signed with: the shared secret, or the "
-                             "Ed25519 public key (PEM)")
+                             "Ed25519 public key (PEM); default: your own signing key, "
+                             "which 'train' creates on first use")
     parser.add_argument("--trust-unsigned-model", action="store_true",
-                        help="load a model without checking a signature (its digest is "
-                             "still checked); only for files you made yourself")
+                        help="DANGEROUS: load a model file without checking its signature. "
+                             "A model file is a pickle: loading it runs the code inside it, "
+                             "so whoever could write the file runs code as you. Only for "
+                             "files you made yourself and kept where no one else can write")
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """Load ``args.model`` under the signature policy: signed and checked, or trusted."""
-    from analyzer.persistence import load_model
+    """Load ``args.model`` under the signature policy: signed and checked, or trusted.
+
+    Without ``--signing-key-file`` a model signed with a shared secret is checked with the
+    user's own signing key (the one ``train`` signs with by default), so ``train`` then
+    ``score`` on one machine just works and a model file someone else changed is refused.
+    """
+    from analyzer.persistence import load_model, read_model_header
 
     path = args.signing_key_file
     key = None
@@ -131,7 +141,49 @@ def load_model_from_args(args: argparse.Namespace):
             raise SourceError(f"{path}: key file not found") from None
         # a public key is not a secret; a shared secret or private key must be private
         key = path.read_bytes().strip() if is_public else read_key_file(path)
+    elif not args.trust_unsigned_model:
+        header, _ = read_model_header(Path(args.model))
+        if str(header.get("signature") or "").startswith("hmac-"):
+            key = user_signing_key(create=False)
     return load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+
+
+def user_signing_key_path() -> Path:
+    """Where the user's own model signing key lives (XDG config folder)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "audit-analyzer" / "model-signing.key"
+
+
+def user_signing_key(*, create: bool, command: str = "train") -> bytes | None:
+    """The user's own model signing key; created (0600, in a 0700 folder) on first use.
+
+    Its path is printed once, when it is made, so the user knows what to back up or pass to
+    another machine with ``--signing-key-file``.
+    """
+    path = user_signing_key_path()
+    if path.exists() or path.is_symlink():
+        return read_key_file(path)
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return read_key_file(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    warn(command, f"created your model signing key {path} (models you train are signed "
+                  "with it and checked with it when you score; keep it private)")
+    return read_key_file(path)
+
+
+def signing_key_for_saving(path: Path | None, command: str = "train") -> bytes:
+    """The key a new model is signed with: ``--signing-key-file``, else the user's own."""
+    key = read_key_file(path) if path is not None else user_signing_key(create=True,
+                                                                         command=command)
+    assert key is not None  # created above when missing
+    return key
 
 
 def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> None:

@@ -20,6 +20,7 @@ from analyzer.cli._common import (
     read_key_file,
     reader_options,
     say,
+    signing_key_for_saving,
     warn,
 )
 from analyzer.errors import ConfigError
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "defaults)")
     p.add_argument("--signing-key-file", type=Path, metavar="FILE",
                    help="sign the model file: a shared secret (HMAC-SHA256) or an Ed25519 "
-                        "private key (PEM); score, watch and report check it")
+                        "private key (PEM); score, watch and report check it (default: your "
+                        "own signing key, created on first use in ~/.config/audit-analyzer)")
     p.set_defaults(func=run_train)
 
     p = add_command(sub, "score", help="score windows of audit events and write alerts back "
@@ -146,7 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
     progress = Progress()
     if (args.model is None) == (args.register is None):
         raise ConfigError("give either --model FILE or --register NAME")
-    key = read_key_file(args.signing_key_file)
+    key = signing_key_for_saving(args.signing_key_file)
     progress("reading...")
     result = _read(args, "train")
     frame = result.frame
