@@ -95,6 +95,18 @@ def test_explore_notebook_plots_drift_alerts_and_a_timeline(workspace):
     assert "PSI" in text and "ok" in text
 
 
+@pytest.mark.parametrize("name", ["explore.ipynb", "retrain.ipynb"])
+def test_notebooks_run_with_their_shipped_parameters(name, tmp_path, monkeypatch):
+    # as a user opening the notebook in JupyterLab would: nothing injected, a synthetic
+    # organisation, the registry in ./models of the notebook's folder
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
+    book = run(name, tmp_path, {})
+    assert outputs(book, "image/png"), "no plot"
+    assert (tmp_path / "models").is_dir() or name == "explore.ipynb"
+
+
 def test_committed_notebooks_have_no_outputs():
     for path in NOTEBOOKS.glob("*.ipynb"):
         book = nbformat.read(path, as_version=4)
