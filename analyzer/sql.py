@@ -15,6 +15,12 @@ Writes are impossible on this path, by two independent locks:
   locked, and the records reach it as an Arrow stream, not as a file: the statement can read
   no file, write none, load no extension and attach no database.
 
+A statement is also bounded in what it may spend: ``timeout`` seconds (DuckDB has no
+statement timeout of its own, so a timer interrupts the connection) and ``memory_limit``
+(DuckDB's own limit, with spilling to disk turned off: no temporary directory, and no
+directory the statement could name is allowed). A query over a hostile or huge trail stops
+with one line instead of taking the machine.
+
 The records stream into DuckDB, so a query that reads ``events`` once (filters, aggregates,
 ``GROUP BY``) runs in bounded memory over any size of trail. A statement that reads it more
 than once (a self-join, a CTE used twice) is run again over the records loaded into memory;
@@ -23,8 +29,10 @@ narrow it with the query's filters (``--since``, ``--user``...) on large trails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -33,7 +41,8 @@ import pyarrow as pa
 from analyzer.errors import ConfigError
 from analyzer.query import RESULT_SCHEMA, Batch, Filter, scan
 
-__all__ = ["EVENTS_COLUMNS", "check_read_only", "run_sql"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "DEFAULT_TIMEOUT", "EVENTS_COLUMNS", "check_read_only",
+           "run_sql"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,8 +55,12 @@ EVENTS_COLUMNS: tuple[str, ...] = (
 _INSTALL = ("--sql needs DuckDB, an optional extra: pip install 'audit-analyzer[sql]' "
             "(or: pip install duckdb)")
 _SOURCE = "_audit_records"
+#: Defaults of the statement's budget; the CLI's --sql-timeout / --sql-memory-limit.
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_MEMORY_LIMIT = "1GB"
 _CONFIG = {
     "enable_external_access": False,
+    "temp_directory": "",  # no spilling: the memory limit is the limit
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "lock_configuration": True,
@@ -86,8 +99,9 @@ def check_read_only(statement: str) -> None:
 
 def run_sql(statement: str,
             source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
-            flt: Filter | None = None, *, db: str | os.PathLike[str] | None = None
-            ) -> pa.Table:
+            flt: Filter | None = None, *, db: str | os.PathLike[str] | None = None,
+            timeout: float | None = DEFAULT_TIMEOUT,
+            memory_limit: str = DEFAULT_MEMORY_LIMIT) -> pa.Table:
     """Run one read-only ``SELECT`` over the view ``events``; returns the result as Arrow.
 
     Parameters
@@ -101,6 +115,10 @@ def run_sql(statement: str,
     db
         Instead of files, a database the shipper fills: a ``.db`` path, ``sqlite:///...``
         or ``postgresql://...``.
+    timeout
+        Seconds the statement may run (``None``: no limit).
+    memory_limit
+        DuckDB's memory limit for the statement (``"1GB"``, ``"500MB"``).
 
     Examples
     --------
@@ -118,19 +136,43 @@ def run_sql(statement: str,
     check_read_only(statement)
     if (source is None) == (db is None):
         raise ConfigError("give trail files or a database, not both or neither")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--sql-timeout must be a positive number of seconds, got {timeout}")
+    budget = _Budget(timeout, memory_limit)
     batches = _batch_source(source, db, flt)
     try:
-        return _execute(duckdb, statement, lambda: _reader(batches()))
+        return _execute(duckdb, statement, lambda: _reader(batches()), budget)
     except duckdb.InvalidInputException as exc:
         if "already been consumed" not in str(exc):
             raise ConfigError(f"--sql: {_first_line(exc)}") from None
     _log.info("the statement reads 'events' more than once; loading the records into memory")
     table = _reader(batches()).read_all()
-    return _execute(duckdb, statement, lambda: table)
+    return _execute(duckdb, statement, lambda: table, budget)
 
 
-def _execute(duckdb: Any, statement: str, make_source: Callable[[], Any]) -> pa.Table:
-    con = duckdb.connect(":memory:", config=dict(_CONFIG))
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Budget:
+    timeout: float | None
+    memory_limit: str
+
+
+def _connect(duckdb: Any, budget: _Budget) -> Any:
+    try:
+        return duckdb.connect(":memory:", config={**_CONFIG,
+                                                  "memory_limit": budget.memory_limit})
+    except duckdb.Error as exc:
+        raise ConfigError(f"--sql-memory-limit {budget.memory_limit!r}: "
+                          f"{_first_line(exc)}") from None
+
+
+def _execute(duckdb: Any, statement: str, make_source: Callable[[], Any],
+             budget: _Budget) -> pa.Table:
+    con = _connect(duckdb, budget)
+    timer = None
+    if budget.timeout is not None:
+        timer = threading.Timer(budget.timeout, con.interrupt)
+        timer.daemon = True
+        timer.start()
     try:
         con.register(_SOURCE, make_source())
         names = ", ".join(f'"{c}"' for c in EVENTS_COLUMNS if c != "record")
@@ -143,9 +185,18 @@ def _execute(duckdb: Any, statement: str, make_source: Callable[[], Any]) -> pa.
             return fetch()
         except duckdb.InvalidInputException:
             raise
+        except duckdb.InterruptException:
+            raise ConfigError(f"--sql: stopped after {budget.timeout:g} s (--sql-timeout); "
+                              "narrow the records with the query's filters") from None
+        except duckdb.OutOfMemoryException:
+            raise ConfigError(f"--sql: the statement needs more than {budget.memory_limit} "
+                              "(--sql-memory-limit); narrow the records with the query's "
+                              "filters") from None
         except duckdb.Error as exc:
             raise ConfigError(f"--sql: {_first_line(exc)}") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         con.close()
 
 

@@ -88,6 +88,33 @@ def test_a_select_cannot_read_or_write_files(trail: Path, tmp_path: Path) -> Non
         run_sql(f"SELECT * FROM read_json('{trail}')", trail)
 
 
+def test_a_runaway_statement_is_stopped_by_the_time_limit(trail: Path, capsys) -> None:
+    # a cross join of the view with a huge range: would run for hours
+    statement = "SELECT count(*) FROM events, range(1000000000000) r"
+    with pytest.raises(ConfigError, match=r"stopped after 0.5 s \(--sql-timeout\)"):
+        run_sql(statement, trail, timeout=0.5)
+    assert main(["query", str(trail), "--sql", statement, "--sql-timeout", "0.5"]) == 2
+    assert "stopped after 0.5 s" in capsys.readouterr().err
+
+
+def test_a_statement_that_wants_too_much_memory_is_stopped(trail: Path) -> None:
+    statement = "SELECT list(r) FROM events, range(50000000) r"
+    with pytest.raises(ConfigError, match=r"needs more than 64MB \(--sql-memory-limit\)"):
+        run_sql(statement, trail, memory_limit="64MB")
+
+
+def test_the_sandbox_has_no_directory_to_spill_to_or_read(trail: Path) -> None:
+    table = run_sql("SELECT current_setting('temp_directory') AS t, "
+                    "current_setting('allowed_directories') AS a, "
+                    "current_setting('memory_limit') AS m FROM events LIMIT 1", trail,
+                    memory_limit="256MB")
+    (row,) = table.to_pylist()
+    assert row["t"] == "" and list(row["a"]) == []
+    assert row["m"].startswith(("244", "256"))  # DuckDB reports MiB
+    with pytest.raises(ConfigError, match="--sql-memory-limit 'lots'"):
+        run_sql("SELECT 1", trail, memory_limit="lots")
+
+
 def test_check_read_only_accepts_selects() -> None:
     for statement in ("SELECT 1", "WITH x AS (SELECT 1) SELECT * FROM x",
                       "FROM events", "SELECT 1 -- a comment"):

@@ -99,6 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run one read-only SQL statement over a view 'events' (the "
                           "filtered records; needs the [sql] extra: pip install "
                           "'audit-analyzer[sql]')")
+    p.add_argument("--sql-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a --sql statement after this long (default 120)")
+    p.add_argument("--sql-memory-limit", default=None, metavar="SIZE",
+                   help="memory a --sql statement may use, e.g. 500MB (default 1GB; it "
+                        "never spills to disk)")
     p.set_defaults(func=run_query)
 
 
@@ -115,9 +120,11 @@ def run_query(args: argparse.Namespace) -> int:
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
 
     if args.sql:
-        from analyzer.sql import run_sql
+        from analyzer.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, run_sql
 
-        result = run_sql(args.sql, args.paths or None, flt, db=args.db)
+        result = run_sql(args.sql, args.paths or None, flt, db=args.db,
+                         timeout=args.sql_timeout or DEFAULT_TIMEOUT,
+                         memory_limit=args.sql_memory_limit or DEFAULT_MEMORY_LIMIT)
         _write_sql_result(result, fmt)
         return 0
 
