@@ -295,3 +295,26 @@ def test_hand_written_channels_accounts_and_local_sources(tmp_path):
     assert result.records == 9
     kept = windows.read(path, all_events=True).frame
     assert list(kept.action[6:]) == ["system.7040", "sysmon.1", "windows.4658"]
+
+
+def test_command_line_accounts_for_unmapped_ids_and_keeps_them_with_all_events(
+        tmp_path, capsys):
+    from analyzer.cli import main
+
+    with zipfile.ZipFile(shared_data("otrf", "empire_shell_samr_EnumDomainUsers.zip")) as zf:
+        (member,) = zf.namelist()
+        zf.extract(member, tmp_path)
+    events = tmp_path / member
+    assert main(["score", str(events), "--no-write-back"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "records read" in x]
+    assert lines == ["audit-analyzer score: 633 records read: 201 used, 432 skipped (other "
+                     "channel: Microsoft-Windows-Sysmon/Operational x220, Windows PowerShell "
+                     "x75, Microsoft-Windows-PowerShell/Operational x66, System x3; unmapped "
+                     "event id: 5156 x31, 5158 x24, 4627 x4, 4658 x3, 4703 x3, 2 more)"]
+    log = tmp_path / "audit.jsonl"
+    assert main(["ingest", str(events), "--all-events", "--log", str(log)]) == 0
+    out = capsys.readouterr()
+    assert "ingested 633 events" in out.out
+    assert "633 records read: 633 used" in out.err and "skipped" not in out.err
+    actions = {json.loads(x)["event"]["action"] for x in log.read_text().splitlines()}
+    assert {"windows.5156", "sysmon.3", "powershell.4103", "sam.object_access"} <= actions
