@@ -242,6 +242,9 @@ def _text(data: Mapping[str, Any], *names: str) -> str:
 
 
 def _event_id(doc: Mapping[str, Any]) -> int | None:
+    value = doc.get("EventID")
+    if type(value) is int:  # NXLog and OTRF: the common case, read once per record
+        return value
     for path in (("EventID",), ("winlog", "event_id"), ("event", "code"), ("Id",),
                  ("System", "EventID")):
         value = dig(doc, path)
