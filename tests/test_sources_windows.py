@@ -128,16 +128,19 @@ def test_sniff():
 def otrf(tmp_path_factory):
     """Read an OTRF zip (extracted once per module into a temporary folder)."""
     read: dict[str, ReadResult] = {}
+    extracted: dict[str, Path] = {}
 
     def load(name: str, **options) -> ReadResult:
         key = name + repr(sorted(options.items()))
-        if key not in read:
+        if name not in extracted:
             archive = shared_data("otrf", name)
             folder = tmp_path_factory.mktemp(archive.stem)
             with zipfile.ZipFile(archive) as zf:
                 (member,) = zf.namelist()
                 zf.extract(member, folder)
-            read[key] = windows.read(folder / member, **options)
+            extracted[name] = folder / member
+        if key not in read:
+            read[key] = windows.read(extracted[name], **options)
         return read[key]
     return load
 
