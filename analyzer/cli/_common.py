@@ -201,6 +201,10 @@ def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> Non
     parser.add_argument("--year", type=int,
                         help="year of syslog timestamps (sshd; default: inferred)")
     parser.add_argument("--tz", help="time zone of syslog timestamps (sshd; default UTC)")
+    parser.add_argument("--all-events", action="store_true",
+                        help="keep Windows events outside the mapped set, as action "
+                             "windows.<id> (or <channel>.<id>), instead of counting them "
+                             "as skipped")
     if decrypt:
         add_encryption_options(parser, reading=True)
 
@@ -215,6 +219,8 @@ def reader_options(args: argparse.Namespace) -> dict:
     for name in ("year", "tz"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
+    if getattr(args, "all_events", False):
+        options["all_events"] = True
     # Only commands that read encrypted trails have --clear-only; on the others (ingest) the
     # encryption key is for what they write, not for their input.
     if hasattr(args, "clear_only"):
