@@ -74,6 +74,29 @@ def test_sample_exfiltration_rows():
     assert assume.resource.startswith("arn:aws:iam::123456789123:role/")
 
 
+@needs_data
+def test_the_exfiltration_calls_arrive_with_the_stolen_role_and_the_outside_address():
+    # the stolen instance credentials used from outside: every call of the assumed role
+    # from 1.2.3.4, counted here with json (ListBuckets, ListObjects, GetObject)
+    records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    stolen = Counter(r["eventName"] for r in records
+                     if r["userIdentity"]["type"] == "AssumedRole"
+                     and r["sourceIPAddress"] == "1.2.3.4")
+    assert set(stolen) == {"ListBuckets", "ListObjects", "GetObject"}
+    result = cloudtrail.read(SAMPLE)
+    frame = result.frame
+    role = "MordorNginxStack-BankingWAFRole-9S3E0UAE1MM0/i-0317f6c6b66ae9c40"
+    mine = frame[(frame.user == role) & (frame.source_ip == "1.2.3.4")]
+    assert Counter(a.split(":")[1] for a in mine.action) == stolen
+    assert set(mine.session) == {"ASIA5FLZVX4OPVKKVBMX"}
+    # every record is accounted for: all used, with a user; the EC2 service's AssumeRole
+    # calls are the only ones without an address, and say they are a machine's
+    assert result.records == len(records) == len(frame) + len(result.rejected) + \
+        result.n_skipped
+    assert (frame.user != "").all()
+    assert set(frame[frame.source_ip == ""].user_kind) == {"machine"}
+
+
 def test_records_document_gzip_and_identities(tmp_path):
     records = [
         record(),
@@ -110,6 +133,24 @@ def test_records_document_gzip_and_identities(tmp_path):
     assert list(frame.event_id) == ["e1"] * 5
 
 
+def test_user_kind_tells_unsigned_requests_and_services_from_people(tmp_path):
+    records = [
+        record(),
+        # an unsigned S3 request, and a signed one from another account: same type
+        record(userIdentity={"type": "AWSAccount", "principalId": "",
+                             "accountId": "ANONYMOUS_PRINCIPAL"}),
+        record(userIdentity={"type": "AWSAccount", "principalId": "AIDAOTHER",
+                             "accountId": "444455556666"}),
+        record(userIdentity={"type": "AWSService", "invokedBy": "ec2.amazonaws.com"},
+               sourceIPAddress="ec2.amazonaws.com"),
+    ]
+    path = tmp_path / "trail.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    frame = cloudtrail.read(path).frame
+    assert list(frame.user_kind) == ["", "anonymous", "", "machine"]
+    assert list(frame.user) == ["alice", "", "AIDAOTHER", "ec2.amazonaws.com"]
+
+
 def test_malformed_lines_are_set_aside_with_line_numbers(tmp_path):
     lines = [
         json.dumps(record()),
@@ -131,6 +172,7 @@ def test_malformed_lines_are_set_aside_with_line_numbers(tmp_path):
     assert len(result.frame) == 2
     assert result.frame.bytes.isna().tolist() == [True, False]
     assert int(result.frame.bytes.iloc[1]) == 1024
+    assert result.records == 6  # the blank line is not a record
 
 
 def test_records_document_with_a_bad_record(tmp_path):
@@ -139,6 +181,7 @@ def test_records_document_with_a_bad_record(tmp_path):
     result = cloudtrail.read(path)
     assert [(r.line, r.reason) for r in result.rejected] == [(2, "record is not a JSON object")]
     assert list(result.frame.event_id) == ["e1", "e3"]
+    assert result.records == 3
 
 
 def test_missing_file_names_the_path(tmp_path):

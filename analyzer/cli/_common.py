@@ -72,13 +72,14 @@ def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
-def parse_mapping(items: list[str] | None) -> dict[str, str]:
-    """``["src_addr=source_ip"]`` -> ``{"src_addr": "source_ip"}``."""
+def parse_mapping(items: list[str] | None, *, option: str = "--map",
+                  shape: str = "SOURCE=COLUMN") -> dict[str, str]:
+    """``["src_addr=source_ip"]`` -> ``{"src_addr": "source_ip"}`` (also ``--set``'s pairs)."""
     mapping = {}
     for item in items or []:
         source, sep, target = item.partition("=")
         if not sep or not source.strip() or not target.strip():
-            raise ConfigError(f"--map expects SOURCE=COLUMN, got {item!r}")
+            raise ConfigError(f"{option} expects {shape}, got {item!r}")
         mapping[source.strip()] = target.strip()
     return mapping
 
@@ -194,7 +195,11 @@ def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> Non
     parser.add_argument("--format", choices=sorted(FORMATS),
                         help="input format (detected if omitted)")
     parser.add_argument("--map", action="append", metavar="SRC=COLUMN",
-                        help="map a CSV header onto a normalized column (repeatable)")
+                        help="map a CSV header onto a normalized column (repeatable); "
+                             "HEADER.key takes a key out of a column of dicts")
+    parser.add_argument("--set", action="append", metavar="COLUMN=VALUE",
+                        help="one value for a column the CSV lacks, e.g. outcome=success "
+                             "(repeatable)")
     parser.add_argument("--mapping", type=Path, metavar="FILE",
                         help="declarative mapping for --format generic (JSON; see "
                              "docs/formats.md)")
@@ -214,6 +219,8 @@ def reader_options(args: argparse.Namespace) -> dict:
     options: dict = {}
     if getattr(args, "map", None):
         options["mapping"] = parse_mapping(args.map)
+    if getattr(args, "set", None):
+        options["constants"] = parse_mapping(args.set, option="--set", shape="COLUMN=VALUE")
     if getattr(args, "mapping", None):
         options["mapping"] = str(args.mapping)
     for name in ("year", "tz"):

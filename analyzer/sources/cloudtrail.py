@@ -19,6 +19,8 @@ Mapping (the full table is in ``docs/formats.md``):
   request parameters (S3 bucket and key, role, policy, user, group).
 - source IP ``sourceIPAddress`` when it is an address (AWS services appear by name and give
   an empty IP); session the access key id; bytes the S3 bytes transferred.
+- ``user_kind`` ``anonymous`` for an unsigned request (``Anonymous`` identity or the
+  ``ANONYMOUS_PRINCIPAL`` account), ``machine`` for an AWS service (``AWSService``).
 
 The OTRF Security-Datasets sample (MIT licence) this reader is tested on has ``@timestamp``
 instead of ``eventTime``; both are accepted.
@@ -69,6 +71,9 @@ _IDENTITY_PREFIX = (r"^arn:[^:]*:(?:iam|sts)::[^:]*:"
                     r"(?:user/(?:[^/]*/)*|assumed-role/|federated-user/)?")
 _IAM_SOURCES = ("iam.amazonaws.com", "sts.amazonaws.com", "sso.amazonaws.com",
                 "identitystore.amazonaws.com", "organizations.amazonaws.com")
+#: What S3 writes as the account of a request nobody signed (``userIdentity.type`` is then
+#: ``AWSAccount``, as for a named other account, so the type alone does not tell).
+_ANONYMOUS = "ANONYMOUS_PRINCIPAL"
 _S3_OBJECT_EVENTS = ("GetObject", "PutObject", "DeleteObject", "CopyObject", "DeleteObjects",
                      "HeadObject", "UploadPart", "CompleteMultipartUpload", "RestoreObject")
 
@@ -120,9 +125,10 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     if records is not None:
         data = records
     table, numbers = read_all(data, _PARSER, where, rejected)
+    records = table.num_rows + len(rejected)  # what parsed, and what did not
     frame = _frame(table, numbers, where, rejected)
     rejected.sort(key=lambda r: r.line)
-    return ReadResult(frame, tuple(rejected))
+    return ReadResult(frame, tuple(rejected), records=records)
 
 
 def _records_document(data: bytes, where: str, rejected: list[Rejected]) -> bytes | None:
@@ -209,6 +215,12 @@ def _frame(table: pa.Table, numbers: np.ndarray, where: str,
                           "file", category)
     category = pc.if_else(console_login, "authentication", category)
 
+    identity_type = pc.fill_null(col("userIdentity.type"), "")
+    anonymous = pc.or_(pc.equal(identity_type, "Anonymous"), pc.is_in(
+        pc.fill_null(col("userIdentity.accountId"), ""), value_set=pa.array([_ANONYMOUS])))
+    user_kind = pc.if_else(anonymous, "anonymous",
+                           pc.if_else(pc.equal(identity_type, "AWSService"), "machine", ""))
+
     who = pc.if_else(pc.equal(arn, ""), user, arn)
     message = pc.binary_join_element_wise(
         name, "by", who, "from", pc.fill_null(col("sourceIPAddress"), "-"),
@@ -223,7 +235,7 @@ def _frame(table: pa.Table, numbers: np.ndarray, where: str,
         "source_ip": ip_or_empty(col("sourceIPAddress")), "resource": resource,
         "session": col("userIdentity.accessKeyId"), "bytes": nbytes, "category": category,
         "kind": pa.array(["event"] * n, type=_S), "message": message,
-        "event_id": col("eventID"),
+        "event_id": col("eventID"), "user_kind": user_kind,
     }
     return arrow_to_frame(columns, timestamps=timestamps, keep=keep)
 

@@ -2,27 +2,38 @@
 
 The file has a header row. Required columns: ``timestamp, user, action, resource, outcome,
 source_ip``; optional: ``bytes, country, host, session, level, message, category``. Other
-header names can be mapped onto these (``mapping={"src_addr": "source_ip"}``). Timestamps are
-ISO 8601 with any offset (or ``Z``) or epoch seconds.
+header names can be mapped onto these (``mapping={"src_addr": "source_ip"}``), a key can be
+taken out of a column holding dict text (``{"User ID.principalId": "user"}``), and a column
+the file lacks can be given one value for every row (``constants={"outcome": "success"}``).
+Timestamps are ISO 8601 with any offset (or ``Z``) or epoch seconds.
 
 Rows are split by Python's :mod:`csv` (quoting rules are subtle, and a line-oriented split
 would get them wrong); the values are then checked and converted column by column, so a bad
-value costs one rejected row, never the file.
+value costs one rejected row, never the file. A quote that never closes costs its own line:
+the lines the parser ran on into are read again. ``pyarrow.csv`` was tried for the split and
+does not do this (it swallows the rest of the file into the open field, and numbers invalid
+rows by record, not by line). A field over :func:`csv.field_size_limit` (128 KiB unless the
+application sets it) is rejected as bad CSV; the limit is process-wide, so the reader leaves
+it alone.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
+import dataclasses
 import io
 import ipaddress
 import os
+from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from analyzer.errors import SchemaError, SourceError
+from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import ECS_CATEGORIES, Level, Outcome
 from analyzer.sources._base import (
     MAX_LINE_BYTES,
@@ -31,6 +42,7 @@ from analyzer.sources._base import (
     build_frame,
     within_time_range,
 )
+from analyzer.sources.generic import dig
 
 __all__ = ["FORMAT", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "read", "sniff"]
 
@@ -38,7 +50,8 @@ FORMAT = "csv"
 REQUIRED_COLUMNS = ("timestamp", "user", "action", "resource", "outcome", "source_ip")
 OPTIONAL_COLUMNS = ("bytes", "country", "host", "session", "level", "message", "category")
 _KNOWN = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-csv.field_size_limit(MAX_LINE_BYTES)
+#: Columns a file may lack and take one value for every row instead (``--set``).
+_CONSTANT_COLUMNS = _KNOWN - {"timestamp", "bytes"}
 
 
 def sniff(head: bytes) -> bool:
@@ -49,7 +62,7 @@ def sniff(head: bytes) -> bool:
 
 
 def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = None,
-         delimiter: str = ",") -> ReadResult:
+         constants: Mapping[str, str] | None = None, delimiter: str = ",") -> ReadResult:
     """Read a CSV file of access records.
 
     Parameters
@@ -57,9 +70,19 @@ def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = No
     path
         The CSV file; its first line is the header.
     mapping
-        Header renames, source name -> normalized column (``{"src_addr": "source_ip"}``).
+        Header renames, source name -> normalized column (``{"src_addr": "source_ip"}``). A
+        source ``"Header.key"`` (``"User ID.principalId"``) takes ``key`` out of a column
+        that holds a dict as text (JSON or a Python literal); dotted keys go deeper.
+    constants
+        Values for columns the file lacks (``{"outcome": "success"}``), one per row.
     delimiter
         Field separator.
+
+    Returns
+    -------
+    ReadResult
+        One row per record. A record that cannot be split into the header's fields, or
+        holds a value that does not convert, is rejected with the line it starts on.
     """
     file = Path(path)
     if not file.exists():
@@ -71,51 +94,222 @@ def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = No
     if bad_targets:
         raise SchemaError(f"--map names unknown column(s): {', '.join(bad_targets)}; "
                           f"known: {', '.join(sorted(_KNOWN))}")
+    constants = _check_constants(constants or {})
     rejected: list[Rejected] = []
-    physical: list[int] = []
     with file.open("rb") as handle:
-        reader = csv.reader(_decoded_lines(handle, str(file), rejected, physical),
-                            delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise SchemaError(f"{file}: empty file, expected a CSV header") from None
-        except csv.Error as exc:
-            raise SchemaError(f"{file}:1: cannot read the CSV header: {exc}") from None
-        names = [mapping.get(h.strip(), h.strip()).lower() for h in header]
+        lines = _Lines(_decoded_lines(handle, str(file), rejected))
+        header = _header(lines, file, delimiter)
+        plain, dotted = _resolve(header, mapping)
+        names = set(plain) | set(dotted) | set(constants)
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing:
             raise SchemaError(f"{file}: missing required column(s): {', '.join(missing)} "
-                              f"(header: {', '.join(header)}; map others with --map SRC=DEST)")
-        wanted = {n: i for i, n in enumerate(names) if n in _KNOWN}
-        columns: dict[str, list[str]] = {n: [] for n in wanted}
-        numbers: list[int] = []
-        width = len(names)
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                rejected.append(Rejected(str(file), physical[-1], f"bad CSV: {exc}"))
-                continue
-            number = physical[reader.line_num - 1]
-            if not row or row == [""]:
-                continue
-            if len(row) != width:
-                rejected.append(Rejected(str(file), number,
-                                         f"expected {width} fields, got {len(row)}",
-                                         delimiter.join(row).encode()[:4096]))
-                continue
-            for name, index in wanted.items():
-                columns[name].append(row[index])
-            numbers.append(number)
-    return _convert(columns, np.asarray(numbers, dtype=np.int64), str(file), rejected)
+                              f"(header: {', '.join(header)}; map others with --map SRC=DEST "
+                              f"or give a constant with --set COLUMN=VALUE)")
+        both = sorted(set(constants) & (set(plain) | set(dotted)))
+        if both:
+            raise ConfigError(f"{file}: --set {both[0]}: the file has a {both[0]} column "
+                              f"already")
+        wanted = {**plain, **{n: index for n, (index, _) in dotted.items()}}
+        columns, numbers = _split_rows(lines, wanted, len(header), str(file), delimiter,
+                                       rejected)
+    records = len(numbers) + len(rejected)
+    numbers_array = np.asarray(numbers, dtype=np.int64)
+    problems = pd.Series("", index=range(len(numbers)), dtype="object")
+    for name, (index, keys) in dotted.items():
+        values, bad = _from_dicts(columns[name], keys)
+        fresh = bad & (problems == "")
+        problems[fresh] = f"{header[index].strip()}: not a dict with {keys!r} " \
+            "(for --map " + header[index].strip() + "." + keys + f"={name})"
+        columns[name] = values
+    for name, value in constants.items():
+        columns[name] = [value] * len(numbers)
+    result = _convert(columns, numbers_array, str(file), rejected, problems)
+    return dataclasses.replace(result, records=records)
 
 
-def _decoded_lines(handle: object, path: str, rejected: list[Rejected],
-                   physical: list[int]) -> Iterator[str]:
-    """Decode each physical line, setting aside the ones that cannot be text."""
+def _check_constants(constants: Mapping[str, str]) -> dict[str, str]:
+    """Constants for absent columns, each checked: a wrong one is a :class:`ConfigError`."""
+    checked = {}
+    for name, value in constants.items():
+        column = str(name).strip().lower()
+        if column not in _CONSTANT_COLUMNS:
+            raise ConfigError(f"--set {name}: not a column that takes a constant; use one "
+                              f"of {', '.join(sorted(_CONSTANT_COLUMNS))}")
+        text = str(value).strip()
+        try:
+            if column == "outcome":
+                text = Outcome.parse(text).value
+            elif column == "level":
+                text = Level.parse(text).label
+            elif column == "source_ip":
+                text = _normal_ip(text)
+        except (SchemaError, ValueError):
+            raise ConfigError(f"--set {column}={value}: not a valid {column}") from None
+        if column == "category" and text.lower() not in ECS_CATEGORIES:
+            raise ConfigError(f"--set category={value}: not an ECS category")
+        checked[column] = text
+    return checked
+
+
+class _Lines:
+    """The file's decoded physical lines with their numbers; lines can be read again.
+
+    ``taken`` holds the lines the CSV parser pulled for the record it is on, so that a
+    record gone wrong can be traced back to its lines and all but its first re-read.
+    """
+
+    def __init__(self, source: Iterator[tuple[int, str]]) -> None:
+        self._source = source
+        self._again: deque[tuple[int, str]] = deque()
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        item = self._again.popleft() if self._again else next(self._source)
+        self.taken.append(item)
+        return item[1]
+
+    def read_again(self, items: list[tuple[int, str]]) -> None:
+        self._again.extendleft(reversed(items))
+
+
+def _header(lines: _Lines, file: Path, delimiter: str) -> list[str]:
+    try:
+        header = next(csv.reader(lines, delimiter=delimiter))
+    except StopIteration:
+        raise SchemaError(f"{file}: empty file, expected a CSV header") from None
+    except csv.Error as exc:
+        raise SchemaError(f"{file}:1: cannot read the CSV header: {exc}") from None
+    lines.taken.clear()
+    return header
+
+
+def _resolve(header: list[str], mapping: Mapping[str, str]
+             ) -> tuple[dict[str, int], dict[str, tuple[int, str]]]:
+    """Normalized column -> header index, and -> (header index, key) for dotted sources."""
+    stripped = [h.strip() for h in header]
+    plain: dict[str, int] = {}
+    for index, name in enumerate(stripped):
+        target = mapping.get(name, name).lower()
+        if target in _KNOWN:
+            plain.setdefault(target, index)
+    dotted: dict[str, tuple[int, str]] = {}
+    for source, target in mapping.items():
+        if source in stripped:
+            continue
+        # the longest header that is a prefix before a dot: header names may hold dots
+        owners = [i for i, h in enumerate(stripped) if source.startswith(h + ".")]
+        if owners:
+            index = max(owners, key=lambda i: len(stripped[i]))
+            dotted[target] = (index, source[len(stripped[index]) + 1:])
+            plain.pop(target, None)
+    return plain, dotted
+
+
+def _split_rows(lines: _Lines, wanted: Mapping[str, int], width: int, path: str,
+                delimiter: str, rejected: list[Rejected]
+                ) -> tuple[dict[str, list[str]], list[int]]:
+    """The wanted fields of each record, and the line each record starts on.
+
+    A record the parser could only close by running over several lines, and that then
+    has the wrong number of fields (or hits the end of the file or the field size limit),
+    is a quote that never closed: its first line is rejected and the lines after it are
+    read again as records of their own, as a person reading the file would.
+    """
+    columns: dict[str, list[str]] = {n: [] for n in wanted}
+    numbers: list[int] = []
+    reader = csv.reader(lines, delimiter=delimiter)
+    while True:
+        error = None
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row, error = [], str(exc)
+        taken, lines.taken = lines.taken, []
+        if not taken:
+            break
+        number, text = taken[0]
+        if (error is not None or len(row) != width) and len(taken) > 1:
+            rejected.append(Rejected(path, number, f"unterminated quote: the record does not "
+                                     f"end on this line ({error or f'{len(row)} fields'})",
+                                     text.rstrip("\r\n").encode()[:4096]))
+            lines.read_again(taken[1:])
+            reader = csv.reader(lines, delimiter=delimiter)
+            continue
+        if error is not None:
+            rejected.append(Rejected(path, number, f"bad CSV: {error}",
+                                     text.rstrip("\r\n").encode()[:4096]))
+            reader = csv.reader(lines, delimiter=delimiter)
+            continue
+        if not row or row == [""]:
+            continue
+        if len(row) != width:
+            rejected.append(Rejected(path, number, f"expected {width} fields, got {len(row)}",
+                                     delimiter.join(row).encode()[:4096]))
+            continue
+        for name, index in wanted.items():
+            columns[name].append(row[index])
+        numbers.append(number)
+    return columns, numbers
+
+
+def _from_dicts(cells: list[str], keys: str) -> tuple[list[str], pd.Series]:
+    """``keys`` (dotted) out of each cell holding a dict as text; and which cells do not.
+
+    An empty cell gives an empty value; a cell that is not a dict is a problem for its
+    row, because a wrong ``--map`` must show, not quietly empty a column.
+    """
+    values = pd.Series(cells, dtype="object")
+    parsed = {}
+    for text in pd.unique(values):
+        if not text.strip():
+            parsed[text] = ("", False)
+            continue
+        doc = _dict_text(text)
+        found = dig(doc, keys) if doc is not None else None
+        parsed[text] = (_as_text(found), doc is None)
+    pairs = values.map(parsed)
+    return [p[0] for p in pairs], pd.Series([p[1] for p in pairs], dtype=bool)
+
+
+def _dict_text(text: str) -> dict | None:
+    """A dict written as JSON or as a Python literal (``{'type': 'IAMUser'}``), else None.
+
+    The Python form is parsed as a literal only (``ast``): nothing in a cell is evaluated.
+    """
+    text = text.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            tree = ast.parse(text, mode="eval")
+            doc = ast.literal_eval(tree) if isinstance(tree.body, ast.Dict) else None
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+def _decoded_lines(handle: object, path: str, rejected: list[Rejected]
+                   ) -> Iterator[tuple[int, str]]:
+    """Each physical line with its number, decoded; the ones that cannot be text are set
+    aside."""
     for number, raw in enumerate(handle, 1):  # type: ignore[call-overload]
         reason = None
         if len(raw) > MAX_LINE_BYTES:
@@ -130,15 +324,14 @@ def _decoded_lines(handle: object, path: str, rejected: list[Rejected],
         if reason:
             rejected.append(Rejected(path, number, reason, raw[:4096]))
             continue
-        physical.append(number)
-        yield text.lstrip("\ufeff") if number == 1 else text
+        yield number, text.lstrip("\ufeff") if number == 1 else text
 
 
 def _convert(columns: dict[str, list[str]], numbers: np.ndarray, path: str,
-             rejected: list[Rejected]) -> ReadResult:
+             rejected: list[Rejected], problems: pd.Series) -> ReadResult:
     frame = pd.DataFrame({k: pd.Series(v, dtype="object") for k, v in columns.items()})
     frame = frame.apply(lambda s: s.str.strip()) if len(frame) else frame
-    bad = pd.Series("", index=frame.index, dtype="object")
+    bad = problems.reindex(frame.index, fill_value="")
 
     def flag(mask: pd.Series, reason: pd.Series | str) -> None:
         fresh = mask & (bad == "")

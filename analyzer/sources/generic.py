@@ -125,7 +125,9 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
     """Yield ``(line number, object)`` for each JSON object in JSON-lines text or in a JSON array.
 
     A line that is not a JSON object is set aside in ``rejected`` with its number; blank
-    lines are skipped. In a JSON array document the "line" is the 1-based array position.
+    lines are skipped. An object written over several lines (pretty-printed, as ``jq .`` or
+    ``ConvertTo-Json`` write it) is read whole, numbered by its first line. In a JSON array
+    document the "line" is the 1-based array position.
     """
     if data.lstrip()[:1] == b"[":
         try:
@@ -140,7 +142,11 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
                     rejected.append(Rejected(where, number, "not a JSON object",
                                              orjson.dumps(item)[:4096]))
             return
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    lines = data.split(b"\n")
+    number = 0
+    while number < len(lines):
+        raw = lines[number]
+        number += 1
         line = raw.strip()
         if not line:
             continue
@@ -151,13 +157,55 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            rejected.append(Rejected(where, number, f"bad JSON: {str(exc).split(':', 1)[0]}",
-                                     line[:4096]))
+            doc, used = _object_over_lines(lines, number - 1)
+            if doc is None:
+                rejected.append(Rejected(where, number,
+                                         f"bad JSON: {str(exc).split(':', 1)[0]}", line[:4096]))
+                continue
+            yield number, doc
+            number += used - 1
             continue
         if not isinstance(doc, dict):
             rejected.append(Rejected(where, number, "not a JSON object", line[:4096]))
             continue
         yield number, doc
+
+
+#: The most lines one pretty-printed object may span (a Kubernetes RequestResponse event
+#: with a large object runs to some thousands).
+_MAX_OBJECT_LINES = 100_000
+
+
+def _object_over_lines(lines: list[bytes], start: int) -> tuple[dict[str, Any] | None, int]:
+    """The JSON object that begins at ``lines[start]`` and closes on a later line.
+
+    Returns the object and how many lines it took, or ``(None, 0)`` when no object starts
+    there or it does not close: then only the first line is rejected and reading resumes
+    with the next one. The object is taken to close where a ``}`` stands at the indentation
+    of its opening brace (what every pretty-printer writes), so it is parsed once, not at
+    every nested brace; a line at that indentation that opens a new record ends the search.
+    """
+    opening = lines[start].rstrip(b"\r")
+    indent = opening[:len(opening) - len(opening.lstrip())]
+    if not opening.lstrip().startswith(b"{"):
+        return None, 0
+    size = len(opening)
+    for end in range(start + 1, min(len(lines), start + _MAX_OBJECT_LINES)):
+        line = lines[end].rstrip()
+        size += len(line)
+        if size > 32 * MAX_LINE_BYTES or not line.startswith(indent):
+            break
+        margin = line[len(indent):len(indent) + 1]
+        if margin == b"{":
+            break  # a new record at the same indentation: this one never closed
+        if margin != b"}":
+            continue
+        try:
+            doc = orjson.loads(b"\n".join(lines[start:end + 1]))
+        except orjson.JSONDecodeError:
+            break
+        return (doc, end + 1 - start) if isinstance(doc, dict) else (None, 0)
+    return None, 0
 
 
 def dig(doc: Mapping[str, Any], path: str | Sequence[str]) -> Any:

@@ -1,5 +1,7 @@
 """Kubernetes audit logs (``audit.k8s.io/v1`` Event, one JSON object a line) -> frame.
 
+Pretty-printed objects and webhook batches (``EventList``) are read too.
+
 Mapping (the full table is in ``docs/formats.md``): user ``user.username``; action
 ``verb:resource[/subresource]`` (``get:secrets``, ``create:pods/exec``; ``verb:<path>`` for
 non-resource URLs such as ``/healthz``); resource ``namespace/resource/name`` from
@@ -7,16 +9,21 @@ non-resource URLs such as ``/healthz``); resource ``namespace/resource/name`` fr
 (below 400 success, else failure, unknown when absent); source IP the first of
 ``sourceIPs``; time ``stageTimestamp`` (else ``requestReceivedTimestamp``); ``event_id`` the
 ``auditID``. The API server writes one record per stage of a request; only the final stages
-(``ResponseComplete``, ``Panic``) are events here, so a request is counted once. RBAC
-objects (roles, bindings, service accounts) are ECS category ``iam``, the rest ``api``.
+(``ResponseComplete``, ``Panic``) are events here, so a request is counted once, except
+``pods/exec``, ``pods/attach`` and ``pods/portforward``: an upgraded connection is logged at
+``ResponseStarted`` only while it is open, so these are kept once per ``auditID`` at the
+latest stage logged. ``command`` holds an exec's command (its ``command=`` parameters);
+``user_kind`` is ``anonymous`` for ``system:anonymous``. RBAC objects (roles, bindings,
+service accounts) are ECS category ``iam``, the rest ``api``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -25,65 +32,143 @@ from analyzer.sources.generic import json_records, read_bytes, rows_to_frame
 
 __all__ = ["FORMAT", "read", "sniff"]
 
-logger = logging.getLogger(__name__)
-
 FORMAT = "k8s"
 
 _FINAL_STAGES = ("ResponseComplete", "Panic")
+#: Subresources that upgrade the connection (SPDY / WebSocket): the API server logs them at
+#: ResponseStarted and, for a session still open when the log is read, at no later stage.
+_STREAMING = frozenset({"exec", "attach", "portforward"})
+#: Principals no one authenticated as (``--anonymous-auth``): their own user_kind.
+_ANONYMOUS = frozenset({"system:anonymous"})
 _IAM_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings",
                             "serviceaccounts", "certificatesigningrequests", "tokenreviews",
                             "subjectaccessreviews", "selfsubjectaccessreviews"})
 
 
 def sniff(head: bytes) -> bool:
-    """True if the first line is a Kubernetes audit Event."""
+    """True if the first record is a Kubernetes audit Event (or EventList), on one line or
+    pretty-printed over several."""
     first = head.lstrip().split(b"\n", 1)[0]
     try:
         doc = orjson.loads(first)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and doc.get("kind") == "Event" \
+        # a pretty-printed object: its opening lines name the kind and API version
+        return first.strip() == b"{" and re.search(rb'"kind"\s*:\s*"Event(?:List)?"', head) \
+            is not None and re.search(rb'"apiVersion"\s*:\s*"audit\.k8s\.io/', head) is not None
+    return isinstance(doc, dict) and doc.get("kind") in ("Event", "EventList") \
         and str(doc.get("apiVersion", "")).startswith("audit.k8s.io/")
 
 
 def read(path: str | os.PathLike[str], *,
          stages: Collection[str] = _FINAL_STAGES) -> ReadResult:
-    """Read a Kubernetes audit log (JSON lines, plain or gzip).
+    """Read a Kubernetes audit log (JSON lines or pretty-printed objects, plain or gzip).
 
     Parameters
     ----------
     path
-        The audit log the API server writes with ``--audit-log-path``.
+        The audit log the API server writes with ``--audit-log-path`` (one Event a line), or
+        what a webhook receives (``EventList`` objects, whose ``items`` are read).
     stages
-        The stages that count as events; the others are skipped (and counted in the log).
+        The stages that count as events. Streaming requests (``pods/exec``, ``pods/attach``,
+        ``pods/portforward``) count at any stage: an upgraded connection is logged at
+        ``ResponseStarted`` only. Other records are counted in ``skipped`` by stage.
 
     Returns
     -------
     ReadResult
         One row per request. A line that is not a JSON object, or has no verb or no readable
-        time, is rejected with its line number.
+        time, is rejected with its line number; an object of another kind (not an audit
+        ``Event``) is counted in ``skipped``.
     """
     where, data = read_bytes(path)
     rejected: list[Rejected] = []
+    rows, own, skipped, seen = _collect(_events(where, data, rejected), where, stages)
+    records = seen + len(rejected)
+    rejected.extend(own)
+    frame = rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource",
+                                 "category", "message", "event_id"), where, rejected,
+                          extra=("user_kind", "command"))
+    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)), records=records,
+                      skipped=skipped)
+
+
+def _collect(events: Iterator[tuple[int, dict[str, Any]]], where: str,
+             stages: Collection[str]) -> tuple[list[dict[str, Any]], list[Rejected],
+                                               dict[str, dict[str, int]], int]:
+    """Rows of the records that are events, rejects, skips by why and stage, records seen.
+
+    A streaming request outside ``stages`` is kept once per ``auditID``, at the latest stage
+    logged for it: a later record of the same request replaces the earlier one, which is
+    then counted as skipped like any other stage.
+    """
     rows: list[dict[str, Any]] = []
-    skipped = 0
-    for number, doc in json_records(where, data, rejected):
-        stage = doc.get("stage")
-        if stage is not None and stage not in stages:
-            skipped += 1
+    own: list[Rejected] = []
+    skipped: dict[str, dict[str, int]] = {}
+    provisional: dict[str, tuple[int, str]] = {}  # auditID -> (row index, stage)
+    final: set[str] = set()
+    seen = 0
+
+    def skip(why: str, detail: str) -> None:
+        counts = skipped.setdefault(why, {})
+        counts[detail] = counts.get(detail, 0) + 1
+
+    for number, doc in events:
+        seen += 1
+        kind = doc.get("kind", "Event")
+        if kind != "Event":
+            skip("not an audit Event", f"kind {kind!r:.40}")
+            continue
+        stage = str(doc.get("stage") or "")
+        counted = not stage or stage in stages
+        streaming = _is_streaming(doc)
+        audit_id = str(doc.get("auditID") or "")
+        if not counted and (not streaming or audit_id in final):
+            skip("other stage", stage[:40])
             continue
         verb = doc.get("verb")
         if not isinstance(verb, str) or not verb:
-            rejected.append(Rejected(where, number, "verb: missing", orjson.dumps(doc)[:4096]))
+            own.append(Rejected(where, number, "verb: missing", orjson.dumps(doc)[:4096]))
             continue
         row = _row(doc, verb)
         row["line"] = number
-        rows.append(row)
-    if skipped:
-        logger.info("%s: %d records of other stages were skipped", where, skipped)
-    frame = rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource",
-                                 "category", "message", "event_id"), where, rejected)
-    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)))
+        earlier = provisional.pop(audit_id, None) if streaming and audit_id else None
+        if earlier is not None:  # the same streaming request, logged again at a later stage
+            skip("other stage", earlier[1][:40])
+            rows[earlier[0]] = row
+        else:
+            rows.append(row)
+        if streaming and audit_id:
+            if counted:
+                final.add(audit_id)
+            else:
+                provisional[audit_id] = (len(rows) - 1 if earlier is None else earlier[0],
+                                         stage)
+    return rows, own, skipped, seen
+
+
+def _events(where: str, data: bytes, rejected: list[Rejected]
+            ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each record, with the ``items`` of an ``EventList`` (a webhook batch) taken out."""
+    for number, doc in json_records(where, data, rejected):
+        items = doc.get("items")
+        if doc.get("kind") == "EventList" and isinstance(items, list):
+            for item in items:
+                yield number, item if isinstance(item, dict) else {"kind": type(item).__name__}
+        else:
+            yield number, doc
+
+
+def _is_streaming(doc: Mapping[str, Any]) -> bool:
+    ref = doc.get("objectRef")
+    return isinstance(ref, Mapping) and ref.get("resource") == "pods" \
+        and ref.get("subresource") in _STREAMING
+
+
+def _command(uri: str) -> str:
+    """The command of a ``pods/exec`` request: its ``command=`` parameters, in order."""
+    query = uri.partition("?")[2]
+    return " ".join(value for key, value in parse_qsl(query, keep_blank_values=True)
+                    if key == "command")
 
 
 def _row(doc: Mapping[str, Any], verb: str) -> dict[str, Any]:
@@ -114,10 +199,14 @@ def _row(doc: Mapping[str, Any], verb: str) -> dict[str, Any]:
         message += f" {reason}"
     if doc.get("userAgent"):
         message += f" ({doc['userAgent']})"
+    command = _command(uri) if ref.get("subresource") == "exec" else ""
+    if command:
+        message += f" command: {command}"
     return {
         "timestamp": doc.get("stageTimestamp") or doc.get("requestReceivedTimestamp"),
         "user": username, "action": action, "outcome": outcome, "source_ip": source_ip,
         "resource": resource,
         "category": "iam" if str(ref.get("resource")) in _IAM_RESOURCES else "api",
         "message": message, "event_id": doc.get("auditID"),
+        "user_kind": "anonymous" if username in _ANONYMOUS else "", "command": command,
     }
