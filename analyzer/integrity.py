@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gzip
 import hashlib
 import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -156,8 +157,14 @@ def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint
         out.write(checkpoint.to_json() + b"\n")
 
 
-def read_checkpoints(source: str | os.PathLike[str]) -> list[Checkpoint]:
-    """All checkpoints in a file, in order; a malformed line is an :class:`IntegrityError`."""
+def read_checkpoints(source: str | os.PathLike[str], *,
+                     malformed: list[str] | None = None) -> list[Checkpoint]:
+    """All checkpoints in a file, in order.
+
+    A malformed line is an :class:`IntegrityError`, unless ``malformed`` is given: then it
+    is described there (``"x.checkpoints:4: not a checkpoint record"``) and the good lines
+    are still returned, so one garbage line does not stop a verification.
+    """
     path = Path(source)
     try:
         raw = path.read_bytes()
@@ -172,7 +179,9 @@ def read_checkpoints(source: str | os.PathLike[str]) -> list[Checkpoint]:
             result.append(Checkpoint(sequence=int(doc["sequence"]), hash=str(doc["hash"]),
                                      time=str(doc.get("time", "")), log=str(doc.get("log", ""))))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise IntegrityError(f"{path}:{number}: not a checkpoint record") from None
+            if malformed is None:
+                raise IntegrityError(f"{path}:{number}: not a checkpoint record") from None
+            malformed.append(f"{path}:{number}: not a checkpoint record")
     return result
 
 
@@ -251,12 +260,22 @@ def _parse(number: int, raw: bytes) -> _Record:
     return _Record(number, raw, doc, seq, hash_, canonical_bytes(doc))
 
 
+def _open(path: Path) -> IO[bytes]:
+    """A log file for reading: rotated generations may have been compressed (``.gz``)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
     """Yield (line number, bytes without newline, complete?) lazily, in bounded memory."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            complete = raw.endswith(b"\n")
-            yield number, raw.rstrip(b"\r\n"), complete
+    try:
+        with _open(path) as handle:
+            for number, raw in enumerate(handle, 1):
+                complete = raw.endswith(b"\n")
+                yield number, raw.rstrip(b"\r\n"), complete
+    except (EOFError, gzip.BadGzipFile) as exc:  # a truncated or non-gzip ".gz"
+        raise SourceError(f"{path}: cannot read it as gzip: {exc}") from None
 
 
 def _check_file(log_path: Path) -> None:
@@ -330,7 +349,7 @@ def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = No
 
 
 def _first_sequence(path: Path) -> int:
-    with path.open("rb") as handle:
+    with _open(path) as handle:
         record = _parse(1, handle.readline().rstrip(b"\r\n"))
     return record.sequence if record.sequence is not None else -1
 
@@ -338,7 +357,7 @@ def _first_sequence(path: Path) -> int:
 def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
                       later: list[Path]) -> VerifyReport | None:
     """Does ``file`` continue the chain exactly where ``previous_file`` ended?"""
-    with file.open("rb") as handle:
+    with _open(file) as handle:
         first = _parse(1, handle.readline().rstrip(b"\r\n"))
     claimed = _previous_of(first.doc)
 

@@ -148,7 +148,10 @@ def test_cli_refuses_unsigned_or_wrongly_signed_models_unless_trusted(tmp_path, 
     wrong.write_text("another-secret")
     wrong.chmod(0o600)
     unsigned, signed = tmp_path / "unsigned.joblib", tmp_path / "signed.joblib"
-    assert main(["train", str(log), "--model", str(unsigned)]) == 0
+    from analyzer.model import AuditModel
+    from analyzer.sources import read_events
+
+    save_model(AuditModel(n_estimators=10).fit(read_events(log).frame), unsigned)
     assert main(["train", str(log), "--model", str(signed), "--signing-key-file", str(secret)]) == 0
     capsys.readouterr()
     score = ["score", str(log), "--no-write-back", "--model"]
@@ -158,6 +161,12 @@ def test_cli_refuses_unsigned_or_wrongly_signed_models_unless_trusted(tmp_path, 
     assert main([*score, str(signed), "--signing-key-file", str(wrong)]) == 2
     assert "signature does not match" in capsys.readouterr().err
     assert main([*score, str(signed), "--signing-key-file", str(secret)]) == 0
+    # a trusted file that unpickles to something else is one line, not a traceback
+    other = tmp_path / "other.joblib"
+    save_model(Tiny(), other)
+    capsys.readouterr()
+    assert main([*score, str(other), "--trust-unsigned-model"]) == 2
+    assert "holds a Tiny, not a model made by 'train'" in capsys.readouterr().err
 
 
 def test_the_shipped_default_model_verifies_with_its_public_key_and_scores():

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from analyzer.errors import ConfigError, SourceError
+from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.integrity import load_key
 
 
@@ -146,7 +146,15 @@ def load_model_from_args(args: argparse.Namespace):
         header, _ = read_model_header(Path(args.model))
         if str(header.get("signature") or "").startswith("hmac-"):
             key = user_signing_key(create=False)
-    return load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+    model = load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+    # A trusted-unsigned file can hold any object: say so here, not as an AttributeError deep
+    # in scoring. (Its code has run by now: that is what trusting it meant.)
+    from analyzer.model import AuditModel
+
+    if not isinstance(model, AuditModel):
+        raise ModelLoadError(f"{args.model}: holds a {type(model).__name__}, not a model made "
+                             "by 'train'; refusing to use it")
+    return model
 
 
 def user_signing_key_path() -> Path:

@@ -19,10 +19,10 @@ from analyzer.cli._common import (
     say,
     warn,
 )
-from analyzer.errors import ConfigError
+from analyzer.errors import ConfigError, SourceError
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import expand_paths, read_events, write_rejected
+from analyzer.sources import FORMATS, detect_format, expand_paths, read_events, write_rejected
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +98,12 @@ def run_ingest(args: argparse.Namespace) -> int:
     progress("reading...")
     result = read_events(args.inputs, format=args.format, **options)
     frame = result.frame
+    if not len(frame) and result.rejected and len(result.rejected) == result.records:
+        # nothing at all could be read: the wrong format, not a few bad lines
+        tried = args.format or detect_format(expand_paths(args.inputs)[0])
+        raise SourceError(f"no line could be read as {tried} (first: "
+                          f"{result.rejected[0].describe()}); is --format right? "
+                          f"Known: {', '.join(FORMATS)}")
     encryption = read_encryption_keys(args.encryption_key_file)
     with AuditLogger(args.log, key=key, service=args.service, name="audit.ingest",
                      encryption_key=encryption[0] if encryption else None) as audit:
@@ -168,7 +174,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _latest_checkpoint(source: Path):
-    checkpoints = read_checkpoints(source)
+    malformed: list[str] = []
+    checkpoints = read_checkpoints(source, malformed=malformed)
+    if malformed:  # reported, not fatal: the good checkpoints still hold the log to account
+        more = f" (and {len(malformed) - 1} more)" if len(malformed) > 1 else ""
+        warn("verify", f"{malformed[0]}{more}; ignored, the other checkpoints are used")
     return max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
 
 

@@ -274,8 +274,19 @@ def load_cursor(path: str | os.PathLike[str]) -> Cursor | None:
     """The saved cursor, or ``None`` when there is none yet (start at the beginning)."""
     try:
         data = orjson.loads(Path(path).read_bytes())
-        return Cursor(**{f.name: data[f.name] for f in dataclasses.fields(Cursor)
-                         if f.name in data})
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        cursor = Cursor(**{f.name: data[f.name] for f in dataclasses.fields(Cursor)
+                           if f.name in data})
+        # the file is input like any other: a position must be a byte offset in the log
+        for name in ("offset", "inode"):
+            value = getattr(cursor, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be a non-negative integer, not {value!r}")
+        if cursor.sequence is not None and (isinstance(cursor.sequence, bool)
+                                            or not isinstance(cursor.sequence, int)):
+            raise TypeError(f"sequence must be an integer, not {cursor.sequence!r}")
+        return cursor
     except FileNotFoundError:
         return None
     except (orjson.JSONDecodeError, TypeError) as exc:

@@ -291,7 +291,7 @@ def load_mapping(mapping: Mapping[str, Any] | str | os.PathLike[str]) -> dict[st
 
 
 def read(path: str | os.PathLike[str], *,
-         mapping: Mapping[str, Any] | str | os.PathLike[str]) -> ReadResult:
+         mapping: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> ReadResult:
     """Read any line or JSON-lines format through a declarative ``mapping``.
 
     Parameters
@@ -314,6 +314,9 @@ def read(path: str | os.PathLike[str], *,
     >>> read(log, mapping=spec).frame.loc[0, ["user", "action", "outcome"]].tolist()
     ['alice', 'export', 'failure']
     """
+    if mapping is None:
+        raise ConfigError("--format generic reads through a declarative mapping: give it with "
+                          "--mapping FILE (see docs/formats.md)")
     spec = load_mapping(mapping)
     where, data = read_bytes(path)
     rejected: list[Rejected] = []
