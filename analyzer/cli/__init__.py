@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from analyzer.errors import AnalyzerError
+from analyzer.events import printable
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except AnalyzerError as exc:
-        print(f"audit-analyzer {args.command}: error: {exc}", file=sys.stderr)
+        # an error message can quote the input (a path, a field): keep it one safe line
+        print(f"audit-analyzer {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as exc:
         print(f"audit-analyzer {args.command}: error: {exc.filename}: no such file",

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 from analyzer.errors import ConfigError, ModelLoadError, SourceError
+from analyzer.events import printable
 from analyzer.integrity import load_key
 
 
@@ -102,11 +103,18 @@ class Progress:
 
 
 def say(message: str) -> None:
-    print(message)
+    """Print a line for the user. Every line goes through :func:`printable`: a value from a
+    log that slipped into a message unescaped still cannot drive the terminal (a value's
+    own newlines are escaped where the value is formatted, with :func:`printable`)."""
+    print(_safe_lines(message))
 
 
 def warn(command: str, message: str) -> None:
-    print(f"audit-analyzer {command}: {message}", file=sys.stderr)
+    print(_safe_lines(f"audit-analyzer {command}: {message}"), file=sys.stderr)
+
+
+def _safe_lines(message: str) -> str:
+    return "\n".join(printable(line, keep="\t") for line in message.split("\n"))
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, required: bool) -> None:

@@ -24,6 +24,7 @@ from analyzer.cli._common import (
     warn,
 )
 from analyzer.errors import ConfigError
+from analyzer.events import FORMULA_START, formula_safe, printable
 from analyzer.sources import ReadResult, expand_paths, read_events, write_rejected
 
 
@@ -82,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="known-benign patterns to suppress (JSON lines; see "
                         "analyzer/suppression.py); suppressed alerts are written at WARNING")
     p.add_argument("--scores", type=Path, help="write one row per window (.csv or .parquet)")
+    p.add_argument("--raw-csv", action="store_true",
+                   help="write the scores CSV's text exactly as logged; by default a value a "
+                        "spreadsheet would run as a formula (=, +, -, @ ...) gets a leading '")
     p.add_argument("--alerts-per-day", type=float, default=None,
                    help="alert budget for this run (default: the model's)")
     p.add_argument("--audit-log", type=Path,
@@ -229,7 +233,7 @@ def run_score(args: argparse.Namespace) -> int:
         if drift.stale:
             say(drift.warning)
     if args.scores:
-        write_scores(scores, args.scores)
+        write_scores(scores, args.scores, raw=args.raw_csv)
     recorded = _alerts_of(scores)
     alerts = [a for a in recorded if not a.suppressed]
     silenced = [a for a in recorded if a.suppressed]
@@ -301,8 +305,12 @@ def _write_back(alerts: list, destination: Path, args: argparse.Namespace, model
                             skip_ids=known)
 
 
-def write_scores(scores: pd.DataFrame, path: Path) -> None:
-    """The scores file (DESIGN contract 6): CSV, or Parquet by extension."""
+def write_scores(scores: pd.DataFrame, path: Path, *, raw: bool = False) -> None:
+    """The scores file (DESIGN contract 6): CSV, or Parquet by extension.
+
+    In CSV, text a spreadsheet would run as a formula (an entity named ``=cmd|...``) gets a
+    leading ``'`` unless ``raw`` (see :func:`~analyzer.events.formula_safe`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".parquet", ".pq"):
         scores.to_parquet(path, index=False)
@@ -310,10 +318,30 @@ def write_scores(scores: pd.DataFrame, path: Path) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        if not raw:
+            scores = _formula_safe_text(scores)
+
         # arrow's writer: six times faster than pandas' on wide float frames
         pacsv.write_csv(pa.Table.from_pandas(scores, preserve_index=False), path)
     else:
         raise ConfigError(f"{path}: scores file must end in .csv or .parquet")
+
+
+def _formula_safe_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :func:`formula_safe` applied to its text columns (numbers untouched)."""
+    out = frame
+    for name in frame.columns:
+        column = frame[name]
+        if not (column.dtype == object or isinstance(column.dtype, pd.CategoricalDtype |
+                                                      pd.StringDtype)):
+            continue
+        text = column.astype("string")
+        risky = text.str.match(FORMULA_START.pattern, na=False)
+        if risky.any():
+            if out is frame:
+                out = frame.copy()
+            out[name] = text.where(~risky, text.map(formula_safe, na_action="ignore"))
+    return out
 
 
 def _print_alerts(alerts: list, n_windows: int) -> None:
@@ -321,11 +349,12 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
         say(f"no alerts in {n_windows:,} windows")
         return
     say(f"{len(alerts)} alert(s) in {n_windows:,} windows:")
-    width = min(28, max(len(a.entity) for a in alerts))
+    names = [printable(a.entity) for a in alerts]  # names come from the log: escape them
+    width = min(28, max(len(name) for name in names))
     say(f"  {'risk':>4}  {'window (UTC)':16}  {'entity':{width}}  reasons")
-    for a in alerts:
-        entity = a.entity if len(a.entity) <= width else a.entity[:width - 1] + "…"
-        reasons = "; ".join(a.reasons) or "unusual combination"
+    for a, name in zip(alerts, names, strict=True):
+        entity = name if len(name) <= width else name[:width - 1] + "…"
+        reasons = printable("; ".join(a.reasons)) or "unusual combination"
         say(f"  {a.risk_score:4.0f}  {a.window_start:%Y-%m-%d %H:%M}  {entity:{width}}  "
             f"{reasons}")
 

@@ -12,6 +12,7 @@ from analyzer.cli._common import (
     warn,
 )
 from analyzer.errors import ConfigError
+from analyzer.events import formula_safe, printable
 from analyzer.query import (
     DEFAULT_COLUMNS,
     QUERY_COLUMNS,
@@ -99,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run one read-only SQL statement over a view 'events' (the "
                           "filtered records; needs the [sql] extra: pip install "
                           "'audit-analyzer[sql]')")
+    p.add_argument("--raw-csv", action="store_true",
+                   help="write CSV values exactly as logged; by default a value a spreadsheet "
+                        "would run as a formula (=, +, -, @ ...) gets a leading '")
     p.add_argument("--sql-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a --sql statement after this long (default 120)")
     p.add_argument("--sql-memory-limit", default=None, metavar="SIZE",
@@ -125,7 +129,7 @@ def run_query(args: argparse.Namespace) -> int:
         result = run_sql(args.sql, args.paths or None, flt, db=args.db,
                          timeout=args.sql_timeout or DEFAULT_TIMEOUT,
                          memory_limit=args.sql_memory_limit or DEFAULT_MEMORY_LIMIT)
-        _write_sql_result(result, fmt)
+        _write_sql_result(result, fmt, raw=args.raw_csv)
         return 0
 
     stats = ScanStats()
@@ -141,18 +145,18 @@ def run_query(args: argparse.Namespace) -> int:
         total = sum(b.table.num_rows for b in batches)
         print(total)
     else:
-        _write(batches, fmt, columns)
+        _write(batches, fmt, columns, raw=args.raw_csv)
     _report_rejected(stats)
     return 0
 
 
-def _write(batches, fmt: str, columns: tuple[str, ...]) -> None:
+def _write(batches, fmt: str, columns: tuple[str, ...], *, raw: bool = False) -> None:
     batches = _flushing(batches)
     if fmt == "json":
         write_jsonl(batches, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     elif fmt == "csv":
-        write_csv(batches, sys.stdout, columns)
+        write_csv(batches, sys.stdout, columns, raw=raw)
     else:
         write_table(batches, sys.stdout, columns)
 
@@ -171,7 +175,7 @@ def _report_rejected(stats: ScanStats) -> None:
         warn("query", f"{len(stats.rejected):,} malformed lines skipped (first: {first})")
 
 
-def _write_sql_result(result, fmt: str) -> None:
+def _write_sql_result(result, fmt: str, *, raw: bool = False) -> None:
     """Print an Arrow table from ``--sql`` as a table, JSON lines or CSV."""
     import orjson
     import pyarrow as pa
@@ -187,13 +191,15 @@ def _write_sql_result(result, fmt: str) -> None:
         return
     text = {name: ["" if v is None else str(v) for v in table.column(name).to_pylist()]
             for name in columns}
+    if fmt == "table":  # for a terminal: values from the log cannot drive it
+        text = {name: [printable(v) for v in values] for name, values in text.items()}
     rows = list(zip(*(text[c] for c in columns), strict=True)) if columns else []
     if fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows(rows if raw else ([formula_safe(v) for v in row] for row in rows))
         return
     widths = [min(60, max([len(c), *(len(r[k]) for r in rows)])) for k, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())

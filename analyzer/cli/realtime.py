@@ -27,6 +27,7 @@ from analyzer.cli._common import (
     warn,
 )
 from analyzer.errors import ConfigError
+from analyzer.events import printable
 
 _DESTINATIONS = ("elasticsearch", "cloudwatch", "syslog", "splunk", "webhook", "sqlite",
                  "postgres")
@@ -358,8 +359,9 @@ def run_watch(args: argparse.Namespace) -> int:
         write(rows)
         for row in rows.itertuples(index=False):
             label = "UPDATE" if row.update else "ALERT"
-            say(f"{label} {row.entity_type} {row.entity} {row.window_start:%Y-%m-%d %H:%M} "
-                f"risk {getattr(row, 'risk_score', 0):.0f}: {row.reasons}")
+            say(f"{label} {row.entity_type} {printable(str(row.entity))} "
+                f"{row.window_start:%Y-%m-%d %H:%M} risk {getattr(row, 'risk_score', 0):.0f}: "
+                f"{printable(str(row.reasons))}")
 
     shipping = None
     if args.webhook:

@@ -20,6 +20,7 @@ from analyzer.cli._common import (
     warn,
 )
 from analyzer.errors import ConfigError, SourceError
+from analyzer.events import printable
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
 from analyzer.sources import FORMATS, detect_format, expand_paths, read_events, write_rejected
@@ -87,7 +88,7 @@ def run_log(args: argparse.Namespace) -> int:
             resource=args.resource, level=args.level, message=args.message,
             category=args.category, country=args.country,
         )
-    say(f"logged {args.action} as {event_id} to {args.log}")
+    say(f"logged {printable(args.action)} as {event_id} to {args.log}")
     return 0
 
 

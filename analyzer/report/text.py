@@ -7,23 +7,20 @@ control characters are made visible so that a crafted value cannot rewrite the t
 
 from __future__ import annotations
 
-import re
 import textwrap
 import unicodedata
 
+from analyzer.events import printable
 from analyzer.report.i18n import get_locale
 from analyzer.report.viewmodel import Cell, ChartView, ReportView, TableView
 
 __all__ = ["render_text"]
 
 _WIDTH = 100
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def _clean(text: str) -> str:
-    """Text with control characters (escape sequences, bidi overrides) shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                        else f"\\u{ord(m.group()):04x}", text.replace("\n", " "))
+    """Text with control characters (escape sequences, bidi overrides, line breaks) shown as
+    escapes, so that a crafted value cannot rewrite the terminal or forge a line."""
+    return printable(text)
 
 
 def _width(text: str) -> int:
