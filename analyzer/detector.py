@@ -342,13 +342,20 @@ _OVERLAPS = (
     ("failure_ratio", "n_failures", "fail_then_success"),
     ("n_ips", "n_new_ips"),
     ("n_countries", "n_new_countries"),
+    # a first DeleteTrail is also a privileged action never done before, and a sensitive one
+    ("n_new_sensitive", "new_privileged_events", "n_sensitive"),
+    ("n_scanner_requests", "n_scripted_requests"),
+    ("n_ips", "credential_addresses"),
 )
-_IMPLIED_BY = {name: tuple(o for o in group if o != name)
+_IMPLIED_BY = {name: tuple(dict.fromkeys(o for group in _OVERLAPS if name in group
+                                         for o in group if o != name))
                for group in _OVERLAPS for name in group}
 # When rarities are close, name what is new or sensitive before raw diversity or volume:
 # "first access from country RU" tells an analyst more than "2 countries in one window".
 _SPECIFIC_BONUS = 1.5
-_SPECIFIC_FAMILIES = ("novelty", "sensitivity", "sequence")
+_SPECIFIC_FAMILIES = ("novelty", "sensitivity", "sequence", "web")
+# Ahead of any surprisal (they are capped near 10 nats past the training maximum).
+_EVIDENCE_FIRST = 100.0
 
 
 def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], *,
@@ -387,8 +394,12 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
     bonus = np.array([_SPECIFIC_BONUS if name in _FEATURE_INFO and
                       _FEATURE_INFO[name].family in _SPECIFIC_FAMILIES else 0.0
                       for name in names])
-    order = np.argsort(-(surprisal + bonus * (surprisal >= min_surprisal)), axis=1,
-                       kind="stable")
+    # Evidence (a catalogued action, an attack tool) is named first whenever it is there at
+    # all: on a short log nothing is statistically rare, yet "first DeleteTrail by alice"
+    # is what the analyst needs, not "active at 11:00 UTC".
+    evidence = _evidence_present(windows, names, surprisal)
+    rank = surprisal + bonus * (surprisal >= min_surprisal) + _EVIDENCE_FIRST * evidence
+    order = np.argsort(-rank, axis=1, kind="stable")
     out: list[str] = []
     # one loop per explained window (alerts and near misses), never per event
     for i in range(len(windows)):
@@ -396,7 +407,7 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
         chosen: list[str] = []
         texts: list[str] = []
         for j in order[i]:
-            if len(texts) >= top or surprisal[i, j] < min_surprisal:
+            if len(texts) >= top or (surprisal[i, j] < min_surprisal and not evidence[i, j]):
                 break
             name = names[j]
             if any(other in chosen for other in _IMPLIED_BY.get(name, ())):
@@ -410,6 +421,18 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
             texts = ["unusual combination of " + " and ".join(n.replace("_", " ")
                                                                for n in rarest)]
         out.append("; ".join(texts))
+    return out
+
+
+def _evidence_present(windows: pd.DataFrame, names: Sequence[str],
+                      surprisal: np.ndarray) -> np.ndarray:
+    """(rows, features): an evidence feature with a value that is rarer than the least."""
+    out = np.zeros(surprisal.shape, dtype=bool)
+    for j, name in enumerate(names):  # one pass per feature
+        info = _FEATURE_INFO.get(name)
+        if info is not None and info.evidence and name in windows.columns:
+            value = pd.to_numeric(windows[name], errors="coerce").fillna(0).to_numpy()
+            out[:, j] = (value > 0) & (surprisal[:, j] > 0)
     return out
 
 

@@ -254,7 +254,12 @@ class AuditModel:
         if self.max_alerts_per_day and alert.any():
             alert &= _within_daily_cap(windows["window_start"], p, budget)
         reasons = np.full(n, "", dtype=object)
-        explain_rows = np.flatnonzero(alert | (p <= limit * _REASON_MARGIN))
+        # windows carrying evidence (a catalogued action, an attack tool) are explained too,
+        # alert or not: a risk-20 window that deleted a trail should say so
+        evidence = [col[f.name] for f in FEATURES if f.evidence]
+        has_evidence = ((windows[[all_names[j] for j in evidence]].to_numpy() > 0)
+                        & (contrib[:, evidence] > 0)).any(axis=1)
+        explain_rows = np.flatnonzero(alert | (p <= limit * _REASON_MARGIN) | has_evidence)
         if len(explain_rows):
             subset = windows.iloc[explain_rows]
             typical = self._typical_for(subset)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from analyzer.errors import ConfigError, SchemaError
 from analyzer.events import REQUIRED_FRAME_COLUMNS
+from analyzer.features import _evidence
 from analyzer.features._table import (
     _DETAIL_COLUMNS,
     DEFAULT_PRIVILEGED_ACTIONS,
@@ -70,6 +71,7 @@ class _Prepared:
     nbytes: np.ndarray
     seq: np.ndarray | None
     priv: np.ndarray
+    evidence: _evidence.Evidence
 
     @property
     def n(self) -> int:
@@ -147,8 +149,10 @@ def _prepare(frame: pd.DataFrame, vocab: dict[str, np.ndarray] | None,
     a = codes["action"]
     priv = np.where(a >= 0, action_priv[np.maximum(a, 0)], False) if len(action_priv) else \
         np.zeros(n, dtype=bool)
+    evidence = _evidence.gather(frame, user_codes=codes["user"], user_names=names["user"],
+                                action_codes=a, action_names=names["action"])
     return _Prepared(t=t.view(np.int64), codes=codes, names=names, known=known, fail=fail,
-                     succ=succ, nbytes=nbytes, seq=seq, priv=priv)
+                     succ=succ, nbytes=nbytes, seq=seq, priv=priv, evidence=evidence)
 
 
 # -- small array helpers ----------------------------------------------------------------------
@@ -559,8 +563,12 @@ class FeatureExtractor:
             "bytes", etype, np.log1p(nbytes), w_ent, fitting=fitting, known=prep.known[etype])
         cols["fail_then_success"] = _fail_then_success(
             win, codes["source_ip"] if etype == "user" else None, fail, succ, n_win)
+        evidence_details = self._evidence(prep, etype, cols, idx, win, n_win, ent, t,
+                                          row_wstart, w_start + window, fitting=fitting)
 
         if details:
+            for name, (c, labels, mask, counts) in evidence_details.items():
+                detail_cols[name] = _describe(win, c, labels, mask, n_win, counts=counts)
             names = prep.names
             detail_cols["d_new_ips"] = _describe(win, codes["source_ip"], names["source_ip"],
                                                  novel.get("source_ip", _none(win)), n_win)
@@ -621,6 +629,26 @@ class FeatureExtractor:
         return frame
 
     # -- pieces that use the fitted profile ---------------------------------------------
+
+    def _evidence(self, prep: _Prepared, etype: str, cols: dict[str, Any], idx: np.ndarray,
+                  win: np.ndarray, n_win: int, ent: np.ndarray, t: np.ndarray,
+                  row_wstart: np.ndarray, w_end: np.ndarray, *, fitting: bool
+                  ) -> dict[str, _evidence.Detail]:
+        """Evidence features (:mod:`analyzer.features._evidence`) into ``cols``."""
+        a = prep.codes["action"][idx]
+        # first use of an action by the entity, failed attempts included (an intruder
+        # trying DeleteTrail without the right is news too), and never zeroed in an
+        # entity's first window: a new identity's first DeleteTrail is the case to name
+        span = max(len(prep.names["action"]), 1)
+        first_use = (a >= 0) & (_first_time(ent * span + a, t) >= row_wstart)
+        if not fitting:
+            first_use &= ~self._known_pair(etype, "action", ent, a)
+        found, named = _evidence.window_evidence(
+            prep.evidence, idx, win, n_win, etype=etype, t=t, window_end=w_end,
+            first_use=first_use, address=prep.codes["source_ip"][idx],
+            address_names=prep.names["source_ip"])
+        cols.update(found)
+        return named
 
     def _known_pair(self, etype: str, attr: str, ent: np.ndarray, a: np.ndarray) -> np.ndarray:
         n_ent, width = len(self.vocab_[etype]), max(len(self.vocab_[attr]), 1)

@@ -47,6 +47,9 @@ class Feature:
     #: given to the detector at all (raw volume and diversity are context for reasons only:
     #: a forest on raw counts mostly finds busy people)
     detect: bool = True
+    #: evidence by itself (a catalogued action, an attack tool): when its window is
+    #: explained, the reason names it ahead of what is merely rare
+    evidence: bool = False
 
 
 _BOTH = ("user", "source_ip")
@@ -189,6 +192,62 @@ FEATURES: tuple[Feature, ...] = (
             "{value} failures followed by a success from the same source"),
 )
 
+#: Evidence features (:mod:`analyzer.features._evidence`): sensitive actions named by what they
+#: are, one credential in several places, web scanning and injection. Kept in their own block.
+EVIDENCE_FEATURES: tuple[Feature, ...] = (
+    Feature("n_new_sensitive", "sensitivity", _USER,
+            "catalogued sensitive actions (trail deletion, user and key creation, snapshot "
+            "sharing, DCSync, service install, log clearing, ...) the user never did before",
+            "destructive, persistence and credential-access actions are the attack itself",
+            "first {detail} by {entity}", detail="d_new_sensitive", rarity=2.0,
+            evidence=True),
+    Feature("n_sensitive", "sensitivity", _USER, "events with a catalogued sensitive action",
+            "repeated sensitive actions, named",
+            "{value} sensitive actions ({detail})", detail="d_sensitive", rarity=0.5),
+    Feature("n_remote_creations", "sensitivity", _USER,
+            "services or scheduled tasks created in a logon session that came over the network",
+            "remote service and task creation is how lateral movement runs code",
+            "{value} remote creations of services or tasks ({detail})",
+            detail="d_remote_creations", evidence=True),
+    Feature("credential_addresses", "novelty", _USER,
+            "most source addresses one credential (access key, logon session) of the user "
+            "was used from, up to the window's end (0 below two)",
+            "stolen keys and session tokens are used from somewhere else",
+            "one credential of {entity} used from {value} addresses ({detail})",
+            detail="d_credential_addresses"),
+    Feature("n_paths", "web", _BOTH, "distinct URL paths requested",
+            "scanners walk through thousands of paths", "{value} distinct paths ({typical})",
+            rarity=0.5),
+    Feature("share_4xx", "web", _BOTH, "share of requests answered with a 4xx status",
+            "probing asks for what is not there or not allowed",
+            "{value} of requests answered 4xx ({typical})", unit="share", rarity=0.5),
+    Feature("share_5xx", "web", _BOTH, "share of requests answered with a 5xx status",
+            "injection breaks the application", "{value} of requests answered 5xx ({typical})",
+            unit="share", rarity=0.5),
+    Feature("n_sensitive_probes", "web", _BOTH,
+            "requests for well-known sensitive paths (/.env, /.git/, /wp-admin, "
+            "/phpmyadmin, /server-status, /cgi-bin/, backups, ...)",
+            "no ordinary visitor asks for a site's secrets",
+            "{value} probes of sensitive paths ({detail})", detail="d_sensitive_probes",
+            evidence=True),
+    Feature("n_injection", "web", _BOTH,
+            "requests whose decoded path or query has the shape of SQL, script, traversal or "
+            "command injection", "attacks on the application itself",
+            "{value} injection-shaped requests ({detail})", detail="d_injection",
+            evidence=True),
+    Feature("n_scanner_requests", "web", _BOTH,
+            "requests whose user agent names an attack or scanning tool (sqlmap, nikto, "
+            "nuclei, ...)", "tools announce themselves",
+            "{value} requests from scanner user agent {detail}", detail="d_scanner",
+            evidence=True),
+    Feature("n_scripted_requests", "web", _BOTH,
+            "requests whose user agent is a scripting client (curl, python-requests, ...)",
+            "a weak sign: scripts are also how operators work",
+            "{value} requests from scripted client {detail}", detail="d_scripted",
+            rarity=0.25),
+)
+FEATURES = FEATURES + EVIDENCE_FEATURES
+
 _FEATURE_BY_NAME = {f.name: f for f in FEATURES}
 _DETAIL_COLUMNS = tuple(dict.fromkeys(f.detail for f in FEATURES if f.detail))
 
@@ -235,7 +294,9 @@ def privileged_mask(actions: Sequence[str] | np.ndarray,
 #: The plural nouns the reason templates count, and their singulars.
 _SINGULAR = {"events": "event", "users": "user", "actions": "action",
              "resources": "resource", "names": "name", "addresses": "address",
-             "countries": "country", "failures": "failure", "accounts": "account"}
+             "countries": "country", "failures": "failure", "accounts": "account",
+             "paths": "path", "probes": "probe", "requests": "request",
+             "creations": "creation"}
 _PLURAL = {v: k for k, v in _SINGULAR.items()}
 _COUNT_OF_ONE = re.compile(r"(?<![\d.,])\b1 ((?:[a-z-]+ ){0,2}?)(" + "|".join(_SINGULAR) + r")\b")
 # greedy: in "1 unknown user name", the counted noun is the last candidate, "name"
