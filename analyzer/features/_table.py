@@ -23,7 +23,8 @@ WINDOW_COLUMNS: tuple[str, ...] = (
 #: destroy things, or move data or models out. Override with ``privileged_actions=``.
 DEFAULT_PRIVILEGED_ACTIONS: tuple[str, ...] = (
     "*permission*", "*role*", "*grant*", "*privilege*", "*policy*", "*admin*", "sudo*",
-    "user.create", "user.delete", "user.add*", "user.modify", "user.update", "*createuser*",
+    "su", "user.create", "user.delete", "user.change", "user.add*", "user.modify", "user.update",
+    "group.create", "group.member_add", "group.member_remove", "password.change", "*createuser*",
     "*deleteuser*", "*accesskey*", "key.*", "*secret*", "*delete*", "*export*", "*download*",
     "*exfil*", "*.purge", "*.drop", "audit.disable", "*config.change*",
 )
