@@ -152,7 +152,7 @@ def baseline_module(rev: str, name: str):
     return module
 
 
-def compare(rev: str, lines: int, repeat: int) -> None:
+def compare(rev: str, lines: int, repeat: int, *, only: str | None = None) -> None:
     """Old and new sshd and weblog readers on the same files, alternating, medians."""
     auth = DATA / f"auth_{lines}.log"
     access = DATA / f"access_{lines}.log"
@@ -167,6 +167,8 @@ def compare(rev: str, lines: int, repeat: int) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, new, path, kwargs in (("sshd", sshd, auth, {"year": 2024}),
                                     ("weblog", weblog, access, {})):
+        if only and name != only:
+            continue
         old = baseline_module(rev, name)
         times: dict[str, list[float]] = {"old": [], "new": []}
         events = 0
@@ -202,10 +204,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--against", metavar="REV",
                         help="compare the sshd and weblog readers with those of git REV")
+    parser.add_argument("--only", choices=("sshd", "weblog"),
+                        help="with --against: time this reader only")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     if args.against:
-        compare(args.against, args.lines, args.repeat)
+        compare(args.against, args.lines, args.repeat, only=args.only)
         return
     auth = DATA / f"auth_{args.lines}.log"
     trail = DATA / f"cloudtrail_{args.lines}.jsonl"

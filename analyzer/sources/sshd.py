@@ -19,15 +19,21 @@ Mapping (the full table is in ``docs/formats.md``):
   lets one reader serve both modern OpenSSH logs (own verdict lines) and old ones where PAM
   is the only witness (``sshd(pam_unix)[pid]: authentication failure ...``).
 - disconnects and closed connections -> ``disconnect`` (outcome unknown).
-- ``sudo: U : ... COMMAND=C`` -> ``sudo`` (failure when sudo names an error such as
-  ``3 incorrect password attempts``), resource the command.
+- ``sudo: U : ... USER=T ; COMMAND=C`` -> ``sudo`` by U on the run-as account T (failure
+  when sudo names an error such as ``3 incorrect password attempts``), ``command`` C.
+- account management by shadow-utils (``useradd``, ``userdel``, ``usermod``, ``groupadd``,
+  ``groupdel``, ``gpasswd``, ``chpasswd``, ``passwd``) -> ``user.create``, ``user.delete``,
+  ``user.change``, ``group.create``, ``group.delete``, ``group.member_add`` /
+  ``group.member_remove`` (``group`` the group), ``password.change``; resource the account
+  touched; the user the actor the line names, else ``root`` (the tools run as root).
 
 ``message`` keeps the whole syslog line, ``session`` is ``host:pid`` (one sshd process serves
 one connection), ``host`` the syslog host.
 
-Syslog lines that parse but are not authentication events (kernel, cron, ``check pass``, the
-reverse-DNS warning, ...) are counted and logged, not turned into events. Lines without a
-syslog header are rejected with their line number.
+Syslog lines that parse but are not authentication or account events (kernel, cron,
+``check pass``, the reverse-DNS warning, ...) are counted in ``ReadResult.skipped`` by kind
+and program, not turned into events. Lines without a syslog header are rejected with their
+line number.
 
 Loghub's ``OpenSSH_2k.log`` (logpai/loghub, cite: Zhu et al., Loghub, ISSRE 2023) is the
 real sample this reader is tested on.
@@ -36,7 +42,6 @@ real sample this reader is tested on.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 from datetime import datetime
@@ -59,8 +64,6 @@ from analyzer.sources._base import (
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
 __all__ = ["ACCOUNT", "FORMAT", "PROGRAMS", "RULES", "Rule", "read", "sniff"]
-
-logger = logging.getLogger(__name__)
 
 FORMAT = "sshd"
 
