@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
 import os
 from collections.abc import Iterable
@@ -86,7 +87,10 @@ class Alert:
 
     def to_event(self, *, model_id: str, model_version: str) -> AuditEvent:
         who: dict[str, Any] = ({"user": self.entity} if self.entity_type == "user"
-                               else {"source_ip": self.entity})
+                               else {"source_ip": self.entity} if _is_address(self.entity)
+                               # a source known by host name only: ECS source.ip must be
+                               # an address, so the name is in analyzer.alert.entity
+                               else {})
         details = {
             "entity_type": self.entity_type,
             "entity": self.entity,
@@ -196,3 +200,11 @@ def write_alerts(alerts: Iterable[Alert], audit: AuditLogger, *, model_id: str,
         written.append(alert)
     audit.flush()
     return written
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

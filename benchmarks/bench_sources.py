@@ -7,9 +7,15 @@ Generates (once, under benchmarks/.data/, which git ignores) a 1M-line sshd auth
 - ``analyzer.sources.cloudtrail.read`` vs ``pyarrow.json.read_json`` (schema inferred,
   nothing normalized) and ``grep -c`` over the same file.
 
+With ``--against REV``, times instead the sshd and web access-log readers of this tree
+against the same readers as they were at git revision ``REV`` (their module files loaded
+from git, everything else from this tree), alternating old and new in one run, and prints
+both medians and their ratio.
+
 Usage::
 
     python benchmarks/bench_sources.py [--lines 1000000] [--repeat 5]
+    python benchmarks/bench_sources.py --lines 1000000 --repeat 5 --against 24f233f
 
 The results go to stdout as a markdown table (recorded in benchmarks/README-sources.md).
 """
@@ -17,6 +23,7 @@ The results go to stdout as a markdown table (recorded in benchmarks/README-sour
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import os
 import platform
@@ -33,7 +40,7 @@ import pyarrow.json as pj
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.sources import cloudtrail, sshd
+from analyzer.sources import cloudtrail, sshd, weblog
 
 DATA = Path(__file__).resolve().parent / ".data"
 
@@ -110,6 +117,72 @@ def make_cloudtrail(path: Path, lines: int, seed: int = 7) -> None:
             out.write(orjson.dumps(rec) + b"\n")
 
 
+def make_weblog(path: Path, lines: int, seed: int = 7) -> None:
+    """A combined-format access log: browsing, API calls, a scanner's probes."""
+    rng = random.Random(seed)
+    paths = ["/", "/index.html", "/static/app.js", "/api/models/7", "/login", "/search"]
+    probes = ["/.env", "/etc/passwd", "/wp-login.php", "/.git/config", "/admin"]
+    agents = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.4.0", "python-requests/2.31",
+              "Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:000001)"]
+    with path.open("w") as out:
+        for i in range(lines):
+            second = i // 20
+            stamp = (f"{1 + second // 86400 % 28:02d}/Mar/2024:{second // 3600 % 24:02d}:"
+                     f"{second // 60 % 60:02d}:{second % 60:02d} +0000")
+            ip = f"198.51.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+            scan = rng.random() < 0.1
+            target = rng.choice(probes) if scan else rng.choice(paths)
+            if rng.random() < 0.2:
+                target += f"?q={rng.randint(0, 999)}"
+            status = rng.choice((404, 403)) if scan else rng.choice((200, 200, 200, 301, 401))
+            agent = agents[3] if scan else rng.choice(agents[:3])
+            out.write(f'{ip} - - [{stamp}] "GET {target} HTTP/1.1" {status} '
+                      f'{rng.randint(100, 9000)} "-" "{agent}"\n')
+
+
+def baseline_module(rev: str, name: str):
+    """``analyzer.sources.<name>`` as it was at git revision ``rev``."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:analyzer/sources/{name}.py"], cwd=root,
+                            check=True, capture_output=True).stdout
+    spec = importlib.util.spec_from_loader(f"analyzer.sources._baseline_{name}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    exec(compile(source, f"{rev}:{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def compare(rev: str, lines: int, repeat: int, *, only: str | None = None) -> None:
+    """Old and new sshd and weblog readers on the same files, alternating, medians."""
+    auth = DATA / f"auth_{lines}.log"
+    access = DATA / f"access_{lines}.log"
+    if not auth.exists():
+        make_sshd(auth, lines)
+    if not access.exists():
+        make_weblog(access, lines)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, pyarrow {pa.__version__}")
+    print(f"median of {repeat} runs, old and new alternating\n")
+    print(f"| reader | file | lines | events | {rev} s | this tree s | new/old |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, new, path, kwargs in (("sshd", sshd, auth, {"year": 2024}),
+                                    ("weblog", weblog, access, {})):
+        if only and name != only:
+            continue
+        old = baseline_module(rev, name)
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        events = 0
+        for _ in range(repeat):
+            for label, module in (("old", old), ("new", new)):
+                start = time.perf_counter()
+                result = module.read(path, **kwargs)
+                times[label].append(time.perf_counter() - start)
+                events = len(result.frame)
+        t_old, t_new = (statistics.median(times[k]) for k in ("old", "new"))
+        print(f"| {name}.read | {path.name} | {lines:,} | {events:,} | {t_old:.3f} | "
+              f"{t_new:.3f} | {t_new / t_old:.3f} |")
+
+
 def timed(fn, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
@@ -129,8 +202,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--against", metavar="REV",
+                        help="compare the sshd and weblog readers with those of git REV")
+    parser.add_argument("--only", choices=("sshd", "weblog"),
+                        help="with --against: time this reader only")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
+    if args.against:
+        compare(args.against, args.lines, args.repeat, only=args.only)
+        return
     auth = DATA / f"auth_{args.lines}.log"
     trail = DATA / f"cloudtrail_{args.lines}.jsonl"
     if not auth.exists():

@@ -180,9 +180,11 @@ def test_sudo_su_and_pam_echoes(tmp_path):
     ))
     frame = sshd.read(path, year=2024).frame
     got = list(zip(frame.action, frame.user, frame.outcome, frame.resource, strict=True))
+    # sudo: the invoking user acts on the run-as account; the command is kept beside it
+    assert list(frame.command[:2]) == ["/usr/bin/apt update", "/bin/cat /etc/shadow"]
     assert got == [
-        ("sudo", "alice", "success", "/usr/bin/apt update"),
-        ("sudo", "bob", "failure", "/bin/cat /etc/shadow"),
+        ("sudo", "alice", "success", "root"),
+        ("sudo", "bob", "failure", "root"),
         ("su", "alice", "success", "root"),          # the PAM echo of pid 77 is not counted
         ("su", "carol", "failure", "root"),
         ("login", "dave", "failure", "web1"),        # PAM lines of pid 90 echo its verdict
@@ -238,3 +240,125 @@ def test_iso_times_the_frame_cannot_hold_are_set_aside(tmp_path):
                    "1.2.3.4 port 22 ssh2\n")
     result = sshd.read(log)
     assert len(result.frame) == 1 and [r.line for r in result.rejected] == [2]
+
+
+ACCOUNT_LINES = (
+    "Mar  1 10:00:00 web1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ;"
+    " COMMAND=/usr/sbin/useradd -m backdoor\n"
+    "Mar  1 10:00:00 web1 useradd[1234]: new group: name=backdoor, GID=1001\n"
+    "Mar  1 10:00:00 web1 useradd[1234]: new user: name=backdoor, UID=1001, GID=1001,"
+    " home=/home/backdoor, shell=/bin/bash, from=/dev/pts/0\n"
+    "Mar  1 10:00:01 web1 usermod[5]: add 'eve' to group 'sudo'\n"
+    "Mar  1 10:00:01 web1 usermod[5]: add 'eve' to shadow group 'sudo'\n"
+    "Mar  1 10:00:02 web1 usermod[6]: change user 'eve' shell from '/bin/sh' to '/bin/bash'\n"
+    "Mar  1 10:00:02 web1 usermod[7]: lock user 'mallory' password\n"
+    "Mar  1 10:00:03 web1 gpasswd[8]: user eve added by root to group adm\n"
+    "Mar  1 10:00:04 web1 groupadd[9]: group added to /etc/group: name=devs, GID=1002\n"
+    "Mar  1 10:00:04 web1 groupadd[9]: group added to /etc/gshadow: name=devs\n"
+    "Mar  1 10:00:04 web1 groupadd[9]: new group: name=devs, GID=1002\n"
+    "Mar  1 10:00:05 web1 passwd[99]: pam_unix(passwd:chauthtok): password changed for bob\n"
+    "Mar  1 10:00:06 web1 chpasswd[100]: pam_unix(chpasswd:chauthtok): password changed for"
+    " carol\n"
+    "Mar  1 10:00:07 web1 userdel[11]: delete user 'olduser'\n"
+    "Mar  1 10:00:07 web1 userdel[11]: removed group 'olduser' owned by 'olduser'\n"
+    "Mar  1 10:00:07 web1 userdel[11]: removed shadow group 'olduser' owned by 'olduser'\n"
+    "Mar  1 10:00:08 web1 su[12]: pam_unix(su:session): session opened for user root by"
+    " alice(uid=1000)\n"
+    "Mar  1 10:00:09 web1 CRON[13]: pam_unix(cron:session): session opened for user root by"
+    " (uid=0)\n"
+    "Mar  1 10:00:10 web1 kernel: [ 1.0] eth0: link up\n"
+)
+
+
+def test_account_management_lines_with_actor_and_account(tmp_path):
+    result = sshd.read(write(tmp_path, ACCOUNT_LINES), year=2024)
+    frame = result.frame
+    got = list(zip(frame.action, frame.user, frame.resource, frame.group, strict=True))
+    assert got == [
+        ("sudo", "alice", "root", ""),
+        ("group.create", "root", "backdoor", ""),
+        ("user.create", "root", "backdoor", ""),
+        ("group.member_add", "root", "eve", "sudo"),    # the shadow-group twin is skipped
+        ("user.change", "root", "eve", ""),
+        ("user.change", "root", "mallory", ""),
+        ("group.member_add", "root", "eve", "adm"),     # gpasswd names who did it
+        ("group.create", "root", "devs", ""),           # one event, not three
+        ("password.change", "bob", "bob", ""),          # passwd: the account itself
+        ("password.change", "root", "carol", ""),       # chpasswd: root only
+        ("user.delete", "root", "olduser", ""),
+        ("group.delete", "root", "olduser", ""),
+        ("su", "alice", "root", ""),
+    ]
+    assert frame.command[0] == "/usr/sbin/useradd -m backdoor"
+    assert set(frame.category) == {"iam"} and set(frame.outcome) == {"success"}
+    # every one of them counts as a privileged action for the features
+    from analyzer.features import privileged_mask
+    assert privileged_mask(frame.action.astype(str).to_numpy()).all()
+    # and nothing is lost without trace
+    assert result.skipped == {
+        "unmapped message": {"usermod": 1, "groupadd": 2, "userdel": 1},
+        "other program": {"CRON": 1, "kernel": 1},
+    }
+    assert result.records == ACCOUNT_LINES.count("\n") == \
+        len(frame) + len(result.rejected) + result.n_skipped
+
+
+@needs_data
+def test_linux_su_lines_name_the_acting_user_and_the_account():
+    # grep 'su(pam_unix)' Linux_2k.log | grep 'session opened': "for user news by (uid=0)"
+    lines = [ln for ln in LINUX.read_text().splitlines() if ln.strip()]
+    result = sshd.read(LINUX, year=2005)
+    su = result.frame[result.frame.action == "su"]
+    assert len(su) == sum("su(pam_unix)" in ln and "session opened" in ln for ln in lines)
+    assert set(zip(su.user, su.resource, strict=True)) == {("root", "news"), ("root", "cyrus")}
+    # every line is accounted for: the 916 ftpd lines are other program, and so on
+    assert result.records == len(lines) == \
+        len(result.frame) + len(result.rejected) + result.n_skipped
+    ftpd = sum(" ftpd[" in ln for ln in lines)
+    assert result.skipped["other program"]["ftpd"] == ftpd == 916
+    assert result.skipped["unmapped message"]["su"] == sum(
+        "su(pam_unix)" in ln and "session closed" in ln for ln in lines)
+    line = result.accounting("Linux_2k.rejected")
+    assert line.startswith("2,000 records read: 647 used, 1,353 skipped (")
+    assert "ftpd x916" in line
+
+
+@needs_data
+def test_openssh_accounting_counts_repeats_and_pam_echoes(openssh_lines):
+    result = sshd.read(OPENSSH, year=2017)
+    # a "message repeated N times" line stands for N records
+    extra = sum(int(re.search(r"repeated (\d+) times", ln).group(1)) - 1
+                for ln in openssh_lines if "message repeated" in ln)
+    assert extra > 0
+    assert result.records is not None and result.records >= len(openssh_lines) + extra
+    assert result.records == len(result.frame) + len(result.rejected) + result.n_skipped
+    assert result.skipped["PAM echo of a logged verdict"]["sshd"] > 0
+
+
+def test_year_assumed_from_the_modification_time_is_noted(tmp_path):
+    path = write(tmp_path, "Dec 30 23:00:00 h su[1]: Successful su for root by alice\n"
+                           "Dec 31 23:59:59 h sshd[1]: Failed password for x from 10.1.1.1"
+                           " port 1 ssh2\n")
+    # written on 2 January 2025: December lines are from 2024, none after the mtime
+    stamp = datetime(2025, 1, 2, 8, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    result = sshd.read(path)
+    assert [t.year for t in result.frame.timestamp] == [2024, 2024]
+    assert len(result.notes) == 1
+    assert "year 2024 assumed" in result.notes[0] and "--year" in result.notes[0]
+    assert (result.frame.timestamp <= pd.Timestamp(stamp, unit="s", tz="UTC")).all()
+    # the same lines written in the following December are from that year
+    stamp = datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    assert [t.year for t in sshd.read(path).frame.timestamp] == [2025, 2025]
+    # a file that steps into January spans two years, and says so
+    path.write_text(path.read_text() + "Jan  1 00:00:05 h su[2]: Successful su for root by"
+                                       " bob\n")
+    stamp = datetime(2025, 1, 3, tzinfo=UTC).timestamp()
+    os.utime(path, (stamp, stamp))
+    result = sshd.read(path)
+    assert [t.year for t in result.frame.timestamp] == [2024, 2024, 2025]
+    assert "years 2024-2025 assumed" in result.notes[0]
+    # a year given is used as is, with no note
+    given = sshd.read(path, year=2020)
+    assert given.notes == () and given.frame.timestamp[0].year == 2020

@@ -20,6 +20,7 @@ from analyzer.features._table import (
     _all_feature_names,
     feature_names,
     privileged_mask,
+    source_entities,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,9 +131,10 @@ def _prepare(frame: pd.DataFrame, vocab: dict[str, np.ndarray] | None,
     names: dict[str, np.ndarray] = {}
     known: dict[str, int] = {}
     for field in _FIELDS:
+        column = source_entities(frame) if field == "source_ip" else \
+            frame[field] if field in frame.columns else None
         codes[field], names[field], known[field] = _encode(
-            frame[field] if field in frame.columns else None, n,
-            None if vocab is None else vocab[field])
+            column, n, None if vocab is None else vocab[field])
     outcome = frame["outcome"]
     fail = (outcome == "failure").fillna(False).to_numpy(dtype=bool)
     succ = (outcome == "success").fillna(False).to_numpy(dtype=bool)

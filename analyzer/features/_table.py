@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from analyzer.errors import ConfigError
 
@@ -23,7 +24,8 @@ WINDOW_COLUMNS: tuple[str, ...] = (
 #: destroy things, or move data or models out. Override with ``privileged_actions=``.
 DEFAULT_PRIVILEGED_ACTIONS: tuple[str, ...] = (
     "*permission*", "*role*", "*grant*", "*privilege*", "*policy*", "*admin*", "sudo*",
-    "user.create", "user.delete", "user.add*", "user.modify", "user.update", "*createuser*",
+    "su", "user.create", "user.delete", "user.change", "user.add*", "user.modify", "user.update",
+    "group.create", "group.member_add", "group.member_remove", "password.change", "*createuser*",
     "*deleteuser*", "*accesskey*", "key.*", "*secret*", "*delete*", "*export*", "*download*",
     "*exfil*", "*.purge", "*.drop", "audit.disable", "*config.change*",
 )
@@ -272,6 +274,23 @@ def detector_features(entity_type: str) -> list[str]:
 
 def _all_feature_names() -> list[str]:
     return [f.name for f in FEATURES]
+
+
+def source_entities(frame: pd.DataFrame) -> pd.Series | None:
+    """The source of each event as the ``source_ip`` entity: its address, or its name.
+
+    A client known only by a host name (a web server with ``HostnameLookups On``) has an
+    empty ``source_ip`` (an address only) and its name in ``source_domain``; it is still a
+    source and gets windows of its own. Without ``source_domain`` this is ``source_ip``.
+    """
+    ip = frame["source_ip"] if "source_ip" in frame.columns else None
+    if ip is None or "source_domain" not in frame.columns:
+        return ip
+    domain = frame["source_domain"].astype("object").fillna("")
+    if not (domain != "").any():
+        return ip
+    address = ip.astype("object").fillna("")
+    return address.where(address != "", domain).astype("category")
 
 
 def privileged_mask(actions: Sequence[str] | np.ndarray,

@@ -743,6 +743,9 @@ class _Context:
         if not self.n or column not in self.frame.columns:
             return np.empty(0, dtype=np.int64)
         values = self.frame[column]
+        if column == "source_ip":
+            from analyzer.features._table import source_entities
+            values = source_entities(self.frame)  # a source named by host name too
         if isinstance(values.dtype, pd.CategoricalDtype):
             try:
                 code = values.cat.categories.get_loc(alert.entity)

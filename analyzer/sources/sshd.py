@@ -19,15 +19,21 @@ Mapping (the full table is in ``docs/formats.md``):
   lets one reader serve both modern OpenSSH logs (own verdict lines) and old ones where PAM
   is the only witness (``sshd(pam_unix)[pid]: authentication failure ...``).
 - disconnects and closed connections -> ``disconnect`` (outcome unknown).
-- ``sudo: U : ... COMMAND=C`` -> ``sudo`` (failure when sudo names an error such as
-  ``3 incorrect password attempts``), resource the command.
+- ``sudo: U : ... USER=T ; COMMAND=C`` -> ``sudo`` by U on the run-as account T (failure
+  when sudo names an error such as ``3 incorrect password attempts``), ``command`` C.
+- account management by shadow-utils (``useradd``, ``userdel``, ``usermod``, ``groupadd``,
+  ``groupdel``, ``gpasswd``, ``chpasswd``, ``passwd``) -> ``user.create``, ``user.delete``,
+  ``user.change``, ``group.create``, ``group.delete``, ``group.member_add`` /
+  ``group.member_remove`` (``group`` the group), ``password.change``; resource the account
+  touched; the user the actor the line names, else ``root`` (the tools run as root).
 
 ``message`` keeps the whole syslog line, ``session`` is ``host:pid`` (one sshd process serves
 one connection), ``host`` the syslog host.
 
-Syslog lines that parse but are not authentication events (kernel, cron, ``check pass``, the
-reverse-DNS warning, ...) are counted and logged, not turned into events. Lines without a
-syslog header are rejected with their line number.
+Syslog lines that parse but are not authentication or account events (kernel, cron,
+``check pass``, the reverse-DNS warning, ...) are counted in ``ReadResult.skipped`` by kind
+and program, not turned into events. Lines without a syslog header are rejected with their
+line number.
 
 Loghub's ``OpenSSH_2k.log`` (logpai/loghub, cite: Zhu et al., Loghub, ISSRE 2023) is the
 real sample this reader is tested on.
@@ -36,7 +42,6 @@ real sample this reader is tested on.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 from datetime import datetime
@@ -58,9 +63,7 @@ from analyzer.sources._base import (
 )
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
-__all__ = ["FORMAT", "RULES", "Rule", "read", "sniff"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ACCOUNT", "FORMAT", "PROGRAMS", "RULES", "Rule", "read", "sniff"]
 
 FORMAT = "sshd"
 
@@ -80,7 +83,6 @@ _MONTHS = pa.array(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep
 _MONTH_START = np.array([0, 0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335])
 _REPEATED = r"^message repeated (?P<n>\d+) times: \[ ?(?P<inner>.*?)\]?\s*$"
 _PAM_PREFIX = r"^(?P<mod>pam_\w+)\((?P<svc>[^:)]+):(?P<stage>\w+)\): (?P<rest>.*)$"
-_AUTH_PROGRAMS = ("sshd", "su", "sudo")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,13 +94,24 @@ class Rule:
     match turns the outcome to failure), ``n`` (the event stands for n events).
     """
 
-    service: str
+    service: str | tuple[str, ...]
     pam: bool
     pattern: str
     action: str
     outcome: str
     category: str
+    #: the user when the line names none: ``"root"`` for the shadow-utils tools, which only
+    #: root may run (the person is on the ``sudo`` line before), or :data:`ACCOUNT` for
+    #: ``passwd``, where the account touched is taken to be the one changing its password
+    actor: str = ""
 
+    @property
+    def services(self) -> tuple[str, ...]:
+        return (self.service,) if isinstance(self.service, str) else self.service
+
+
+#: :attr:`Rule.actor` for "the account touched is also the one acting".
+ACCOUNT = "<account>"
 
 _FROM = r"(?P<ip>\S+)(?: port \d+)?"
 _USER_PREFIX = r"(?:(?:invalid |authenticating )?user (?P<user>\S+) )?"
@@ -142,11 +155,45 @@ RULES: tuple[Rule, ...] = (
     # su's PAM failure: the person is ruser (or logname), the account wanted is user=.
     Rule("su", True, r"^authentication failure; " + _PAM_TAIL.replace("(?P<ruser>", "(?P<user>")
          + r"(?:\s+user=(?P<res>\S+))?", "su", "failure", "iam"),
+    # "by (uid=0)": no name, the uid says who (0 is root by definition)
     Rule("su", True, r"^session opened for user (?P<res>[^\s(]+)(?:\(uid=\d+\))? by "
-         r"(?P<user>[^\s(]*)", "su", "success", "iam"),
+         r"(?P<user>[^\s(]*)(?:\(uid=(?P<uid>\d+)\))?", "su", "success", "iam"),
+    # sudo: the invoking user acts on the run-as account (USER=), the command kept beside
     Rule("sudo", False, r"^\s*(?P<user>\S+) : (?:(?P<fail>[^;=]*?) ; )?TTY=\S* ; PWD=.*? ; "
-         r"USER=\S+ ;(?: [A-Z]+=.*? ;)*? COMMAND=(?P<res>.*)$", "sudo", "success", "iam"),
+         r"USER=(?P<res>\S+) ;(?: [A-Z]+=.*? ;)*? COMMAND=(?P<command>.*)$", "sudo",
+         "success", "iam"),
+    # shadow-utils account management: the tools run as root and do not name the person
+    Rule(("useradd", "newusers"), False, r"^new user: name=(?P<res>[^,\s]+)", "user.create",
+         "success", "iam", "root"),
+    Rule(("useradd", "groupadd", "newusers"), False, r"^new group: name=(?P<res>[^,\s]+)",
+         "group.create", "success", "iam", "root"),
+    Rule("userdel", False, r"^delete user '(?P<res>[^']+)'", "user.delete", "success", "iam",
+         "root"),
+    Rule(("userdel", "groupdel"), False, r"^(?:removed group '(?P<res>[^']+)' owned by|"
+         r"group '(?P<res2>[^']+)' removed$)", "group.delete", "success", "iam", "root"),
+    Rule(("useradd", "usermod"), False, r"^add '(?P<res>[^']+)' to group '(?P<group>[^']+)'",
+         "group.member_add", "success", "iam", "root"),
+    Rule(("usermod", "userdel"), False, r"^delete '(?P<res>[^']+)' from group "
+         r"'(?P<group>[^']+)'", "group.member_remove", "success", "iam", "root"),
+    Rule("usermod", False, r"^change user '(?P<res>[^']+)' password", "password.change",
+         "success", "iam", "root"),
+    Rule("usermod", False, r"^(?:change|lock|unlock) user (?:name )?'(?P<res>[^']+)'",
+         "user.change", "success", "iam", "root"),
+    Rule("gpasswd", False, r"^user (?P<res>\S+) added by (?P<user>\S+) to group "
+         r"(?P<group>\S+)", "group.member_add", "success", "iam"),
+    Rule("gpasswd", False, r"^user (?P<res>\S+) removed by (?P<user>\S+) from group "
+         r"(?P<group>\S+)", "group.member_remove", "success", "iam"),
+    Rule("passwd", False, r"^password for '(?P<res>[^']+)' changed by '(?P<user>[^']+)'",
+         "password.change", "success", "iam"),
+    Rule("passwd", True, r"^password changed for (?P<res>\S+)", "password.change", "success",
+         "iam", ACCOUNT),
+    Rule("chpasswd", True, r"^password changed for (?P<res>\S+)", "password.change",
+         "success", "iam", "root"),
 )
+
+
+#: The programs whose lines the rules read; the lines of others are counted and skipped.
+PROGRAMS: tuple[str, ...] = tuple(sorted({p for rule in RULES for p in rule.services}))
 
 
 def sniff(head: bytes) -> bool:
@@ -169,9 +216,10 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
     path
         ``auth.log``, ``secure`` or any syslog file, plain or gzip.
     year
-        The year of the first line. Syslog omits the year; by default it is inferred so that
-        the last line is not later than the file's modification time (plus a day of slack).
-        A December -> January step inside the file moves to the next year either way.
+        The year of the first line. Syslog omits the year; by default it is chosen so that
+        no line is later than the file's modification time (with a day of slack for time
+        zones), and ``notes`` of the result say which year was assumed. A December ->
+        January step inside the file moves to the next year either way.
     tz
         IANA time zone the (zone-less) syslog times are in; ``UTC`` by default. Lines with an
         RFC 3339 time carry their own offset and ignore this.
@@ -179,7 +227,10 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
     Returns
     -------
     ReadResult
-        One row per authentication event; lines without a syslog header are rejected.
+        One row per authentication or account-management event; lines without a syslog
+        header are rejected; lines of other programs, messages no rule maps and PAM echoes
+        of a verdict are counted in ``skipped``. ``records`` counts non-blank lines, a
+        ``message repeated N times`` line (or ``PAM N more ...``) as the N it stands for.
 
     Examples
     --------
@@ -209,24 +260,32 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
               for name in ("mon", "day", "hms", "iso", "host", "prog", "sub", "pid", "msg")}
     fields["line"] = lines.filter(pa.array(parsed))
     mtime = os.stat(path).st_mtime
-    stamps = _timestamps(fields, year=year, zone=zone, mtime=mtime)
+    stamps, years = _timestamps(fields, year=year, zone=zone, mtime=mtime)
     bad_time = np.isnat(stamps)
     for i in np.flatnonzero(bad_time):
         rejected.append(Rejected(where, int(rows[i]) + 1,
                                  f"unreadable time {fields['iso'][int(i)].as_py()!r}",
                                  lines[int(rows[i])].as_py().encode()[:4096]))
     rejected.sort(key=lambda r: r.line)
-    events, ignored = _events(fields, usable=~bad_time)
-    if ignored:
-        logger.info("%s: %d syslog lines are not authentication events and were skipped",
-                    where, ignored)
-    return ReadResult(_frame(events, fields, stamps), tuple(rejected))
+    events, weight, skipped = _events(fields, usable=~bad_time)
+    notes = ()
+    if year is None and years is not None:
+        first, last = years
+        which = f"year {first}" if first == last else f"years {first}-{last}"
+        notes = (f"{where}: {which} assumed for syslog times (no year in the lines; none "
+                 f"after the file's modification time, "
+                 f"{datetime.fromtimestamp(mtime, zone):%Y-%m-%d}); set it with --year",)
+    return ReadResult(_frame(events, fields, stamps), tuple(rejected),
+                      records=len(rejected) + int(weight[~bad_time].sum()),
+                      skipped=skipped, notes=notes)
 
 
 def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo,
-                mtime: float) -> np.ndarray:
-    """UTC times as ``datetime64[ns]`` (NaT where a time cannot be read)."""
+                mtime: float) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """UTC times as ``datetime64[ns]`` (NaT where a time cannot be read), and the first and
+    last year given to BSD times (``None`` without any)."""
     n = len(fields["msg"])
+    span = None
     out = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     month = pc.index_in(fields["mon"], value_set=_MONTHS)
     bsd = month.is_valid().to_numpy(zero_copy_only=False)
@@ -238,6 +297,7 @@ def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo
         secs = sum(pc.cast(pc.utf8_slice_codeunits(hms, a, a + 2), pa.int64()).to_numpy() * w
                    for a, w in ((0, 3600), (3, 60), (6, 1)))
         years = _years(m, d, year=year, zone=zone, mtime=mtime)
+        span = (int(years.min()), int(years.max()))
         months = ((years - 1970) * 12 + m - 1).astype("datetime64[M]")
         local = (months.astype("datetime64[D]") + (d - 1)).astype("datetime64[s]") + secs
         index = pd.DatetimeIndex(local.astype("datetime64[ns]"))
@@ -264,7 +324,7 @@ def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo
             parsed[~has_offset] = naive.dt.tz_localize(zone.key, ambiguous="NaT",
                                                        nonexistent="shift_forward")
         out[iso] = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    return out
+    return out, span
 
 
 def _years(month: np.ndarray, day: np.ndarray, *, year: int | None, zone: ZoneInfo,
@@ -277,15 +337,23 @@ def _years(month: np.ndarray, day: np.ndarray, *, year: int | None, zone: ZoneIn
                                             - (step >= 6).astype(np.int64))])
     if year is not None:
         return year + offset
+    # The latest line (in year-step, then calendar order; not always the last line) may be
+    # no later than the modification time, give or take a day for time zones.
     ref = datetime.fromtimestamp(mtime, zone)
-    last_doy = _MONTH_START[month[-1]] + day[-1]
+    doy = _MONTH_START[month] + day
+    latest = int(np.argmax(offset * 400 + doy))
     ref_doy = _MONTH_START[ref.month] + ref.day
-    last_year = ref.year if last_doy <= ref_doy + 1 else ref.year - 1
-    return last_year - offset[-1] + offset
+    latest_year = ref.year if doy[latest] <= ref_doy + 1 else ref.year - 1
+    return latest_year - offset[latest] + offset
 
 
-def _events(fields: dict[str, pa.Array], *, usable: np.ndarray) -> tuple[pa.Table, int]:
-    """Match messages against :data:`RULES`; one table row per event (before repeats)."""
+def _events(fields: dict[str, pa.Array], *, usable: np.ndarray
+            ) -> tuple[pa.Table, np.ndarray, dict[str, dict[str, int]]]:
+    """Match messages against :data:`RULES`; one table row per event (before repeats).
+
+    Also returns how many events each line stands for (its repeat count, or the mapped
+    event's count) and the skipped lines by kind and program, counted with that weight.
+    """
     msg = fields["msg"]
     repeat = pc.extract_regex(msg, _REPEATED)
     repeated = repeat.is_valid()
@@ -298,13 +366,15 @@ def _events(fields: dict[str, pa.Array], *, usable: np.ndarray) -> tuple[pa.Tabl
     service = pc.replace_substring_regex(service, r"^(su|sudo)-.*$", r"\1")
     text = pc.if_else(pam_prefixed, pam.field("rest"), text)
 
+    weight = count.to_numpy(zero_copy_only=False).copy()
     service_np = service.to_numpy(zero_copy_only=False)
     is_pam_np = is_pam.to_numpy(zero_copy_only=False)
     assigned = ~usable
-    candidate = usable & np.isin(service_np, _AUTH_PROGRAMS)
+    candidate = usable & np.isin(service_np, PROGRAMS)
     pieces: list[pa.Table] = []
     for rule in RULES:
-        scope = candidate & ~assigned & (service_np == rule.service) & (is_pam_np == rule.pam)
+        scope = candidate & ~assigned & np.isin(service_np, rule.services) \
+            & (is_pam_np == rule.pam)
         idx = np.flatnonzero(scope)
         if not len(idx):
             continue
@@ -315,20 +385,45 @@ def _events(fields: dict[str, pa.Array], *, usable: np.ndarray) -> tuple[pa.Tabl
         idx = idx[hit]
         found = found.filter(pa.array(hit))
         assigned[idx] = True
-        pieces.append(_piece(rule, idx, found, count.take(pa.array(idx))))
+        piece = _piece(rule, idx, found, count.take(pa.array(idx)))
+        weight[idx] = piece["count"].to_numpy()
+        pieces.append(piece)
+    skipped: dict[str, dict[str, int]] = {}
+    # named as the syslog tag has it (CRON), not by the PAM service inside (cron)
+    _tally(skipped, "other program", fields["prog"], usable & ~candidate, weight)
+    _tally(skipped, "unmapped message", service, candidate & ~assigned, weight)
     if not pieces:
-        return _EMPTY_EVENTS, int(candidate.sum())
+        return _EMPTY_EVENTS, weight, skipped
     events = pa.concat_tables(pieces)
     events = events.take(pa.array(np.argsort(events["row"].to_numpy(), kind="stable")))
-    events = _drop_pam_echoes(events, fields)
-    ignored = int((usable & ~assigned).sum())
-    return events, ignored
+    echo = _pam_echoes(events, fields)
+    if echo.any():
+        echoes = np.zeros(len(weight), dtype=bool)
+        echoes[events["row"].to_numpy()[echo]] = True
+        _tally(skipped, "PAM echo of a logged verdict", service, echoes, weight)
+        events = events.filter(pa.array(~echo))
+    return events, weight, skipped
+
+
+def _tally(into: dict[str, dict[str, int]], kind: str, names: pa.Array, mask: np.ndarray,
+           weight: np.ndarray) -> None:
+    """Add the weights of the ``mask`` lines, by name, to ``into[kind]`` (column-wise)."""
+    if not mask.any():
+        return
+    keep = pa.array(mask)
+    table = pa.table({"name": names.filter(keep), "n": pa.array(weight).filter(keep)})
+    sums = table.group_by("name").aggregate([("n", "sum")])
+    detail = into.setdefault(kind, {})
+    for name, n in zip(sums["name"].to_pylist(), sums["n_sum"].to_pylist(), strict=True):
+        key = name or "(no program name)"
+        detail[key] = detail.get(key, 0) + int(n)
 
 
 _EVENT_SCHEMA = pa.schema([("row", pa.int64()), ("user", pa.string()), ("ip", pa.string()),
                            ("res", pa.string()), ("action", pa.string()),
                            ("outcome", pa.string()), ("category", pa.string()),
-                           ("pam", pa.bool_()), ("count", pa.int64())])
+                           ("pam", pa.bool_()), ("count", pa.int64()),
+                           ("command", pa.string()), ("group", pa.string())])
 _EMPTY_EVENTS = _EVENT_SCHEMA.empty_table()
 
 
@@ -341,9 +436,24 @@ def _piece(rule: Rule, idx: np.ndarray, found: pa.StructArray, count: pa.Array) 
             return pc.utf8_trim_whitespace(found.field(name))
         return pa.array([""] * k, type=pa.string())
 
+    def fallback(value: pa.Array, other: pa.Array) -> pa.Array:
+        return pc.if_else(pc.equal(value, ""), other, value)
+
     user = group("user")
     if "user2" in names:
-        user = pc.if_else(pc.equal(user, ""), group("user2"), user)
+        user = fallback(user, group("user2"))
+    res = group("res")
+    if "res2" in names:
+        res = fallback(res, group("res2"))
+    if "uid" in names:
+        # PAM's "by (uid=0)": no name, but uid 0 is root; another uid is kept as "uid=N"
+        uid = group("uid")
+        named = pc.if_else(pc.equal(uid, "0"), "root", pc.if_else(
+            pc.equal(uid, ""), "", pc.binary_join_element_wise("uid=", uid, "")))
+        user = fallback(user, named)
+    if rule.actor:
+        user = fallback(user, res if rule.actor == ACCOUNT
+                        else pa.array([rule.actor] * k, type=pa.string()))
     outcome: pa.Array = pa.array([rule.outcome] * k, type=pa.string())
     if "fail" in names:
         # sudo: an error phrase before TTY= means the command was refused
@@ -353,17 +463,18 @@ def _piece(rule: Rule, idx: np.ndarray, found: pa.StructArray, count: pa.Array) 
         count = pc.multiply(count, n)
     return pa.table({
         "row": pa.array(idx, type=pa.int64()), "user": user, "ip": ip_or_empty(group("ip")),
-        "res": group("res"), "action": pa.array([rule.action] * k, type=pa.string()),
+        "res": res, "action": pa.array([rule.action] * k, type=pa.string()),
         "outcome": outcome, "category": pa.array([rule.category] * k, type=pa.string()),
         "pam": pa.array(np.full(k, rule.pam)), "count": count,
+        "command": group("command"), "group": group("group"),
     }, schema=_EVENT_SCHEMA)
 
 
-def _drop_pam_echoes(events: pa.Table, fields: dict[str, pa.Array]) -> pa.Table:
-    """Drop PAM events whose process also logged its own verdict with the same action."""
+def _pam_echoes(events: pa.Table, fields: dict[str, pa.Array]) -> np.ndarray:
+    """Which PAM events echo a verdict their process also logged, with the same action."""
     pam = events["pam"].to_numpy()
     if not pam.any() or pam.all():
-        return events
+        return np.zeros(len(pam), dtype=bool)
     rows = events["row"]
     key = pc.binary_join_element_wise(fields["host"].take(rows), fields["pid"].take(rows),
                                       events["action"], "\x1f")
@@ -371,8 +482,7 @@ def _drop_pam_echoes(events: pa.Table, fields: dict[str, pa.Array]) -> pa.Table:
     native_keys = key.filter(pa.array(~pam & pid_known))
     echo = pc.is_in(key, value_set=native_keys.combine_chunks()
                     if isinstance(native_keys, pa.ChunkedArray) else native_keys)
-    drop = pam & pid_known & echo.to_numpy(zero_copy_only=False)
-    return events.filter(pa.array(~drop)) if drop.any() else events
+    return pam & pid_known & echo.to_numpy(zero_copy_only=False)
 
 
 def _frame(events: pa.Table, fields: dict[str, pa.Array], stamps: np.ndarray) -> pd.DataFrame:
@@ -393,7 +503,8 @@ def _frame(events: pa.Table, fields: dict[str, pa.Array], stamps: np.ndarray) ->
         "user": events["user"], "action": events["action"], "outcome": events["outcome"],
         "source_ip": events["ip"], "resource": resource, "host": host, "session": session,
         "category": events["category"], "kind": pa.array(["event"] * len(events)),
-        "message": fields["line"].take(rows),
+        "message": fields["line"].take(rows), "command": events["command"],
+        "group": events["group"],
     }
     timestamps = pd.Series(stamps[rows.to_numpy()]).dt.tz_localize("UTC")
     return arrow_to_frame(columns, timestamps=timestamps)
