@@ -3,8 +3,10 @@
 An alert is an ordinary audit event (DESIGN contract 1) with ``event.kind = "alert"``,
 ``log.level = "critical"``, the entity in ``user.name`` or ``source.ip``, the window in
 ``event.start`` / ``event.end``, ``event.risk_score``, ``rule.*`` naming the model, a readable
-``message`` with the reasons, and the feature values, contributions and evidence (the
-``event.sequence`` range of the window's events) under ``analyzer.*``. Writing it through the
+``message`` with the reasons, and the feature values, contributions, evidence (the
+``event.sequence`` range of the window's events) and incident id under ``analyzer.alert.*``.
+Consecutive and related alert windows (one entity's run of hours, a campaign's addresses)
+share one ``analyzer.alert.incident``. Writing it through the
 :class:`~analyzer.logger.AuditLogger` chains it like any other record.
 
 A suppressed alert (a window a suppression rule of :mod:`analyzer.suppression` matched) is still
@@ -66,6 +68,8 @@ class Alert:
     n_events: int = 0
     suppressed_by: str | None = None
     suppression_reason: str | None = None
+    #: the incident this window belongs to (consecutive and related alert windows share it)
+    incident: str | None = None
 
     @property
     def suppressed(self) -> bool:
@@ -97,6 +101,8 @@ class Alert:
             "evidence": {"first_sequence": self.first_sequence,
                          "last_sequence": self.last_sequence, "events": self.n_events},
         }
+        if self.incident:
+            details["incident"] = self.incident
         if self.suppressed:
             details["suppressed"] = {"rule": self.suppressed_by,
                                      "reason": self.suppression_reason}
@@ -117,6 +123,12 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value) or None
 
 
 def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
@@ -158,6 +170,7 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
             suppressed_by=str(record.get("suppressed_by") or "rule") if suppressed else None,
             suppression_reason=str(record.get("suppression_reason") or "")
             if suppressed else None,
+            incident=_text(record.get("incident")),
         ))
     return alerts
 

@@ -410,11 +410,11 @@ def _min_risk_for(min_risk: float, n: int) -> float:
     of a few dozen windows cannot reach risk 20 at all; there the floor is half the risk its
     rarest window could have, which still keeps the bottom of the log from alerting.
 
-    >>> _min_risk_for(20.0, 10_000), _min_risk_for(20.0, 16)
-    (20.0, 9.3)
+    >>> _min_risk_for(20.0, 10_000), _min_risk_for(60.0, 10_000), _min_risk_for(20.0, 16)
+    (20.0, 60.0, 9.3)
     """
     reachable = _RISK_PER_DECADE * math.log10(max(n + 1, 2) / 2.0)
-    return round(min(float(min_risk), reachable / 2.0), 1)
+    return float(min_risk) if reachable >= min_risk else round(reachable / 2.0, 1)
 
 
 def _break_ties(p: np.ndarray, rarity: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -460,8 +460,8 @@ def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
         return out
     etype = windows["entity_type"].astype(str).to_numpy()[rows]
     entity = windows["entity"].astype(str).to_numpy()[rows]
-    start = pd.DatetimeIndex(windows["window_start"]).asi8[rows]
-    end = pd.DatetimeIndex(windows["window_end"]).asi8[rows]
+    start = pd.DatetimeIndex(windows["window_start"]).as_unit("ns").asi8[rows]
+    end = pd.DatetimeIndex(windows["window_end"]).as_unit("ns").asi8[rows]
     parent = np.arange(len(rows))
 
     def root(i: int) -> int:

@@ -350,7 +350,8 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
     if not alerts:
         say(f"no alerts in {n_windows:,} windows")
         return
-    say(f"{len(alerts)} alert(s) in {n_windows:,} windows:")
+    incidents = {a.incident or a.id for a in alerts}
+    say(f"{len(alerts)} alert(s) in {len(incidents)} incident(s), {n_windows:,} windows:")
     width = min(28, max(len(a.entity) for a in alerts))
     say(f"  {'risk':>4}  {'window (UTC)':16}  {'entity':{width}}  reasons")
     for a in alerts:
