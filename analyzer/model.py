@@ -7,17 +7,30 @@ window in the scores-file layout (DESIGN contract 6).
 
 Calibration: user windows and address windows score on different scales, so each window's
 combined score becomes a tail probability ``p`` against its own type's training windows.
-One **alert budget** then applies across both: with ``W`` training windows per day, windows
-with ``p <= alerts_per_day / W`` are alerts (on a typical day, about ``alerts_per_day`` of
-them), and no UTC day gets more than ``alerts_per_day`` alerts (the highest scores win). The
-budget can change at score time without refitting.
+Windows of equal ``p`` are ordered by the detector's underlying rarity, never by input order.
+
+Alerts (defaults documented in the README's analysis section):
+
+- a window is a candidate when ``p <= alerts_per_day / W`` (``W``: training windows per
+  *active* day) and its risk is at least ``min_risk`` (default 20; a log too short to reach
+  it uses half the risk its rarest window could have);
+- candidates form **incidents**: one entity's windows at most one window apart, and address
+  windows of the same hour with the same rarest feature (a campaign);
+- the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
+  window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
+
+:meth:`AuditModel.fit_score` scores a log against itself prequentially: history features come
+only from earlier events, the first window (or the burn-in) is a warm-up that counts nothing
+as new, "typical" ranges come from the entity's earlier windows only, and time-of-day
+(weekday) features wait for 3 (7) days of the organisation's history.
 
 Columns of :meth:`AuditModel.score`, in order:
 
 - ``entity_type, entity, window_start, window_end, score, alert, reasons`` (contract 6);
   ``score = 1 - p`` is in [0, 1], higher for more unusual windows;
+- ``incident``: the incident id of alert windows ("" for others);
 - ``risk_score``: 0-100, ``20 * -log10(p)`` capped (60: one window in 1,000; 100: one in
-  100,000 or rarer);
+  100,000 or rarer), never ``-0.0``;
 - ``first_sequence, last_sequence``: ``event.sequence`` range of the evidence (when known);
 - ``n_events``;
 - ``f_<feature>``: the feature values; ``c_<feature>``: each feature's contribution, its
@@ -76,6 +89,8 @@ _RISK_PER_DECADE = 20.0
 _MIN_P = 1e-12
 # Reasons are written for alerts and for windows this many times over the alert threshold.
 _REASON_MARGIN = 5.0
+# An entity type with fewer entities than this is calibrated against all windows.
+_FEW_ENTITIES = 3
 # A feature rarer than 1 window in 20 is a reason (see analyzer.detector.explain).
 _REASON_SURPRISAL = math.log(20.0)
 _TYPICAL_FEATURES = tuple(f.name for f in FEATURES if "{typical}" in f.reason)
@@ -101,8 +116,9 @@ class AuditModel:
     step : str or None, default None
         Sliding-window step; ``None`` for tumbling windows.
     alerts_per_day : float, default 10.0
-        Alert budget: about this many alerts on a typical day, never more on any day. Ten is
-        what one analyst can read with care each day; attacks at normal volume rank within it.
+        Alert budget: about this many incidents on a typical active day, never more on any
+        day. Ten is what one analyst can read with care each day; attacks at normal volume
+        rank within it.
     privileged_actions : sequence of str or None, default None
         Glob patterns of privileged actions (None: the documented defaults).
     n_peers : int, default 5
@@ -115,6 +131,10 @@ class AuditModel:
         Trees per IsolationForest.
     max_alerts_per_day : bool, default True
         Whether the budget also caps every UTC day (otherwise only the threshold applies).
+    max_alert_share : float, default 0.02
+        At most this share of the scored windows alert (at least one).
+    min_risk : float, default 20.0
+        No alert below this risk (20: rarer than one window in ten of its kind).
     random_state : int or None, default 0
         Seed of the forests; a fixed seed makes scores reproducible.
 
@@ -227,13 +247,19 @@ class AuditModel:
         """One detector per entity type; returns windows fitted and their active days."""
         self.detectors_: dict[str, RarityForest] = {}
         fitted = np.zeros(len(train), dtype=bool)
+        etypes = train["entity_type"].astype(str).to_numpy()
+        entities = train["entity"].astype(str).to_numpy()
         for etype in ENTITY_TYPES:
-            of_type = (train["entity_type"] == etype).to_numpy()
+            own = of_type = etypes == etype
+            if not of_type.any():
+                continue
+            if len(np.unique(entities[own])) < _FEW_ENTITIES:
+                # a population of one compared only with itself finds nothing: its windows
+                # are calibrated against every window of the organisation instead
+                of_type = np.ones(len(train), dtype=bool)
             rows = of_type & use
             if rows.sum() < 16:  # too few after the warm-up: use all of this type
                 rows = of_type
-            if not rows.any():
-                continue
             names = detector_features(etype)
             weights = [f.rarity for f in FEATURES if f.name in names]
             groups = _rarity_groups(names)
@@ -242,7 +268,7 @@ class AuditModel:
                                     rarity_groups=groups, min_tail_scale=1.0,
                                     random_state=self.random_state)
             self.detectors_[etype] = detector.fit(train.loc[rows, names])
-            fitted |= rows
+            fitted |= rows & own
         # the budget is per active day: a sparse or multi-year log has few of them
         days = pd.to_datetime(train.loc[fitted, "window_start"], utc=True).dt.floor("D")
         return int(fitted.sum()), float(max(days.nunique(), 1))
