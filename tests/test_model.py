@@ -355,3 +355,24 @@ def test_alerts_written_back_carry_their_incident(trained, scored):
     event = alerts[0].to_event(model_id="m", model_version="1")
     assert event.to_ecs()["analyzer"]["alert"]["incident"] == alerts[0].incident
     assert set(scored.loc[~scored["alert"], "incident"]) == {""}
+
+
+def test_a_population_of_one_is_calibrated_against_the_organisation():
+    # sixty addresses browse a little over a day; the log's only user is a scanner
+    rng = np.random.default_rng(7)
+    rows = []
+    for a in range(60):
+        for h in rng.integers(0, 30, 4):
+            t = SCORE_DAY + pd.Timedelta(hours=int(h), minutes=int(rng.integers(0, 60)))
+            rows += [(t, "", "http.get", "success", f"198.51.100.{a}", "/index", "DE", 500)]
+    t = SCORE_DAY + pd.Timedelta(hours=20)
+    rows += [(t + pd.Timedelta(seconds=2 * i), "scanner", "http.get",
+              "failure" if i % 3 == 0 else "success", "203.0.113.9", f"/p{i}", "DE", 100)
+             for i in range(1600)]
+    rows += [(SCORE_DAY + pd.Timedelta(hours=h), "scanner", "http.get", "success",
+              "203.0.113.9", "/index", "DE", 100) for h in (2, 9)]
+    scores = AuditModel(random_state=0).fit_score(_frame(rows))
+    user = scores[scores["entity_type"] == "user"].set_index("window_start")
+    loud = user.loc[t.floor("h")]
+    assert loud["score"] > 0.9 and loud["risk_score"] >= 20
+    assert loud["score"] == scores["score"].max() or loud["alert"]
