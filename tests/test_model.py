@@ -376,3 +376,22 @@ def test_a_population_of_one_is_calibrated_against_the_organisation():
     loud = user.loc[t.floor("h")]
     assert loud["score"] > 0.9 and loud["risk_score"] >= 20
     assert loud["score"] == scores["score"].max() or loud["alert"]
+
+
+def test_self_fit_and_train_then_score_tell_the_same_story():
+    history = _history(21, seed=1)
+    day = _frame(list(pd.concat([_history(1, seed=2, start=SCORE_DAY).astype(object),
+                                 _attacks().astype(object)]).itertuples(index=False, name=None)))
+    both = _frame(list(pd.concat([history.astype(object), day.astype(object)])
+                       .itertuples(index=False, name=None)))
+    model = AuditModel(alerts_per_day=5, random_state=0)
+    apart = model.fit(history).score(day)
+    together = AuditModel(alerts_per_day=5, random_state=0).fit_score(both)
+    together = together[together["window_start"] >= SCORE_DAY]
+    for etype, entity, hour, named in (("user", "u3", 11, "role.assign"),
+                                       ("user", "u12", 13, "RU"),
+                                       ("source_ip", "203.0.113.50", 15, "users")):
+        a, b = _window(apart, etype, entity, hour), _window(together, etype, entity, hour)
+        assert a["alert"] and b["alert"], (entity, a["reasons"], b["reasons"])
+        for reasons in (a["reasons"], b["reasons"]):
+            assert named in reasons, reasons
