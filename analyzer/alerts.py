@@ -33,8 +33,8 @@ import pandas as pd
 from analyzer.events import AuditEvent, Kind, Level, Outcome
 from analyzer.logger import AuditLogger
 
-__all__ = ["ALERT_ACTION", "Alert", "alert_id", "alerts_from_scores", "existing_alert_ids",
-           "write_alerts"]
+__all__ = ["ALERT_ACTION", "Alert", "Incident", "alert_id", "alerts_from_scores",
+           "existing_alert_ids", "incidents_of", "write_alerts"]
 
 ALERT_ACTION = "anomaly.detected"
 RULE_NAME = "audit-analyzer: unusual activity for this entity"
@@ -173,6 +173,49 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
             incident=_text(record.get("incident")),
         ))
     return alerts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Incident:
+    """Alert windows that belong together: their time span, entities and combined reasons."""
+
+    id: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    entities: tuple[str, ...]
+    reasons: tuple[str, ...]
+    risk_score: float
+    alerts: tuple[Alert, ...]
+
+    @property
+    def summary(self) -> str:
+        span = f"{self.start:%Y-%m-%d %H:%M}-{self.end:%H:%M} UTC"
+        who = ", ".join(self.entities[:3]) + (
+            f" and {len(self.entities) - 3} more" if len(self.entities) > 3 else "")
+        because = "; ".join(self.reasons[:3]) or "unusual combination of features"
+        return (f"incident {self.id}: {len(self.alerts)} window(s) {span}, {who} "
+                f"(risk {self.risk_score:.0f}/100): {because}")
+
+
+def incidents_of(alerts: Iterable[Alert]) -> list[Incident]:
+    """Alerts grouped by incident (an alert without one is its own), riskiest first.
+
+    Reasons are combined in order of the alerts' risk, each said once.
+    """
+    groups: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.incident or alert.id, []).append(alert)
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda a: (-a.risk_score, -a.score, a.window_start, a.entity))
+        reasons = tuple(dict.fromkeys(r for a in members for r in a.reasons))
+        out.append(Incident(
+            id=key, start=min(a.window_start for a in members),
+            end=max(a.window_end for a in members),
+            entities=tuple(dict.fromkeys(a.entity for a in members)), reasons=reasons,
+            risk_score=members[0].risk_score, alerts=tuple(members)))
+    out.sort(key=lambda i: (-i.risk_score, i.start, i.id))
+    return out
 
 
 def existing_alert_ids(path: str | os.PathLike[str]) -> set[str]:

@@ -350,8 +350,13 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
     if not alerts:
         say(f"no alerts in {n_windows:,} windows")
         return
-    incidents = {a.incident or a.id for a in alerts}
+    from analyzer.alerts import incidents_of
+
+    incidents = incidents_of(alerts)
     say(f"{len(alerts)} alert(s) in {len(incidents)} incident(s), {n_windows:,} windows:")
+    for incident in incidents:
+        if len(incident.alerts) > 1:
+            say(f"  {incident.summary}")
     width = min(28, max(len(a.entity) for a in alerts))
     say(f"  {'risk':>4}  {'window (UTC)':16}  {'entity':{width}}  reasons")
     for a in alerts:
