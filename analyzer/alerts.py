@@ -3,8 +3,10 @@
 An alert is an ordinary audit event (DESIGN contract 1) with ``event.kind = "alert"``,
 ``log.level = "critical"``, the entity in ``user.name`` or ``source.ip``, the window in
 ``event.start`` / ``event.end``, ``event.risk_score``, ``rule.*`` naming the model, a readable
-``message`` with the reasons, and the feature values, contributions and evidence (the
-``event.sequence`` range of the window's events) under ``analyzer.*``. Writing it through the
+``message`` with the reasons, and the feature values, contributions, evidence (the
+``event.sequence`` range of the window's events) and incident id under ``analyzer.alert.*``.
+Consecutive and related alert windows (one entity's run of hours, a campaign's addresses)
+share one ``analyzer.alert.incident``. Writing it through the
 :class:`~analyzer.logger.AuditLogger` chains it like any other record.
 
 A suppressed alert (a window a suppression rule of :mod:`analyzer.suppression` matched) is still
@@ -32,8 +34,8 @@ import pandas as pd
 from analyzer.events import AuditEvent, Kind, Level, Outcome
 from analyzer.logger import AuditLogger
 
-__all__ = ["ALERT_ACTION", "Alert", "alert_id", "alerts_from_scores", "existing_alert_ids",
-           "write_alerts"]
+__all__ = ["ALERT_ACTION", "Alert", "Incident", "alert_id", "alerts_from_scores",
+           "existing_alert_ids", "incidents_of", "write_alerts"]
 
 ALERT_ACTION = "anomaly.detected"
 RULE_NAME = "audit-analyzer: unusual activity for this entity"
@@ -67,6 +69,8 @@ class Alert:
     n_events: int = 0
     suppressed_by: str | None = None
     suppression_reason: str | None = None
+    #: the incident this window belongs to (consecutive and related alert windows share it)
+    incident: str | None = None
 
     @property
     def suppressed(self) -> bool:
@@ -101,6 +105,8 @@ class Alert:
             "evidence": {"first_sequence": self.first_sequence,
                          "last_sequence": self.last_sequence, "events": self.n_events},
         }
+        if self.incident:
+            details["incident"] = self.incident
         if self.suppressed:
             details["suppressed"] = {"rule": self.suppressed_by,
                                      "reason": self.suppression_reason}
@@ -121,6 +127,12 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value) or None
 
 
 def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
@@ -162,8 +174,52 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
             suppressed_by=str(record.get("suppressed_by") or "rule") if suppressed else None,
             suppression_reason=str(record.get("suppression_reason") or "")
             if suppressed else None,
+            incident=_text(record.get("incident")),
         ))
     return alerts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Incident:
+    """Alert windows that belong together: their time span, entities and combined reasons."""
+
+    id: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    entities: tuple[str, ...]
+    reasons: tuple[str, ...]
+    risk_score: float
+    alerts: tuple[Alert, ...]
+
+    @property
+    def summary(self) -> str:
+        span = f"{self.start:%Y-%m-%d %H:%M}-{self.end:%H:%M} UTC"
+        who = ", ".join(self.entities[:3]) + (
+            f" and {len(self.entities) - 3} more" if len(self.entities) > 3 else "")
+        because = "; ".join(self.reasons[:3]) or "unusual combination of features"
+        return (f"incident {self.id}: {len(self.alerts)} window(s) {span}, {who} "
+                f"(risk {self.risk_score:.0f}/100): {because}")
+
+
+def incidents_of(alerts: Iterable[Alert]) -> list[Incident]:
+    """Alerts grouped by incident (an alert without one is its own), riskiest first.
+
+    Reasons are combined in order of the alerts' risk, each said once.
+    """
+    groups: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.incident or alert.id, []).append(alert)
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda a: (-a.risk_score, -a.score, a.window_start, a.entity))
+        reasons = tuple(dict.fromkeys(r for a in members for r in a.reasons))
+        out.append(Incident(
+            id=key, start=min(a.window_start for a in members),
+            end=max(a.window_end for a in members),
+            entities=tuple(dict.fromkeys(a.entity for a in members)), reasons=reasons,
+            risk_score=members[0].risk_score, alerts=tuple(members)))
+    out.sort(key=lambda i: (-i.risk_score, i.start, i.id))
+    return out
 
 
 def existing_alert_ids(path: str | os.PathLike[str]) -> set[str]:

@@ -86,8 +86,11 @@ class TailTable:
         for key, value in state.items():
             object.__setattr__(self, key, value)
 
-    def surprisal(self, x: np.ndarray) -> np.ndarray:
-        """``-log`` of the smoothed share of training values at least as large as ``x``."""
+    def surprisal(self, x: np.ndarray, *, cap: float = _EXTENSION_CAP) -> np.ndarray:
+        """``-log`` of the smoothed share of training values at least as large as ``x``.
+
+        Past the training maximum it grows by one per tail scale, by at most ``cap``.
+        """
         x = np.asarray(x, dtype=np.float64)
         if not self.n:
             return np.zeros_like(x)
@@ -98,8 +101,7 @@ class TailTable:
         top = self.values[-1]
         beyond = x > top
         if beyond.any():
-            out = out + np.where(beyond, np.minimum((x - top) / self.scale, _EXTENSION_CAP),
-                                 0.0)
+            out = out + np.where(beyond, np.minimum((x - top) / self.scale, cap), 0.0)
         return out
 
 
@@ -286,6 +288,18 @@ class RarityForest(OutlierMixin, BaseEstimator):
         combined, surprisal = self._combined(X)
         return np.exp(-self.score_tail_.surprisal(combined)), surprisal
 
+    def score_details(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated tail probability, per-feature surprisals and the rarity behind them.
+
+        Unlike :meth:`score_and_explain`, the calibration is not capped past the training
+        maximum, so windows rarer than anything seen in training keep their order instead
+        of sharing one saturated probability. The third array is the combined (uncalibrated)
+        score: it breaks ties between windows of equal probability.
+        """
+        combined, surprisal = self._combined(X)
+        p = np.exp(-self.score_tail_.surprisal(combined, cap=math.inf))
+        return p, surprisal, combined
+
     def tail_probability(self, X):
         """Calibrated tail probability of each sample (see :meth:`score_and_explain`)."""
         return self.score_and_explain(X)[0]
@@ -356,6 +370,8 @@ _SPECIFIC_BONUS = 1.5
 _SPECIFIC_FAMILIES = ("novelty", "sensitivity", "sequence", "web")
 # Ahead of any surprisal (they are capped near 10 nats past the training maximum).
 _EVIDENCE_FIRST = 100.0
+# "X never seen before" names nothing X did: what it did, when as rare, is said first.
+_BARE_FLAGS = ("new_entity",)
 
 
 def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], *,
@@ -391,8 +407,8 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
         return []
     hours, days = describe_hour(windows["window_start"])
     entities = windows["entity"].astype(str).to_numpy()
-    bonus = np.array([_SPECIFIC_BONUS if name in _FEATURE_INFO and
-                      _FEATURE_INFO[name].family in _SPECIFIC_FAMILIES else 0.0
+    bonus = np.array([_SPECIFIC_BONUS if name in _FEATURE_INFO and name not in _BARE_FLAGS
+                      and _FEATURE_INFO[name].family in _SPECIFIC_FAMILIES else 0.0
                       for name in names])
     # Evidence (a catalogued action, an attack tool) is named first whenever it is there at
     # all: on a short log nothing is statistically rare, yet "first DeleteTrail by alice"

@@ -7,17 +7,30 @@ window in the scores-file layout (DESIGN contract 6).
 
 Calibration: user windows and address windows score on different scales, so each window's
 combined score becomes a tail probability ``p`` against its own type's training windows.
-One **alert budget** then applies across both: with ``W`` training windows per day, windows
-with ``p <= alerts_per_day / W`` are alerts (on a typical day, about ``alerts_per_day`` of
-them), and no UTC day gets more than ``alerts_per_day`` alerts (the highest scores win). The
-budget can change at score time without refitting.
+Windows of equal ``p`` are ordered by the detector's underlying rarity, never by input order.
+
+Alerts (defaults documented in the README's analysis section):
+
+- a window is a candidate when ``p <= alerts_per_day / W`` (``W``: training windows per
+  *active* day) and its risk is at least ``min_risk`` (default 20; a log too short to reach
+  it uses half the risk its rarest window could have);
+- candidates form **incidents**: one entity's windows at most one window apart, and address
+  windows of the same hour with the same rarest feature (a campaign);
+- the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
+  window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
+
+:meth:`AuditModel.fit_score` scores a log against itself prequentially: history features come
+only from earlier events, the first window (or the burn-in) is a warm-up that counts nothing
+as new, "typical" ranges come from the entity's earlier windows only, and time-of-day
+(weekday) features wait for 3 (7) days of the organisation's history.
 
 Columns of :meth:`AuditModel.score`, in order:
 
 - ``entity_type, entity, window_start, window_end, score, alert, reasons`` (contract 6);
   ``score = 1 - p`` is in [0, 1], higher for more unusual windows;
+- ``incident``: the incident id of alert windows ("" for others);
 - ``risk_score``: 0-100, ``20 * -log10(p)`` capped (60: one window in 1,000; 100: one in
-  100,000 or rarer);
+  100,000 or rarer), never ``-0.0``;
 - ``first_sequence, last_sequence``: ``event.sequence`` range of the evidence (when known);
 - ``n_events``;
 - ``f_<feature>``: the feature values; ``c_<feature>``: each feature's contribution, its
@@ -33,6 +46,8 @@ Columns of :meth:`AuditModel.score`, in order:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -52,10 +67,15 @@ from analyzer.features import (
     feature_names,
 )
 
-__all__ = ["DEFAULT_ALERTS_PER_DAY", "SCORE_COLUMNS", "AuditModel"]
+__all__ = ["DEFAULT_ALERTS_PER_DAY", "DEFAULT_MAX_ALERT_SHARE", "DEFAULT_MIN_RISK",
+           "SCORE_COLUMNS", "AuditModel", "risk_from_p"]
 
-#: The default alert budget (alerts per day across users and addresses).
+#: The default alert budget (incidents per active day across users and addresses).
 DEFAULT_ALERTS_PER_DAY = 10.0
+#: At most this share of the scored windows are alerts, whatever the daily budget says.
+DEFAULT_MAX_ALERT_SHARE = 0.02
+#: No alert below this risk (20: a window rarer than one in ten of its kind).
+DEFAULT_MIN_RISK = 20.0
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +89,14 @@ _RISK_PER_DECADE = 20.0
 _MIN_P = 1e-12
 # Reasons are written for alerts and for windows this many times over the alert threshold.
 _REASON_MARGIN = 5.0
+# An entity type with fewer entities than this is calibrated against all windows.
+_FEW_ENTITIES = 3
+# A feature rarer than 1 window in 20 is a reason (see analyzer.detector.explain).
+_REASON_SURPRISAL = math.log(20.0)
 _TYPICAL_FEATURES = tuple(f.name for f in FEATURES if "{typical}" in f.reason)
+# Features that compare a window with the past: zero in the warm-up of a log.
+_HISTORY_FEATURES = tuple(f.name for f in FEATURES if f.family == "novelty"
+                          or f.name == "new_privileged_events")
 # Features that say one thing, so the rarity score counts only the largest of them: users
 # failed and users new to the address are among the users tried from it. Without this, a
 # spray's every hour counted "several accounts" three times and crowded out of the budget
@@ -89,8 +116,9 @@ class AuditModel:
     step : str or None, default None
         Sliding-window step; ``None`` for tumbling windows.
     alerts_per_day : float, default 10.0
-        Alert budget: about this many alerts on a typical day, never more on any day. Ten is
-        what one analyst can read with care each day; attacks at normal volume rank within it.
+        Alert budget: about this many incidents on a typical active day, never more on any
+        day. Ten is what one analyst can read with care each day; attacks at normal volume
+        rank within it.
     privileged_actions : sequence of str or None, default None
         Glob patterns of privileged actions (None: the documented defaults).
     n_peers : int, default 5
@@ -103,6 +131,10 @@ class AuditModel:
         Trees per IsolationForest.
     max_alerts_per_day : bool, default True
         Whether the budget also caps every UTC day (otherwise only the threshold applies).
+    max_alert_share : float, default 0.02
+        At most this share of the scored windows alert (at least one).
+    min_risk : float, default 20.0
+        No alert below this risk (20: rarer than one window in ten of its kind).
     random_state : int or None, default 0
         Seed of the forests; a fixed seed makes scores reproducible.
 
@@ -122,6 +154,8 @@ class AuditModel:
                  privileged_actions: Sequence[str] | None = None,
                  n_peers: int = 5, burn_in: str | float | None = "auto",
                  n_estimators: int = 100, max_alerts_per_day: bool = True,
+                 max_alert_share: float = DEFAULT_MAX_ALERT_SHARE,
+                 min_risk: float = DEFAULT_MIN_RISK,
                  random_state: int | None = 0) -> None:
         self.window = window
         self.step = step
@@ -131,12 +165,21 @@ class AuditModel:
         self.burn_in = burn_in
         self.n_estimators = n_estimators
         self.max_alerts_per_day = max_alerts_per_day
+        self.max_alert_share = max_alert_share
+        self.min_risk = min_risk
         self.random_state = random_state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models saved before the share cap and the minimum risk existed get the defaults
+        state.setdefault("max_alert_share", DEFAULT_MAX_ALERT_SHARE)
+        state.setdefault("min_risk", DEFAULT_MIN_RISK)
+        self.__dict__.update(state)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "window", "step", "alerts_per_day", "privileged_actions", "n_peers", "burn_in",
-            "n_estimators", "max_alerts_per_day", "random_state")}
+            "n_estimators", "max_alerts_per_day", "max_alert_share", "min_risk",
+            "random_state")}
 
     def __repr__(self) -> str:
         return "AuditModel(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) \
@@ -146,26 +189,77 @@ class AuditModel:
 
     def fit(self, frame: pd.DataFrame) -> AuditModel:
         """Learn profiles and detectors from ``frame`` (a normalized events frame)."""
+        self._fit_windows(frame, details=False)
+        return self
+
+    def fit_score(self, frame: pd.DataFrame, *, alerts_per_day: float | None = None
+                  ) -> pd.DataFrame:
+        """Fit on ``frame`` and score it against itself, prequentially.
+
+        Each window is compared only with what came before it (as in training, "as seen so
+        far"): a new address is new in the window where it first appears, a reason's
+        "typical" range comes from the entity's earlier windows, never the window itself,
+        and windows in the warm-up (``metadata["warm_up_until"]``) count no novelty, because
+        at the start of a log everything is new. Returns the columns of :meth:`score`.
+        """
+        windows = self._fit_windows(frame, details=True)
+        budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
+        return self._score_windows(windows, budget, _past_typical)
+
+    def _fit_windows(self, frame: pd.DataFrame, *, details: bool) -> pd.DataFrame:
         _check_budget(self.alerts_per_day)
+        _check_share(self.max_alert_share)
         self.extractor_ = FeatureExtractor(window=self.window, step=self.step,
                                            privileged_actions=self.privileged_actions,
                                            n_peers=self.n_peers)
-        train = self.extractor_.fit_transform(frame)
+        train = self.extractor_.fit_transform(frame, details=details)
         if not len(train):
             raise SchemaError("nothing to train on: the frame has no events with a user or a "
                               "source address")
         start, end = self.extractor_.period_
-        cut = self._burn_in_end(start, end)
-        use = (train["window_start"] >= cut).to_numpy()
+        cut = self._warm_up_end(start, end)
+        warm = (train["window_start"] < cut).to_numpy()
+        # at the start of a log everything is new: no "first time" counts in the warm-up
+        train.loc[warm, list(_HISTORY_FEATURES)] = 0.0
+        n_fit, days = self._fit_detectors(train, ~warm)
+        self.windows_per_day_ = n_fit / days
+        self.typical_ = _typical_ranges(train)
+        self.metadata = {
+            "feature_names": {e: feature_names(e) for e in ENTITY_TYPES},
+            "entity_types": list(self.detectors_),
+            "training_start": start.isoformat(),
+            "training_end": end.isoformat(),
+            "burn_in_until": max(cut, start).isoformat(),
+            "warm_up_until": max(cut, start).isoformat(),
+            "n_events": int(self.extractor_.n_events_),
+            "n_windows": len(train),
+            "n_windows_fitted": n_fit,
+            "n_windows_warm_up": int(warm.sum()),
+            "windows_per_day": self.windows_per_day_,
+            "n_entities": {e: len(self.extractor_.vocab_[e]) for e in ENTITY_TYPES},
+            "params": self.get_params(),
+        }
+        logger.info("trained on %d events, %d windows (%d fitted)", self.extractor_.n_events_,
+                    len(train), n_fit)
+        return train
+
+    def _fit_detectors(self, train: pd.DataFrame, use: np.ndarray) -> tuple[int, float]:
+        """One detector per entity type; returns windows fitted and their active days."""
         self.detectors_: dict[str, RarityForest] = {}
-        n_fit = 0
+        fitted = np.zeros(len(train), dtype=bool)
+        etypes = train["entity_type"].astype(str).to_numpy()
+        entities = train["entity"].astype(str).to_numpy()
         for etype in ENTITY_TYPES:
-            of_type = (train["entity_type"] == etype).to_numpy()
-            rows = of_type & use
-            if rows.sum() < 16:  # too few after burn-in: use all of this type
-                rows = of_type
-            if not rows.any():
+            own = of_type = etypes == etype
+            if not of_type.any():
                 continue
+            if len(np.unique(entities[own])) < _FEW_ENTITIES:
+                # a population of one compared only with itself finds nothing: its windows
+                # are calibrated against every window of the organisation instead
+                of_type = np.ones(len(train), dtype=bool)
+            rows = of_type & use
+            if rows.sum() < 16:  # too few after the warm-up: use all of this type
+                rows = of_type
             names = detector_features(etype)
             weights = [f.rarity for f in FEATURES if f.name in names]
             groups = _rarity_groups(names)
@@ -174,28 +268,15 @@ class AuditModel:
                                     rarity_groups=groups, min_tail_scale=1.0,
                                     random_state=self.random_state)
             self.detectors_[etype] = detector.fit(train.loc[rows, names])
-            n_fit += int(rows.sum())
-        fit_start = max(cut, start)
-        days = max((end - fit_start) / pd.Timedelta(days=1),
-                   self.extractor_.window_ns_ / 86_400e9)
-        self.windows_per_day_ = n_fit / days
-        self.typical_ = _typical_ranges(train)
-        self.metadata = {
-            "feature_names": {e: feature_names(e) for e in ENTITY_TYPES},
-            "entity_types": list(self.detectors_),
-            "training_start": start.isoformat(),
-            "training_end": end.isoformat(),
-            "burn_in_until": fit_start.isoformat(),
-            "n_events": int(self.extractor_.n_events_),
-            "n_windows": len(train),
-            "n_windows_fitted": n_fit,
-            "windows_per_day": self.windows_per_day_,
-            "n_entities": {e: len(self.extractor_.vocab_[e]) for e in ENTITY_TYPES},
-            "params": self.get_params(),
-        }
-        logger.info("trained on %d events, %d windows (%d fitted)", self.extractor_.n_events_,
-                    len(train), n_fit)
-        return self
+            fitted |= rows & own
+        # the budget is per active day: a sparse or multi-year log has few of them
+        days = pd.to_datetime(train.loc[fitted, "window_start"], utc=True).dt.floor("D")
+        return int(fitted.sum()), float(max(days.nunique(), 1))
+
+    def _warm_up_end(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp:
+        """The burn-in, and at least the log's first window."""
+        first = start.floor(pd.Timedelta(self.window)) + pd.Timedelta(self.window)
+        return max(self._burn_in_end(start, end), first)
 
     def _burn_in_end(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp:
         span = end - start
@@ -233,11 +314,17 @@ class AuditModel:
         """
         self._check_fitted()
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
-        limit = self.threshold(budget)
         windows = self.extractor_.transform(frame)
+        return self._score_windows(windows, budget, self._typical_rows)
+
+    def _score_windows(self, windows: pd.DataFrame, budget: float, typical_of: Any
+                       ) -> pd.DataFrame:
+        limit = self.threshold(budget)
         n = len(windows)
         all_names = [f.name for f in FEATURES]
         p = np.ones(n)
+        min_risk = np.full(n, float(self.min_risk))
+        rarity = np.zeros(n)
         contrib = np.zeros((n, len(all_names)))
         col = {name: j for j, name in enumerate(all_names)}
         etypes = windows["entity_type"].astype(str).to_numpy()
@@ -246,25 +333,38 @@ class AuditModel:
             if not len(rows):
                 continue
             names = detector_features(etype)
-            prob, surprisal = detector.score_and_explain(windows.iloc[rows][names])
+            prob, surprisal, combined = detector.score_details(windows.iloc[rows][names])
             p[rows] = prob
+            rarity[rows] = combined
+            min_risk[rows] = _min_risk_for(self.min_risk, detector.score_tail_.n)
             contrib[np.ix_(rows, [col[x] for x in names])] = surprisal
-        p = np.clip(p, _MIN_P, 1.0)
-        alert = p <= limit
-        if self.max_alerts_per_day and alert.any():
-            alert &= _within_daily_cap(windows["window_start"], p, budget)
+        p = _break_ties(np.clip(p, _MIN_P, 1.0), rarity, contrib.sum(axis=1))
+        risk = risk_from_p(p)
+        candidate = (p <= limit) & (risk >= min_risk)
+        lead = np.where(contrib.max(axis=1) > 0, contrib.argmax(axis=1), -1)
+        incident = _incidents(windows, candidate, lead, self.extractor_.window_ns_)
+        alert = _within_budget(windows["window_start"], p, incident, budget=budget,
+                               daily=self.max_alerts_per_day,
+                               max_windows=max(1, int(self.max_alert_share * n)))
+        incident = np.where(alert, incident, "")
         reasons = np.full(n, "", dtype=object)
         # windows carrying evidence (a catalogued action, an attack tool) are explained too,
         # alert or not: a risk-20 window that deleted a trail should say so
         evidence = [col[f.name] for f in FEATURES if f.evidence]
         has_evidence = ((windows[[all_names[j] for j in evidence]].to_numpy() > 0)
                         & (contrib[:, evidence] > 0)).any(axis=1)
-        explain_rows = np.flatnonzero(alert | (p <= limit * _REASON_MARGIN) | has_evidence)
-        if len(explain_rows):
-            subset = windows.iloc[explain_rows]
-            typical = self._typical_for(subset)
-            reasons[explain_rows] = explain(subset, contrib[explain_rows], all_names,
-                                            typical=typical)
+        explain_rows = np.flatnonzero(alert | (candidate & (p <= limit * _REASON_MARGIN))
+                                      | has_evidence)
+        for etype, detector in self.detectors_.items():
+            rows = explain_rows[etypes[explain_rows] == etype]
+            if not len(rows):
+                continue
+            # a short log cannot hold a window rarer than 1 in 20: its rarest features are
+            # still the reasons, not "an unusual combination"
+            floor = min(_REASON_SURPRISAL, math.log((detector.score_tail_.n + 1) / 2.0))
+            reasons[rows] = explain(windows.iloc[rows], contrib[rows], all_names,
+                                    typical=typical_of(windows, rows),
+                                    min_surprisal=max(floor, 0.5))
         out = pd.DataFrame({
             "entity_type": windows["entity_type"],
             "entity": windows["entity"].astype(str),
@@ -273,7 +373,8 @@ class AuditModel:
             "score": 1.0 - p,
             "alert": alert,
             "reasons": reasons.astype(str) if n else pd.Series([], dtype=str),
-            "risk_score": np.minimum(100.0, -np.log10(p) * _RISK_PER_DECADE).round(1),
+            "incident": incident.astype(str) if n else pd.Series([], dtype=str),
+            "risk_score": risk,
             "first_sequence": windows["first_sequence"],
             "last_sequence": windows["last_sequence"],
             "n_events": windows["n_events"].astype("int64"),
@@ -284,6 +385,9 @@ class AuditModel:
         out = pd.concat([out.reset_index(drop=True), features, contributions], axis=1)
         out = out.sort_values(["window_start", "entity_type", "entity"], kind="stable")
         return out.reset_index(drop=True)
+
+    def _typical_rows(self, windows: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+        return self._typical_for(windows.iloc[rows])
 
     def _typical_for(self, windows: pd.DataFrame) -> pd.DataFrame:
         keys = pd.MultiIndex.from_arrays([windows["entity_type"].astype(str),
@@ -316,13 +420,169 @@ def _rarity_groups(names: Sequence[str]) -> list[int]:
     return [label[name] for name in names]
 
 
-def _within_daily_cap(starts: pd.Series, p: np.ndarray, budget: float) -> np.ndarray:
-    """True for windows among the ``budget`` most unusual of their UTC day."""
-    cap = max(1, math.ceil(budget))
+def _check_share(value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ConfigError(f"max_alert_share must be a share in (0, 1], got {value!r}")
+
+
+def risk_from_p(p: np.ndarray) -> np.ndarray:
+    """Risk 0-100 from tail probabilities: ``20 * -log10(p)``, capped, never ``-0.0``.
+
+    >>> risk_from_p(np.array([1.0, 0.1, 1e-3, 1e-9])).tolist()
+    [0.0, 20.0, 60.0, 100.0]
+    """
+    risk = np.minimum(100.0, -np.log10(np.clip(p, 0.0, 1.0)) * _RISK_PER_DECADE)
+    return np.maximum(risk, 0.0).round(1) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _min_risk_for(min_risk: float, n: int) -> float:
+    """The minimum risk for windows calibrated on ``n`` windows.
+
+    Among ``n`` windows the rarest has a tail probability of about ``2 / (n + 1)``, so a log
+    of a few dozen windows cannot reach risk 20 at all; there the floor is half the risk its
+    rarest window could have, which still keeps the bottom of the log from alerting.
+
+    >>> _min_risk_for(20.0, 10_000), _min_risk_for(60.0, 10_000), _min_risk_for(20.0, 16)
+    (20.0, 60.0, 9.3)
+    """
+    reachable = _RISK_PER_DECADE * math.log10(max(n + 1, 2) / 2.0)
+    return float(min_risk) if reachable >= min_risk else round(reachable / 2.0, 1)
+
+
+def _break_ties(p: np.ndarray, rarity: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``p`` nudged so that windows of equal probability are ordered by their rarity.
+
+    Windows with the same calibrated probability (saturated past the training maximum, or
+    equal by construction) are ordered by the detector's combined score, then by the sum of
+    their feature surprisals, never by input order. Each nudge is smaller than the gap to the
+    next distinct probability, so no window passes one that was rarer.
+    """
+    n = len(p)
+    if n < 2:
+        return p
+    s = -np.log(p)
+    order = np.lexsort((-total, -rarity, -s))  # most unusual first
+    ss, rr, tt = s[order], rarity[order], total[order]
+    new_level = np.r_[True, ss[1:] != ss[:-1]]
+    level = np.cumsum(new_level) - 1
+    distinct = np.r_[True, new_level[1:] | (rr[1:] != rr[:-1]) | (tt[1:] != tt[:-1])]
+    dense = np.cumsum(distinct)
+    first = np.flatnonzero(new_level)
+    rank_in_level = dense - dense[first][level]
+    n_distinct = np.bincount(level, distinct & ~new_level)[level] + 1
+    level_s = ss[first]
+    gap = np.r_[np.inf, level_s[:-1] - level_s[1:]][level]  # to the rarer level above
+    step = np.minimum(1e-3, gap / (2.0 * n_distinct))
+    bumped = ss + np.where(ss > 0, (n_distinct - 1 - rank_in_level) * step, 0.0)
+    out = np.empty(n)
+    out[order] = np.exp(-bumped)
+    return out
+
+
+def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
+               window_ns: int) -> np.ndarray:
+    """An incident id per candidate window ("" for the others).
+
+    Windows of one entity at most one window apart are one incident; address windows at
+    the same time whose rarest feature is the same (a campaign's many addresses) are one.
+    """
+    out = np.full(len(windows), "", dtype=object)
+    rows = np.flatnonzero(candidate)
+    if not len(rows):
+        return out
+    etype = windows["entity_type"].astype(str).to_numpy()[rows]
+    entity = windows["entity"].astype(str).to_numpy()[rows]
+    start = pd.DatetimeIndex(windows["window_start"]).as_unit("ns").asi8[rows]
+    end = pd.DatetimeIndex(windows["window_end"]).as_unit("ns").asi8[rows]
+    parent = np.arange(len(rows))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        parent[root(i)] = root(j)
+
+    # one pass per candidate (alerts and near misses), never per event
+    order = np.lexsort((start, entity, etype))
+    for a, b in itertools.pairwise(order):
+        if etype[a] == etype[b] and entity[a] == entity[b] and start[b] - end[a] <= window_ns:
+            join(a, b)
+    campaign: dict[tuple[int, int], int] = {}
+    for i in np.flatnonzero(etype == "source_ip"):
+        key = (int(start[i]), int(lead[rows[i]]))
+        if key[1] >= 0:
+            join(i, campaign.setdefault(key, i))
+    roots = np.array([root(i) for i in range(len(rows))])
+    ids: dict[int, str] = {}
+    for i in np.lexsort((entity, start)):  # the incident is named by its first window
+        r = int(roots[i])
+        if r not in ids:
+            key = f"{etype[i]}\x1f{entity[i]}\x1f{start[i]}".encode()
+            ids[r] = "inc-" + hashlib.sha256(key).hexdigest()[:12]
+    out[rows] = [ids[int(r)] for r in roots]
+    return out
+
+
+def _within_budget(starts: pd.Series, p: np.ndarray, incident: np.ndarray, *, budget: float,
+                   daily: bool, max_windows: int) -> np.ndarray:
+    """Which candidate windows alert: the budget counts incidents, the share cap windows.
+
+    Incidents are taken most unusual first (by their rarest window), at most ``budget`` of
+    them per UTC day (the day of their rarest window); each gets its rarest window before
+    any incident gets a second one, so one loud incident does not crowd out the others.
+    """
+    alert = np.zeros(len(p), dtype=bool)
+    rows = np.flatnonzero(incident != "")
+    if not len(rows):
+        return alert
+    rows = rows[np.argsort(p[rows], kind="stable")]
     day = pd.to_datetime(starts, utc=True).dt.floor("D").to_numpy()
-    frame = pd.DataFrame({"day": day, "p": p})
-    rank = frame.groupby("day", sort=False)["p"].rank(method="first").to_numpy()
-    return rank <= cap
+    cap = max(1, math.ceil(budget))
+    kept: dict[str, int] = {}
+    per_day: dict[Any, int] = {}
+    for i in rows:  # the first row of each incident is its rarest window
+        inc = incident[i]
+        if inc in kept:
+            continue
+        if daily and per_day.get(day[i], 0) >= cap:
+            kept[inc] = -1
+            continue
+        per_day[day[i]] = per_day.get(day[i], 0) + 1
+        kept[inc] = int(i)
+    leads = [i for i in kept.values() if i >= 0][:max_windows]
+    alert[leads] = True
+    room = max_windows - len(leads)
+    for i in rows:
+        if room <= 0:
+            break
+        if not alert[i] and kept.get(incident[i], -1) >= 0:
+            alert[i] = True
+            room -= 1
+    return alert
+
+
+def _past_typical(windows: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """For each row, its entity's typical range over earlier windows only (never itself)."""
+    names = list(_TYPICAL_FEATURES)
+    values = windows[names].to_numpy(dtype=float)
+    start = pd.to_datetime(windows["window_start"], utc=True).to_numpy()
+    groups = windows.groupby([windows["entity_type"].astype(str),
+                              windows["entity"].astype(str)], sort=False).indices
+    etype = windows["entity_type"].astype(str).to_numpy()
+    entity = windows["entity"].astype(str).to_numpy()
+    lo = np.full((len(rows), len(names)), np.nan)
+    hi = np.full((len(rows), len(names)), np.nan)
+    for k, i in enumerate(rows):  # one pass per explained window
+        pos = groups[(etype[i], entity[i])]
+        earlier = pos[start[pos] < start[i]]
+        if len(earlier):
+            lo[k] = np.quantile(values[earlier], 0.1, axis=0)
+            hi[k] = np.quantile(values[earlier], 0.9, axis=0)
+    return pd.DataFrame(np.hstack([lo, hi]),
+                        columns=[f"{x}_lo" for x in names] + [f"{x}_hi" for x in names])
 
 
 def _typical_ranges(train: pd.DataFrame) -> pd.DataFrame:

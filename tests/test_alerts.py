@@ -73,3 +73,26 @@ def test_write_back_is_critical_chained_and_never_duplicated(tmp_path, key, scor
     # the analyzer never scores its own alerts
     result = read_events(log)
     assert len(result.frame) == 1 and result.skipped_alerts == 2
+
+
+def test_incidents_combine_their_windows_span_entities_and_reasons(scores):
+    from analyzer.alerts import incidents_of
+
+    later = scores.iloc[[0]].assign(
+        window_start=scores["window_start"].iloc[0] + pd.Timedelta(hours=1),
+        window_end=scores["window_end"].iloc[0] + pd.Timedelta(hours=1),
+        reasons="12 resources never touched before by alice (payroll)", risk_score=80.0)
+    frame = pd.concat([scores, later], ignore_index=True)
+    frame["incident"] = ["inc-a", "inc-b", "", "inc-a"]
+    alerts = alerts_from_scores(frame)
+    assert {a.incident for a in alerts} == {"inc-a", "inc-b"}
+    first, second = incidents_of(alerts)
+    assert first.id == "inc-a" and len(first.alerts) == 2
+    assert first.start == pd.Timestamp("2026-02-03T10:00:00Z")
+    assert first.end == pd.Timestamp("2026-02-03T12:00:00Z")
+    assert first.entities == ("alice",) and first.risk_score == 92.0
+    assert first.reasons == ("first access from country RU",
+                             "3 privileged actions never done before",
+                             "12 resources never touched before by alice (payroll)")
+    assert "2 window(s) 2026-02-03 10:00-12:00 UTC, alice" in first.summary
+    assert second.entities == ("203.0.113.9",)

@@ -138,3 +138,23 @@ def test_train_and_score_read_from_a_database(tmp_path, trail, capsys):
     assert len(frame) and frame["window_start"].min() >= pd.Timestamp("2025-03-09", tz="UTC")
     assert main(["score", str(today), "--user", "alice"]) == 2
     assert "filters select rows of --db" in capsys.readouterr().err
+
+
+def test_self_fit_states_its_warm_up_caps_alerts_and_writes_incident_ids(tmp_path, trail,
+                                                                       capsys):
+    _, today = trail
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(today), "--max-alert-share", "0.01", "--scores",
+                 str(scores)]) == 0
+    out = capsys.readouterr().out
+    assert "warm-up: windows before" in out and "judged against the events before it" in out
+    records = [orjson.loads(x) for x in today.read_bytes().splitlines()]
+    alerts = [r for r in records if r["event"]["kind"] == "alert"]
+    frame = pd.read_csv(scores, keep_default_na=False)
+    assert alerts and len(alerts) <= max(1, int(0.01 * len(frame)))
+    assert set(frame.loc[frame["alert"], "incident"]) == {
+        r["analyzer"]["alert"]["incident"] for r in alerts}
+    assert all(r["analyzer"]["alert"]["incident"].startswith("inc-") for r in alerts)
+    with pytest.raises(SystemExit) as bad:
+        main(["score", str(today), "--max-alert-share", "0", "--no-write-back"])
+    assert bad.value.code == 2 and "max-alert-share" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from analyzer.cli._common import (
 )
 from analyzer.errors import ConfigError
 from analyzer.events import FORMULA_START, formula_safe, printable
+from analyzer.features import TIME_HISTORY_DAYS
 from analyzer.sources import ReadResult, expand_paths, read_events, write_rejected
 
 
@@ -87,7 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the scores CSV's text exactly as logged; by default a value a "
                         "spreadsheet would run as a formula (=, +, -, @ ...) gets a leading '")
     p.add_argument("--alerts-per-day", type=float, default=None,
-                   help="alert budget for this run (default: the model's)")
+                   help="alert budget for this run: incidents per active day (default: the "
+                        "model's, 10)")
+    p.add_argument("--max-alert-share", type=_share_value, default=None, metavar="SHARE",
+                   help="at most this share of the scored windows are alerts (default 0.02)")
     p.add_argument("--audit-log", type=Path,
                    help="audit log to write alerts into (default: the scored log, when it is "
                         "this project's own chained log)")
@@ -95,6 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when there are alerts")
     add_key_option(p)
     p.set_defaults(func=run_score)
+
+
+def _share_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a share in (0, 1], e.g. 0.02, got {text!r}")
+    return value
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -138,6 +152,20 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
     for note in result.notes:
         warn(command, note)
     return result
+
+
+def _share(args: argparse.Namespace) -> dict[str, float]:
+    share = getattr(args, "max_alert_share", None)
+    return {} if share is None else {"max_alert_share": share}
+
+
+def _warm_up_note(model: object) -> str:
+    meta = model.metadata  # type: ignore[attr-defined]
+    until = pd.Timestamp(meta["warm_up_until"])
+    return (f"warm-up: windows before {until:%Y-%m-%d %H:%M} UTC "
+            f"({meta['n_windows_warm_up']:,} of {meta['n_windows']:,}) build history and "
+            "count nothing as new; time-of-day reasons wait for "
+            f"{TIME_HISTORY_DAYS} days of history")
 
 
 def _budget(args: argparse.Namespace) -> dict[str, float]:
@@ -211,14 +239,18 @@ def run_score(args: argparse.Namespace) -> int:
         model = load_model_from_args(args)
         model_id = model.metadata.get("model_id", "unknown")
         model_version = model.metadata.get("created", "")
+        progress("scoring...")
+        if args.max_alert_share is not None:
+            model.max_alert_share = args.max_alert_share
+        scores = model.score(frame, alerts_per_day=args.alerts_per_day)
     else:
         say(f"no --model given: fitting a model on the input itself ({len(frame):,} events); "
-            "unusual windows are judged against this same data")
-        progress("training...")
-        model = AuditModel(**_budget(args)).fit(frame)
+            "each window is judged against the events before it")
+        progress("training and scoring...")
+        model = AuditModel(**_budget(args), **_share(args))
+        scores = model.fit_score(frame)
         model_id, model_version = "self-fit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    progress("scoring...")
-    scores = model.score(frame, alerts_per_day=args.alerts_per_day)
+        say(_warm_up_note(model))
     if suppressions is not None:
         from analyzer.suppression import apply_suppressions
 
@@ -348,7 +380,13 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
     if not alerts:
         say(f"no alerts in {n_windows:,} windows")
         return
-    say(f"{len(alerts)} alert(s) in {n_windows:,} windows:")
+    from analyzer.alerts import incidents_of
+
+    incidents = incidents_of(alerts)
+    say(f"{len(alerts)} alert(s) in {len(incidents)} incident(s), {n_windows:,} windows:")
+    for incident in incidents:
+        if len(incident.alerts) > 1:
+            say(f"  {printable(incident.summary)}")
     names = [printable(a.entity) for a in alerts]  # names come from the log: escape them
     width = min(28, max(len(name) for name in names))
     say(f"  {'risk':>4}  {'window (UTC)':16}  {'entity':{width}}  reasons")

@@ -32,7 +32,12 @@ entity_type   entity  n_events  n_failures
 
 from __future__ import annotations
 
-from analyzer.features._extractor import FeatureExtractor, describe_hour
+from analyzer.features._extractor import (
+    TIME_HISTORY_DAYS,
+    WEEKDAY_HISTORY_DAYS,
+    FeatureExtractor,
+    describe_hour,
+)
 from analyzer.features._table import (
     DEFAULT_PRIVILEGED_ACTIONS,
     ENTITY_TYPES,
@@ -50,6 +55,8 @@ __all__ = [
     "DEFAULT_PRIVILEGED_ACTIONS",
     "ENTITY_TYPES",
     "FEATURES",
+    "TIME_HISTORY_DAYS",
+    "WEEKDAY_HISTORY_DAYS",
     "WINDOW_COLUMNS",
     "Feature",
     "FeatureExtractor",

@@ -52,6 +52,13 @@ _UNUSUAL = float(np.log(50.0))
 _HOUR_KERNEL: tuple[tuple[int, float], ...] = (
     (-2, 0.25), (-1, 0.5), (0, 1.0), (1, 0.5), (2, 0.25))
 _KERNEL_MASS = sum(w for _, w in _HOUR_KERNEL)
+# Time-of-day and weekday features mean nothing until the organisation has history to
+# compare with (the entity's own profile is shrunk towards the organisation's): below these
+# many distinct UTC days of earlier activity they are muted (0), so a one-hour log never
+# says "active at 11:00, unusual for X". Weekdays need a week to have been seen at all.
+TIME_HISTORY_DAYS = 3
+WEEKDAY_HISTORY_DAYS = 7
+_NS_PER_DAY = 24 * 60 * _NS_PER_MINUTE
 # How far back the "in the last day" features look.
 _TRAILING = 24 * _NS_PER_HOUR
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -318,14 +325,16 @@ class FeatureExtractor:
         self._fit(frame)
         return self
 
-    def fit_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def fit_transform(self, frame: pd.DataFrame, *, details: bool = False) -> pd.DataFrame:
         """Fit, and return the training windows with novelty computed "as seen so far".
 
         Unlike ``fit(frame).transform(frame)`` (where nothing in ``frame`` is new), a value
         counts as new in the first window where it appears, so these rows carry the normal
-        rate of novelty the detector must learn.
+        rate of novelty the detector must learn. This is also how a log is scored against
+        itself (prequentially): each window is compared only with what came before it.
+        With ``details``, the ``d_*`` columns name what was new, as in :meth:`transform`.
         """
-        return self._fit(frame)
+        return self._fit(frame, details=details)
 
     def transform(self, frame: pd.DataFrame, *, details: bool = True) -> pd.DataFrame:
         """Per-window features of ``frame`` against the fitted profiles.
@@ -344,7 +353,7 @@ class FeatureExtractor:
 
     # -- fitting --------------------------------------------------------------------------
 
-    def _fit(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _fit(self, frame: pd.DataFrame, *, details: bool = False) -> pd.DataFrame:
         window, step = self._spans()
         if not isinstance(self.n_peers, int | np.integer) or self.n_peers < 0:
             raise ConfigError(f"n_peers must be a non-negative integer, got {self.n_peers!r}")
@@ -370,7 +379,8 @@ class FeatureExtractor:
         self.country_unseen_ = 1.0 / (counts.sum() + n_countries + 1.0)
         self.typical_events_: dict[str, np.ndarray] = {}
         self.typical_bytes_: dict[str, np.ndarray] = {}
-        out = self._windows(prep, fitting=True, details=False)
+        self.active_days_ = _unique(prep.t // _NS_PER_DAY)
+        out = self._windows(prep, fitting=True, details=details)
         logger.debug("fitted features on %d events, %d windows", prep.n, len(out))
         return out
 
@@ -550,6 +560,9 @@ class FeatureExtractor:
             cols["n_users_new_resources"] = _distinct(win, r, n_win, theirs)
 
         hour_s, week_s = self._time_surprisal(prep, etype, idx, fitting=fitting)
+        history = self._history_days(prep, w_start, fitting=fitting)[win]
+        hour_s = np.where(history >= TIME_HISTORY_DAYS, hour_s, 0.0)
+        week_s = np.where(history >= WEEKDAY_HISTORY_DAYS, week_s, 0.0)
         n_counted = np.maximum(np.bincount(win, counted, minlength=n_win), 1)
         cols["hour_rarity"] = np.bincount(win, hour_s * counted, minlength=n_win) / n_counted
         cols["weekday_rarity"] = np.bincount(win, week_s * counted, minlength=n_win) / n_counted
@@ -557,6 +570,7 @@ class FeatureExtractor:
         cols["privileged_off_hours"] = np.bincount(win, odd_time, minlength=n_win)
         hb = t // _NS_PER_HOUR
         quiet = self.quiet_hours_[_weekday(hb) * 24 + hb % 24]
+        quiet &= history >= TIME_HISTORY_DAYS
         cols["off_hours_share"] = np.bincount(win, quiet, minlength=n_win) / n
         cols["n_privileged"] = np.bincount(win, priv, minlength=n_win)
         nbytes = np.bincount(win, prep.nbytes[idx], minlength=n_win)
@@ -651,6 +665,17 @@ class FeatureExtractor:
             address_names=prep.names["source_ip"])
         cols.update(found)
         return named
+
+    def _history_days(self, prep: _Prepared, w_start: np.ndarray, *,
+                      fitting: bool) -> np.ndarray:
+        """Distinct UTC days with activity before each window's day (training days too)."""
+        days = _unique(prep.t // _NS_PER_DAY)
+        if not fitting:
+            known = getattr(self, "active_days_", None)
+            if known is None:  # a profile saved before history was counted: all of it
+                return np.full(len(w_start), np.iinfo(np.int64).max)
+            days = _unique(np.r_[known, days])
+        return np.searchsorted(days, w_start // _NS_PER_DAY, side="left")
 
     def _known_pair(self, etype: str, attr: str, ent: np.ndarray, a: np.ndarray) -> np.ndarray:
         n_ent, width = len(self.vocab_[etype]), max(len(self.vocab_[attr]), 1)
