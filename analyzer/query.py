@@ -360,7 +360,7 @@ class ScanStats:
         not read and why."""
         text = f"{self.lines:,} records read in {self.files:,} file(s): {self.matched:,} matched"
         if self.rejected:
-            text += f", {len(self.rejected):,} malformed set aside " \
+            text += f", {len(self.rejected):,} malformed skipped " \
                     f"(first: {self.rejected[0].describe()})"
         if self.archives:
             names = ", ".join(str(p) for p in self.archives[:3])

@@ -16,13 +16,13 @@ from analyzer.cli._common import (
     read_encryption_keys,
     read_key_file,
     reader_options,
+    report_read,
     say,
-    warn,
 )
 from analyzer.errors import ConfigError
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import expand_paths, read_events, write_rejected
+from analyzer.sources import expand_paths, read_events
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -104,15 +104,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         written = _import(frame, audit, progress)
     progress.done()
     say(f"ingested {written:,} events into {args.log}")
-    if result.rejected:
-        destination = args.log.with_name(args.log.name + ".rejected")
-        write_rejected(result.rejected, destination)
-        first = result.rejected[0].describe()
-        warn("ingest", f"{len(result.rejected):,} lines rejected (first: {first}); "
-                       f"set aside in {destination}")
-    warn("ingest", result.accounting(destination if result.rejected else None))
-    for note in result.notes:
-        warn("ingest", note)
+    report_read("ingest", result, args, output=args.log)
     return 0
 
 
