@@ -1,8 +1,10 @@
-"""``read_events`` on a 1M-event audit log: this checkout against another one, same run.
+"""``read_events`` and ``scan`` on a 1M-event audit log: this checkout against another one.
 
 Reading speed moves by +-30 % between runs on a shared machine, so a change to the readers is
 judged against a baseline read in the same run, alternating rounds. Each round runs in a fresh
-interpreter importing ``analyzer`` from the tree it measures.
+interpreter importing ``analyzer`` from the tree it measures. Three reads are timed:
+``read_events(log)``; ``scan`` with ``--user X`` (the literal pre-filter) and with ``--since``
+before the first record (the raw time pre-filter, every line parsed).
 
 Usage::
 
@@ -28,17 +30,25 @@ DATA = HERE / ".data"
 _TIMER = """
 import sys, time
 sys.path.insert(0, {tree!r})
+from analyzer.query import Filter, parse_time, scan
 from analyzer.sources import read_events
 start = time.perf_counter()
-result = read_events({log!r})
-print(len(result.frame), time.perf_counter() - start)
+if {what!r} == "read_events":
+    rows = len(read_events({log!r}).frame)
+else:
+    flt = Filter(users=("user0",)) if {what!r} == "scan --user" else \
+        Filter(since=parse_time("2000-01-01"))
+    rows = sum(b.table.num_rows for b in scan({log!r}, flt))
+print(rows, time.perf_counter() - start)
 """
+READS = ("read_events", "scan --user", "scan --since")
 
 
-def rate(tree: Path, log: Path) -> float:
-    out = subprocess.run([sys.executable, "-c", _TIMER.format(tree=str(tree), log=str(log))],
-                         check=True, capture_output=True, text=True).stdout.split()
-    return int(out[0]) / float(out[1])
+def seconds(tree: Path, log: Path, what: str) -> float:
+    code = _TIMER.format(tree=str(tree), log=str(log), what=what)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    return float(out[1])
 
 
 def main() -> None:
@@ -56,17 +66,19 @@ def main() -> None:
         DATA.mkdir(exist_ok=True)
         make_log(log, args.events)
     trees = {"baseline": args.baseline.resolve(), "this checkout": HERE.parent}
-    rates: dict[str, list[float]] = {name: [] for name in trees}
+    times: dict[tuple[str, str], list[float]] = {(w, t): [] for w in READS for t in trees}
     for _ in range(args.rounds):
-        for name, tree in trees.items():
-            rates[name].append(rate(tree, log))
-    base = statistics.median(rates["baseline"])
-    print(f"read_events, {args.events:,} events ({log.stat().st_size / 1e6:,.0f} MB), "
-          f"median of {args.rounds} alternating rounds (rows/s):")
-    for name, values in rates.items():
-        med = statistics.median(values)
-        print(f"  {name:14s} {med:12,.0f}  ({med / base:.3f}x baseline; "
-              f"rounds {', '.join(f'{v:,.0f}' for v in values)})")
+        for what in READS:
+            for name, tree in trees.items():
+                times[what, name].append(seconds(tree, log, what))
+    print(f"{args.events:,} events ({log.stat().st_size / 1e6:,.0f} MB), median seconds of "
+          f"{args.rounds} alternating rounds:")
+    for what in READS:
+        base = statistics.median(times[what, "baseline"])
+        for name in trees:
+            med = statistics.median(times[what, name])
+            print(f"  {what:13s} {name:14s} {med:7.2f} s  ({med / base:.3f}x baseline; rounds "
+                  f"{', '.join(f'{v:.2f}' for v in times[what, name])})")
 
 
 if __name__ == "__main__":
