@@ -101,6 +101,33 @@ def test_scores_in_a_folder_that_cannot_be_written_stop_before_the_work(
                                         f"the scores: {blocker} is not a folder"]
 
 
+def test_permission_denied_on_rejected_lines_warns_and_on_scores_stops(
+        tmp_path, inbox, capsys, monkeypatch) -> None:
+    # what a read-only /var/log does to a non-root analyst, simulated (root is never denied)
+    import analyzer.sources
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def denied(rejected, destination):
+        raise PermissionError(13, "Permission denied", str(destination))
+
+    real_access = os.access
+    monkeypatch.setattr(analyzer.sources, "write_rejected", denied)
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked
+                        else real_access(path, mode))
+    target = tmp_path / "out" / "s.csv"
+    assert main(["score", str(inbox), "--scores", str(target), "--no-write-back"]) == 0
+    err = capsys.readouterr().err
+    assert f"audit-analyzer score: {target}.rejected: cannot write the rejected lines: " \
+           "Permission denied; they are not kept" in err
+    assert target.exists() and len(_accounting(err, "score")) == 1
+    assert main(["score", str(inbox), "--scores", str(locked / "s.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"audit-analyzer score: error: {locked / 's.csv'}: permission denied (cannot write "
+        f"the scores in {locked})")
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
                     reason="permissions do not bind root")
 def test_read_only_input_folder_and_scores_folder(tmp_path, inbox, capsys) -> None:

@@ -8,9 +8,13 @@ import stat
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analyzer.errors import ConfigError, SourceError
 from analyzer.integrity import load_key
+
+if TYPE_CHECKING:
+    from analyzer.sources import ReadResult
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str,
@@ -202,7 +206,7 @@ def rejected_destination(args: argparse.Namespace, output: Path | None) -> Path 
     return Path(name) if inputs else None
 
 
-def report_read(command: str, result, args: argparse.Namespace, *,
+def report_read(command: str, result: ReadResult, args: argparse.Namespace, *,
                 output: Path | None = None) -> Path | None:
     """Set aside a read's rejected lines and print its one line of accounting and its notes.
 
