@@ -242,3 +242,17 @@ def test_query_on_a_truncated_gzip_is_one_error_line(tmp_path, capsys) -> None:
     assert err == [f"audit-analyzer query: error: {cut}: not a readable gzip file (truncated "
                    "or damaged): Compressed file ended before the end-of-stream marker was "
                    "reached"]
+
+
+def test_verify_names_an_archive_it_leaves_out_of_a_folder(tmp_path, capsys) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    with AuditLogger(folder / "audit.jsonl") as audit:
+        audit.log("login", user="alice", outcome="success")
+    with zipfile.ZipFile(folder / "old.zip", "w") as archive:
+        archive.writestr("old.jsonl", "{}")
+    assert main(["verify", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert "OK, 1 records" in out
+    assert err.strip() == (f"audit-analyzer verify: {folder / 'old.zip'}: a zip archive, "
+                           "not read; extract it first")

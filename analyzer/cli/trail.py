@@ -18,11 +18,12 @@ from analyzer.cli._common import (
     reader_options,
     report_read,
     say,
+    warn,
 )
 from analyzer.errors import ConfigError
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import expand_paths, read_events
+from analyzer.sources import archive_accounting, expand_paths, read_events
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +141,10 @@ def run_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     if not args.log:
         raise ConfigError("verify needs a log file, folder or glob, or --db URL")
-    files = expand_paths(args.log)
+    archives: list[Path] = []
+    files = expand_paths(args.log, archives=archives)
+    for note in archive_accounting(archives)[1]:  # a folder's zip is named, not verified
+        warn("verify", note)
     checkpoint = None
     source = args.checkpoint
     if source is None and not args.no_checkpoint:
