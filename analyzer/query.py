@@ -14,9 +14,11 @@ tables, so memory stays bounded whatever the size of the trail. It reads no more
 * **Time pre-filter.** Lines whose ``@timestamp`` is where the project's logger puts it (first
   key, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``) are compared on their raw bytes, array-wise, before
   parsing; any other line is parsed and checked.
-* **Whole files skipped.** A file last modified more than an hour before ``since`` is not
-  opened: an append-only log stamps each record when it is written, so it holds nothing newer
-  than its last write (the hour allows for clock adjustments).
+* **Every file is read.** A file's modification time says nothing sure about its records (a
+  log restored from a backup, or ingested with its original times, has an old one), so
+  ``since``/``until`` are decided on each record's time and no file is skipped by its date.
+  Archives in folders and globs (``.zip``, ``.tar``) are not read: they are counted in
+  :attr:`ScanStats.archives` and named by the command.
 * **Projection.** The JSON parser is given only the fields the normalized columns need.
 
 Malformed lines among those examined are set aside with their line numbers
@@ -43,11 +45,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
-import gzip
 import ipaddress
 import logging
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +73,7 @@ from analyzer.events import (
     printable,
 )
 from analyzer.sources import expand_paths, is_side_file
-from analyzer.sources._base import Rejected
+from analyzer.sources._base import Rejected, open_log, read_failed
 from analyzer.sources._jsonlines import (
     JsonLinesParser,
     first_of_lists,
@@ -145,7 +147,6 @@ _ENVELOPE = ((("analyzer", "encrypted", "kid"), _S), (("analyzer", "encrypted", 
 _SCHEMA = nested_schema([*((path, dtype) for path, _, dtype in _FIELDS), *_ENVELOPE])
 PARSER = JsonLinesParser(_SCHEMA)
 _MAX_LINE = PARSER.max_line
-_MTIME_SLACK = timedelta(hours=1)
 _TS_PREFIX = b'{"@timestamp":"'
 _TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
 # Literal pre-filter: only text a JSON writer does not escape is searched for as it is. Left
@@ -349,31 +350,50 @@ class ScanStats:
     """What a scan read and skipped; filled in while the scan runs."""
 
     files: int = 0
-    files_skipped: int = 0
     bytes_read: int = 0
+    #: lines of the files read (records, blank or not), when every block was split into
+    #: lines anyway (``lines_counted``); the literal pre-filter finds lines without a count,
+    #: and counting them would cost a fifth of the scan
+    lines: int = 0
+    lines_counted: bool = True
     lines_parsed: int = 0
     matched: int = 0
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
+    #: archives left out of folders and globs (no reader opens them)
+    archives: list[Path] = dataclasses.field(default_factory=list)
+
+    @property
+    def files_skipped(self) -> int:
+        return len(self.archives)
 
     def summary(self) -> str:
-        text = f"{self.matched:,} matched in {self.files:,} file(s)"
-        if self.files_skipped:
-            text += f" ({self.files_skipped:,} skipped by time)"
+        """The one line of accounting for a scan: lines read, matched, set aside, files
+        not read and why."""
+        read = f"{self.lines:,} records" if self.lines_counted else \
+            f"{self.bytes_read / 1e6:,.1f} MB"
+        text = f"{read} read in {self.files:,} file(s): {self.matched:,} matched"
         if self.rejected:
-            text += f"; {len(self.rejected):,} malformed lines set aside " \
+            text += f", {len(self.rejected):,} malformed skipped " \
                     f"(first: {self.rejected[0].describe()})"
+        if self.archives:
+            names = ", ".join(str(p) for p in self.archives[:3])
+            more = f" and {len(self.archives) - 3:,} more" if len(self.archives) > 3 else ""
+            text += f", {len(self.archives):,} file(s) not read (archives: {names}{more}; " \
+                    "extract them first)"
         return text
 
 
-def trail_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def trail_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                archives: list[Path] | None = None) -> list[Path]:
     """Expand paths, globs and directories into trail files, oldest first.
 
     Files beside a log that are not records (checkpoints, shipping cursors, rejected lines)
-    are left out, so ``'logs/audit.jsonl*'`` names a log and its rotated generations. Files
-    are ordered by the time of their first record (a file whose first line is not a record
-    goes last, by name).
+    are left out, so ``'logs/audit.jsonl*'`` names a log and its rotated generations;
+    archives of folders and globs are left out too and appended to ``archives``. Files are
+    ordered by the time of their first record (a file whose first line is not a record goes
+    last, by name).
     """
-    files = [p for p in expand_paths(paths)
+    files = [p for p in expand_paths(paths, archives=archives)
              if not is_side_file(p)]
     if not files:
         raise SourceError("no trail files among the paths given")
@@ -385,9 +405,7 @@ def trail_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 
 def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return path.open("rb")
+    return open_log(path)[0]
 
 
 def _first_timestamp(path: Path) -> str | None:
@@ -399,8 +417,8 @@ def _first_timestamp(path: Path) -> str | None:
                     return None
                 if line.strip():
                     break
-    except (OSError, EOFError):
-        return None
+    except (OSError, EOFError, zlib.error):
+        return None  # reading it for real names the problem
     try:
         doc = orjson.loads(line)
         value = doc.get("@timestamp") if isinstance(doc, dict) else None
@@ -442,20 +460,13 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         return
     literals = flt.literals()
     bounds = _raw_bounds(flt)
-    for file in trail_files(paths):
-        if flt.since is not None and _older_than(file, flt.since - _MTIME_SLACK):
-            stats.files_skipped += 1
-            _log.debug("%s: last written before --since; skipped", file)
-            continue
+    for file in trail_files(paths, archives=stats.archives):
         stats.files += 1
-        try:
-            handle = _open(file)
-        except OSError as exc:
-            raise SourceError(f"{file}: cannot read: {exc.strerror or exc}") from None
         pending: list[Rejected] = []  # set aside with their byte offsets for now
+        handle, seekable = open_log(file)
         try:
             with handle:
-                for offset, data, end in whole_line_blocks(handle, seekable=file.suffix != ".gz",
+                for offset, data, end in whole_line_blocks(handle, seekable=seekable,
                                                            block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
                     sealed = SEALED_MARK in data
@@ -476,16 +487,16 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                         return
                     stats.matched += table.num_rows
                     yield Batch(str(file), table)
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
+            if isinstance(exc, SourceError):
+                raise
+            raise read_failed(file, exc) from None
         finally:
             if pending:
-                stats.rejected.extend(_numbered(file, pending))
-
-
-def _older_than(path: Path, moment: datetime) -> bool:
-    try:
-        return path.stat().st_mtime < moment.timestamp()
-    except OSError:
-        return False
+                try:
+                    stats.rejected.extend(_numbered(file, pending))
+                except (OSError, EOFError, zlib.error):  # the file broke off: keep offsets
+                    stats.rejected.extend(pending)
 
 
 def _numbered(file: Path, pending: list[Rejected]) -> list[Rejected]:
@@ -590,11 +601,13 @@ def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
     starts = ends = None
     if literals:
         starts, ends = _literal_spans(block, size, literals)
+        stats.lines_counted = False  # only lines holding a literal were found: no count
         if not len(starts):
             return None
     if bounds != (None, None):
         if starts is None:
             starts, ends = _line_spans(block, size)
+            stats.lines += len(starts)
         keep = _time_keep(block, starts, ends, bounds)
         if not keep.all():
             starts, ends = starts[keep], ends[keep]
@@ -610,6 +623,7 @@ def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
     stats.lines_parsed += lines
     if starts is None:
         starts, ends = _line_spans(block, size)
+        stats.lines += len(starts)
     result = None if table is None else \
         _select(table, rows, block, starts, ends, path, flt, rejected, opener)
     pending.extend(dataclasses.replace(item, line=offset + int(starts[item.line]))

@@ -446,14 +446,16 @@ def read_db_events(url: str | os.PathLike[str], flt: Filter | None = None, *,
     flt = flt or Filter()
     tables: list[Batch] = []
     skipped = 0
+    records = 0  # rows the filter selected: the records of this read
     for batch in query_db(url, flt):
+        records += batch.table.num_rows
         kind = batch.table.column("kind").to_numpy(zero_copy_only=False)
         alerts = np.asarray(kind == "alert", dtype=bool)
         if not include_alerts and alerts.any():
             skipped += int(alerts.sum())
             batch = Batch(batch.path, batch.table.filter(pa.array(~alerts)))
         tables.append(batch)
-    return ReadResult(frame_from_batches(tables), (), skipped)
+    return ReadResult(frame_from_batches(tables), (), skipped, records=records)
 
 
 # -- verification --------------------------------------------------------------------------

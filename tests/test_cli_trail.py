@@ -20,7 +20,8 @@ def test_log_ingest_verify_round_trip(tmp_path, key_file, capsys):
     assert main(["ingest", str(csv), "--log", str(log), "--key-file", str(key_file)]) == 0
     out = capsys.readouterr()
     assert "ingested 1 events" in out.out
-    assert "1 lines rejected" in out.err and "old.csv:3" in out.err
+    assert f"1 set aside in {tmp_path / 'audit.jsonl.rejected'}" in out.err
+    assert "old.csv:3" in out.err
     assert (tmp_path / "audit.jsonl.rejected").read_text().count("old.csv:3") == 1
     assert main(["verify", str(log), "--key-file", str(key_file)]) == 0
     assert "OK, 2 records" in capsys.readouterr().out

@@ -134,6 +134,8 @@ def test_read_db_events_is_the_normalized_frame(shipped) -> None:
     log, db = shipped
     result = read_db_events(f"sqlite:///{db}", Filter(users=("alice", "bob")))
     assert result.skipped_alerts == 1
+    # the rows the filter selected, each either used or a skipped alert
+    assert result.records == len(result.frame) + 1 and not result.rejected
     frame = result.frame
     assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert set(frame["user"]) == {"alice", "bob"}

@@ -9,10 +9,14 @@ import stat
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.events import printable
 from analyzer.integrity import load_key
+
+if TYPE_CHECKING:
+    from analyzer.sources import ReadResult
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str,
@@ -228,6 +232,7 @@ def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> Non
                              "as skipped")
     if decrypt:
         add_encryption_options(parser, reading=True)
+    add_rejected_option(parser)
 
 
 def reader_options(args: argparse.Namespace) -> dict:
@@ -252,3 +257,75 @@ def reader_options(args: argparse.Namespace) -> dict:
         if args.encryption_key_file:
             options["decrypt_keys"] = read_encryption_keys(args.encryption_key_file)
     return options
+
+
+# -- where rejected lines go, and the accounting line of a read -----------------------------
+
+def add_rejected_option(parser: argparse.ArgumentParser) -> None:
+    """``--rejected PATH``: one rule for every reading command (see :func:`report_read`)."""
+    parser.add_argument("--rejected", type=Path, metavar="PATH",
+                        help="file (or folder) the malformed input lines are appended "
+                             "to (default: beside the command's output as "
+                             "OUTPUT.rejected, or INPUT.rejected in the current folder; "
+                             "never in an input folder)")
+
+
+def rejected_destination(args: argparse.Namespace, output: Path | None) -> Path | None:
+    """Where the lines a read set aside go: ``--rejected``, else beside the command's output
+    file, else ``<first input>.rejected`` in the current folder, never beside the inputs
+    (they may be read-only, like /var/log, and are read again by the next run)."""
+    inputs = getattr(args, "inputs", None) or []
+    name = Path(str(inputs[0]).rstrip("/")).name if inputs else "input"
+    name = ("".join(c for c in name if c not in "*?[]") or "input") + ".rejected"
+    chosen = getattr(args, "rejected", None)
+    if chosen is not None:
+        return Path(chosen) / name if Path(chosen).is_dir() else Path(chosen)
+    if output is not None and str(output) != "-":
+        output = Path(output)
+        return output.with_name(output.name + ".rejected")
+    return Path(name) if inputs else None
+
+
+def report_read(command: str, result: ReadResult, args: argparse.Namespace, *,
+                output: Path | None = None) -> Path | None:
+    """Set aside a read's rejected lines and print its one line of accounting and its notes.
+
+    A destination that cannot be written is a warning naming it, never the end of the run:
+    the lines are counted on the accounting line either way.
+    """
+    from analyzer.sources import write_rejected
+
+    destination = None
+    if result.rejected:
+        destination = rejected_destination(args, output)
+        if destination is not None:
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                write_rejected(result.rejected, destination)
+            except OSError as exc:
+                warn(command, f"{destination}: cannot write the rejected lines: "
+                              f"{exc.strerror or exc}; they are not kept")
+                destination = None
+    line = result.accounting(destination)
+    if result.rejected:
+        line += f"; first: {result.rejected[0].describe()}"
+    warn(command, line)
+    for note in result.notes:
+        warn(command, note)
+    return destination
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Fail before the work when ``path`` cannot be written, naming it (not after an hour of
+    scoring, and not as "None: permission denied")."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a file for the {what}")
+    if not folder.is_dir():
+        raise SourceError(f"{path}: cannot write the {what}: {folder} is not a folder")
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK) or (target is folder and not os.access(folder, os.X_OK)):
+        raise SourceError(f"{path}: permission denied (cannot write the {what} "
+                          f"{'file' if target is path else 'in ' + str(folder)})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import time
@@ -16,17 +17,18 @@ from analyzer.cli._common import (
     add_key_option,
     add_model_options,
     add_reader_options,
+    check_writable,
     load_model_from_args,
     read_key_file,
     reader_options,
+    report_read,
     say,
     signing_key_for_saving,
-    warn,
 )
-from analyzer.errors import ConfigError
+from analyzer.errors import ConfigError, SourceError
 from analyzer.events import FORMULA_START, formula_safe, printable
 from analyzer.features import TIME_HISTORY_DAYS
-from analyzer.sources import ReadResult, expand_paths, read_events, write_rejected
+from analyzer.sources import ReadResult, expand_paths, read_events
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -122,7 +124,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     add_reader_options(p, decrypt=True)
 
 
-def _read(args: argparse.Namespace, command: str) -> ReadResult:
+def _read(args: argparse.Namespace, command: str, *,
+          output: Path | None = None) -> ReadResult:
+    """Read the command's input (files or ``--db``), set aside its rejected lines beside
+    ``output`` (or ``--rejected``) and print the one line of accounting."""
     from analyzer.cli.query import filter_from_args
 
     # commands that share this reader without the database options (evaluate) read files
@@ -132,25 +137,21 @@ def _read(args: argparse.Namespace, command: str) -> ReadResult:
             raise ConfigError("give log files or --db, not both")
         from analyzer.store import read_db_events
 
-        return read_db_events(args.db, flt)
-    if not args.inputs:
-        raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
-    if flt is not None and flt != type(flt)():
-        raise ConfigError("the filters select rows of --db; to cut a log file, use "
-                          "'audit-analyzer query' first")
-    options = reader_options(args)
-    result = read_events(args.inputs, format=args.format, **options)
-    destination = None
-    if result.rejected:
-        first = expand_paths(args.inputs)[0]
-        destination = first.with_name(first.name + ".rejected")
-        write_rejected(result.rejected, destination)
-        warn(command, f"{len(result.rejected):,} lines rejected "
-                      f"(first: {result.rejected[0].describe()}); set aside in {destination}")
+        result = read_db_events(args.db, flt)
+    else:
+        if not args.inputs:
+            raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
+        period = {}
+        if flt is not None:
+            period = {"since": flt.since, "until": flt.until}
+            if dataclasses.replace(flt, since=None, until=None) != type(flt)():
+                raise ConfigError("on log files only --since and --until select records; "
+                                  "the other filters select rows of --db (to cut a log "
+                                  "file, use 'audit-analyzer query' first)")
+        result = read_events(args.inputs, format=args.format, **period,
+                             **reader_options(args))
     # one line of accounting at normal verbosity, so nothing is dropped silently
-    warn(command, result.accounting(destination))
-    for note in result.notes:
-        warn(command, note)
+    report_read(command, result, args, output=output)
     return result
 
 
@@ -181,8 +182,11 @@ def run_train(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.register is None):
         raise ConfigError("give either --model FILE or --register NAME")
     key = signing_key_for_saving(args.signing_key_file)
+    output = args.model if args.model is not None else args.models / args.register
+    if args.model is not None:
+        check_writable(args.model, "model")
     progress("reading...")
-    result = _read(args, "train")
+    result = _read(args, "train", output=output)
     frame = result.frame
     if args.exclude_alerts is not None:
         from analyzer.feedback import leave_out_alerts, read_alerts, read_feedback
@@ -230,9 +234,11 @@ def run_score(args: argparse.Namespace) -> int:
         if current is not None:
             args.model = current
             say(f"no --model given: using the registry's current model {current}")
+    if args.scores is not None:
+        check_writable(args.scores, "scores")
     progress = Progress()
     progress("reading...")
-    result = _read(args, "score")
+    result = _read(args, "score", output=args.scores or args.audit_log)
     frame = result.frame
     fitted_here = args.model is None
     if args.model is not None:
@@ -343,20 +349,23 @@ def write_scores(scores: pd.DataFrame, path: Path, *, raw: bool = False) -> None
     In CSV, text a spreadsheet would run as a formula (an entity named ``=cmd|...``) gets a
     leading ``'`` unless ``raw`` (see :func:`~analyzer.events.formula_safe`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        scores.to_parquet(path, index=False)
-    elif path.suffix.lower() in (".csv", ".txt", ""):
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        if not raw:
-            scores = _formula_safe_text(scores)
-
-        # arrow's writer: six times faster than pandas' on wide float frames
-        pacsv.write_csv(pa.Table.from_pandas(scores, preserve_index=False), path)
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".txt", ""):
         raise ConfigError(f"{path}: scores file must end in .csv or .parquet")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix in (".parquet", ".pq"):
+            scores.to_parquet(path, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            if not raw:
+                scores = _formula_safe_text(scores)
+            # arrow's writer: six times faster than pandas' on wide float frames
+            pacsv.write_csv(pa.Table.from_pandas(scores, preserve_index=False), path)
+    except OSError as exc:  # arrow's errors do not carry the path: name it here
+        raise SourceError(f"{path}: cannot write the scores: {exc.strerror or exc}") from None
 
 
 def _formula_safe_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from analyzer.cli._common import (
     add_command,
     add_key_option,
     add_model_options,
+    add_reader_options,
     load_model_from_args,
     read_key_file,
     say,
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, required=True,
                    help="CSV entity_type,entity,window_start,scenario")
     add_model_options(p, required=False)
-    p.add_argument("--format", help="input log format (with --model; detected if omitted)")
+    add_reader_options(p, decrypt=True)  # how to read a log given with --model
     p.add_argument("--alerts-per-day", type=float, default=None,
                    help="alert budget (default: the model's, or 10 for a scores file)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -102,8 +103,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from analyzer.cli.analysis import _read
 
         args.inputs = [str(args.input)]
-        for name in ("map", "mapping", "year", "tz", "encryption_key_file", "clear_only"):
-            setattr(args, name, None)
         frame = _read(args, "evaluate").frame
         model = load_model_from_args(args)
         scores = model.score(frame, alerts_per_day=args.alerts_per_day)

@@ -146,7 +146,7 @@ def run_query(args: argparse.Namespace) -> int:
         print(total)
     else:
         _write(batches, fmt, columns, raw=args.raw_csv)
-    _report_rejected(stats)
+    _report_rejected(stats, db=bool(args.db))
     return 0
 
 
@@ -168,11 +168,15 @@ def _flushing(batches):
         sys.stdout.flush()
 
 
-def _report_rejected(stats: ScanStats) -> None:
-    # A query only reads: the malformed lines are named, not written anywhere.
-    if stats.rejected:
-        first = stats.rejected[0].describe()
-        warn("query", f"{len(stats.rejected):,} malformed lines skipped (first: {first})")
+def _report_rejected(stats: ScanStats, *, db: bool) -> None:
+    # One line of accounting, as every read gives. A query only reads: the malformed lines
+    # are named, not written anywhere.
+    if db:
+        if stats.rejected:
+            warn("query", f"{len(stats.rejected):,} malformed rows skipped "
+                          f"(first: {stats.rejected[0].describe()})")
+        return
+    warn("query", stats.summary())
 
 
 def _write_sql_result(result, fmt: str, *, raw: bool = False) -> None:

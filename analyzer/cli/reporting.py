@@ -10,15 +10,16 @@ from pathlib import Path
 from analyzer.cli._common import (
     Progress,
     add_command,
-    add_encryption_options,
     add_key_option,
     add_model_options,
+    add_reader_options,
+    check_writable,
     load_model_from_args,
     read_key_file,
     reader_options,
+    report_read,
     say,
 )
-from analyzer.sources import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="URL",
                    help="report on the trail stored in a database (sqlite:///audit.db, "
                         "postgresql://...) instead of a file")
-    p.add_argument("--format", choices=sorted(FORMATS), help="input format (detected if omitted)")
     add_model_options(p, required=False)
     p.add_argument("--scores", type=Path, help="scores file from 'score --scores' (.csv or "
                                                ".parquet) instead of scoring here")
@@ -50,13 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=10, metavar="N",
                    help="rows in each top table (default 10)")
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when there are alerts")
+    p.add_argument("--since", metavar="TIME",
+                   help="report on records from this time on: ISO 8601 or a span back from "
+                        "now (30m, 12h, 7d, 2w)")
+    p.add_argument("--until", metavar="TIME", help="... and before this time (same forms)")
     add_key_option(p)
-    add_encryption_options(p, reading=True)
+    add_reader_options(p, decrypt=True)
     p.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
     from analyzer.errors import ConfigError
+    from analyzer.query import parse_time
     from analyzer.report import build_view, load_report_data, read_scores, render_html, render_text
 
     if args.top < 1:
@@ -64,6 +69,9 @@ def run_report(args: argparse.Namespace) -> int:
     if (args.log is None) == (args.db is None):
         raise ConfigError("report needs an audit log file, or --db URL (not both)")
     text_target = args.text if args.text is not None else (None if args.html else "-")
+    for target in (args.html, None if text_target in (None, "-") else Path(text_target)):
+        if target is not None:
+            check_writable(target, "report")
     progress = Progress()
     model = scores = None
     if args.scores is not None:
@@ -75,7 +83,14 @@ def run_report(args: argparse.Namespace) -> int:
     data = load_report_data(args.log, scores=scores, model=model,
                             model_path=args.model if model is None else None,
                             key=read_key_file(args.key_file), format=args.format,
-                            read_options=reader_options(args), db=args.db)
+                            read_options=reader_options(args), db=args.db,
+                            since=parse_time(args.since) if args.since else None,
+                            until=parse_time(args.until) if args.until else None)
+    progress.done()
+    args.inputs = [str(args.log)] if args.log is not None else []
+    output = args.html if args.html is not None else (
+        Path(text_target) if text_target not in (None, "-") else None)
+    report_read("report", data.reading, args, output=output)
     progress("building the report...")
     view = build_view(data, top=args.top, lang=args.lang)
     progress.done()

@@ -16,6 +16,7 @@ from analyzer.cli._common import (
     read_encryption_keys,
     read_key_file,
     reader_options,
+    report_read,
     say,
     warn,
 )
@@ -23,7 +24,13 @@ from analyzer.errors import ConfigError, SourceError
 from analyzer.events import printable
 from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
 from analyzer.logger import AuditLogger
-from analyzer.sources import FORMATS, detect_format, expand_paths, read_events, write_rejected
+from analyzer.sources import (
+    FORMATS,
+    archive_accounting,
+    detect_format,
+    expand_paths,
+    read_events,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,15 +118,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         written = _import(frame, audit, progress)
     progress.done()
     say(f"ingested {written:,} events into {args.log}")
-    if result.rejected:
-        destination = args.log.with_name(args.log.name + ".rejected")
-        write_rejected(result.rejected, destination)
-        first = result.rejected[0].describe()
-        warn("ingest", f"{len(result.rejected):,} lines rejected (first: {first}); "
-                       f"set aside in {destination}")
-    warn("ingest", result.accounting(destination if result.rejected else None))
-    for note in result.notes:
-        warn("ingest", note)
+    report_read("ingest", result, args, output=args.log)
     return 0
 
 
@@ -155,7 +154,10 @@ def run_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     if not args.log:
         raise ConfigError("verify needs a log file, folder or glob, or --db URL")
-    files = expand_paths(args.log)
+    archives: list[Path] = []
+    files = expand_paths(args.log, archives=archives)
+    for note in archive_accounting(archives)[1]:  # a folder's zip is named, not verified
+        warn("verify", note)
     checkpoint = None
     source = args.checkpoint
     if source is None and not args.no_checkpoint:

@@ -188,7 +188,8 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      key: bytes | None = None, format: str | None = None,
                      generated: str | None = None,
                      read_options: dict[str, Any] | None = None,
-                     db: str | None = None) -> ReportData:
+                     db: str | None = None, since: Any = None,
+                     until: Any = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
 
     Parameters
@@ -213,14 +214,18 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     db
         Read the events from this database (``sqlite:///...``, ``postgresql://...``) instead
         of ``paths``; its chain is verified from the rows.
+    since, until
+        Report on the records at or after ``since`` and before ``until`` only (decided on
+        each record's time; the chain is still verified whole).
     """
     from analyzer.sources import detect_format, expand_paths, read_events
 
     if db is not None:
+        from analyzer.query import Filter
         from analyzer.store import read_db_events, verify_db
 
         files, fmt = [], "db"
-        result = read_db_events(db, include_alerts=True)
+        result = read_db_events(db, Filter(since=since, until=until), include_alerts=True)
         db_integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
     else:
         files = expand_paths(paths)
@@ -228,7 +233,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         options = dict(read_options or {})
         if fmt == "jsonl":
             options["include_alerts"] = True
-        result = read_events(files, format=fmt, **options)
+        result = read_events(files, format=fmt, since=since, until=until, **options)
     frame = result.frame
     recorded: list[Any] = []
     if "kind" in frame.columns and len(frame):
@@ -277,6 +282,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
         drift=drift,
         privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
+        reading=result,
         generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
     )

@@ -91,6 +91,9 @@ class ReportData:
     generated: str = ""
     version: str = ""
     drift: str = ""
+    #: the :class:`~analyzer.sources.ReadResult` of the log read: for the command's
+    #: accounting line and its rejected lines
+    reading: Any = None
 
 
 # -- the view-model ------------------------------------------------------------------------

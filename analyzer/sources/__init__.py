@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import gzip
 import importlib
 import inspect
 import os
@@ -22,11 +21,16 @@ import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
 from analyzer.sources._base import (
+    ARCHIVES,
     ReadResult,
     Rejected,
+    archive_kind,
     build_frame,
     empty_frame,
     merge_skipped,
+    open_log,
+    read_failed,
+    within_period,
     write_rejected,
 )
 
@@ -34,12 +38,14 @@ __all__ = [
     "FORMATS",
     "ReadResult",
     "Rejected",
+    "archive_accounting",
     "build_frame",
     "detect_format",
     "empty_frame",
     "expand_paths",
     "is_side_file",
     "read_events",
+    "within_period",
     "write_rejected",
 ]
 
@@ -68,12 +74,12 @@ def _module(name: str) -> ModuleType:
 
 
 def _head(path: Path) -> bytes:
-    opener = gzip.open if path.suffix == ".gz" else open
+    handle, _ = open_log(path)
     try:
-        with opener(path, "rb") as handle:
+        with handle:
             return handle.read(_HEAD_BYTES)
-    except (OSError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read: {exc}") from None
+    except (OSError, EOFError) as exc:  # a truncated or damaged gzip file
+        raise read_failed(path, exc) from None
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -113,10 +119,15 @@ def is_side_file(path: Path) -> bool:
             or path.name.endswith(SIDE_FILE_SUFFIXES))
 
 
-def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                 archives: list[Path] | None = None) -> list[Path]:
     """Expand globs and directories (their files, sorted) into a list of files.
 
-    A path that matches nothing is an error naming it, never an empty read.
+    A path that matches nothing is an error naming it, never an empty read. Archives no
+    reader opens (``.zip``, ``.tar``, ``.7z``: :data:`~analyzer.sources._base.ARCHIVES`) are
+    left out of folders and globs, and appended to ``archives`` when it is given, so that
+    the caller can say so; one named directly is an error ("x.zip: a zip archive; extract
+    it first"). ``.gz`` files are logs and are kept.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -124,10 +135,11 @@ def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     for item in paths:
         text = os.fspath(item)
         if any(ch in text for ch in "*?["):
-            matches = sorted(m for m in glob.glob(text) if not is_side_file(Path(m)))
+            matches = [Path(m) for m in sorted(glob.glob(text))
+                       if not is_side_file(Path(m)) and not Path(m).is_dir()]
             if not matches:
                 raise SourceError(f"{text}: no file matches")
-            result.extend(Path(m) for m in matches)
+            result.extend(_without_archives(text, matches, archives))
             continue
         path = Path(text)
         if path.is_dir():
@@ -135,12 +147,39 @@ def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
                            p.name.startswith(".") and not is_side_file(p))
             if not files:
                 raise SourceError(f"{path}: directory has no files")
-            result.extend(files)
+            result.extend(_without_archives(str(path), files, archives))
         elif not path.exists():
             raise SourceError(f"{path}: no such file or directory")
+        elif (kind := archive_kind(path)) is not None:
+            raise SourceError(f"{path}: {ARCHIVES[kind]}; extract it first")
         else:
             result.append(path)
     return result
+
+
+def _without_archives(where: str, files: list[Path], archives: list[Path] | None
+                      ) -> list[Path]:
+    kept = [f for f in files if archive_kind(f) is None]
+    left_out = [f for f in files if archive_kind(f) is not None]
+    if not kept:
+        raise SourceError(f"{where}: no logs, only archives ({', '.join(map(str, left_out[:3]))}"
+                          f"{' ...' if len(left_out) > 3 else ''}); extract them first")
+    if archives is not None:
+        archives.extend(left_out)
+    return kept
+
+
+def archive_accounting(archives: list[Path]) -> tuple[dict[str, dict[str, int]],
+                                                      tuple[str, ...]]:
+    """The ``skipped`` table and the notes for archives left out of folders and globs:
+    ``{"unreadable archive": {".zip": 2}}`` and one line naming each file."""
+    counts: dict[str, int] = {}
+    notes = []
+    for path in archives:
+        kind = archive_kind(path) or path.suffix
+        counts[kind] = counts.get(kind, 0) + 1
+        notes.append(f"{path}: {ARCHIVES.get(kind, 'an archive')}, not read; extract it first")
+    return ({"unreadable archive": counts} if counts else {}), tuple(notes)
 
 
 def _options_for(module: ModuleType, options: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +193,8 @@ def _options_for(module: ModuleType, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-                format: str | None = None, **options: Any) -> ReadResult:
+                format: str | None = None, since: Any = None, until: Any = None,
+                **options: Any) -> ReadResult:
     """Read one or more logs into one normalized frame, sorted by time.
 
     Parameters
@@ -163,6 +203,10 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         A file, a directory, a glob, or several of them.
     format
         A name from :data:`FORMATS`, or ``None`` to detect each file's format.
+    since, until
+        Keep only records at or after ``since`` and before ``until`` (datetimes; naive means
+        UTC), judged on each record's own time; the others are counted as skipped.
+        Archives in folders and globs are not read and are counted as skipped too.
     **options
         Passed to the format's reader (e.g. ``mapping=`` for CSV, ``year=`` for sshd).
 
@@ -177,11 +221,23 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     >>> result.frame[["user", "action", "outcome"]].to_dict("records")
     [{'user': 'alice', 'action': 'login', 'outcome': 'success'}]
     """
+    archives: list[Path] = []
     results = []
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, archives=archives):
         name = format or detect_format(path)
         module = _module(name)
         results.append(module.read(path, **_options_for(module, options)))
+    result = _combine(results)
+    if archives:
+        skipped, notes = archive_accounting(archives)
+        result = dataclasses.replace(
+            result, records=None if result.records is None else result.records + len(archives),
+            skipped=merge_skipped(result.skipped, skipped), notes=result.notes + notes)
+    return within_period(result, since, until)
+
+
+def _combine(results: list[ReadResult]) -> ReadResult:
+    """One result from the files' results: frames concatenated and sorted by time."""
     if len(results) == 1:
         result = results[0]
         if result.frame["timestamp"].is_monotonic_increasing:

@@ -9,25 +9,31 @@ lines are never silently dropped: the caller reports the count and writes them t
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analyzer.errors import SourceError
 from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
 
 __all__ = [
     "ReadResult",
     "Rejected",
+    "archive_kind",
     "arrow_to_frame",
     "build_frame",
     "empty_frame",
     "merge_skipped",
+    "open_log",
+    "read_failed",
+    "within_period",
     "within_time_range",
     "write_rejected",
 ]
@@ -117,6 +123,40 @@ class ReadResult:
         return f"{records:,} records read: " + ", ".join(parts)
 
 
+#: The kind under which records outside ``--since``/``--until`` are counted as skipped.
+OUTSIDE_PERIOD = "outside --since/--until"
+
+
+def within_period(result: ReadResult, since: Any = None, until: Any = None) -> ReadResult:
+    """``result`` with only the records at or after ``since`` and before ``until``.
+
+    Decided on each record's own time (never on a file's modification time); the others are
+    counted in ``skipped`` as ``"before <since>"`` / ``"at or after <until>"``, so the
+    accounting still adds up. ``since``/``until`` are datetimes (naive means UTC) or ``None``.
+    """
+    if since is None and until is None:
+        return result
+    stamps = result.frame["timestamp"]
+    keep = np.ones(len(stamps), dtype=bool)
+    counts: dict[str, int] = {}
+    for bound, label, outside in (
+            (since, "before", lambda t: (stamps < t).to_numpy()),
+            (until, "at or after", lambda t: (stamps >= t).to_numpy())):
+        if bound is None:
+            continue
+        moment = pd.Timestamp(bound)
+        moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+        mask = outside(moment) & keep
+        if mask.any():
+            counts[f"{label} {moment.isoformat().replace('+00:00', 'Z')}"] = int(mask.sum())
+        keep &= ~mask
+    if keep.all():
+        return result
+    frame = result.frame[keep].reset_index(drop=True)
+    return dataclasses.replace(result, frame=frame, skipped=merge_skipped(
+        result.skipped, {OUTSIDE_PERIOD: counts}))
+
+
 def merge_skipped(*counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     """Add up ``skipped`` tables of several reads (or of several chunks of one)."""
     merged: dict[str, dict[str, int]] = {}
@@ -126,6 +166,83 @@ def merge_skipped(*counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[st
             for name, count in details.items():
                 into[name] = into.get(name, 0) + count
     return merged
+
+
+#: Archives and compressed files no reader opens, by suffix (the longest suffix wins).
+ARCHIVES: dict[str, str] = {
+    ".zip": "a zip archive", ".tar": "a tar archive", ".tar.gz": "a tar archive",
+    ".tgz": "a tar archive", ".tar.bz2": "a tar archive", ".tar.xz": "a tar archive",
+    ".7z": "a 7-Zip archive", ".rar": "a RAR archive", ".bz2": "a bzip2 file",
+    ".xz": "an xz file", ".zst": "a zstd file",
+}
+#: The same, by their first bytes: an archive renamed ``.log`` is still not a log.
+_ARCHIVE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", ".zip"), (b"7z\xbc\xaf\x27\x1c", ".7z"), (b"Rar!\x1a\x07", ".rar"),
+    (b"BZh", ".bz2"), (b"\xfd7zXZ\x00", ".xz"), (b"\x28\xb5\x2f\xfd", ".zst"),
+)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def archive_kind(path: str | os.PathLike[str]) -> str | None:
+    """The archive suffix of ``path`` (``".zip"``, ``".tar.gz"``), or ``None`` for a log.
+
+    Only the name is looked at: this is what decides, without opening anything, which
+    files of a folder or glob are left out. A ``.gz`` log (one gzip stream) is a log.
+    """
+    name = Path(path).name.lower()
+    for suffix in sorted(ARCHIVES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def _archive_error(path: Path, suffix: str) -> SourceError:
+    return SourceError(f"{path}: {ARCHIVES[suffix]}; extract it first")
+
+
+def read_failed(path: str | os.PathLike[str], exc: BaseException) -> SourceError:
+    """The one-line error for a file that failed while being read (a truncated gzip file,
+    an I/O error): readers raise it instead of letting the low-level error through."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError | gzip.BadGzipFile) or "gzip" in text.lower() or \
+            "decompress" in text.lower():
+        return SourceError(f"{path}: not a readable gzip file (truncated or damaged): {text}")
+    if isinstance(exc, PermissionError):
+        return SourceError(f"{path}: permission denied")
+    return SourceError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or text}")
+
+
+def open_log(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
+    """Open a log for reading in binary, gunzipping a gzip file; and whether it can seek.
+
+    A gzip file is known by its first bytes (``audit.jsonl.1`` may be compressed too); a
+    ``.gz`` name without them, an archive (zip, tar, 7z) or a missing, unreadable file is a
+    :class:`SourceError` naming the path, never a parse of the raw bytes.
+    """
+    file = Path(path)
+    suffix = archive_kind(file)
+    if suffix is not None:
+        raise _archive_error(file, suffix)
+    if file.is_dir():
+        raise SourceError(f"{file}: is a directory, expected a log file")
+    try:
+        handle = file.open("rb")
+        head = handle.peek(8)[:8] if hasattr(handle, "peek") else b""
+    except FileNotFoundError:
+        raise SourceError(f"{file}: no such file") from None
+    except OSError as exc:
+        raise read_failed(file, exc) from None
+    if head.startswith(_GZIP_MAGIC):
+        handle.close()
+        return gzip.open(file, "rb"), False
+    if file.suffix.lower() == ".gz":
+        handle.close()
+        raise SourceError(f"{file}: not a gzip file (a .gz name without gzip content)")
+    for magic, kind in _ARCHIVE_MAGIC:
+        if head.startswith(magic):
+            handle.close()
+            raise _archive_error(file, kind)
+    return handle, True
 
 
 #: The span the frame's nanosecond timestamps can hold (about 1677 to 2262).
@@ -249,7 +366,10 @@ def write_rejected(rejected: Iterable[Rejected], destination: str | os.PathLike[
     can fix and re-import it; nothing rejected is lost without trace.
     """
     count = 0
-    with Path(destination).open("ab") as out:
+    # appended, private (the lines may hold what the log holds), never through a link
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "ab") as out:
         for item in rejected:
             raw = item.raw[:4096].replace(b"\n", b"\\n")
             out.write(f"# {item.describe()}\n".encode("utf-8", "backslashreplace"))

@@ -27,7 +27,6 @@ not; split it into lines as one arrow array; pick IP addresses out of a column; 
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import zlib
@@ -41,13 +40,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.errors import ConfigError, SourceError
+from analyzer.errors import ConfigError
 from analyzer.events import FRAME_COLUMNS
 from analyzer.sources._base import (
     MAX_LINE_BYTES,
     ReadResult,
     Rejected,
     build_frame,
+    open_log,
+    read_failed,
     within_time_range,
 )
 
@@ -56,7 +57,6 @@ __all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "load_mapping", "read
 
 FORMAT = "generic"
 
-_GZIP_MAGIC = b"\x1f\x8b"
 #: Loose shape of an IPv4 or IPv6 address: enough to tell an address from a host name.
 _IP_SHAPE = r"^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?)$"
 
@@ -64,23 +64,16 @@ _IP_SHAPE = r"^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?)$
 def read_bytes(path: str | os.PathLike[str]) -> tuple[str, bytes]:
     """The whole content of ``path``, gunzipped if it is gzip, and the path as text.
 
-    Raises :class:`SourceError` naming the path when it is missing, a directory, unreadable
-    or a broken gzip file.
+    Raises :class:`SourceError` naming the path when it is missing, a directory, unreadable,
+    an archive (zip, tar) or a broken gzip file.
     """
     file = Path(path)
-    if not file.exists():
-        raise SourceError(f"{file}: no such file")
-    if file.is_dir():
-        raise SourceError(f"{file}: is a directory, expected a log file")
+    handle, _ = open_log(file)
     try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"{file}: cannot read: {exc.strerror or exc}") from exc
-    if data.startswith(_GZIP_MAGIC):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise SourceError(f"{file}: not a readable gzip file: {exc}") from exc
+        with handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from exc
     return str(file), data
 
 
@@ -332,6 +325,7 @@ def read(path: str | os.PathLike[str], *,
                 values[column].append(None if value is None else
                                       value if isinstance(value, str | int | float) and
                                       not isinstance(value, bool) else str(value))
+    records = len(numbers) + len(rejected)  # lines read: matched, or set aside as unmatched
     stamps = within_time_range(_times(values.pop("timestamp"), spec))
     bad = stamps.isna().to_numpy()
     for i in np.flatnonzero(bad):
@@ -354,7 +348,9 @@ def read(path: str | os.PathLike[str], *,
         ips = pa.array(columns["source_ip"], type=pa.string())
         columns["source_ip"] = ip_or_empty(ips).to_pylist()
     frame = build_frame(columns, length=length)
-    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)))
+    # every non-blank line (or array item) is a row or a rejected line: none is skipped
+    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)),
+                      records=records)
 
 
 def _match_lines(data: bytes, pattern: str, fields: Mapping[str, str], where: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.errors import SchemaError, SourceError
+from analyzer.errors import SchemaError
 from analyzer.events import OUTCOME_CATEGORIES
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
+from analyzer.sources._base import (
+    ReadResult,
+    Rejected,
+    arrow_to_frame,
+    open_log,
+    read_failed,
+    within_time_range,
+)
 from analyzer.sources._jsonlines import (
     JsonLinesParser,
     first_of_lists,
@@ -100,27 +108,30 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
     file = Path(path)
-    if not file.exists():
-        raise SourceError(f"{file}: no such file")
-    if file.is_dir():
-        raise SourceError(f"{file}: is a directory, expected a log file")
     tables: list[pa.Table] = []
     line_numbers: list[np.ndarray] = []
     rejected: list[Rejected] = []
     first_line = 1
-    with file.open("rb") as handle:
-        for _, block, end in whole_line_blocks(handle):
-            local: list[Rejected] = []
-            table, rows, n_lines = PARSER.parse(memoryview(block)[:end], str(file), local)
-            rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
-            if table.num_rows:
-                tables.append(table)
-                line_numbers.append(rows + first_line)
-            first_line += n_lines
+    records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
+    handle, seekable = open_log(file)
+    try:
+        with handle:
+            for _, block, end in whole_line_blocks(handle, seekable=seekable):
+                local: list[Rejected] = []
+                table, rows, n_lines = PARSER.parse(memoryview(block)[:end], str(file), local)
+                rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
+                records += table.num_rows + len(local)
+                if table.num_rows:
+                    tables.append(table)
+                    line_numbers.append(rows + first_line)
+                first_line += n_lines
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
+        raise read_failed(file, exc) from None
     table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
     numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
-    return _to_result(table, numbers, str(file), rejected, include_alerts,
-                      decrypt_keys=decrypt_keys, clear_only=clear_only)
+    result = _to_result(table, numbers, str(file), rejected, include_alerts,
+                        decrypt_keys=decrypt_keys, clear_only=clear_only)
+    return dataclasses.replace(result, records=records)
 
 
 def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[Rejected],

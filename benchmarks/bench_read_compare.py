@@ -1,0 +1,85 @@
+"""``read_events`` and ``scan`` on a 1M-event audit log: this checkout against another one.
+
+Reading speed moves by +-30 % between runs on a shared machine, so a change to the readers is
+judged against a baseline read in the same run, alternating rounds. Each round runs in a fresh
+interpreter importing ``analyzer`` from the tree it measures. Three reads are timed:
+``read_events(log)``; ``scan`` with ``--user X`` (the literal pre-filter) and with ``--since``
+before the first record (the raw time pre-filter, every line parsed).
+
+Usage::
+
+    git worktree add /tmp/base <commit>
+    python benchmarks/bench_read_compare.py --baseline /tmp/base [--events 1000000] [--rounds 5]
+    git worktree remove /tmp/base
+
+The log (written once through the real logger, under benchmarks/.data/, which git ignores) is
+the one ``bench_logger.py`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+
+_TIMER = """
+import sys, time
+sys.path.insert(0, {tree!r})
+from analyzer.query import Filter, parse_time, scan
+from analyzer.sources import read_events
+start = time.perf_counter()
+if {what!r} == "read_events":
+    rows = len(read_events({log!r}).frame)
+else:
+    flt = Filter(users=("user0",)) if {what!r} == "scan --user" else \
+        Filter(since=parse_time("2000-01-01"))
+    rows = sum(b.table.num_rows for b in scan({log!r}, flt))
+print(rows, time.perf_counter() - start)
+"""
+READS = ("read_events", "scan --user", "scan --since")
+
+
+def seconds(tree: Path, log: Path, what: str) -> float:
+    code = _TIMER.format(tree=str(tree), log=str(log), what=what)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    return float(out[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare with")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    log = DATA / f"read_{args.events}.jsonl"
+    if not log.exists():
+        sys.path.insert(0, str(HERE.parent))
+        sys.path.insert(0, str(HERE))
+        from bench_logger import make_log
+
+        DATA.mkdir(exist_ok=True)
+        make_log(log, args.events)
+    trees = {"baseline": args.baseline.resolve(), "this checkout": HERE.parent}
+    times: dict[tuple[str, str], list[float]] = {(w, t): [] for w in READS for t in trees}
+    for _ in range(args.rounds):
+        for what in READS:
+            for name, tree in trees.items():
+                times[what, name].append(seconds(tree, log, what))
+    print(f"{args.events:,} events ({log.stat().st_size / 1e6:,.0f} MB), median seconds of "
+          f"{args.rounds} alternating rounds:")
+    for what in READS:
+        base = statistics.median(times[what, "baseline"])
+        for name in trees:
+            med = statistics.median(times[what, name])
+            print(f"  {what:13s} {name:14s} {med:7.2f} s  ({med / base:.3f}x baseline; rounds "
+                  f"{', '.join(f'{v:.2f}' for v in times[what, name])})")
+
+
+if __name__ == "__main__":
+    main()
