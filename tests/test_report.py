@@ -438,3 +438,20 @@ def test_report_on_a_database_verifies_its_rows(tmp_path, capsys):
                     "WHERE sequence = 1")
     assert main(["report", "--db", f"sqlite:///{db}", "--text"]) == 1
     assert "broken" in capsys.readouterr().out.lower()
+
+
+def test_report_without_a_model_scores_the_log_against_itself_and_says_so(tmp_path, capsys):
+    # as 'score' does without --model, instead of "no model or scores were given"
+    log = write_log(tmp_path / "audit.jsonl")
+    assert main(["report", str(log), "--text"]) == 0
+    text = capsys.readouterr().out
+    assert "No model was given: each window was scored against the log's own earlier" in \
+        " ".join(text.split())
+    assert "no model or scores were given" not in text
+    assert "203.0.113.9" in text.split("Alerts", 1)[1]  # the failure burst is an alert
+    # a one-event log cannot teach what is usual: said, not a crash
+    tiny = tmp_path / "tiny.jsonl"
+    with AuditLogger(tiny) as audit:
+        audit.log("login", user="alice", outcome="success", timestamp=T0)
+    assert main(["report", str(tiny), "--text"]) == 0
+    assert "too little activity" in " ".join(capsys.readouterr().out.split())

@@ -272,6 +272,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         per_day = meta.get("windows_per_day")
         if budget and per_day:
             threshold = min(1.0, float(budget) / max(float(per_day), 1e-9))
+    self_fit = ""
+    if scores is None and model is None and model_path is None and not recorded and len(frame):
+        scores, self_fit = _self_fit(frame)
     if scores is not None:
         scores = _normalise_scores(scores)
     from analyzer import __version__
@@ -282,10 +285,31 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
         drift=drift,
         privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
-        reading=result,
+        reading=result, self_fit=self_fit,
         generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
     )
+
+
+def _self_fit(frame: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """Score a log against its own earlier events, as ``score`` does without ``--model``."""
+    from analyzer.errors import AnalyzerError
+    from analyzer.model import AuditModel
+
+    model = AuditModel()
+    try:
+        scores = model.fit_score(frame)
+    except (AnalyzerError, ValueError):  # too few windows of any kind to learn from
+        logger.info("the log is too small to score against itself", exc_info=True)
+        return None, "too_little"
+    meta = model.metadata
+    if meta["n_windows"] - meta["n_windows_warm_up"] < _MIN_SELF_FIT_WINDOWS:
+        return None, "too_little"  # all warm-up: every window would be "as usual"
+    return scores, "fitted"
+
+
+#: Windows past the warm-up a log needs before scoring it against itself means anything.
+_MIN_SELF_FIT_WINDOWS = 2
 
 
 def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = None,

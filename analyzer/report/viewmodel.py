@@ -94,6 +94,10 @@ class ReportData:
     #: the :class:`~analyzer.sources.ReadResult` of the log read: for the command's
     #: accounting line and its rejected lines
     reading: Any = None
+    #: how the scores came to be when no model was given: "fitted" (the log scored against
+    #: its own earlier events, as ``score`` does without ``--model``), "too_little" (too
+    #: little activity to learn from), or "" (a model or scores were given)
+    self_fit: str = ""
 
 
 # -- the view-model ------------------------------------------------------------------------
@@ -330,6 +334,13 @@ def _notes(data: ReportData, loc: Locale) -> tuple[str, ...]:
                        "as untrusted."))
     if data.drift:
         notes.append(data.drift)
+    if data.self_fit == "fitted":
+        notes.append(_("No model was given: each window was scored against the log's own "
+                       "earlier activity, as 'score' does without --model. A model trained "
+                       "on a longer history sees more."))
+    elif data.self_fit == "too_little":
+        notes.append(_("No model was given, and the log has too little activity to learn "
+                       "what is usual from it: give --model or --scores."))
     return tuple(notes)
 
 
