@@ -129,6 +129,10 @@ class RarityForest(OutlierMixin, BaseEstimator):
         A group label per feature: features with the same label say the same thing (one
         bounds the other), so only the largest of them counts in the rarity score. None:
         every feature on its own. The forest still sees all of them.
+    prior_zeros : array-like of shape (n_features,) or None, default None
+        Per feature, a number of pseudo-samples at 0 added to its training sample: what is
+        known before the data (a catalogued attack action is absent from ordinary windows)
+        still counts when the sample is too short to say it. None: no prior.
     combine : {"sum", "max"}, default "sum"
         How the forest's and the rarity score's tail surprisals are combined.
     min_tail_scale : float, default 0.0
@@ -165,13 +169,15 @@ class RarityForest(OutlierMixin, BaseEstimator):
                  contamination: float = 0.01, rarity_weights: Sequence[float] | None = None,
                  rarity_top: int = 3, combine: str = "sum", min_tail_scale: float = 0.0,
                  random_state: int | None = None, n_jobs: int | None = None,
-                 rarity_groups: Sequence[int] | None = None) -> None:
+                 rarity_groups: Sequence[int] | None = None,
+                 prior_zeros: Sequence[int] | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.contamination = contamination
         self.rarity_weights = rarity_weights
         self.rarity_top = rarity_top
         self.rarity_groups = rarity_groups
+        self.prior_zeros = prior_zeros
         self.combine = combine
         self.min_tail_scale = min_tail_scale
         self.random_state = random_state
@@ -180,6 +186,7 @@ class RarityForest(OutlierMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, object]) -> None:
         # detectors saved before rarity groups existed: every feature on its own
         state.setdefault("rarity_groups", None)
+        state.setdefault("prior_zeros", None)
         if "tails_" in state:
             state.setdefault("rarity_groups_", [])
         super().__setstate__(state)
@@ -215,8 +222,13 @@ class RarityForest(OutlierMixin, BaseEstimator):
         # columns of each group with more than one member: only their largest counts
         self.rarity_groups_ = [np.flatnonzero(groups == g) for g in np.unique(groups)
                                if (groups == g).sum() > 1]
-        self.tails_ = [TailTable(X[:, j], min_scale=self.min_tail_scale)
-                       for j in range(n_features)]
+        prior = np.zeros(n_features, dtype=np.int64)
+        if self.prior_zeros is not None:
+            prior = np.asarray(self.prior_zeros, dtype=np.int64)
+            if prior.shape != (n_features,) or (prior < 0).any():
+                raise ValueError(f"prior_zeros needs {n_features} counts >= 0")
+        self.tails_ = [TailTable(np.r_[X[:, j], np.zeros(prior[j])],
+                                 min_scale=self.min_tail_scale) for j in range(n_features)]
         surprisal = self._surprisal(X)
         self.forest_ = IsolationForest(
             n_estimators=self.n_estimators, max_samples=self.max_samples,

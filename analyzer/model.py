@@ -101,6 +101,11 @@ _HISTORY_FEATURES = tuple(f.name for f in FEATURES if f.family == "novelty"
 # failed and users new to the address are among the users tried from it. Without this, a
 # spray's every hour counted "several accounts" three times and crowded out of the budget
 # windows rare in independent ways (a dozen exports at 3 a.m.). The forest sees all three.
+# Evidence (a catalogued attack action, an injection) is absent from ordinary windows: each
+# evidence feature's tail counts this many pseudo-windows without it, so that on a log of a
+# handful of windows evidence is still rarer than 1 in 20 (the reason threshold), while on a
+# log of thousands of windows the data decide.
+_EVIDENCE_PRIOR = 20
 _RARITY_GROUPS: tuple[tuple[str, ...], ...] = (
     ("n_users", "n_users_failed", "n_new_users"),
 )
@@ -263,9 +268,11 @@ class AuditModel:
             names = detector_features(etype)
             weights = [f.rarity for f in FEATURES if f.name in names]
             groups = _rarity_groups(names)
+            prior = [_EVIDENCE_PRIOR if f.evidence else 0 for f in FEATURES if f.name in names]
             # features are counts, log-ratios and surprisals: one unit is a meaningful step
             detector = RarityForest(n_estimators=self.n_estimators, rarity_weights=weights,
-                                    rarity_groups=groups, min_tail_scale=1.0,
+                                    rarity_groups=groups, prior_zeros=prior,
+                                    min_tail_scale=1.0,
                                     random_state=self.random_state)
             self.detectors_[etype] = detector.fit(train.loc[rows, names])
             fitted |= rows & own

@@ -65,6 +65,13 @@ def _sshd_attack(frame: pd.DataFrame) -> pd.Series:
     return _col(frame, "source_ip").isin(brute) | failed | _col(frame, "user").isin(accepted)
 
 
+def _in_sessions_of(frame: pd.DataFrame, mask: pd.Series) -> pd.Series:
+    """``mask`` and every event of the logon sessions (on their host) its events ran in."""
+    key = _col(frame, "host") + "|" + _col(frame, "session")
+    sessions = set(key[mask & (_col(frame, "session") != "")])
+    return mask | key.isin(sessions)
+
+
 CASES = (
     Case("cloudtrail_ec2_proxy_s3_exfiltration",
          ("otrf", "cloudtrail_ec2_proxy_s3_exfiltration.jsonl"),
@@ -87,7 +94,9 @@ CASES = (
          lambda f: (_col(f, "action") == "audit_policy.change")
          | _col(f, "resource").str.contains("auditpol", case=False, regex=False), reader="windows (4719 audit policy change)"),
     Case("schtask_create_remote", ("otrf", "schtask_create.zip"),
-         lambda f: _col(f, "action").str.startswith("task."), reader="windows (4698 scheduled task created)"),
+         # README: the task (4698) and the network logon (4624 type 3) it was created in
+         lambda f: _in_sessions_of(f, _col(f, "action").str.startswith("task.")),
+         reader="windows (4698 scheduled task created)"),
     Case("mimikatz_logonpasswords", ("otrf", "empire_mimikatz_logonpasswords.zip"),
          lambda f: _col(f, "action").isin(["process.access", "object.access"])
          & _col(f, "resource").str.contains("lsass", case=False, regex=False),

@@ -43,13 +43,17 @@ class SensitiveAction:
     ``action`` is a glob on the normalized action name (case-insensitive); ``who`` limits it
     to some principals: ``"any"``, ``"person"`` (not a machine account: domain controllers
     replicate, people do not), ``"anonymous"``, or ``"instance"`` (an EC2 instance's role
-    credentials, whose session is named after the instance).
+    credentials, whose session is named after the instance). ``resources``, when given, are
+    globs on the resource (case-insensitive) of which one must match: a handle is evidence
+    on the credential store, not on every object. The first entry whose action matches
+    decides.
     """
 
     action: str
     tactic: str
     label: str = ""
     who: str = "any"
+    resources: tuple[str, ...] = ()
 
 
 _WHO = ("any", "person", "anonymous", "instance")
@@ -103,6 +107,16 @@ SENSITIVE_ACTIONS: tuple[SensitiveAction, ...] = (
     SensitiveAction("task.create", "persistence"),
     SensitiveAction("log.clear", "defence evasion", "log cleared"),
     SensitiveAction("audit_policy.change", "defence evasion"),
+    # a person's handle on the credential store is how Mimikatz reads passwords (4656/4663,
+    # Sysmon 10); the system's own services open it too, so machine accounts do not count
+    SensitiveAction("object.access", "credential access", "credential store", "person",
+                    resources=("*lsass.exe",)),
+    SensitiveAction("process.access", "credential access", "credential store", "person",
+                    resources=("*lsass.exe",)),
+    SensitiveAction("sam.object_access", "discovery", "SAM enumeration", "person"),
+    # files written through an administrative share are how tools and DLLs are planted
+    SensitiveAction("share.object_access", "lateral movement", "administrative share",
+                    "person", resources=("*\\c$\\*", "*\\admin$\\*")),
     # syslog account management
     SensitiveAction("user.create", "persistence"),
     SensitiveAction("group.member_add", "persistence"),
@@ -240,9 +254,10 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     """The per-event evidence of ``frame`` (already filtered to the events to window)."""
     n = len(frame)
     entry = _lookup(sensitive_entries(action_names, catalogue), action_codes, -1)
-    sensitive = (entry >= 0) & _who_holds(frame, entry, user_codes, user_names, catalogue)
-    host, host_names = _factorize(frame, "host")
     resource, resource_names = _factorize(frame, "resource")
+    sensitive = ((entry >= 0) & _who_holds(frame, entry, user_codes, user_names, catalogue)
+                 & _resource_holds(entry, resource, resource_names, catalogue))
+    host, host_names = _factorize(frame, "host")
     phrase, phrase_names = _phrases(sensitive, entry, action_codes, action_names, resource,
                                     resource_names, host, host_names, catalogue)
     session, _ = _factorize(frame, "session")
@@ -293,6 +308,22 @@ def _who_holds(frame: pd.DataFrame, entry: np.ndarray, user_codes: np.ndarray,
                        False)
     return ((need == 0) | ((need == 1) & ~machine.astype(bool))
             | ((need == 2) & anonymous.astype(bool)) | ((need == 3) & instance.astype(bool)))
+
+
+def _resource_holds(entry: np.ndarray, resource: np.ndarray, resource_names: np.ndarray,
+                    catalogue: Sequence[SensitiveAction]) -> np.ndarray:
+    """Whether each event's resource is one its catalogue entry names (any, when none)."""
+    out = np.ones(len(entry), dtype=bool)
+    for k, item in enumerate(catalogue):  # one pass per entry with resources, never per event
+        rows = entry == k
+        if not item.resources or not rows.any():
+            continue
+        regex = re.compile("|".join(fnmatch.translate(g.lower()) for g in item.resources))
+        # one match per distinct resource name (a vocabulary), never per event
+        ok = np.array([regex.match(str(n).lower()) is not None for n in resource_names],
+                      dtype=bool)
+        out[rows] = _lookup(ok, resource[rows], False).astype(bool)
+    return out
 
 
 def _short_action(names: pd.Series) -> pd.Series:
