@@ -4,8 +4,10 @@ Labels are a CSV ``entity_type,entity,window_start,scenario``: one row per label
 every scored window without a label is normal. :func:`evaluate` reports, over windows, the
 ROC-AUC and the precision-recall AUC, the precision and recall of the top windows within an
 alert budget (``alerts_per_day`` x days scored), and per attack instance whether it was caught
-within that budget. An instance is one ``(scenario, entity)`` group of labelled windows; it is
-caught when any of its windows is within the budget.
+within that budget. The budget counts what an analyst reviews: when the scores carry the
+model's ``incident`` column, the windows of one incident count once, at their best window's
+place (as the model's own alert budget does). An instance is one ``(scenario, entity)`` group
+of labelled windows; it is caught when any of its windows is within the budget.
 
 :func:`naive_baseline_scores` is the honest yardstick DESIGN asks to keep: an IsolationForest
 on raw per-hour counts (events, failures, distinct resources, distinct actions), fitted on
@@ -249,7 +251,8 @@ class EvaluationReport:
         lines = [
             f"windows scored     {self.windows:,} ({self.positives:,} labelled) over "
             f"{self.days_scored} day(s)",
-            f"alert budget       {self.alerts_per_day:g}/day = {self.budget:,} windows",
+            f"alert budget       {self.alerts_per_day:g}/day = {self.budget:,} alerts "
+            "(an incident's windows count once)",
             f"ROC-AUC            {num(self.roc_auc)}",
             f"PR-AUC             {num(self.pr_auc)}",
             f"precision@budget   {num(self.precision_at_budget)}",
@@ -293,7 +296,8 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
     labels
         As returned by :func:`read_labels`.
     alerts_per_day
-        The alert budget: the top ``alerts_per_day`` x days scored windows count as alerts.
+        The alert budget: the top ``alerts_per_day`` x days scored windows count as alerts
+        (the windows of one incident, when ``scores`` has an ``incident`` column, as one).
 
     Returns
     -------
@@ -332,12 +336,16 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
     positive = np.zeros(n, dtype=bool)
     positive[matches["row"].to_numpy()] = True
 
-    # ranks: 1 = highest score; ties broken by order, so the budget is exactly the budget
+    # ranks: 1 = highest score; ties broken by order, so the budget is exactly the budget.
+    # The budget counts what an analyst reviews: the windows of one incident (scores'
+    # ``incident`` column, as the model groups them) count once, at their best window's
+    # place, so a loud incident of twenty windows does not use up twenty alerts.
     order = np.argsort(-score, kind="stable")
+    units = _review_units(scores, n)
     rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(1, n + 1)
+    rank[order] = pd.factorize(units[order])[0] + 1
     days = int(frame["window_start"].dt.floor("D").nunique()) if n else 0
-    budget = min(n, math.ceil(alerts_per_day * max(days, 1)))
+    budget = min(int(rank.max()) if n else 0, math.ceil(alerts_per_day * max(days, 1)))
     in_budget = rank <= budget
 
     both = 0 < positive.sum() < n
@@ -346,7 +354,7 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
     roc = float(roc_auc_score(positive, finite)) if both else None
     pr = float(average_precision_score(positive, finite)) if both else None
     hits = int((positive & in_budget).sum())
-    precision = hits / budget if budget else 0.0
+    precision = hits / int(in_budget.sum()) if in_budget.any() else 0.0
     recall = hits / int(positive.sum()) if positive.any() else 0.0
 
     alert_col = None
@@ -366,6 +374,15 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
         precision_at_budget=precision, recall_at_budget=recall, instances=instances,
         alerts=alerts, alert_precision=alert_precision, alert_recall=alert_recall,
         warnings=warnings)
+
+
+def _review_units(scores: pd.DataFrame, n: int) -> np.ndarray:
+    """What one alert of the budget covers, per window: its incident, else the window."""
+    own = np.array([f"window {i}" for i in range(n)], dtype=object)
+    if "incident" not in scores.columns:
+        return own
+    incident = scores["incident"].astype("string").fillna("").to_numpy(dtype=object)
+    return np.where(incident != "", "incident " + incident.astype(str), own)
 
 
 def _utc(values: pd.Series) -> pd.Series:
