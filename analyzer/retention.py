@@ -26,11 +26,11 @@ remaining series still verifies after the oldest files are gone
 
 Each deletion is written to the audit log first, as an ``audit.retention.delete`` event at
 WARNING carrying the file's name, first and last sequence, final hash and size, and flushed
-to disk; then the file is removed. The name and sequences are also under
-``analyzer.chain.deleted``, which stays in clear in an encrypted trail, so that
-:func:`~analyzer.integrity.verify_series` can tell a series that starts where retention
-deleted from one whose oldest files were removed off the record. So a deletion is itself on the record, chained, and the
-final hash it names is the one the next file's rotation record carries.
+to disk; then the file is removed. So a deletion is itself on the record, chained, and the
+final hash it names is the one the next file's rotation record carries. The name and
+sequences are also under ``analyzer.chain.deleted``, which stays in clear in an encrypted
+trail, so that :func:`~analyzer.integrity.verify_series` can tell a series that starts where
+retention deleted from one whose oldest files were removed off the record.
 
 The active file is never deleted. Call it from the command line (``audit-analyzer
 retention``), a scheduled job, or after a rotation (outside the logger's lock: it logs).
