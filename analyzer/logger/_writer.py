@@ -550,9 +550,13 @@ class AuditLogger:
             return
         pending, self._pending = self._pending, []
         with self._file_lock():
-            self._sync_locked()
-            if self._rotation_due():
-                self._rotate()
+            try:
+                self._sync_locked()
+                if self._rotation_due():
+                    self._rotate()
+            except BaseException:  # e.g. a chain declared with another key: keep the records
+                self._pending = pending + self._pending
+                raise
             queued, marker = list(pending), self._needs_marker
             if marker is not None:
                 pending.insert(0, self._marker(marker))
