@@ -5,6 +5,13 @@ key is configured, ``SHA-256(prev_hash || "\\n" || canonical)`` otherwise, where
 the record's JSON with sorted keys, no spaces, UTF-8 and without ``event.hash`` itself
 (DESIGN contract 2). The first record of a chain links to :data:`GENESIS_HASH`.
 
+The chain names its algorithm: its first record, and the ``audit.rotation`` record that opens
+each rotated-in file, carry ``analyzer.chain.algorithm`` (``hmac-sha256`` or ``sha256``) and,
+when keyed, ``analyzer.chain.key_id`` (:func:`key_id`: derived from the key, revealing nothing
+of it). A writer refuses to continue a chain with another key or without one, and verification
+refuses to call a keyed chain intact without its key. Logs written before the declaration
+existed carry none ("legacy": the algorithm is unknown) and verify as before.
+
 :func:`verify_log` streams a log once, in bounded memory, and names the first record that does
 not hold and why: changed, missing, inserted, reordered, truncated or bad JSON.
 
@@ -24,9 +31,11 @@ import dataclasses
 import enum
 import gzip
 import hashlib
+import hmac
 import os
+import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,13 +46,18 @@ from analyzer.errors import ConfigError, IntegrityError, SourceError
 
 __all__ = [
     "GENESIS_HASH",
+    "ROTATED_STAMP",
     "ChainHasher",
     "Checkpoint",
     "Problem",
     "VerifyReport",
     "canonical_bytes",
+    "chain_declaration",
     "checkpoint_path",
+    "declaration_problem",
+    "key_id",
     "load_key",
+    "lock_path",
     "read_checkpoints",
     "verify_log",
     "verify_series",
@@ -52,6 +66,20 @@ __all__ = [
 
 GENESIS_HASH = "0" * 64
 _CANONICAL = orjson.OPT_SORT_KEYS
+_KEY_ID_LABEL = b"audit-analyzer key id"
+#: The UTC time a rotated file's name ends with (``audit.jsonl.20260101T000000000000Z``),
+#: so that names sort in series order.
+ROTATED_STAMP = re.compile(r"\d{8}T\d{12}Z")
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for an integrity key: 16 hex digits of HMAC(key, a fixed label).
+
+    It tells which key a chain was written with without revealing anything of the key (a
+    plain hash of a short key could be brute-forced; the HMAC makes the id as hard as the
+    key itself).
+    """
+    return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
 class ChainHasher:
@@ -61,10 +89,11 @@ class ChainHasher:
     copies rather than a fresh key schedule: this is on the logger's per-event path.
     """
 
-    __slots__ = ("_inner", "_outer", "keyed")
+    __slots__ = ("_inner", "_outer", "key_id", "keyed")
 
     def __init__(self, key: bytes | None) -> None:
         self.keyed = bool(key)
+        self.key_id = key_id(key) if key else None
         if key:
             block = 64
             if len(key) > block:
@@ -97,6 +126,56 @@ class ChainHasher:
     @property
     def algorithm(self) -> str:
         return "hmac-sha256" if self.keyed else "sha256"
+
+    def declaration(self) -> dict[str, str]:
+        """What the chain's first record and each rotation record say about this hasher."""
+        if self.key_id is None:
+            return {"algorithm": self.algorithm}
+        return {"algorithm": self.algorithm, "key_id": self.key_id}
+
+
+def chain_declaration(doc: Any) -> dict[str, str] | None:
+    """The ``analyzer.chain`` algorithm (and key id) a record declares, or ``None`` (legacy)."""
+    if not isinstance(doc, dict):
+        return None
+    chain = doc.get("analyzer")
+    chain = chain.get("chain") if isinstance(chain, dict) else None
+    if not isinstance(chain, dict) or not isinstance(chain.get("algorithm"), str):
+        return None
+    declared = {"algorithm": chain["algorithm"]}
+    if isinstance(chain.get("key_id"), str):
+        declared["key_id"] = chain["key_id"]
+    return declared
+
+
+def _describe_declared(declared: Mapping[str, str]) -> str:
+    if "key_id" in declared:
+        return f"{declared['algorithm']}, key id {declared['key_id']}"
+    return declared["algorithm"]
+
+
+def declaration_problem(declared: Mapping[str, str] | None,
+                        hasher: ChainHasher) -> tuple[str, str] | None:
+    """``(kind, why)`` when ``hasher`` cannot continue or check a chain declaring ``declared``.
+
+    ``kind`` is ``"key needed"`` (a keyed chain, no key given) or ``"key mismatch"`` (another
+    key, or a key for an unkeyed chain). ``None`` when they agree, or for a legacy chain.
+    """
+    if declared is None:
+        return None
+    algorithm = declared.get("algorithm")
+    if algorithm == "hmac-sha256" and not hasher.keyed:
+        return "key needed", f"this chain is keyed ({_describe_declared(declared)})"
+    if algorithm == "sha256" and hasher.keyed:
+        return "key mismatch", (f"this chain is unkeyed (sha256) but a key (key id "
+                                f"{hasher.key_id}) was given: it was written, or rewritten, "
+                                f"without the key, or this is another log")
+    if algorithm == "hmac-sha256" and declared.get("key_id") not in (None, hasher.key_id):
+        return "key mismatch", (f"this chain is keyed with key id {declared.get('key_id')}, "
+                                f"the key given has key id {hasher.key_id}")
+    if algorithm not in ("hmac-sha256", "sha256"):
+        return "key mismatch", f"this chain declares an unknown algorithm {algorithm!r}"
+    return None
 
 
 def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
@@ -151,6 +230,12 @@ def checkpoint_path(log_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".checkpoints")
 
 
+def lock_path(log_path: str | os.PathLike[str]) -> Path:
+    """The stable file writers of ``log_path`` lock to take turns: beside it, ``.lock``."""
+    path = Path(log_path)
+    return path.with_name(path.name + ".lock")
+
+
 def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint) -> None:
     """Append one checkpoint line to ``destination``."""
     with open(destination, "ab") as out:
@@ -201,6 +286,8 @@ class Problem(enum.StrEnum):
     REORDERED = "reordered"
     TRUNCATED = "truncated"
     BAD_JSON = "bad JSON"
+    KEY_NEEDED = "key needed"
+    KEY_MISMATCH = "key mismatch"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,11 +304,14 @@ class VerifyReport:
     sequence: int | None = None
     detail: str = ""
     checkpoint_checked: bool = False
+    #: Things a person should know that do not break the chain (one line each), e.g. a
+    #: series that starts mid-chain with no recorded retention deletion.
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for a person."""
         if self.ok:
-            extra = " and matches the checkpoint" if self.checkpoint_checked else ""
+            extra = " and matches the checkpoints" if self.checkpoint_checked else ""
             return (f"{self.path}: OK, {self.records:,} records, chain intact{extra} "
                     f"(head sequence {self.head_sequence})")
         where = f"line {self.line}" if self.line is not None else "end of log"
@@ -296,8 +386,22 @@ def _previous_of(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+CheckpointsArg = Checkpoint | Iterable[Checkpoint] | None
+
+
+def _checkpoint_table(checkpoint: CheckpointsArg) -> dict[int, list[Checkpoint]]:
+    """Checkpoints by sequence: every one is compared, not just the newest."""
+    if checkpoint is None:
+        return {}
+    given = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
+    table: dict[int, list[Checkpoint]] = {}
+    for point in given:
+        table.setdefault(point.sequence, []).append(point)
+    return table
+
+
 def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
-               checkpoint: Checkpoint | None = None) -> VerifyReport:
+               checkpoint: CheckpointsArg = None) -> VerifyReport:
     """Recompute the chain of ``path`` and report the first record that does not hold.
 
     Parameters
@@ -309,35 +413,40 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
     key
         The integrity key the log was written with, or ``None`` for an unkeyed log.
     checkpoint
-        A checkpoint kept elsewhere. The log must contain its sequence with the same hash;
-        a log that ends before it has been truncated.
+        Checkpoints kept elsewhere (one, or several): the log must hold each one's sequence
+        with the same hash; a log that ends before the newest has been truncated.
     """
     log_path = Path(path)
     _check_file(log_path)
-    report = _verify_file(log_path, ChainHasher(key), None, checkpoint)
-    return _checkpoint_verdict(report, checkpoint)
+    table = _checkpoint_table(checkpoint)
+    report = _verify_file(log_path, ChainHasher(key), None, table, set())
+    return _checkpoint_verdict(report, table)
 
 
 def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = None,
-                  checkpoint: Checkpoint | None = None) -> VerifyReport:
+                  checkpoint: CheckpointsArg = None) -> VerifyReport:
     """Verify rotated files as one chain: in order, none missing, none truncated.
 
     Files are put in order by their first sequence number; each must continue exactly where
     the one before it ended, and the rotation record that opens it must name that file.
+    A series that starts mid-chain with no recorded retention deletion of the file before
+    it, or that ends with a rotated file (its active file absent), is intact but noted.
     """
     files = [Path(p) for p in paths]
     for file in files:
         _check_file(file)
     hasher = ChainHasher(key)
+    table = _checkpoint_table(checkpoint)
     ordered = sorted(files, key=_first_sequence)
     state: VerifyReport | None = None
     total = 0
+    deleted: set[int] = set()  # last sequences of files retention recorded deleting
     for index, file in enumerate(ordered):
         if state is not None:
             problem = _boundary_problem(state, file, ordered[index - 1], ordered[index + 1:])
             if problem is not None:
                 return dataclasses.replace(problem, records=total)
-        state = _verify_file(file, hasher, state, checkpoint)
+        state = _verify_file(file, hasher, state, table, deleted)
         total += state.records
         if not state.ok:
             return dataclasses.replace(state, records=total)
@@ -345,7 +454,27 @@ def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = No
         raise SourceError("no audit log files to verify")
     return _checkpoint_verdict(dataclasses.replace(
         state, path=f"{len(ordered)} files ({ordered[0].name} .. {ordered[-1].name})",
-        records=total), checkpoint)
+        records=total, notes=_series_notes(ordered, deleted)), table)
+
+
+def _series_notes(ordered: list[Path], deleted: set[int]) -> tuple[str, ...]:
+    """What an intact series does not prove: its missing start, its missing end."""
+    notes = []
+    with _open(ordered[0]) as handle:
+        claimed = _previous_of(_parse(1, handle.readline().rstrip(b"\r\n")).doc)
+    if claimed is not None and claimed["sequence"] not in deleted:
+        notes.append(
+            f"the series starts mid-chain, after sequence {claimed['sequence']} "
+            f"({claimed.get('file')}), and no retention deletion of that file is recorded in "
+            f"it: the oldest files may have been removed")
+    last = ordered[-1]
+    base, _, stamp = last.name.removesuffix(".gz").rpartition(".")
+    if base and ROTATED_STAMP.fullmatch(stamp) and not any(p.name == base for p in ordered):
+        notes.append(
+            f"the series ends with the rotated file {last.name}, without its active file "
+            f"{base}: records written after it cannot be checked here (compare with a "
+            f"checkpoint kept elsewhere)")
+    return tuple(notes)
 
 
 def _first_sequence(path: Path) -> int:
@@ -385,8 +514,11 @@ def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
 
 
 def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None,
-                 checkpoint: Checkpoint | None) -> VerifyReport:
-    """Stream one file; ``start`` is where the previous file of a series ended."""
+                 checkpoints: dict[int, list[Checkpoint]], deleted: set[int]) -> VerifyReport:
+    """Stream one file; ``start`` is where the previous file of a series ended.
+
+    ``deleted`` collects the last sequences of files whose retention deletion is recorded.
+    """
     prev_hash = GENESIS_HASH if start is None else start.head_hash
     prev_seq = 0 if start is None else start.head_sequence
     records = 0
@@ -406,20 +538,28 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
         if record.sequence is None:
             return broken(Problem.BAD_JSON, number, None,
                           "record has no integer event.sequence and string event.hash")
-        if number == 1 and start is None:
+        if number == 1:
             claimed = _previous_of(record.doc)
-            if claimed is not None:  # a rotated-in file verified on its own
+            if claimed is not None and start is None:  # a rotated-in file verified on its own
                 prev_seq, prev_hash = claimed["sequence"], claimed["hash"]
+            if claimed is not None or record.sequence == 1:
+                refused = declaration_problem(chain_declaration(record.doc), hasher)
+                if refused is not None:
+                    return broken(Problem(refused[0]), number, record.sequence, refused[1])
         expected = prev_seq + 1
         if record.sequence == expected and hasher.link(prev_hash, record.canonical) == record.hash:
             prev_hash, prev_seq = record.hash, record.sequence
             records += 1
-            if checkpoint is not None and prev_seq == checkpoint.sequence:
-                if prev_hash != checkpoint.hash:
+            if prev_seq in checkpoints:
+                if any(point.hash != prev_hash for point in checkpoints[prev_seq]):
                     return broken(Problem.CHANGED, number, prev_seq,
                                   "chain is consistent but does not match the checkpoint: "
                                   "the log was rewritten from here or earlier")
                 checked = True
+            if b"audit.retention.delete" in raw:  # only saves parsing: decided on fields
+                gone = _deleted_sequence(record.doc)
+                if gone is not None:
+                    deleted.add(gone)
             continue
         problem, detail = _diagnose(record, lines, hasher, prev_hash, expected, records)
         return broken(problem, number, record.sequence, detail)
@@ -427,9 +567,28 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
                         checkpoint_checked=checked)
 
 
-def _checkpoint_verdict(report: VerifyReport, checkpoint: Checkpoint | None) -> VerifyReport:
-    if (report.ok and checkpoint is not None and not report.checkpoint_checked
-            and checkpoint.sequence > report.head_sequence):
+def _deleted_sequence(doc: dict[str, Any]) -> int | None:
+    """The last sequence of the file an ``audit.retention.delete`` record says went."""
+    if doc.get("event", {}).get("action") != "audit.retention.delete":
+        return None
+    analyzer = doc.get("analyzer")
+    if not isinstance(analyzer, dict):
+        return None
+    chain = analyzer.get("chain")
+    # analyzer.chain.deleted stays in clear in an encrypted trail; analyzer.retention is the
+    # older spelling, kept for logs written before it
+    for holder in (chain.get("deleted") if isinstance(chain, dict) else None,
+                   analyzer.get("retention")):
+        if isinstance(holder, dict) and type(holder.get("last_sequence")) is int:
+            return holder["last_sequence"]
+    return None
+
+
+def _checkpoint_verdict(report: VerifyReport,
+                        checkpoints: dict[int, list[Checkpoint]]) -> VerifyReport:
+    newest = max(checkpoints, default=None)
+    if (report.ok and newest is not None and newest > report.head_sequence):
+        checkpoint = checkpoints[newest][-1]
         return dataclasses.replace(
             report, ok=False, problem=Problem.TRUNCATED, line=None,
             sequence=report.head_sequence + 1,

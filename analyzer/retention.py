@@ -27,7 +27,10 @@ remaining series still verifies after the oldest files are gone
 Each deletion is written to the audit log first, as an ``audit.retention.delete`` event at
 WARNING carrying the file's name, first and last sequence, final hash and size, and flushed
 to disk; then the file is removed. So a deletion is itself on the record, chained, and the
-final hash it names is the one the next file's rotation record carries.
+final hash it names is the one the next file's rotation record carries. The name and
+sequences are also under ``analyzer.chain.deleted``, which stays in clear in an encrypted
+trail, so that :func:`~analyzer.integrity.verify_series` can tell a series that starts where
+retention deleted from one whose oldest files were removed off the record.
 
 The active file is never deleted. Call it from the command line (``audit-analyzer
 retention``), a scheduled job, or after a rotation (outside the logger's lock: it logs).
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, LogWriteError
+from analyzer.integrity import ROTATED_STAMP
 from analyzer.sinks.shipper import Cursor, cursor_path, load_cursor
 
 if TYPE_CHECKING:
@@ -71,7 +75,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_STAMP = re.compile(r"\d{8}T\d{12}Z")
 _CURSOR_SUFFIX = ".cursor"
 
 
@@ -136,7 +139,7 @@ def rotated_files(log_path: str | os.PathLike[str]) -> list[Path]:
     """The rotated files of ``log_path``, oldest first (not the active file)."""
     log = Path(log_path)
     found = [p for p in log.parent.glob(f"{_glob_escape(log.name)}.*")
-             if _STAMP.fullmatch(p.name[len(log.name) + 1:]) and p.is_file()]
+             if ROTATED_STAMP.fullmatch(p.name[len(log.name) + 1:]) and p.is_file()]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -256,18 +259,22 @@ def apply_retention(
 def _delete(audit: AuditLogger, path: Path, gone: DeletedFile,
             destinations: tuple[str, ...]) -> None:
     """Record the deletion (durably), then delete: never a deletion off the record."""
-    from analyzer.events import Level
+    from analyzer.events import AuditEvent, Level, Outcome
 
     shipped = f"; shipped to {', '.join(destinations)}" if destinations else ""
-    audit.log(
-        "audit.retention.delete", level=Level.WARNING, outcome="success",
-        category=("file",), resource=gone.name, resource_type="file", bytes=gone.bytes,
+    audit.log_event(AuditEvent(
+        "audit.retention.delete", timestamp=datetime.now(UTC), level=Level.WARNING,
+        outcome=Outcome.SUCCESS, category=("file",), resource=gone.name,
+        resource_type="file", bytes=gone.bytes, logger=audit.name,
         message=f"retention deleted {gone.name} (sequences {gone.first_sequence}-"
                 f"{gone.last_sequence}, final hash {gone.last_hash}){shipped}",
-        extra={"retention": {"file": gone.name, "first_sequence": gone.first_sequence,
-                             "last_sequence": gone.last_sequence,
-                             "last_hash": gone.last_hash, "bytes": gone.bytes,
-                             "rotated": gone.rotated, "destinations": list(destinations)}})
+        analyzer={"retention": {"file": gone.name, "first_sequence": gone.first_sequence,
+                                "last_sequence": gone.last_sequence,
+                                "last_hash": gone.last_hash, "bytes": gone.bytes,
+                                "rotated": gone.rotated, "destinations": list(destinations)},
+                  "chain": {"deleted": {"file": gone.name,
+                                        "first_sequence": gone.first_sequence,
+                                        "last_sequence": gone.last_sequence}}}))
     audit.flush(fsync=True)
     try:
         path.unlink()

@@ -141,11 +141,11 @@ def test_train_and_score_read_from_a_database(tmp_path, trail, capsys):
 
 
 def test_self_fit_states_its_warm_up_caps_alerts_and_writes_incident_ids(tmp_path, trail,
-                                                                       capsys):
+                                                                       key_file, capsys):
     _, today = trail
     scores = tmp_path / "scores.csv"
     assert main(["score", str(today), "--max-alert-share", "0.01", "--scores",
-                 str(scores)]) == 0
+                 str(scores), "--key-file", str(key_file)]) == 0
     out = capsys.readouterr().out
     assert "warm-up: windows before" in out and "judged against the events before it" in out
     records = [orjson.loads(x) for x in today.read_bytes().splitlines()]

@@ -111,7 +111,7 @@ def test_registry_train_promote_score_rollback(tmp_path, trail, key_file, monkey
                                                                ("acme-2.joblib", False)]
     actions = [r["event"]["action"] for r in _records(audit)]
     assert actions == ["model.promote", "model.promote", "model.rollback"]
-    assert main(["models", "rollback", "--log", str(audit)]) == 2
+    assert main(["models", "rollback", "--log", str(audit), "--key-file", str(key_file)]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
 
 

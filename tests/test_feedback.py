@@ -61,9 +61,9 @@ def test_a_verdict_is_a_chained_audit_event(trail, key):
         [ids["bob"], "benign", "ann"]]
 
 
-def test_unknown_alert_id_and_bad_verdict_are_errors_naming_them(trail):
+def test_unknown_alert_id_and_bad_verdict_are_errors_naming_them(trail, key):
     before = trail.read_bytes()
-    with AuditLogger(trail) as audit:
+    with AuditLogger(trail, key=key) as audit:
         with pytest.raises(ConfigError, match="unknown alert id 'alert-nope'"):
             record_feedback(audit, "alert-nope", "benign")
         with pytest.raises(ConfigError, match="verdict must be one of"):
@@ -71,10 +71,10 @@ def test_unknown_alert_id_and_bad_verdict_are_errors_naming_them(trail):
     assert trail.read_bytes() == before  # nothing written for a refused verdict
 
 
-def test_retraining_leaves_out_windows_not_cleared(trail):
+def test_retraining_leaves_out_windows_not_cleared(trail, key):
     alerts = read_alerts(trail)
     ids = alerts.set_index("entity")["alert_id"]
-    with AuditLogger(trail) as audit:
+    with AuditLogger(trail, key=key) as audit:
         record_feedback(audit, ids["bob"], "benign", analyst="ann")
         record_feedback(audit, ids["carol"], "malicious", analyst="ann")
         record_feedback(audit, ids["dave"], "benign", analyst="ann")

@@ -16,6 +16,7 @@ from analyzer.integrity import (
     Problem,
     canonical_bytes,
     checkpoint_path,
+    key_id,
     read_checkpoints,
     verify_log,
 )
@@ -50,7 +51,9 @@ def test_intact_log_verifies(sample_log, key):
 
 def test_keyed_log_does_not_verify_with_another_key(sample_log):
     report = verify_log(sample_log, key=b"wrong key")
-    assert not report.ok and report.problem is Problem.CHANGED and report.line == 1
+    # the chain names its key (issue 14): a wrong key is said to be one, at the first record
+    assert not report.ok and report.problem is Problem.KEY_MISMATCH and report.line == 1
+    assert key_id(b"wrong key") in report.detail
 
 
 # -- tampering, chosen by hypothesis --------------------------------------------------------

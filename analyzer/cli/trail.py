@@ -22,7 +22,15 @@ from analyzer.cli._common import (
 )
 from analyzer.errors import ConfigError, SourceError
 from analyzer.events import printable
-from analyzer.integrity import checkpoint_path, read_checkpoints, verify_log, verify_series
+from analyzer.integrity import (
+    ROTATED_STAMP,
+    Checkpoint,
+    Problem,
+    checkpoint_path,
+    read_checkpoints,
+    verify_log,
+    verify_series,
+)
 from analyzer.logger import AuditLogger
 from analyzer.sources import (
     FORMATS,
@@ -77,10 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="verify the chain stored in a database (sqlite:///path or "
                         "postgresql://...) instead of a file")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
-                   help="checkpoints kept elsewhere (default: the log's own .checkpoints file, "
-                        "when present); catches deletion of records from the end")
+                   help="checkpoints kept elsewhere (default: the log's own .checkpoints "
+                        "files, when present, the active file's for a series); every one is "
+                        "compared, and the newest catches deletion of records from the end")
     p.add_argument("--no-checkpoint", action="store_true",
-                   help="do not use the log's own checkpoint file")
+                   help="do not use the log's own checkpoint files")
     add_key_option(p)
     p.set_defaults(func=run_verify)
 
@@ -158,30 +167,55 @@ def run_verify(args: argparse.Namespace) -> int:
     files = expand_paths(args.log, archives=archives)
     for note in archive_accounting(archives)[1]:  # a folder's zip is named, not verified
         warn("verify", note)
-    checkpoint = None
-    source = args.checkpoint
-    if source is None and not args.no_checkpoint:
-        own = [checkpoint_path(f) for f in files if checkpoint_path(f).exists()]
-        source = own[0] if own else None
-    if source is not None:
-        checkpoint = _latest_checkpoint(source)
-    if len(files) == 1:
-        report = verify_log(files[0], key=key, checkpoint=checkpoint)
+    if args.checkpoint is not None:
+        checkpoints = _checkpoints([args.checkpoint])
+    elif args.no_checkpoint:
+        checkpoints = []
     else:
-        report = verify_series(files, key=key, checkpoint=checkpoint)
+        checkpoints = _checkpoints(_own_checkpoint_files(files))
+    if len(files) == 1:
+        report = verify_log(files[0], key=key, checkpoint=checkpoints)
+    else:
+        report = verify_series(files, key=key, checkpoint=checkpoints)
+    if report.problem is Problem.KEY_NEEDED:
+        raise ConfigError(f"{report.path}: {report.detail}: pass --key-file")
     say(report.summary())
+    for note in report.notes:
+        say(f"note: {note}")
     if report.ok and len(files) == 1 and _starts_mid_chain(files[0]):
         say("note: this file continues a rotated chain; verify the whole series "
             f"('{files[0]}*') to check the files before it")
     return 0 if report.ok else 1
 
 
-def _latest_checkpoint(source: Path):
-    malformed: list[str] = []
-    checkpoints = read_checkpoints(source, malformed=malformed)
-    if malformed:  # reported, not fatal: the good checkpoints still hold the log to account
-        more = f" (and {len(malformed) - 1} more)" if len(malformed) > 1 else ""
-        warn("verify", f"{malformed[0]}{more}; ignored, the other checkpoints are used")
+def _own_checkpoint_files(files: list[Path]) -> list[Path]:
+    """The checkpoint files beside the logs, the active file's for rotated ones included:
+    rotated files have none of their own, their checkpoints are the active file's."""
+    found: dict[Path, None] = {}
+    for file in files:
+        base, _, stamp = file.name.removesuffix(".gz").rpartition(".")
+        candidates = [checkpoint_path(file)]
+        if base and ROTATED_STAMP.fullmatch(stamp):
+            candidates.append(checkpoint_path(file.with_name(base)))
+        for candidate in candidates:
+            if candidate.exists():
+                found[candidate] = None
+    return list(found)
+
+
+def _checkpoints(sources: list[Path]) -> list[Checkpoint]:
+    result: list[Checkpoint] = []
+    for source in sources:
+        malformed: list[str] = []
+        result += read_checkpoints(source, malformed=malformed)
+        if malformed:  # reported, not fatal: the good checkpoints still hold the log to account
+            more = f" (and {len(malformed) - 1} more)" if len(malformed) > 1 else ""
+            warn("verify", f"{malformed[0]}{more}; ignored, the other checkpoints are used")
+    return result
+
+
+def _latest_checkpoint(source: Path) -> Checkpoint | None:
+    checkpoints = _checkpoints([source])
     return max(checkpoints, key=lambda c: c.sequence) if checkpoints else None
 
 

@@ -4,8 +4,9 @@
 (only bounded caches of encoded strings, and a weak registry of loggers to reopen after a fork).
 The writer is :mod:`._writer`, the record encoding :mod:`._encoding`, the bridges :mod:`._bridge`.
 ``log()`` builds the ECS document and queues it; records are chained (sequence and hash)
-and appended when the queue is flushed, under an exclusive lock on the file, so that several
-threads or processes appending to one log never fork its chain. The durability policy says
+and appended when the queue is flushed, under an exclusive lock on a stable lock file beside
+the log (``<log>.lock``, not the log itself, which rotation renames), so that several threads
+or processes appending to and rotating one log never fork its chain. The durability policy says
 when that happens:
 
 ``flush``   every record is written (and flushed to the OS) before ``log()`` returns;

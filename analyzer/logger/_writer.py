@@ -41,9 +41,13 @@ from analyzer.events import (
 )
 from analyzer.integrity import (
     GENESIS_HASH,
+    ROTATED_STAMP,
     ChainHasher,
+    chain_declaration,
     checkpoint_path,
+    declaration_problem,
     load_key,
+    lock_path,
     now_checkpoint,
     write_checkpoint,
 )
@@ -79,7 +83,9 @@ class Durability(enum.StrEnum):
 
 
 _TAIL_CHUNK = 1 << 16
-_ROTATED = re.compile(r"\d{8}T\d{12}Z")
+# Read and append: the head is read from the descriptor that is written, never by path.
+_LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class AuditLogger:
@@ -94,7 +100,9 @@ class AuditLogger:
     key
         Integrity key (bytes, or a path to a key file). With a key the chain is HMAC-SHA256,
         without one plain SHA-256 (tamper-evident against accidents, not against an attacker
-        who can rewrite the file).
+        who can rewrite the file). The chain's first record declares which (and the key's id);
+        continuing a keyed chain without its key, with another key, or an unkeyed chain with
+        a key raises :class:`~analyzer.errors.IntegrityError`.
     min_level
         Records below this level are not written.
     durability
@@ -196,13 +204,21 @@ class AuditLogger:
         self._wake = threading.Event()
         self._since_checkpoint = 0
         self.recovered_torn: Path | None = None
+        self._declared_ino = -1  # the file whose chain declaration was checked
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._lock_fd = _open_lock(self.path)
+            self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
         except OSError as exc:
             raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
-        with self._file_lock():
-            self._end, self._seq, self._head = self._read_head()
+        self._end = -1  # unknown until read under the lock
+        try:
+            with self._file_lock():
+                self._sync_locked()
+        except BaseException:
+            os.close(self._fd)
+            os.close(self._lock_fd)
+            raise
         self._retention = retention
         self._retention_due = False
         self._shipping = None
@@ -389,8 +405,20 @@ class AuditLogger:
         ev.pop("hash", None)
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
         if self._cipher is not None:
+            # the chain's own metadata (rotation, declaration, deletions) stays in clear:
+            # verify reads it without the encryption key
+            details, chain = doc.get("analyzer"), None
+            if isinstance(details, Mapping) and "chain" in details:
+                chain = details["chain"]
+                details = {k: v for k, v in details.items() if k != "chain"}
+                if details:
+                    doc["analyzer"] = details
+                else:
+                    del doc["analyzer"]
             self._cipher.split(doc)
             doc["message"] = ""
+            if chain is not None:
+                doc.setdefault("analyzer", {})["chain"] = chain
         ev["sequence"] = -1  # a placeholder the chain fills in at flush time
         doc.setdefault("host", {"name": self.host})
         doc.setdefault("process", {"pid": self._pid})
@@ -434,6 +462,7 @@ class AuditLogger:
                 self._closed = True
                 self._wake.set()
                 os.close(self._fd)
+                os.close(self._lock_fd)
                 atexit.unregister(self.close)
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=5)
@@ -463,9 +492,12 @@ class AuditLogger:
         self._pending = []
         self._flusher = None
         self._wake = threading.Event()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        os.close(self._lock_fd)  # shared with the parent: closing our copy does not unlock it
+        self._lock_fd = _open_lock(self.path)
+        self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+        self._end = -1
         with self._file_lock():
-            self._end, self._seq, self._head = self._read_head()
+            self._sync_locked()
 
     def _enqueue(self, record: tuple[bytes, bytes]) -> None:
         with self._lock:
@@ -518,16 +550,19 @@ class AuditLogger:
             return
         pending, self._pending = self._pending, []
         with self._file_lock():
-            if self._rotated_elsewhere():
-                self._reopen()
-            elif os.fstat(self._fd).st_size != self._end:
-                # Another process appended since our last write: continue from its head.
-                self._end, self._seq, self._head = self._read_head()
-            if self._rotation_due():
-                self._rotate()
-            if self._needs_marker is not None:
-                pending.insert(0, self._marker(self._needs_marker))
+            try:
+                self._sync_locked()
+                if self._rotation_due():
+                    self._rotate()
+            except BaseException:  # e.g. a chain declared with another key: keep the records
+                self._pending = pending + self._pending
+                raise
+            queued, marker = list(pending), self._needs_marker
+            if marker is not None:
+                pending.insert(0, self._marker(marker))
                 self._needs_marker = None
+            if self._seq == 0:
+                pending[0] = self._declare(pending[0])  # the chain's first record says how
             seq, link = self._seq, self._hasher.link_parts
             head = self._head.encode("ascii")
             lines = []
@@ -543,9 +578,7 @@ class AuditLogger:
                 while written < len(blob):
                     written += os.write(self._fd, blob[written:])
             except OSError as exc:
-                # Nothing was chained on disk beyond what is there; requeue for the next try.
-                self._pending = pending + self._pending
-                self._end = os.fstat(self._fd).st_size
+                self._undo_write(queued, marker)
                 raise LogWriteError(
                     f"{self.path}: cannot write audit log: {exc.strerror}") from None
             if self._end == 0 and blob:
@@ -555,6 +588,68 @@ class AuditLogger:
             self._seq, self._head = seq, head
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
+
+    def _undo_write(self, queued: list[tuple[bytes, bytes]], marker: str | None) -> None:
+        """After a failed or short write (lock held): cut the file back to its last good end
+        and requeue the records as they were before this attempt, so the retry chains them
+        afresh and no fragment, or whole record written before the failure, stays behind."""
+        self._pending = queued + self._pending
+        self._needs_marker = marker
+        try:
+            os.ftruncate(self._fd, self._end)
+        except OSError as exc:
+            # The next write re-reads the head and sets an incomplete tail aside; complete
+            # records written before the failure would then be chained twice (as copies).
+            _log.error("%s: cannot cut a failed write back to byte %d: %s",
+                       self.path, self._end, exc.strerror)
+            self._end = -1
+
+    def _sync_locked(self) -> None:
+        """Make the descriptor, head and end current (file lock held).
+
+        Another process may have rotated the file (our descriptor is then the old file) or
+        appended to it since we last wrote: continue from what is on disk now.
+        """
+        if self._rotated_elsewhere():
+            os.close(self._fd)
+            self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+            self._file_started_ns = None
+            self._end = -1
+        if self._end != os.fstat(self._fd).st_size:
+            self._end, self._seq, self._head = self._read_head()
+
+    def _declare(self, record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+        """The first record of a chain, with ``analyzer.chain`` naming algorithm and key id.
+
+        Once per chain, so a parse and a re-encoding cost nothing that matters; the
+        declaration sits beside an encrypted envelope, in clear.
+        """
+        prefix, suffix = record
+        doc = orjson.loads(prefix + b"-1" + suffix)
+        analyzer = doc.setdefault("analyzer", {})
+        chain = analyzer.get("chain")
+        analyzer["chain"] = {**(chain if isinstance(chain, dict) else {}),
+                             **self._hasher.declaration()}
+        canonical = orjson.dumps(doc, option=_CANONICAL)
+        cut = canonical.rfind(b'"sequence":-1')
+        return canonical[:cut + 11], canonical[cut + 13:]
+
+    def _check_declaration(self, first_line: bytes, where: Path) -> None:
+        """Refuse to continue a chain declared with another key, or without one."""
+        try:
+            doc = orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            return  # not ours to judge here: verify names a damaged record
+        if not (_is_rotation(doc) or (isinstance(doc, dict) and isinstance(
+                doc.get("event"), dict) and doc["event"].get("sequence") == 1)):
+            return  # the file starts mid-chain without a rotation record: legacy or damaged
+        refused = declaration_problem(chain_declaration(doc), self._hasher)
+        if refused is None:
+            return
+        kind, why = refused
+        advice = ("pass its key (--key-file)" if kind == "key needed"
+                  else "use the key it was written with, or start a new log")
+        raise IntegrityError(f"{where}: {why}; refusing to append: {advice}")
 
     # -- rotation ------------------------------------------------------------------------
 
@@ -570,16 +665,23 @@ class AuditLogger:
         return False
 
     def _rotate(self) -> None:
-        """Rename the full file aside and continue the chain in a fresh one (lock held)."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        rotated = self.path.with_name(f"{self.path.name}.{stamp}")
+        """Rename the full file aside and continue the chain in a fresh one (lock held).
+
+        The lock is on the stable ``.lock`` file, not on the file renamed here, so writers
+        that still hold the old descriptor wait for us and then find it is no longer the log.
+        """
+        now = datetime.now(UTC)
+        rotated = self.path.with_name(f"{self.path.name}.{now:%Y%m%dT%H%M%S%fZ}")
+        while rotated.exists():  # a clock stepped back: never replace an earlier file
+            now += timedelta(microseconds=1)
+            rotated = self.path.with_name(f"{self.path.name}.{now:%Y%m%dT%H%M%S%fZ}")
         os.replace(self.path, rotated)
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # the lock moves with us to the new file
+        self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
         self._end = 0
         self._file_started_ns = None
         self._needs_marker = rotated.name
+        self._declared_ino = os.fstat(self._fd).st_ino  # we write its declaration
         self._retention_due = self._retention is not None
         _log.info("rotated %s to %s at sequence %d", self.path, rotated.name, self._seq)
 
@@ -590,28 +692,21 @@ class AuditLogger:
         except FileNotFoundError:
             return True
 
-    def _reopen(self) -> None:
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self._end, self._seq, self._head = self._read_head()
-        self._file_started_ns = None
-
     def _marker(self, previous: str) -> tuple[bytes, bytes]:
-        """The first record of a rotated-in file: where the chain comes from."""
+        """The first record of a rotated-in file: where the chain comes from, and how."""
         event = AuditEvent(
             "audit.rotation", timestamp=datetime.now(UTC), level=Level.INFO,
             outcome=Outcome.SUCCESS, category=("configuration",), logger=self.name,
             message=f"the chain continues from {previous} (sequence {self._seq})",
             analyzer={"chain": {"previous": {"file": previous, "sequence": self._seq,
-                                             "hash": self._head}}})
+                                             "hash": self._head},
+                                **self._hasher.declaration()}})
         prefix, suffix, _ = self._encode_event(event)
         return prefix, suffix
 
     def _first_record_ns(self) -> int:
         try:
-            with open(self.path, "rb") as handle:
-                doc = orjson.loads(handle.readline())
+            doc = orjson.loads(_first_line(self._fd))
             return int(parse_timestamp(doc["@timestamp"]).timestamp() * 1e9)
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, SchemaError):
             return time.time_ns()
@@ -628,55 +723,59 @@ class AuditLogger:
         return _FileLock(self)
 
     def _read_head(self) -> tuple[int, int, str]:
-        """(file size, last sequence, last hash) of the log, setting aside a torn tail."""
-        size = os.fstat(self._fd).st_size
+        """(file size, last sequence, last hash) of the log, read from our descriptor (lock
+        held): a valid last record that lost its newline is completed, a torn one set aside."""
+        fd = self._fd
+        size = os.fstat(fd).st_size
         if size == 0:
             return self._head_of_rotated()
-        with open(self.path, "rb") as handle:
-            last_line, start = _last_line(handle, size)
-            if not last_line.endswith(b"\n"):
-                size = self._set_aside_torn(handle, start, size)
+        ino = os.fstat(fd).st_ino
+        if ino != self._declared_ino:
+            self._check_declaration(_first_line(fd), self.path)
+            self._declared_ino = ino
+        last_line, start = _last_line(fd, size)
+        if not last_line.endswith(b"\n"):
+            if _chained_record(last_line) is not None:
+                os.write(fd, b"\n")  # complete, not set aside: it is a valid record
+                size += 1
+                last_line += b"\n"
+                _log.warning("%s: completed a last record that lacked its newline", self.path)
+            else:
+                size = self._set_aside_torn(start, size)
                 if size == 0:
                     return 0, 0, GENESIS_HASH
-                last_line, start = _last_line(handle, size)
-        try:
-            doc = orjson.loads(last_line)
-            seq, head = doc["event"]["sequence"], doc["event"]["hash"]
-            if not isinstance(seq, int) or not isinstance(head, str):
-                raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+                last_line, start = _last_line(fd, size)
+        head = _chained_record(last_line)
+        if head is None:
             raise IntegrityError(
                 f"{self.path}: the last record (byte {start}) is not a chained audit record; "
-                "refusing to continue a chain that cannot be verified (run verify)") from None
-        if len(head) != len(GENESIS_HASH):
-            raise IntegrityError(f"{self.path}: the last record has a malformed event.hash")
-        return size, seq, head
+                "refusing to continue a chain that cannot be verified (run verify)")
+        return size, head[0], head[1]
 
     def _head_of_rotated(self) -> tuple[int, int, str]:
         """An empty log whose earlier files were rotated away continues their chain."""
         siblings = sorted(p for p in self.path.parent.glob(f"{self.path.name}.*")
-                          if _ROTATED.fullmatch(p.name[len(self.path.name) + 1:]))
+                          if ROTATED_STAMP.fullmatch(p.name[len(self.path.name) + 1:]))
         if not siblings:
             return 0, 0, GENESIS_HASH
         newest = siblings[-1]
         with newest.open("rb") as handle:
-            last_line, _ = _last_line(handle, newest.stat().st_size)
-        try:
-            doc = orjson.loads(last_line)
-            seq, head = int(doc["event"]["sequence"]), str(doc["event"]["hash"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            fd = handle.fileno()
+            self._check_declaration(_first_line(fd), newest)
+            last_line, _ = _last_line(fd, os.fstat(fd).st_size)
+        head = _chained_record(last_line)
+        if head is None:
             raise IntegrityError(f"{newest}: its last record is not a chained audit record; "
-                                 "refusing to continue the chain (run verify)") from None
+                                 "refusing to continue the chain (run verify)")
         self._needs_marker = newest.name
-        return 0, seq, head
+        return 0, head[0], head[1]
 
-    def _set_aside_torn(self, handle: Any, start: int, size: int) -> int:
-        handle.seek(start)
-        torn = handle.read(size - start)
+    def _set_aside_torn(self, start: int, size: int) -> int:
+        torn = os.pread(self._fd, size - start, start)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
         aside.write_bytes(torn)
-        os.truncate(self.path, start)
+        os.ftruncate(self._fd, start)
         self.recovered_torn = aside
         _log.warning("%s: moved an incomplete last line (%d bytes) aside to %s",
                      self.path, len(torn), aside)
@@ -718,8 +817,49 @@ def _duration_ns(value: str | timedelta | None) -> int | None:
     return int(value.total_seconds() * 1e9)
 
 
-def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
-    """The last line of a file of ``size`` bytes (with its newline, if any) and its offset.
+def _open_lock(log: Path) -> int:
+    """The stable lock file writers take turns on (``<log>.lock``, 0600, never a link).
+
+    Not the log itself: rotation renames the log, and a lock on a renamed inode excludes
+    nobody who opened the new file.
+    """
+    return os.open(lock_path(log), _LOCK_FLAGS, 0o600)
+
+
+def _is_rotation(doc: Any) -> bool:
+    return (isinstance(doc, dict) and isinstance(doc.get("event"), dict)
+            and doc["event"].get("action") == "audit.rotation")
+
+
+def _chained_record(line: bytes) -> tuple[int, str] | None:
+    """(sequence, hash) of a line that is a chained audit record, else ``None``."""
+    try:
+        doc = orjson.loads(line)
+        seq, head = doc["event"]["sequence"], doc["event"]["hash"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if type(seq) is not int or not isinstance(head, str) or len(head) != len(GENESIS_HASH):
+        return None
+    return seq, head
+
+
+def _first_line(fd: int) -> bytes:
+    """The first line of the open file ``fd`` (read with pread: no offset is moved)."""
+    buf, pos = b"", 0
+    while True:
+        chunk = os.pread(fd, _TAIL_CHUNK, pos)
+        cut = chunk.find(b"\n")
+        if cut != -1:
+            return buf + chunk[:cut + 1]
+        buf += chunk
+        pos += len(chunk)
+        if not chunk or len(buf) > (16 << 20):  # bounded: a line this long is no record
+            return buf
+
+
+def _last_line(fd: int, size: int) -> tuple[bytes, int]:
+    """The last line of the first ``size`` bytes of ``fd`` (with its newline, if any) and its
+    offset.
 
     Reads backwards in chunks, so reopening a large log costs one line, not the file.
     """
@@ -727,8 +867,7 @@ def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
     while True:
         step = min(_TAIL_CHUNK, pos)
         pos -= step
-        handle.seek(pos)
-        buf = handle.read(step) + buf
+        buf = os.pread(fd, step, pos) + buf
         cut = buf.rfind(b"\n", 0, len(buf) - 1)  # a newline in the last byte ends the line
         if cut != -1:
             return buf[cut + 1:], pos + cut + 1
@@ -737,11 +876,7 @@ def _last_line(handle: Any, size: int) -> tuple[bytes, int]:
 
 
 class _FileLock:
-    """An exclusive advisory lock on the log, so concurrent writers take turns.
-
-    The descriptor is looked up on exit, not captured on entry: a rotation inside the locked
-    section swaps the logger's descriptor (and takes the lock on the new file with it).
-    """
+    """An exclusive advisory lock on the log's stable lock file, so writers take turns."""
 
     __slots__ = ("_owner",)
 
@@ -749,7 +884,7 @@ class _FileLock:
         self._owner = owner
 
     def __enter__(self) -> None:
-        fcntl.flock(self._owner._fd, fcntl.LOCK_EX)
+        fcntl.flock(self._owner._lock_fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._owner._fd, fcntl.LOCK_UN)
+        fcntl.flock(self._owner._lock_fd, fcntl.LOCK_UN)

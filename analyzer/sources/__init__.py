@@ -108,9 +108,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 
 #: Files the tools keep beside a log, never logs themselves (skipped in folders and globs):
-#: rejected lines, checkpoints, torn tails, shipper cursors and dead letters, watch state.
+#: rejected lines, checkpoints, torn tails, shipper cursors and dead letters, watch state,
+#: the writers' lock file (``.lock``, a suffix: a marker would also match ``x.lockdown``).
 SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".ship-", ".watch-state", ".cursor")
-SIDE_FILE_SUFFIXES = (".tmp", ".key", ".pub", ".md")
+SIDE_FILE_SUFFIXES = (".tmp", ".key", ".pub", ".md", ".lock")
 
 
 def is_side_file(path: Path) -> bool:
