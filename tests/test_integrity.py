@@ -49,7 +49,7 @@ def test_intact_log_verifies(sample_log, key):
 
 
 def test_keyed_log_does_not_verify_with_another_key(sample_log):
-    report = verify_log(sample_log, key=b"wrong key")
+    report = verify_log(sample_log, key=b"wrong-integrity-key")
     assert not report.ok and report.problem is Problem.CHANGED and report.line == 1
 
 

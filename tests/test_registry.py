@@ -30,7 +30,7 @@ def models(org):
 
 def test_versions_cards_promote_and_rollback_are_audited(tmp_path, models, key):
     registry = ModelRegistry(tmp_path / "models")
-    first = registry.register(models[0], "acme", key=b"sign")
+    first = registry.register(models[0], "acme", key=b"registry-signing-key")
     second = registry.register(models[1], "acme", evaluation={"roc_auc": 0.93, "junk": 1})
     assert (first.label, second.label) == ("acme-1", "acme-2")
     assert first.signed and not second.signed
@@ -59,7 +59,7 @@ def test_versions_cards_promote_and_rollback_are_audited(tmp_path, models, key):
     assert last["analyzer"]["model"]["previous"] == "acme-2.joblib"
     assert "too many alerts" in last["message"]
     assert verify_log(log, key=key).ok
-    assert registry.load_current(key=b"sign").metadata["model_id"] == first.model_id
+    assert registry.load_current(key=b"registry-signing-key").metadata["model_id"] == first.model_id
 
 
 def test_a_modified_artifact_is_never_made_current(tmp_path, models):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import stat
 import sys
 import textwrap
 from pathlib import Path
 
 from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.events import printable
+from analyzer.files import check_private
 from analyzer.integrity import load_key
 
 
@@ -32,13 +32,7 @@ def add_key_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_private(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise SourceError(f"{path}: key file not found") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: key file is accessible by group or others; "
-                          f"run: chmod 600 {path}")
+    check_private(path, "key file")
 
 
 def read_key_file(path: Path | None) -> bytes | None:
@@ -154,7 +148,7 @@ def load_model_from_args(args: argparse.Namespace):
         header, _ = read_model_header(Path(args.model))
         if str(header.get("signature") or "").startswith("hmac-"):
             key = user_signing_key(create=False)
-    model = load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+    model = load_model(args.model, key=key, trust_unsigned=args.trust_unsigned_model)
     # A trusted-unsigned file can hold any object: say so here, not as an AttributeError deep
     # in scoring. (Its code has run by now: that is what trusting it meant.)
     from analyzer.model import AuditModel

@@ -226,9 +226,10 @@ def run_score(args: argparse.Namespace) -> int:
     if args.model is None:
         from analyzer.registry import ModelRegistry
 
-        current = ModelRegistry(args.models).current()
-        if current is not None:
-            args.model = current
+        registry = ModelRegistry(args.models)
+        if registry.current() is not None:
+            # the pointer must name what was last promoted, unchanged since (else refused)
+            current = args.model = registry.checked_current()
             say(f"no --model given: using the registry's current model {current}")
     progress = Progress()
     progress("reading...")

@@ -39,6 +39,7 @@ from analyzer.events import (
     json_default,
     parse_timestamp,
 )
+from analyzer.files import mode_of, open_append, open_exclusive
 from analyzer.integrity import (
     GENESIS_HASH,
     ChainHasher,
@@ -198,7 +199,7 @@ class AuditLogger:
         self.recovered_torn: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._fd = open_append(self.path, 0o640)
         except OSError as exc:
             raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
         with self._file_lock():
@@ -463,7 +464,7 @@ class AuditLogger:
         self._pending = []
         self._flusher = None
         self._wake = threading.Event()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = open_append(self.path, 0o640)
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
 
@@ -575,7 +576,7 @@ class AuditLogger:
         rotated = self.path.with_name(f"{self.path.name}.{stamp}")
         os.replace(self.path, rotated)
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = open_append(self.path, 0o640)
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # the lock moves with us to the new file
         self._end = 0
         self._file_started_ns = None
@@ -592,7 +593,7 @@ class AuditLogger:
 
     def _reopen(self) -> None:
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = open_append(self.path, 0o640)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._end, self._seq, self._head = self._read_head()
         self._file_started_ns = None
@@ -620,7 +621,8 @@ class AuditLogger:
         self._since_checkpoint = 0
         try:
             write_checkpoint(checkpoint_path(self.path),
-                             now_checkpoint(self._seq, self._head, self.path.name))
+                             now_checkpoint(self._seq, self._head, self.path.name),
+                             mode=mode_of(self.path))
         except OSError as exc:
             _log.warning("cannot write checkpoint beside %s: %s", self.path, exc)
 
@@ -675,7 +677,11 @@ class AuditLogger:
         torn = handle.read(size - start)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
-        aside.write_bytes(torn)
+        fd = open_exclusive(aside, mode_of(self.path))
+        try:
+            os.write(fd, torn)
+        finally:
+            os.close(fd)
         os.truncate(self.path, start)
         self.recovered_torn = aside
         _log.warning("%s: moved an incomplete last line (%d bytes) aside to %s",

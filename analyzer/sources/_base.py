@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
+from analyzer.files import open_append
 
 __all__ = [
     "ReadResult",
@@ -249,7 +250,8 @@ def write_rejected(rejected: Iterable[Rejected], destination: str | os.PathLike[
     can fix and re-import it; nothing rejected is lost without trace.
     """
     count = 0
-    with Path(destination).open("ab") as out:
+    # a side file beside the user's input: created 0600, never through a planted symlink
+    with os.fdopen(open_append(destination), "ab") as out:
         for item in rejected:
             raw = item.raw[:4096].replace(b"\n", b"\\n")
             out.write(f"# {item.describe()}\n".encode("utf-8", "backslashreplace"))
