@@ -67,6 +67,13 @@ def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+def sealing_key(args: argparse.Namespace) -> bytes | None:
+    """The key a command seals what it writes into the trail with: the (first) key of
+    ``--encryption-key-file``. An encrypted trail refuses a writer without it."""
+    keys = read_encryption_keys(getattr(args, "encryption_key_file", None))
+    return keys[0] if keys else None
+
+
 def parse_mapping(items: list[str] | None, *, option: str = "--map",
                   shape: str = "SOURCE=COLUMN") -> dict[str, str]:
     """``["src_addr=source_ip"]`` -> ``{"src_addr": "source_ip"}`` (also ``--set``'s pairs)."""

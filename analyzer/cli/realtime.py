@@ -24,6 +24,7 @@ from analyzer.cli._common import (
     read_encryption_keys,
     read_key_file,
     say,
+    sealing_key,
     warn,
 )
 from analyzer.errors import ConfigError
@@ -164,6 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be deleted; delete and record nothing")
     add_key_option(p)
+    add_encryption_options(p, reading=False)
     p.set_defaults(func=run_retention)
 
 
@@ -294,8 +296,16 @@ def run_ship(args: argparse.Namespace) -> int:
         raise FileNotFoundError(2, "no such file", str(args.log))
     key = read_key_file(args.key_file)
     sink = build_sink(args)
-    # Rejected records are reported into the shipped log itself, continuing its chain.
-    audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship")
+    # Rejected records are reported into the shipped log itself, continuing its chain,
+    # sealed with the trail's key; without it (--clear-only) they are reported on stderr
+    # and in the dead-letter file only, never written in clear into an encrypted trail.
+    from analyzer.crypto import trail_is_sealed
+
+    encryption = sealing_key(args)
+    audit = None
+    if encryption is not None or not trail_is_sealed(args.log):
+        audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship",
+                            encryption_key=encryption)
     shipper = Shipper(args.log, sink, batch_records=args.batch, audit=audit,
                       select=is_alert if args.only == "alerts" else None,
                       transform=_record_unsealer(_unsealing(args, command="ship")))
@@ -313,7 +323,8 @@ def run_ship(args: argparse.Namespace) -> int:
         restore()
         done.set()
         sink.close()
-        audit.close()
+        if audit is not None:
+            audit.close()
     say(stats.summary())
     if stats.rejected:
         warn("ship", f"{stats.rejected:,} records rejected for good: see {shipper.dead_letter}")
@@ -351,7 +362,7 @@ def run_watch(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     meta = getattr(model, "metadata", {}) or {}
     audit = AuditLogger(args.log, key=read_key_file(args.key_file),
-                        name="audit-analyzer.watch")
+                        name="audit-analyzer.watch", encryption_key=sealing_key(args))
     write = alert_writer(audit, model_id=str(meta.get("model_id", "unknown")),
                          model_version=str(meta.get("created", "")))
 
@@ -413,7 +424,8 @@ def run_retention(args: argparse.Namespace) -> int:
     destinations = () if args.not_shipped else args.destination
     # Deletions are recorded in the log itself, continuing its chain (hence its key).
     with AuditLogger(args.log, key=read_key_file(args.key_file),
-                     name="audit-analyzer.retention") as audit:
+                     name="audit-analyzer.retention",
+                     encryption_key=sealing_key(args)) as audit:
         report = apply_retention(args.log, audit=audit, keep_days=args.keep_days,
                                  keep_files=args.keep_files, destinations=destinations,
                                  dry_run=args.dry_run)

@@ -204,6 +204,8 @@ class AuditLogger:
             raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
+        if self._cipher is None and self._end:
+            self._refuse_clear_into_sealed()
         self._retention = retention
         self._retention_due = False
         self._shipping = None
@@ -449,6 +451,16 @@ class AuditLogger:
         return f"AuditLogger({str(self.path)!r}, durability={self.durability.value!r})"
 
     # -- writing -------------------------------------------------------------------------
+
+    def _refuse_clear_into_sealed(self) -> None:
+        """An encrypted trail gets no record in clear: without its key, refuse to write."""
+        from analyzer.crypto import trail_is_sealed
+
+        if trail_is_sealed(self.path):
+            os.close(self._fd)
+            raise ConfigError(f"{self.path}: records are encrypted at rest; give the "
+                              "encryption key (encryption_key=, --encryption-key-file) to "
+                              "write to it, so that nothing is added in clear")
 
     def _after_fork(self) -> None:
         """In a forked child: own file descriptor and lock, no inherited queue or thread.
