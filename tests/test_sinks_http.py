@@ -74,6 +74,7 @@ def test_splunk_hec_gets_event_envelopes_with_the_token(receiver, log_path, tmp_
     ids = write(log_path, 3)
     token = tmp_path / "hec"
     token.write_text("11111111-2222-3333-4444-555555555555\n")
+    token.chmod(0o600)
     sink = SplunkHecSink.from_files(receiver.url, token_file=token, index="audit")
     assert Shipper(log_path, sink).run().delivered == 3
     path, headers, body = receiver.requests[0]

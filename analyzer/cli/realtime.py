@@ -218,9 +218,10 @@ def build_sink(args: argparse.Namespace) -> Any:
         return SqliteSink(args.db, name=name)
     if args.to == "postgres":
         from analyzer.sinks.postgres import PostgresSink
+        from analyzer.store import redact_dsn
 
         _need(args, "dsn")
-        if "@" in args.dsn and ":" in args.dsn.split("@", 1)[0].split("//", 1)[-1]:
+        if redact_dsn(args.dsn) != args.dsn:  # user:pw@, ?password=, password=... alike
             raise ConfigError("--dsn must not carry a password; use PGPASSWORD or ~/.pgpass")
         return PostgresSink(args.dsn, name=name)
     if args.to == "elasticsearch":
@@ -235,6 +236,7 @@ def build_sink(args: argparse.Namespace) -> Any:
             password = _secret_from_env(ENV_ES_PASSWORD)
             if password is None:
                 raise ConfigError(f"--username needs --password-file (or ${ENV_ES_PASSWORD})")
+        _warn_plain_http(args.url, api_key or password, "ship")
         return ElasticsearchSink(args.url, index=args.index, api_key=api_key,
                                  username=args.username, password=password,
                                  ca_file=args.ca_file, verify=verify, op_type=args.op_type,
@@ -260,6 +262,7 @@ def build_sink(args: argparse.Namespace) -> Any:
             _secret_from_env(ENV_SPLUNK_TOKEN)
         if token is None:
             raise ConfigError(f"--to splunk needs --token-file (or ${ENV_SPLUNK_TOKEN})")
+        _warn_plain_http(args.url, token, "ship")
         return SplunkHecSink(args.url, token=token, index=args.splunk_index,
                              ca_file=args.ca_file, verify=verify, name=name)
     from analyzer.sinks.http import WebhookSink
@@ -267,8 +270,16 @@ def build_sink(args: argparse.Namespace) -> Any:
     _need(args, "url")
     token = read_secret(args.token_file) if args.token_file else \
         _secret_from_env(ENV_WEBHOOK_TOKEN)
+    _warn_plain_http(args.url, token, "ship")
     return WebhookSink(args.url, headers={"Authorization": f"Bearer {token}"} if token else None,
                        ca_file=args.ca_file, verify=verify, name=name)
+
+
+def _warn_plain_http(url: str, secret: str | None, command: str) -> None:
+    if secret and url.lower().startswith("http://"):
+        warn(command, f"the credential for {url.split('/')[2] if url.count('/') >= 2 else url} "
+                      "is sent over plain http://: anyone on the way can read and replay "
+                      "it; use https://")
 
 
 def _on_signals(stop: Callable[[], None]) -> Callable[[], None]:
@@ -381,6 +392,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
         token = read_secret(args.webhook_token_file) if args.webhook_token_file else \
             _secret_from_env(ENV_WEBHOOK_TOKEN)
+        _warn_plain_http(args.webhook, token, "watch")
         sink = WebhookSink(args.webhook, ca_file=args.ca_file,
                            headers={"Authorization": f"Bearer {token}"} if token else None)
         start_at_end_if_new(args.log, sink.name)
