@@ -32,7 +32,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from analyzer.errors import ConfigError
+from analyzer.errors import ConfigError, SourceError
 
 __all__ = ["PRIVATE", "append_side", "atomic_write", "check_private", "mode_of", "open_append",
            "open_exclusive"]
@@ -53,9 +53,10 @@ def mode_of(path: str | os.PathLike[str], default: int = PRIVATE) -> int:
 
 
 def _refusal(path: str | os.PathLike[str], exc: OSError) -> OSError:
-    # ELOOP from O_NOFOLLOW: the last component is a symbolic link.
+    # ELOOP from O_NOFOLLOW: the last component is a symbolic link. A SourceError is an
+    # OSError too, so a writer that survives a failed side file (checkpoints) survives it.
     if os.path.islink(path):
-        return ConfigError(f"{path}: is a symbolic link; refusing to write through it "
+        return SourceError(f"{path}: is a symbolic link; refusing to write through it "
                            "(remove it, or point the tool at the real file)")
     return exc
 
@@ -130,8 +131,6 @@ def check_private(path: str | os.PathLike[str], what: str = "key file") -> None:
     ConfigError
         The file or its folder is too open; the message says the ``chmod`` that fixes it.
     """
-    from analyzer.errors import SourceError
-
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
