@@ -19,7 +19,7 @@ from analyzer.errors import ConfigError
 from analyzer.logger import AuditLogger
 from analyzer.synth import SynthConfig, generate
 
-TOKEN = "tok-3f9c2a7d41e8b6"  # noqa: S105 - a test credential
+TOKEN = "tok-3f9c2a7d41e8b6"
 
 
 class EchoingRefuser:

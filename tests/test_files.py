@@ -13,7 +13,7 @@ from analyzer.files import atomic_write
 from analyzer.integrity import checkpoint_path
 from analyzer.logger import AuditLogger
 from analyzer.persistence import save_model
-from analyzer.sinks.shipper import Cursor, Shipper, SendResult, save_cursor
+from analyzer.sinks.shipper import Cursor, SendResult, Shipper, save_cursor
 from analyzer.sources import Rejected, write_rejected
 
 ATTACKER_LINE = b"ssh-ed25519 AAAA attacker@evil\n"

@@ -201,7 +201,8 @@ class AuditLogger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = open_append(self.path, 0o640)
         except OSError as exc:
-            raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror or exc}") from None
+            raise LogWriteError(
+                f"{self.path}: cannot open audit log: {exc.strerror or exc}") from None
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
         if self._cipher is None and self._end:
