@@ -29,7 +29,7 @@ import orjson
 from analyzer.errors import ConfigError, SchemaError, SourceError
 
 __all__ = ["SEALED_MARK", "SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key",
-           "starts_sealed"]
+           "starts_sealed", "trail_is_sealed"]
 
 #: Top-level record fields that are encrypted; everything else stays in clear.
 SENSITIVE_FIELDS = ("analyzer", "message", "resource", "session", "source", "user")
@@ -42,6 +42,25 @@ def starts_sealed(path: str | os.PathLike[str], *, head: int = 1 << 16) -> bool:
     """Whether the first records of the log at ``path`` are encrypted at rest."""
     with open(path, "rb") as handle:
         return SEALED_MARK in handle.read(head)
+
+
+def trail_is_sealed(path: str | os.PathLike[str], *, span: int = 1 << 16) -> bool:
+    """Whether the log at ``path`` holds records encrypted at rest, at its start or its end.
+
+    What a writer checks before appending: a trail that was encrypted stays encrypted, so a
+    writer without the key must refuse rather than add records in clear.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if SEALED_MARK in handle.read(span):
+                return True
+            if size > span:
+                handle.seek(max(span, size - span) - len(SEALED_MARK))
+                return SEALED_MARK in handle.read()
+    except FileNotFoundError:
+        return False
+    return False
 
 
 def _aesgcm() -> Any:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +98,11 @@ def record_feedback(audit: AuditLogger, alert_id: str, verdict: str, *, note: st
     if verdict not in VERDICTS:
         raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
     alert_id = alert_id.strip()
-    known = known_alerts if known_alerts is not None else \
-        set(read_alerts(audit.path)["alert_id"])
+    if known_alerts is None:
+        from analyzer.alerts import existing_alert_ids
+
+        known_alerts = existing_alert_ids(audit.path)  # ids are in clear, even when sealed
+    known = known_alerts
     if alert_id not in known:
         raise ConfigError(f"unknown alert id {alert_id!r}: no alert with this event.id in "
                           f"{audit.path}")
@@ -117,8 +120,11 @@ def record_feedback(audit: AuditLogger, alert_id: str, verdict: str, *, note: st
 
 # -- reading the trail -------------------------------------------------------------------------
 
+Unseal = Callable[[dict], dict]
+
+
 def _records(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-             needle: bytes) -> Iterable[dict]:
+             needle: bytes, unseal: Unseal | None = None) -> Iterable[dict]:
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     for item in items:
         path = Path(item)
@@ -136,13 +142,25 @@ def _records(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                     doc = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # verify reports broken records; here they are not ours
-                if isinstance(doc, dict):
-                    yield doc
+                if not isinstance(doc, dict):
+                    continue
+                if isinstance((doc.get("analyzer") or {}).get("encrypted"), dict):
+                    if unseal is None:
+                        # the alert's entity or the verdict is sealed: reading on without
+                        # them would leave attacks in a training set without a word
+                        raise SchemaError(
+                            f"{path}: alerts and verdicts are encrypted at rest; give the "
+                            "encryption key (unseal=, --encryption-key-file)")
+                    doc = unseal(doc)
+                yield doc
 
 
-def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
-                ) -> pd.DataFrame:
+def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                unseal: Unseal | None = None) -> pd.DataFrame:
     """Every alert written into audit logs (one row per ``event.id``, the first kept).
+
+    ``unseal`` opens records encrypted at rest (a
+    :meth:`~analyzer.crypto.RecordCipher.unseal`); without it a sealed alert is an error.
 
     Returns
     -------
@@ -151,7 +169,7 @@ def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         timestamp`` (times UTC).
     """
     rows = []
-    for doc in _records(paths, b'"kind":"alert"'):
+    for doc in _records(paths, b'"kind":"alert"', unseal):
         event = doc.get("event") or {}
         details = ((doc.get("analyzer") or {}).get("alert") or {})
         if event.get("kind") != "alert" or not event.get("id"):
@@ -172,9 +190,10 @@ def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     return frame.drop_duplicates("alert_id").reset_index(drop=True)
 
 
-def read_feedback(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
-                  ) -> pd.DataFrame:
-    """Every verdict recorded in audit logs, in the order written.
+def read_feedback(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                  unseal: Unseal | None = None) -> pd.DataFrame:
+    """Every verdict recorded in audit logs, in the order written (``unseal``: as in
+    :func:`read_alerts`).
 
     Returns
     -------
@@ -182,7 +201,7 @@ def read_feedback(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str
         ``alert_id, verdict, note, analyst, timestamp, event_id``.
     """
     rows = []
-    for doc in _records(paths, FEEDBACK_ACTION.encode()):
+    for doc in _records(paths, FEEDBACK_ACTION.encode(), unseal):
         event = doc.get("event") or {}
         details = (doc.get("analyzer") or {}).get("feedback") or {}
         if event.get("action") != FEEDBACK_ACTION or details.get("verdict") not in VERDICTS:

@@ -43,9 +43,11 @@ from typing import IO, Any
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, SourceError
+from analyzer.files import PRIVATE, append_side
 
 __all__ = [
     "GENESIS_HASH",
+    "MIN_KEY_BYTES",
     "ROTATED_STAMP",
     "ChainHasher",
     "Checkpoint",
@@ -53,6 +55,7 @@ __all__ = [
     "VerifyReport",
     "canonical_bytes",
     "chain_declaration",
+    "check_key_strength",
     "checkpoint_path",
     "declaration_problem",
     "key_id",
@@ -206,7 +209,22 @@ def load_key(source: bytes | str | os.PathLike[str] | None) -> bytes | None:
             raise SourceError(f"{path}: cannot read key file: {exc.strerror}") from None
     if not key:
         raise ConfigError("integrity key is empty")
+    check_key_strength(key, "integrity key" if isinstance(source, bytes) else f"{source}: key")
     return key
+
+
+#: The shortest secret key accepted (integrity and model signing keys).
+MIN_KEY_BYTES = 16
+
+
+def check_key_strength(key: bytes, what: str = "key") -> None:
+    """Refuse a secret key an attacker could guess: shorter than :data:`MIN_KEY_BYTES`,
+    or one byte repeated (all zeros, ``"aaaa..."``)."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{what} is {len(key)} bytes; use at least {MIN_KEY_BYTES} random "
+                          "bytes, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+    if len(set(key)) == 1:
+        raise ConfigError(f"{what} is one byte repeated (e.g. all zeros); use random bytes")
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -236,10 +254,11 @@ def lock_path(log_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint) -> None:
-    """Append one checkpoint line to ``destination``."""
-    with open(destination, "ab") as out:
-        out.write(checkpoint.to_json() + b"\n")
+def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint, *,
+                     mode: int = PRIVATE) -> None:
+    """Append one checkpoint line to ``destination`` (created with ``mode``; a symlink in
+    its place is refused, see :mod:`analyzer.files`)."""
+    append_side(destination, checkpoint.to_json() + b"\n", mode=mode)
 
 
 def read_checkpoints(source: str | os.PathLike[str], *,

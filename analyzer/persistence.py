@@ -34,7 +34,9 @@ import numpy as np
 import orjson
 import sklearn
 
-from analyzer.errors import ModelLoadError
+from analyzer.errors import ConfigError, ModelLoadError
+from analyzer.files import atomic_write
+from analyzer.integrity import check_key_strength
 
 __all__ = ["MODEL_MAGIC", "ModelInfo", "load_model", "read_model_header", "save_model"]
 
@@ -73,6 +75,10 @@ def _signature(key: bytes, digest: str, metadata: dict[str, Any]) -> str:
     if _is_pem(key):
         private = _pem_key(key, private=True)
         return "ed25519:" + base64.b64encode(private.sign(message)).decode("ascii")
+    try:
+        check_key_strength(key, "model signing key")
+    except ConfigError as exc:
+        raise ModelLoadError(str(exc)) from None
     return "hmac-sha256:" + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -166,18 +172,15 @@ def save_model(model: Any, path: str | os.PathLike[str], *, key: bytes | None = 
     header = {"digest": digest, "signature": _signature(key, digest, metadata) if key else None,
               "metadata": metadata}
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("wb") as out:
-        out.write(MODEL_MAGIC)
-        out.write(orjson.dumps(header, option=orjson.OPT_SORT_KEYS) + b"\n")
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
+    # 0600, through a temporary file with a random name: a model file is code to whoever
+    # loads it, so no one else may write it, nor plant a link where it is written
+    atomic_write(target, MODEL_MAGIC + orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
+                 + b"\n" + payload)
     if card:
         signed = None if not key else ("Ed25519" if _is_pem(key) else "HMAC-SHA256")
-        target.with_suffix(".md").write_text(model_card(metadata, digest, signed=signed),
-                                              encoding="utf-8")
+        atomic_write(target.with_suffix(".md"),
+                     model_card(metadata, digest, signed=signed).encode("utf-8"),
+                     mode=0o644, fsync=False)
     return ModelInfo(metadata, digest=digest)
 
 
@@ -206,18 +209,20 @@ def read_model_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int
 
 
 def load_model(path: str | os.PathLike[str], *, key: bytes | None = None,
-               require_signature: bool = False) -> Any:
-    """Load a model file after checking its digest (and signature) before unpickling.
+               trust_unsigned: bool = False) -> Any:
+    """Load a model file after checking its digest and signature, before unpickling.
 
     Parameters
     ----------
     path
         The model file.
     key
-        Verification key: the shared secret, or the Ed25519 public key in PEM. When given,
-        the file must carry a valid signature made with it.
-    require_signature
-        Refuse an unsigned file even when no key is given.
+        Verification key: the shared secret, or the Ed25519 public key in PEM. The file
+        must carry a valid signature made with it.
+    trust_unsigned
+        DANGEROUS: without a key, load the file anyway. A model file is a pickle: loading
+        it runs the code inside it, so this is only for files you made yourself and kept
+        where no one else can write. Without a key and without this, loading is refused.
 
     Raises
     ------
@@ -240,11 +245,11 @@ def load_model(path: str | os.PathLike[str], *, key: bytes | None = None,
         if not _signature_holds(key, str(signature), digest, metadata):
             raise ModelLoadError(f"{source}: model signature does not match the key; "
                                  "refusing to load it")
-    elif require_signature:
+    elif not trust_unsigned:
         state = "is signed, but no key was given to check it" if signature else "is not signed"
         raise ModelLoadError(f"{source}: model {state}; pass the key it was signed with "
-                             "(--signing-key-file), or --trust-unsigned-model if you trust "
-                             "this file")
+                             "(key=, --signing-key-file), or trust it explicitly "
+                             "(trust_unsigned=True, --trust-unsigned-model) if you made it")
     _warn_on_version_drift(source, metadata.get("versions", {}))
     try:
         model = joblib.load(io.BytesIO(payload))

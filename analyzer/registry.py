@@ -6,7 +6,7 @@ A registry is a folder (``models/`` by default) holding::
       acme-1.joblib   acme-1.md      one artifact and its model card per version
       acme-2.joblib   acme-2.md
       current                        plain text: the file name of the current artifact
-      history.jsonl                  one line per promotion or rollback
+      history.jsonl                  one line per promotion or rollback (artifact, digest)
 
 :meth:`ModelRegistry.register` saves a fitted model as the next version of a name (through
 :func:`analyzer.persistence.save_model`, which writes the model card: training period and
@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, ModelLoadError
+from analyzer.files import append_side, atomic_write, mode_of
 from analyzer.logger import AuditLogger
 from analyzer.persistence import load_model, read_model_header, save_model
 
@@ -188,13 +189,45 @@ class ModelRegistry:
         known = ", ".join(e.label for e in entries) or "none"
         raise ConfigError(f"no model {name!r} in {self.root} (registered: {known})")
 
-    def load_current(self, *, key: bytes | None = None,
-                     require_signature: bool = False) -> Any:
-        """Load the current model (see :func:`analyzer.persistence.load_model`)."""
+    def checked_current(self) -> Path:
+        """The current artifact, checked against the registry's own record of promotions.
+
+        ``current`` is a plain file: someone who edits it by hand, or copies another
+        artifact (even one signed with the same key) over the current one, changes which
+        model scores without an audit record. The pointer must name the artifact of the
+        last promotion or rollback in ``history.jsonl``, and that artifact must still have
+        the digest recorded then.
+
+        Raises
+        ------
+        ModelLoadError
+            No current model, or the pointer or the artifact differ from the record.
+        """
         path = self.current()
         if path is None:
             raise ModelLoadError(f"{self.root}: no current model; promote one first")
-        return load_model(path, key=key, require_signature=require_signature)
+        record = self._last_move()
+        if record is None or record.get("artifact") != path.name:
+            recorded = record.get("artifact") if record else "no promotion"
+            raise ModelLoadError(
+                f"{self.current_path} names {path.name}, but the registry's history records "
+                f"{recorded}: the pointer was changed outside the registry; make a model "
+                "current with 'audit-analyzer models promote' (which records it)")
+        digest = record.get("digest")
+        if digest is not None:
+            header, _ = read_model_header(path)
+            if not hmac.compare_digest(str(header["digest"]), str(digest)):
+                raise ModelLoadError(
+                    f"{path}: is not the artifact promoted as {path.name} (its digest "
+                    "changed since the promotion: the file was replaced); promote the model "
+                    "you mean explicitly")
+        return path
+
+    def load_current(self, *, key: bytes | None = None, trust_unsigned: bool = False) -> Any:
+        """Load the current model, checked with :meth:`checked_current`, then as
+        :func:`analyzer.persistence.load_model` does (signed with ``key``, or trusted
+        explicitly with ``trust_unsigned``)."""
+        return load_model(self.checked_current(), key=key, trust_unsigned=trust_unsigned)
 
     # -- changing -----------------------------------------------------------------------
 
@@ -306,32 +339,43 @@ class ModelRegistry:
         audit.flush()  # recorded before the pointer moves
 
     def _point(self, path: Path) -> None:
-        tmp = self.current_path.with_name(CURRENT_FILE + ".tmp")
-        tmp.write_text(path.name + "\n", encoding="utf-8")
-        os.replace(tmp, self.current_path)
+        atomic_write(self.current_path, (path.name + "\n").encode("utf-8"),
+                     mode=mode_of(self.current_path))
 
     def _remember(self, action: str, path: Path, previous: Path | None) -> None:
+        header, _ = read_model_header(path)
         line = {"time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                "action": action, "artifact": path.name,
+                "action": action, "artifact": path.name, "digest": header["digest"],
                 "previous": previous.name if previous else None}
-        with self.history_path.open("ab") as handle:
-            handle.write(orjson.dumps(line) + b"\n")
+        append_side(self.history_path, orjson.dumps(line) + b"\n", fsync=True)
 
-    def _stack(self) -> list[str]:
-        """Artifacts made current, oldest first, with rolled-back ones popped."""
-        stack: list[str] = []
+    def _moves(self) -> list[dict[str, Any]]:
+        """The promotions and rollbacks recorded in ``history.jsonl``, oldest first."""
         try:
             lines = self.history_path.read_bytes().splitlines()
         except FileNotFoundError:
-            return stack
+            return []
+        moves = []
         for raw in lines:
             try:
                 doc = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue
+            if isinstance(doc, dict) and doc.get("action") in ("promote", "rollback"):
+                moves.append(doc)
+        return moves
+
+    def _last_move(self) -> dict[str, Any] | None:
+        moves = self._moves()
+        return moves[-1] if moves else None
+
+    def _stack(self) -> list[str]:
+        """Artifacts made current, oldest first, with rolled-back ones popped."""
+        stack: list[str] = []
+        for doc in self._moves():
             if doc.get("action") == "promote":
                 stack.append(str(doc.get("artifact")))
-            elif doc.get("action") == "rollback" and stack:
+            elif stack:
                 stack.pop()
         return stack
 

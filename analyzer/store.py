@@ -42,6 +42,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ __all__ = [
     "parse_url",
     "query_db",
     "read_db_events",
+    "redact_dsn",
     "row_from_record",
     "verify_db",
 ]
@@ -148,15 +150,27 @@ class DatabaseURL:
 
     def display(self) -> str:
         """The location without a password, for messages."""
-        if self.engine == "sqlite":
-            return self.target
-        from urllib.parse import urlsplit, urlunsplit
+        return self.target if self.engine == "sqlite" else redact_dsn(self.target)
 
-        parts = urlsplit(self.target)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return self.target
+    def __repr__(self) -> str:
+        return f"DatabaseURL(engine={self.engine!r}, target={self.display()!r})"
+
+
+# a password in a URL's user info, or as a parameter (?password=, &sslpassword=, or the
+# key=value form: password='a b'), up to its end
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@/\s]*@")
+_PARAM_PASSWORD = re.compile(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")
+
+
+def redact_dsn(text: str) -> str:
+    """``text`` with every password of a connection string replaced by ``***``.
+
+    >>> redact_dsn("postgresql://audit:s3cret@db/audit?sslmode=require&password=x")
+    'postgresql://audit:***@db/audit?sslmode=require&password=***'
+    >>> redact_dsn("host=db user=audit password='a b' dbname=audit")
+    'host=db user=audit password=*** dbname=audit'
+    """
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def parse_url(url: str | os.PathLike[str]) -> DatabaseURL:
@@ -176,8 +190,8 @@ def parse_url(url: str | os.PathLike[str]) -> DatabaseURL:
         raise ConfigError(f"{text}: write sqlite:///relative.db or sqlite:////absolute.db")
     if "://" not in text and text.lower().endswith((".db", ".sqlite", ".sqlite3")):
         return DatabaseURL("sqlite", text)
-    raise ConfigError(f"{text}: not a database URL; use a .db path, sqlite:///path.db or "
-                      f"postgresql://user@host/dbname")
+    raise ConfigError(f"{redact_dsn(text)}: not a database URL; use a .db path, "
+                      "sqlite:///path.db or postgresql://user@host/dbname")
 
 
 # -- rows from records ---------------------------------------------------------------------
@@ -272,7 +286,7 @@ def connect(url: str | os.PathLike[str] | DatabaseURL, *, write: bool = False) -
                               options=None if write else "-c default_transaction_read_only=on")
     except psycopg.OperationalError as exc:
         raise SourceError(f"{db.display()}: cannot connect: "
-                          f"{str(exc).strip().splitlines()[-1]}") from None
+                          f"{redact_dsn(str(exc).strip().splitlines()[-1])}") from None
     if write:
         with con.transaction():
             con.execute(POSTGRES_SCHEMA)

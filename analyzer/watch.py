@@ -27,6 +27,7 @@ saved state the watch starts at the beginning of the log, or with ``from_end`` a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import threading
@@ -41,6 +42,7 @@ import orjson
 import pandas as pd
 
 from analyzer.errors import AnalyzerError, ConfigError
+from analyzer.files import atomic_write, mode_of
 from analyzer.sinks.shipper import Cursor, LogTail, cursor_at_end
 
 if TYPE_CHECKING:
@@ -369,7 +371,7 @@ class Watcher:
         for i, (etype, entity, start, score) in enumerate(zip(
                 hits["entity_type"].astype(str), hits["entity"].astype(str),
                 pd.to_datetime(hits["window_start"], utc=True), hits["score"], strict=True)):
-            key = (etype, entity, start)
+            key = (etype, _entity_digest(entity), start)
             previous = self._alerted.get(key)
             if previous is None:
                 rows.append(i)
@@ -453,9 +455,14 @@ class Watcher:
         state = {"inode": inode, "offset": offset,
                  "watermark": None if self._watermark is None else self._watermark.isoformat(),
                  "alerted": [[e, n, s.isoformat(), v] for (e, n, s), v in self._alerted.items()]}
-        tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
-        tmp.write_bytes(orjson.dumps(state))
-        os.replace(tmp, self.state_file)
+        atomic_write(self.state_file, orjson.dumps(state), mode=mode_of(self.log_path),
+                     fsync=False)
+
+
+def _entity_digest(entity: str) -> str:
+    """How an alerted entity is remembered (and saved in the watch state): by digest, so
+    the state file beside an encrypted trail names no user or address in clear."""
+    return hashlib.sha256(entity.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 # -- adapters for the real model and logger -----------------------------------------------

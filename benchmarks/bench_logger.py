@@ -91,7 +91,7 @@ def run_audit_logger(path: Path, n: int) -> float:
 
 
 def make_log(path: Path, n: int) -> None:
-    with AuditLogger(path, key=b"k", service="bench") as audit:
+    with AuditLogger(path, key=b"benchmark-integrity-key-0123456789", service="bench") as audit:
         for i in range(n):
             audit.log("dataset.read" if i % 3 else "login", user=USERS[i % 50],
                       resource=f"datasets/d{i % 40}", source_ip=f"10.0.{i % 7}.{i % 200}",

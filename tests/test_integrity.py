@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.errors import SourceError
+from analyzer.errors import ConfigError, SourceError
 from analyzer.integrity import (
     GENESIS_HASH,
     ChainHasher,
@@ -50,10 +50,10 @@ def test_intact_log_verifies(sample_log, key):
 
 
 def test_keyed_log_does_not_verify_with_another_key(sample_log):
-    report = verify_log(sample_log, key=b"wrong key")
+    report = verify_log(sample_log, key=b"wrong-integrity-key")
     # the chain names its key (issue 14): a wrong key is said to be one, at the first record
     assert not report.ok and report.problem is Problem.KEY_MISMATCH and report.line == 1
-    assert key_id(b"wrong key") in report.detail
+    assert key_id(b"wrong-integrity-key") in report.detail
 
 
 # -- tampering, chosen by hypothesis --------------------------------------------------------
@@ -170,3 +170,30 @@ def test_missing_file_is_a_source_error(tmp_path):
         verify_log(tmp_path / "nope.jsonl")
     with pytest.raises(SourceError, match="directory"):
         verify_log(tmp_path)
+
+
+@pytest.mark.parametrize("weak", [b"short-key", b"\0" * 32, b"a" * 40])
+def test_weak_integrity_and_model_keys_are_refused(tmp_path, weak):
+    """Issue 14 item 12: a key an attacker could guess forges chains and models."""
+    from analyzer.errors import ModelLoadError
+    from analyzer.logger import AuditLogger
+    from analyzer.persistence import save_model
+
+    with pytest.raises(ConfigError, match="bytes|repeated"):
+        AuditLogger(tmp_path / "a.jsonl", key=weak)
+    with pytest.raises(ModelLoadError, match="bytes|repeated"):
+        save_model({"w": 1}, tmp_path / "m.joblib", key=weak)
+
+
+def test_a_key_file_in_a_folder_others_can_write_is_refused(tmp_path, capsys):
+    from analyzer.cli import main
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    key = folder / "audit.key"
+    key.write_text("a-perfectly-good-key-0123456789")
+    key.chmod(0o600)
+    folder.chmod(0o777)
+    assert main(["log", "--action", "a", "--log", str(tmp_path / "l.jsonl"),
+                 "--key-file", str(key)]) == 2
+    assert "folder others can write" in capsys.readouterr().err

@@ -63,7 +63,11 @@ def workspace(tmp_path, monkeypatch):
     # a current model to compare the candidate with, trained on the oldest days
     history, _ = holdout_split(org.events, days=4)
     registry = ModelRegistry(tmp_path / "models")
-    registry.register(AuditModel(n_estimators=30).fit(history), "acme")
+    key_file = tmp_path / "model.key"
+    key_file.write_text("notebook-model-signing-key")
+    key_file.chmod(0o600)
+    registry.register(AuditModel(n_estimators=30).fit(history), "acme",
+                      key=b"notebook-model-signing-key")
     with AuditLogger(log) as audit:
         registry.promote("acme-1", audit=audit)
     return tmp_path, log, labels, registry
@@ -73,10 +77,11 @@ def test_retrain_notebook_registers_compares_and_promotes(workspace):
     tmp_path, log, labels, registry = workspace
     book = run("retrain.ipynb", tmp_path, {
         "HISTORY": str(log), "LABELS": str(labels), "MODELS_DIR": str(registry.root),
-        "NAME": "acme", "RECENT_DAYS": 2, "CAPACITY": 5})
+        "NAME": "acme", "RECENT_DAYS": 2, "CAPACITY": 5,
+        "KEY_FILE": str(tmp_path / "model.key")})
     current = registry.current()
     assert current is not None and current.name == "acme-2.joblib"
-    assert load_model(current).metadata["name"] == "acme-2"
+    assert load_model(current, key=b"notebook-model-signing-key").metadata["name"] == "acme-2"
     assert "## Evaluation" in current.with_suffix(".md").read_text()
     actions = [orjson.loads(x)["event"]["action"] for x in log.read_bytes().splitlines()]
     assert actions.count("model.promote") == 2
@@ -88,7 +93,8 @@ def test_retrain_notebook_registers_compares_and_promotes(workspace):
 def test_explore_notebook_plots_drift_alerts_and_a_timeline(workspace):
     tmp_path, log, _, registry = workspace
     book = run("explore.ipynb", tmp_path, {"LOG": str(log), "MODELS_DIR": str(registry.root),
-                                           "RECENT_DAYS": 2})
+                                           "RECENT_DAYS": 2,
+                                           "KEY_FILE": str(tmp_path / "model.key")})
     assert len(outputs(book, "image/png")) >= 3  # distributions, drift, timeline
     text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))

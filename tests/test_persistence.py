@@ -30,7 +30,7 @@ class Exploit:
 def test_round_trip_with_metadata_and_card(tmp_path):
     path = tmp_path / "models" / "acme.joblib"
     info = save_model(Tiny(), path, evaluation={"pr_auc": 0.9})
-    model = load_model(path)
+    model = load_model(path, trust_unsigned=True)
     assert model.weights == list(range(100))
     assert model.metadata["model_id"] == info.model_id and len(info.model_id) == 12
     header, _ = read_model_header(path)
@@ -57,7 +57,7 @@ def test_a_forged_payload_with_a_recomputed_digest_needs_the_signature(tmp_path)
     import joblib
 
     path = tmp_path / "m.joblib"
-    save_model(Tiny(), path, key=b"signing key")
+    save_model(Tiny(), path, key=b"model-signing-key-1")
     header, _ = read_model_header(path)
     buffer = io.BytesIO()
     joblib.dump(Exploit(), buffer)
@@ -65,18 +65,23 @@ def test_a_forged_payload_with_a_recomputed_digest_needs_the_signature(tmp_path)
     header["digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
     path.write_bytes(MODEL_MAGIC + orjson.dumps(header) + b"\n" + payload)
     with pytest.raises(ModelLoadError, match="signature"):
-        load_model(path, key=b"signing key")
+        load_model(path, key=b"model-signing-key-1")
     with pytest.raises(ModelLoadError, match="signature"):
-        load_model(path, key=b"another key")
+        load_model(path, key=b"another-signing-key")
 
 
 def test_unsigned_model_refused_when_a_key_or_signature_is_required(tmp_path):
     path = tmp_path / "m.joblib"
     save_model(Tiny(), path)
     with pytest.raises(ModelLoadError, match="not signed"):
-        load_model(path, key=b"k")
+        load_model(path, key=b"model-signing-key-1")
+    # the library refuses by default, as the CLI does: trusting a pickle is explicit
     with pytest.raises(ModelLoadError, match="is not signed; pass the key"):
-        load_model(path, require_signature=True)
+        load_model(path)
+    save_model(Tiny(), path, key=b"model-signing-key-1")
+    with pytest.raises(ModelLoadError, match="is signed, but no key was given"):
+        load_model(path)
+    assert load_model(path, trust_unsigned=True).weights
 
 
 def test_a_plain_pickle_is_never_unpickled(tmp_path):
@@ -96,7 +101,7 @@ def test_version_drift_warns_but_loads(tmp_path):
     path.write_bytes(MODEL_MAGIC + orjson.dumps(header) + b"\n" + payload)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert load_model(path).weights
+        assert load_model(path, trust_unsigned=True).weights
     assert any("scikit-learn 0.1.0" in str(w.message) for w in caught)
 
 
@@ -122,7 +127,7 @@ def test_ed25519_signed_models_verify_with_the_public_key_only(tmp_path):
     path = tmp_path / "m.joblib"
     save_model(Tiny(), path, key=pem)
     assert read_model_header(path)[0]["signature"].startswith("ed25519:")
-    assert load_model(path, key=public, require_signature=True).weights
+    assert load_model(path, key=public).weights
     other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(ModelLoadError, match="signature does not match"):
@@ -145,7 +150,7 @@ def test_cli_refuses_unsigned_or_wrongly_signed_models_unless_trusted(tmp_path, 
     secret.write_text("model-signing-secret")
     secret.chmod(0o600)
     wrong = tmp_path / "wrong.key"
-    wrong.write_text("another-secret")
+    wrong.write_text("another-signing-secret")
     wrong.chmod(0o600)
     unsigned, signed = tmp_path / "unsigned.joblib", tmp_path / "signed.joblib"
     from analyzer.model import AuditModel
@@ -176,8 +181,7 @@ def test_the_shipped_default_model_verifies_with_its_public_key_and_scores():
     from analyzer.synth import SynthConfig, generate
 
     models = Path(__file__).resolve().parents[1] / "models"
-    model = load_model(models / "default.joblib", key=(models / "default.pub").read_bytes(),
-                       require_signature=True)
+    model = load_model(models / "default.joblib", key=(models / "default.pub").read_bytes())
     org = generate(SynthConfig(users=12, days=3, attack_days=1, seed=9))
     scores = model.score(org.events)
     assert len(scores) and scores["score"].between(0, 1).all()

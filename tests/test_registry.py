@@ -30,7 +30,7 @@ def models(org):
 
 def test_versions_cards_promote_and_rollback_are_audited(tmp_path, models, key):
     registry = ModelRegistry(tmp_path / "models")
-    first = registry.register(models[0], "acme", key=b"sign")
+    first = registry.register(models[0], "acme", key=b"registry-signing-key")
     second = registry.register(models[1], "acme", evaluation={"roc_auc": 0.93, "junk": 1})
     assert (first.label, second.label) == ("acme-1", "acme-2")
     assert first.signed and not second.signed
@@ -59,7 +59,7 @@ def test_versions_cards_promote_and_rollback_are_audited(tmp_path, models, key):
     assert last["analyzer"]["model"]["previous"] == "acme-2.joblib"
     assert "too many alerts" in last["message"]
     assert verify_log(log, key=key).ok
-    assert registry.load_current(key=b"sign").metadata["model_id"] == first.model_id
+    assert registry.load_current(key=b"registry-signing-key").metadata["model_id"] == first.model_id
 
 
 def test_a_modified_artifact_is_never_made_current(tmp_path, models):
@@ -118,3 +118,24 @@ def test_entity_timeline_sets_windows_against_the_profile(org, models):
     assert timeline["window_start"].is_monotonic_increasing
     assert {"f_n_events", "n_events_lo", "n_events_hi"} <= set(timeline.columns)
     assert timeline["n_events_lo"].notna().all()
+
+
+def test_a_hand_edited_pointer_or_a_replaced_artifact_is_refused(tmp_path, models, key):
+    """Issue 14 item 12: an older model signed with the same key cannot become current
+    without an audit record, neither by editing ``current`` nor by copying it over."""
+    registry = ModelRegistry(tmp_path / "models")
+    sign = b"registry-signing-key"
+    older = registry.register(models[0], "acme", key=sign)
+    newer = registry.register(models[1], "acme", key=sign)
+    with AuditLogger(tmp_path / "audit.jsonl", key=key) as audit:
+        registry.promote("acme-2", audit=audit)
+    assert registry.load_current(key=sign).metadata["model_id"] == newer.model_id
+    with pytest.raises(ModelLoadError, match="is signed, but no key was given"):
+        registry.load_current()  # never unpickled unchecked by default
+    registry.current_path.write_text("acme-1.joblib\n")  # edited by hand
+    with pytest.raises(ModelLoadError, match="changed outside the registry"):
+        registry.load_current(key=sign)
+    registry.current_path.write_text("acme-2.joblib\n")
+    newer.artifact.write_bytes(older.artifact.read_bytes())  # still validly signed
+    with pytest.raises(ModelLoadError, match="digest changed since the promotion"):
+        registry.load_current(key=sign)

@@ -391,3 +391,28 @@ def test_fields_read_from_the_line_head_agree_with_a_full_parse(log_path):
 def test_cpu_share_must_be_a_share(log_path):
     with pytest.raises(ConfigError, match="cpu_share"):
         Shipper(log_path, Memory(), cpu_share=1.5)
+
+
+def test_a_second_shipper_on_one_cursor_is_refused(log_path, capsys):
+    """Issue 14 item 13: two shippers on one cursor delivered every record twice."""
+    from analyzer.cli import main
+    from analyzer.sinks.shipper import lock_cursor
+
+    append(log_path, 5)
+    sink = Memory()
+    held = lock_cursor(cursor_path(log_path, sink.name))  # the first shipper, still running
+    try:
+        with pytest.raises(ConfigError, match="another shipper"):
+            Shipper(log_path, sink).run()
+        db = log_path.with_name("a.db")
+        held_db = lock_cursor(cursor_path(log_path, "sqlite"))
+        try:
+            assert main(["ship", str(log_path), "--to", "sqlite", "--db", str(db),
+                         "--once"]) == 2
+        finally:
+            os.close(held_db)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another shipper" in err
+    finally:
+        os.close(held)
+    assert Shipper(log_path, sink).run().delivered == 5 and len(sink.ids) == 5

@@ -198,6 +198,7 @@ def test_mapping_errors_go_to_the_dead_letter_file_and_an_error_event(tmp_path, 
 def test_credentials_are_sent_as_headers_and_never_shown(tmp_path, bulk):
     key_file = tmp_path / "k"
     key_file.write_text("myid:s3cret-api-key\n")
+    key_file.chmod(0o600)
     sink = ElasticsearchSink.from_files(bulk.url, api_key_file=key_file, index="audit")
     log = tmp_path / "audit.jsonl"
     write_events(log, 1)

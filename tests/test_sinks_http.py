@@ -74,6 +74,7 @@ def test_splunk_hec_gets_event_envelopes_with_the_token(receiver, log_path, tmp_
     ids = write(log_path, 3)
     token = tmp_path / "hec"
     token.write_text("11111111-2222-3333-4444-555555555555\n")
+    token.chmod(0o600)
     sink = SplunkHecSink.from_files(receiver.url, token_file=token, index="audit")
     assert Shipper(log_path, sink).run().delivered == 3
     path, headers, body = receiver.requests[0]
@@ -150,3 +151,63 @@ def _records_from_doc():
     from analyzer.sinks.shipper import Record
     doc = {"@timestamp": "2024-05-01T00:00:00Z", "event": {"id": "x"}}
     return [Record(orjson.dumps(doc), doc, 1)]
+
+
+def test_an_echoed_token_reaches_neither_dead_letters_nor_the_trail(tmp_path, capsys):
+    """Issue 14 item 11: a destination echoing the request in its error body put the bearer
+    token on stderr, in the dead letters and in the chained trail."""
+    from analyzer.cli import main
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            data = str(self.headers).encode() + body
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = tmp_path / "audit.jsonl"
+    with AuditLogger(log) as audit:
+        audit.log("login", user="alice")
+    token = tmp_path / "token"
+    token.write_text("tok-very-secret-123\n")
+    token.chmod(0o644)
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    argv = ["ship", str(log), "--to", "webhook", "--url", url, "--once",
+            "--token-file", str(token)]
+    assert main(argv) == 2  # a credential file others can read is refused, as key files are
+    assert "chmod 600" in capsys.readouterr().err
+    token.chmod(0o600)
+    assert main(argv) == 1
+    server.shutdown()
+    err = capsys.readouterr().err
+    assert "plain http://" in err  # the token travels in clear: said once
+    for path in tmp_path.iterdir():
+        if path != token:
+            assert b"tok-very-secret-123" not in path.read_bytes(), path.name
+    assert "tok-very-secret-123" not in err
+    dead = orjson.loads(dead_letter_path(log, "webhook").read_bytes().splitlines()[0])
+    assert dead["reason"] == "HTTP 400"
+
+
+def test_refusal_reasons_keep_only_harmless_words():
+    from analyzer.sinks._http import safe_reason
+    from analyzer.sinks.elasticsearch import _error_text
+
+    assert safe_reason("Invalid data format") == "Invalid data format"
+    assert safe_reason("Authorization: Bearer x") == safe_reason("a\nb") == ""
+    assert safe_reason("x" * 200) == ""
+    error = {"type": "mapper_parsing_exception",
+             "reason": "failed to parse field [user.name] value 'alice'",
+             "caused_by": {"type": "illegal_argument_exception", "reason": "'alice'"}}
+    assert _error_text(error) == "mapper_parsing_exception (caused by " \
+                                 "illegal_argument_exception)"
+    assert _error_text(b"<html>Authorization: Bearer x</html>") == "error"

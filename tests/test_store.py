@@ -178,3 +178,28 @@ def test_cli_query_and_sql_over_the_database(shipped, capsys) -> None:
     assert capsys.readouterr().out.splitlines() == ["n", str(alice)]
     assert main(["query", "--db", str(db), "--sql", "DELETE FROM events"]) == 2
     assert rows(db) == 40
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://audit:pw-s3cret@db/audit",
+    "postgresql://audit@db/audit?password=pw-s3cret",
+    "postgresql://audit@db/audit?sslmode=require&sslpassword=pw-s3cret",
+    "host=db user=audit password='pw-s3cret' dbname=audit",
+])
+def test_a_dsn_password_is_redacted_in_every_form(dsn, tmp_path, capsys):
+    """Issue 14 item 11: only the user:password@ form was redacted."""
+    from analyzer.cli import main
+    from analyzer.errors import ConfigError
+    from analyzer.store import parse_url, redact_dsn
+
+    assert "pw-s3cret" not in redact_dsn(dsn)
+    if dsn.startswith("postgresql://"):
+        assert "pw-s3cret" not in repr(parse_url(dsn)) + parse_url(dsn).display()
+    else:  # the key=value form is not a URL: the error names it, redacted
+        with pytest.raises(ConfigError, match=r"password=\*\*\*"):
+            parse_url(dsn)
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    assert main(["ship", str(log), "--to", "postgres", "--dsn", dsn]) == 2
+    err = capsys.readouterr().err
+    assert "must not carry a password" in err and "pw-s3cret" not in err

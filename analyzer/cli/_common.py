@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import stat
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.events import printable
+from analyzer.files import check_private
 from analyzer.integrity import load_key
 
 if TYPE_CHECKING:
@@ -36,13 +36,7 @@ def add_key_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_private(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise SourceError(f"{path}: key file not found") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: key file is accessible by group or others; "
-                          f"run: chmod 600 {path}")
+    check_private(path, "key file")
 
 
 def read_key_file(path: Path | None) -> bytes | None:
@@ -75,6 +69,13 @@ def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
         _check_private(path)
         keys.append(load_encryption_key(path))
     return tuple(keys)
+
+
+def sealing_key(args: argparse.Namespace) -> bytes | None:
+    """The key a command seals what it writes into the trail with: the (first) key of
+    ``--encryption-key-file``. An encrypted trail refuses a writer without it."""
+    keys = read_encryption_keys(getattr(args, "encryption_key_file", None))
+    return keys[0] if keys else None
 
 
 def parse_mapping(items: list[str] | None, *, option: str = "--map",
@@ -158,7 +159,7 @@ def load_model_from_args(args: argparse.Namespace):
         header, _ = read_model_header(Path(args.model))
         if str(header.get("signature") or "").startswith("hmac-"):
             key = user_signing_key(create=False)
-    model = load_model(args.model, key=key, require_signature=not args.trust_unsigned_model)
+    model = load_model(args.model, key=key, trust_unsigned=args.trust_unsigned_model)
     # A trusted-unsigned file can hold any object: say so here, not as an AttributeError deep
     # in scoring. (Its code has run by now: that is what trusting it meant.)
     from analyzer.model import AuditModel

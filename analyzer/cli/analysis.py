@@ -23,6 +23,7 @@ from analyzer.cli._common import (
     reader_options,
     report_read,
     say,
+    sealing_key,
     signing_key_for_saving,
 )
 from analyzer.errors import ConfigError, SourceError
@@ -193,7 +194,14 @@ def run_train(args: argparse.Namespace) -> int:
 
         trail = expand_paths(args.inputs) if args.exclude_alerts is True \
             else [Path(args.exclude_alerts)]
-        left = leave_out_alerts(frame, alerts=read_alerts(trail), feedback=read_feedback(trail))
+        keys = reader_options(args).get("decrypt_keys")
+        unseal = None
+        if keys:
+            from analyzer.crypto import RecordCipher
+
+            unseal = RecordCipher(keys=keys).unseal
+        left = leave_out_alerts(frame, alerts=read_alerts(trail, unseal=unseal),
+                                feedback=read_feedback(trail, unseal=unseal))
         frame = left.frame
         say(left.summary())
     progress(f"training on {len(frame):,} events...")
@@ -230,9 +238,10 @@ def run_score(args: argparse.Namespace) -> int:
     if args.model is None:
         from analyzer.registry import ModelRegistry
 
-        current = ModelRegistry(args.models).current()
-        if current is not None:
-            args.model = current
+        registry = ModelRegistry(args.models)
+        if registry.current() is not None:
+            # the pointer must name what was last promoted, unchanged since (else refused)
+            current = args.model = registry.checked_current()
             say(f"no --model given: using the registry's current model {current}")
     if args.scores is not None:
         check_writable(args.scores, "scores")
@@ -337,8 +346,9 @@ def _write_back(alerts: list, destination: Path, args: argparse.Namespace, model
     from analyzer.logger import AuditLogger
 
     key = read_key_file(args.key_file)
-    with AuditLogger(destination, key=key, name="audit.analyzer",
-                     service="audit-analyzer") as audit:
+    # alerts name users and addresses: on an encrypted trail they are sealed like the rest
+    with AuditLogger(destination, key=key, name="audit.analyzer", service="audit-analyzer",
+                     encryption_key=sealing_key(args)) as audit:
         return write_alerts(alerts, audit, model_id=model_id, model_version=model_version,
                             skip_ids=known)
 

@@ -11,12 +11,14 @@ import pandas as pd
 
 from analyzer.cli._common import (
     add_command,
+    add_encryption_options,
     add_key_option,
     add_model_options,
     add_reader_options,
     load_model_from_args,
     read_key_file,
     say,
+    sealing_key,
     warn,
 )
 from analyzer.errors import ConfigError, SchemaError, SourceError
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the audit log the alert is in (the verdict is appended to it)")
     p.add_argument("--analyst", help="who decided (default: the login name)")
     add_key_option(p)
+    add_encryption_options(p, reading=False)
     p.set_defaults(func=run_feedback)
 
     p = add_command(sub, "models", help="the model registry: list versions, promote one "
@@ -78,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--reason", default="", help="why (kept in the audit event)")
         q.add_argument("--actor", help="who did it (default: the login name)")
         add_key_option(q)
+        add_encryption_options(q, reading=False)
         q.set_defaults(func=run_models_change)
 
 
@@ -149,8 +153,8 @@ def run_feedback(args: argparse.Namespace) -> int:
         raise SourceError(f"{args.log}: audit log not found")
     key = read_key_file(args.key_file)
     analyst = args.analyst or _login()
-    with AuditLogger(args.log, key=key, name="audit.analyzer",
-                     service="audit-analyzer") as audit:
+    with AuditLogger(args.log, key=key, name="audit.analyzer", service="audit-analyzer",
+                     encryption_key=sealing_key(args)) as audit:
         event_id = record_feedback(audit, args.alert_id, args.verdict, note=args.note,
                                    analyst=analyst)
     say(f"recorded: {analyst or 'unknown'} marked {args.alert_id} {args.verdict} "
@@ -193,8 +197,8 @@ def run_models_change(args: argparse.Namespace) -> int:
         raise ConfigError(f"{registry.root}: no model registry here (pass --models DIR)")
     key = read_key_file(args.key_file)
     actor = args.actor or _login()
-    with AuditLogger(args.log, key=key, name="audit.analyzer",
-                     service="audit-analyzer") as audit:
+    with AuditLogger(args.log, key=key, name="audit.analyzer", service="audit-analyzer",
+                     encryption_key=sealing_key(args)) as audit:
         if args.models_command == "promote":
             entry = registry.promote(args.name, audit=audit, actor=actor, reason=args.reason)
             verb = "promoted"

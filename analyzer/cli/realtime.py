@@ -24,6 +24,7 @@ from analyzer.cli._common import (
     read_encryption_keys,
     read_key_file,
     say,
+    sealing_key,
     warn,
 )
 from analyzer.errors import ConfigError
@@ -164,6 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be deleted; delete and record nothing")
     add_key_option(p)
+    add_encryption_options(p, reading=False)
     p.set_defaults(func=run_retention)
 
 
@@ -216,9 +218,10 @@ def build_sink(args: argparse.Namespace) -> Any:
         return SqliteSink(args.db, name=name)
     if args.to == "postgres":
         from analyzer.sinks.postgres import PostgresSink
+        from analyzer.store import redact_dsn
 
         _need(args, "dsn")
-        if "@" in args.dsn and ":" in args.dsn.split("@", 1)[0].split("//", 1)[-1]:
+        if redact_dsn(args.dsn) != args.dsn:  # user:pw@, ?password=, password=... alike
             raise ConfigError("--dsn must not carry a password; use PGPASSWORD or ~/.pgpass")
         return PostgresSink(args.dsn, name=name)
     if args.to == "elasticsearch":
@@ -233,6 +236,7 @@ def build_sink(args: argparse.Namespace) -> Any:
             password = _secret_from_env(ENV_ES_PASSWORD)
             if password is None:
                 raise ConfigError(f"--username needs --password-file (or ${ENV_ES_PASSWORD})")
+        _warn_plain_http(args.url, api_key or password, "ship")
         return ElasticsearchSink(args.url, index=args.index, api_key=api_key,
                                  username=args.username, password=password,
                                  ca_file=args.ca_file, verify=verify, op_type=args.op_type,
@@ -258,6 +262,7 @@ def build_sink(args: argparse.Namespace) -> Any:
             _secret_from_env(ENV_SPLUNK_TOKEN)
         if token is None:
             raise ConfigError(f"--to splunk needs --token-file (or ${ENV_SPLUNK_TOKEN})")
+        _warn_plain_http(args.url, token, "ship")
         return SplunkHecSink(args.url, token=token, index=args.splunk_index,
                              ca_file=args.ca_file, verify=verify, name=name)
     from analyzer.sinks.http import WebhookSink
@@ -265,8 +270,16 @@ def build_sink(args: argparse.Namespace) -> Any:
     _need(args, "url")
     token = read_secret(args.token_file) if args.token_file else \
         _secret_from_env(ENV_WEBHOOK_TOKEN)
+    _warn_plain_http(args.url, token, "ship")
     return WebhookSink(args.url, headers={"Authorization": f"Bearer {token}"} if token else None,
                        ca_file=args.ca_file, verify=verify, name=name)
+
+
+def _warn_plain_http(url: str, secret: str | None, command: str) -> None:
+    if secret and url.lower().startswith("http://"):
+        warn(command, f"the credential for {url.split('/')[2] if url.count('/') >= 2 else url} "
+                      "is sent over plain http://: anyone on the way can read and replay "
+                      "it; use https://")
 
 
 def _on_signals(stop: Callable[[], None]) -> Callable[[], None]:
@@ -294,8 +307,16 @@ def run_ship(args: argparse.Namespace) -> int:
         raise FileNotFoundError(2, "no such file", str(args.log))
     key = read_key_file(args.key_file)
     sink = build_sink(args)
-    # Rejected records are reported into the shipped log itself, continuing its chain.
-    audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship")
+    # Rejected records are reported into the shipped log itself, continuing its chain,
+    # sealed with the trail's key; without it (--clear-only) they are reported on stderr
+    # and in the dead-letter file only, never written in clear into an encrypted trail.
+    from analyzer.crypto import trail_is_sealed
+
+    encryption = sealing_key(args)
+    audit = None
+    if encryption is not None or not trail_is_sealed(args.log):
+        audit = AuditLogger(args.log, key=key, name="audit-analyzer.ship",
+                            encryption_key=encryption)
     shipper = Shipper(args.log, sink, batch_records=args.batch, audit=audit,
                       select=is_alert if args.only == "alerts" else None,
                       transform=_record_unsealer(_unsealing(args, command="ship")))
@@ -313,7 +334,8 @@ def run_ship(args: argparse.Namespace) -> int:
         restore()
         done.set()
         sink.close()
-        audit.close()
+        if audit is not None:
+            audit.close()
     say(stats.summary())
     if stats.rejected:
         warn("ship", f"{stats.rejected:,} records rejected for good: see {shipper.dead_letter}")
@@ -351,7 +373,7 @@ def run_watch(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     meta = getattr(model, "metadata", {}) or {}
     audit = AuditLogger(args.log, key=read_key_file(args.key_file),
-                        name="audit-analyzer.watch")
+                        name="audit-analyzer.watch", encryption_key=sealing_key(args))
     write = alert_writer(audit, model_id=str(meta.get("model_id", "unknown")),
                          model_version=str(meta.get("created", "")))
 
@@ -370,6 +392,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
         token = read_secret(args.webhook_token_file) if args.webhook_token_file else \
             _secret_from_env(ENV_WEBHOOK_TOKEN)
+        _warn_plain_http(args.webhook, token, "watch")
         sink = WebhookSink(args.webhook, ca_file=args.ca_file,
                            headers={"Authorization": f"Bearer {token}"} if token else None)
         start_at_end_if_new(args.log, sink.name)
@@ -413,7 +436,8 @@ def run_retention(args: argparse.Namespace) -> int:
     destinations = () if args.not_shipped else args.destination
     # Deletions are recorded in the log itself, continuing its chain (hence its key).
     with AuditLogger(args.log, key=read_key_file(args.key_file),
-                     name="audit-analyzer.retention") as audit:
+                     name="audit-analyzer.retention",
+                     encryption_key=sealing_key(args)) as audit:
         report = apply_retention(args.log, audit=audit, keep_days=args.keep_days,
                                  keep_files=args.keep_files, destinations=destinations,
                                  dry_run=args.dry_run)

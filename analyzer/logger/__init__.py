@@ -19,11 +19,11 @@ when that happens:
 
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
->>> with AuditLogger(path, service="inference-api", key=b"k") as audit:
+>>> with AuditLogger(path, service="inference-api", key=b"an-integrity-key-0123") as audit:
 ...     _ = audit.log("model.download", user="bob", resource="models/llm-7b",
 ...                   outcome="success", source_ip="10.1.2.3")
 >>> from analyzer.integrity import verify_log
->>> verify_log(path, key=b"k").ok
+>>> verify_log(path, key=b"an-integrity-key-0123").ok
 True
 """
 

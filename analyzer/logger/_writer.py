@@ -39,6 +39,7 @@ from analyzer.events import (
     json_default,
     parse_timestamp,
 )
+from analyzer.files import mode_of, open_append, open_exclusive
 from analyzer.integrity import (
     GENESIS_HASH,
     ROTATED_STAMP,
@@ -84,7 +85,6 @@ class Durability(enum.StrEnum):
 
 _TAIL_CHUNK = 1 << 16
 # Read and append: the head is read from the descriptor that is written, never by path.
-_LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -208,13 +208,16 @@ class AuditLogger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _open_lock(self.path)
-            self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+            self._fd = open_append(self.path, 0o640, readable=True)
         except OSError as exc:
-            raise LogWriteError(f"{self.path}: cannot open audit log: {exc.strerror}") from None
+            raise LogWriteError(
+                f"{self.path}: cannot open audit log: {exc.strerror or exc}") from None
         self._end = -1  # unknown until read under the lock
         try:
             with self._file_lock():
                 self._sync_locked()
+            if self._cipher is None and self._end:
+                self._refuse_clear_into_sealed()
         except BaseException:
             os.close(self._fd)
             os.close(self._lock_fd)
@@ -478,6 +481,15 @@ class AuditLogger:
 
     # -- writing -------------------------------------------------------------------------
 
+    def _refuse_clear_into_sealed(self) -> None:
+        """An encrypted trail gets no record in clear: without its key, refuse to write."""
+        from analyzer.crypto import trail_is_sealed
+
+        if trail_is_sealed(self.path):  # the caller closes the descriptors
+            raise ConfigError(f"{self.path}: records are encrypted at rest; give the "
+                              "encryption key (encryption_key=, --encryption-key-file) to "
+                              "write to it, so that nothing is added in clear")
+
     def _after_fork(self) -> None:
         """In a forked child: own file descriptor and lock, no inherited queue or thread.
 
@@ -494,7 +506,7 @@ class AuditLogger:
         self._wake = threading.Event()
         os.close(self._lock_fd)  # shared with the parent: closing our copy does not unlock it
         self._lock_fd = _open_lock(self.path)
-        self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+        self._fd = open_append(self.path, 0o640, readable=True)
         self._end = -1
         with self._file_lock():
             self._sync_locked()
@@ -612,7 +624,7 @@ class AuditLogger:
         """
         if self._rotated_elsewhere():
             os.close(self._fd)
-            self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+            self._fd = open_append(self.path, 0o640, readable=True)
             self._file_started_ns = None
             self._end = -1
         if self._end != os.fstat(self._fd).st_size:
@@ -677,7 +689,7 @@ class AuditLogger:
             rotated = self.path.with_name(f"{self.path.name}.{now:%Y%m%dT%H%M%S%fZ}")
         os.replace(self.path, rotated)
         os.close(self._fd)
-        self._fd = os.open(self.path, _LOG_FLAGS, 0o640)
+        self._fd = open_append(self.path, 0o640, readable=True)
         self._end = 0
         self._file_started_ns = None
         self._needs_marker = rotated.name
@@ -715,7 +727,8 @@ class AuditLogger:
         self._since_checkpoint = 0
         try:
             write_checkpoint(checkpoint_path(self.path),
-                             now_checkpoint(self._seq, self._head, self.path.name))
+                             now_checkpoint(self._seq, self._head, self.path.name),
+                             mode=mode_of(self.path))
         except OSError as exc:
             _log.warning("cannot write checkpoint beside %s: %s", self.path, exc)
 
@@ -774,7 +787,11 @@ class AuditLogger:
         torn = os.pread(self._fd, size - start, start)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
-        aside.write_bytes(torn)
+        fd = open_exclusive(aside, mode_of(self.path))
+        try:
+            os.write(fd, torn)
+        finally:
+            os.close(fd)
         os.ftruncate(self._fd, start)
         self.recovered_torn = aside
         _log.warning("%s: moved an incomplete last line (%d bytes) aside to %s",

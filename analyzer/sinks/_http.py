@@ -10,12 +10,14 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from analyzer.errors import ConfigError
+from analyzer.errors import ConfigError, SourceError
+from analyzer.files import check_private
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +30,15 @@ class Response:
 
 
 def read_secret(path: str | os.PathLike[str]) -> str:
-    """A credential from a file (first line, surrounding whitespace removed)."""
+    """A credential from a file (first line, surrounding whitespace removed).
+
+    The file is checked as key files are (:func:`analyzer.files.check_private`): not
+    readable by group or others, in a folder they cannot write.
+    """
+    try:
+        check_private(path, "credential file")
+    except SourceError:
+        raise ConfigError(f"{path}: credential file not found") from None
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -133,6 +143,28 @@ def tls_context(*, ca_file: str | os.PathLike[str] | None = None, verify: bool =
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+_SAFE_REASON = re.compile(r"[A-Za-z0-9 _.,:;()/'-]{1,80}")
+_SECRET_WORDS = re.compile(r"(?i)author|bearer|basic|token|passw|secret|api.?key|cookie|"
+                           r"session|credential")
+
+
+def safe_reason(text: object) -> str:
+    """A destination's own words about a refusal, only if short and plainly harmless.
+
+    Refusal reasons reach stderr, the dead-letter file and the chained trail, which cannot
+    be cleaned afterwards. A destination may echo the request (its ``Authorization``
+    header, the record's fields) in its error body, so the body itself is never kept: only
+    a short reason of plain characters that names no credential, else ``""``.
+
+    >>> safe_reason("Invalid data format"), safe_reason("echo: Authorization: Bearer abc")
+    ('Invalid data format', '')
+    """
+    value = str(text or "").strip()
+    if not _SAFE_REASON.fullmatch(value) or _SECRET_WORDS.search(value):
+        return ""
+    return value
 
 
 def _redact(url: str) -> str:

@@ -232,15 +232,24 @@ class ElasticsearchSink:
 
 
 def _error_text(error: object) -> str:
+    """The error's type (and its cause's), e.g. ``mapper_parsing_exception``.
+
+    Elasticsearch's ``reason`` quotes the document ("failed to parse field [user.name]
+    ... value 'alice'"), and a proxy in front of it may echo the request: neither is kept,
+    since the text lands in the trail (see :func:`~analyzer.sinks._http.safe_reason`).
+    """
     if isinstance(error, bytes):
         try:
             error = orjson.loads(error).get("error")
         except (orjson.JSONDecodeError, AttributeError):
-            return error[:200].decode("utf-8", "replace")
+            return "error"
     if isinstance(error, dict):
-        text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        text = _ERROR_TYPE.fullmatch(str(error.get("type", ""))) and str(error["type"])
         cause = error.get("caused_by")
-        if isinstance(cause, dict):
-            text += f" ({cause.get('type', '')}: {cause.get('reason', '')})"
-        return text[:500]
-    return str(error)[:500]
+        if isinstance(cause, dict) and _ERROR_TYPE.fullmatch(str(cause.get("type", ""))):
+            text = f"{text or 'error'} (caused by {cause['type']})"
+        return text or "error"
+    return "error"
+
+
+_ERROR_TYPE = re.compile(r"[a-z_]{1,64}")

@@ -24,7 +24,7 @@ from datetime import datetime
 import orjson
 
 from analyzer.errors import ConfigError
-from analyzer.sinks._http import HttpClient, read_secret
+from analyzer.sinks._http import HttpClient, read_secret, safe_reason
 from analyzer.sinks.shipper import DeliveryError, Record, SendResult
 
 __all__ = ["SplunkHecSink", "WebhookSink"]
@@ -118,10 +118,10 @@ class SplunkHecSink:
         if 300 <= resp.status < 400 or resp.status == 404:
             raise ConfigError(f"{where}: HTTP {resp.status}: not a HEC endpoint")
         try:
-            text = str(orjson.loads(resp.body).get("text", ""))[:200]
+            text = safe_reason(orjson.loads(resp.body).get("text", ""))
         except (orjson.JSONDecodeError, AttributeError):
-            text = resp.body[:200].decode("utf-8", "replace")
-        return resp.status, text
+            text = ""  # not HEC's JSON: nothing of the body is kept (see safe_reason)
+        return resp.status, text or "refused"
 
     def close(self) -> None:
         self._client.close()
@@ -179,7 +179,8 @@ class WebhookSink:
             if status in (401, 403):
                 raise ConfigError(f"{where}: HTTP {status}: credentials refused")
             if status >= 300:
-                rejected.append((i, f"{reason}: {resp.body[:200].decode('utf-8', 'replace')}"))
+                # the status only: the body may echo the request, token included
+                rejected.append((i, reason))
         return SendResult(rejected=tuple(rejected))
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ Pieces:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import random
@@ -56,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from analyzer.errors import AnalyzerError, ConfigError, DeliveryError
+from analyzer.files import append_side, atomic_write, mode_of, open_append
 
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
@@ -74,6 +76,7 @@ __all__ = [
     "dead_letter_path",
     "is_alert",
     "load_cursor",
+    "lock_cursor",
     "read_head",
     "save_cursor",
     "unsealer",
@@ -296,16 +299,28 @@ def load_cursor(path: str | os.PathLike[str]) -> Cursor | None:
 
 def save_cursor(path: str | os.PathLike[str], cursor: Cursor) -> None:
     """Write the cursor atomically: a crash leaves the old one or the new one, never half."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     data = orjson.dumps(dataclasses.asdict(cursor), option=orjson.OPT_INDENT_2)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    atomic_write(path, data, mode=mode_of(path))
+
+
+def lock_cursor(path: str | os.PathLike[str], *, log: str | os.PathLike[str] = "") -> int:
+    """Take the lock of the cursor at ``path`` (``<cursor>.lock``); return its descriptor.
+
+    Two shippers on one cursor would each send every record (and move the cursor past each
+    other's batches): the second one is refused with :class:`ConfigError`. The lock is an
+    advisory ``flock`` on a stable file (the cursor itself is replaced at every save), held
+    until the descriptor is closed, which the system does if the process dies.
+    """
+    lock = Path(f"{os.fspath(path)}.lock")
+    fd = open_append(lock, mode_of(path))
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         os.close(fd)
-    os.replace(tmp, target)
+        raise ConfigError(f"{log or path}: another shipper is delivering to this destination "
+                          f"(its cursor {Path(path).name} is locked); stop it first, or ship "
+                          "to another destination with --name") from None
+    return fd
 
 
 def cursor_at_end(log_path: str | os.PathLike[str]) -> Cursor:
@@ -714,6 +729,13 @@ class Shipper:
         leaves the interpreter to the application instead of chasing every append.
         """
         self._stop.clear()
+        lock = lock_cursor(self.cursor_file, log=self.log_path)
+        try:
+            return self._run(follow, give_up_after)
+        finally:
+            os.close(lock)
+
+    def _run(self, follow: bool, give_up_after: float | None) -> ShipStats:
         tail = self._tail = LogTail(self.log_path, load_cursor(self.cursor_file))
         self._cpu_mark = time.thread_time()
         try:
@@ -782,13 +804,18 @@ class Shipper:
             records = chosen
         else:
             skipped = 0
+        stored: dict[int, Record] = {}  # transformed record -> the line as it is in the log
         if self.transform is not None:
             rewritten = []
             for rec in records:
                 try:
-                    rewritten.append(self.transform(rec))
+                    new = self.transform(rec)
                 except AnalyzerError as exc:
                     bad.append((rec, str(exc)))
+                    continue
+                if new is not rec:
+                    stored[id(new)] = rec
+                rewritten.append(new)
             records = rewritten
         pending: list[Record] = records
         attempt, since = 0, time.monotonic()
@@ -822,7 +849,9 @@ class Shipper:
                 return False
             pending = retry
         if bad:
-            self._dead_letter(bad)
+            # A dead letter keeps the record as stored: sealed if it was encrypted at rest,
+            # never the decrypted form the destination was sent.
+            self._dead_letter([(stored.get(id(rec), rec), reason) for rec, reason in bad])
         last = chunk[-1]
         sequence, event_id, stamp = last.sequence, last.event_id, last.timestamp
         self._unsaved = Cursor(last.end, inode, sequence, event_id)
@@ -870,10 +899,8 @@ class Shipper:
                                "reason": reason, "event_id": rec.event_id,
                                "record": rec.raw.decode("utf-8", "replace")})
                  for rec, reason in bad]
-        with open(self.dead_letter, "ab") as handle:
-            handle.write(b"\n".join(lines) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_side(self.dead_letter, b"\n".join(lines) + b"\n", mode=mode_of(self.log_path),
+                    fsync=True)
         _log.error("%s: %d records rejected for good, written to %s (first: %s)",
                    self.sink.name, len(bad), self.dead_letter, bad[0][1])
         own = [rec for rec, _ in bad if rec.doc.get("event", {}).get("action") == "ship.rejected"]

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from analyzer.errors import SourceError
 from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
+from analyzer.files import open_append
 
 __all__ = [
     "ReadResult",
@@ -366,10 +367,8 @@ def write_rejected(rejected: Iterable[Rejected], destination: str | os.PathLike[
     can fix and re-import it; nothing rejected is lost without trace.
     """
     count = 0
-    # appended, private (the lines may hold what the log holds), never through a link
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                 | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "ab") as out:
+    # a side file beside the user's input: created 0600, never through a planted symlink
+    with os.fdopen(open_append(destination), "ab") as out:
         for item in rejected:
             raw = item.raw[:4096].replace(b"\n", b"\\n")
             out.write(f"# {item.describe()}\n".encode("utf-8", "backslashreplace"))

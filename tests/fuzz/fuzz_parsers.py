@@ -31,7 +31,7 @@ _PATH = os.path.join(_DIR, "input")
 
 def _targets(data: bytes):
     yield from (lambda fmt=fmt: read_events(_PATH, format=fmt) for fmt in FORMATS)
-    yield lambda: verify_log(_PATH, key=b"k")
+    yield lambda: verify_log(_PATH, key=b"fuzz-integrity-key-0123456789")
     yield lambda: read_checkpoints(_PATH)
     yield lambda: read_model_header(_PATH)
     yield lambda: parse_suppressions(data.decode("utf-8", "replace"))
