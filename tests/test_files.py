@@ -31,7 +31,7 @@ def victim(tmp_path):
     return path
 
 
-def test_a_symlink_at_the_rejected_file_is_refused_not_followed(tmp_path, victim):
+def test_a_symlink_at_the_rejected_file_is_refused_not_followed(tmp_path, victim, capsys):
     from analyzer.cli import main
 
     data = tmp_path / "in.csv"
@@ -44,7 +44,10 @@ def test_a_symlink_at_the_rejected_file_is_refused_not_followed(tmp_path, victim
         write_rejected([Rejected(str(data), 2, "bad time", ATTACKER_LINE)],
                        tmp_path / "in.csv.rejected")
     (tmp_path / "a.jsonl.rejected").symlink_to(victim)  # where ingest sets lines aside
-    assert main(["ingest", str(data), "--log", str(tmp_path / "a.jsonl")]) == 2
+    # a side file that cannot be written is a warning that names it, never a stop (#15.5),
+    # and never a write through the link
+    assert main(["ingest", str(data), "--log", str(tmp_path / "a.jsonl")]) == 0
+    assert "is a symbolic link; refusing to write through it" in capsys.readouterr().err
     assert victim.read_bytes() == before
 
 
