@@ -442,6 +442,93 @@ def encode_record(doc: Mapping[str, Any]) -> bytes:
         raise SchemaError(str(exc.__cause__ or exc)) from exc
 
 
+#: Longest line any reader (and ``verify``) reads; a longer one is set aside unparsed, and
+#: only this much of it is ever held in memory.
+MAX_LINE_BYTES = 1 << 20
+#: Largest record the logger writes, the whole line as stored (after encryption, which
+#: grows a record by a third): below :data:`MAX_LINE_BYTES`, so every record it writes
+#: can be read back.
+MAX_RECORD_BYTES = 512 << 10
+#: The span of times the normalized frame (``datetime64[ns]``) holds, with a day to spare
+#: at each end: the logger refuses a ``@timestamp`` outside it, as every reader would.
+TIME_SPAN = (datetime(1677, 9, 23, tzinfo=UTC), datetime(2262, 4, 10, tzinfo=UTC))
+
+
+def may_contain(line: bytes, literal: bytes) -> bool:
+    """Whether a JSON line may hold the JSON text ``literal`` once parsed: a pre-filter.
+
+    ``literal`` must be made of characters a JSON writer never has to escape (letters,
+    digits, ``"``-delimited words): such a character is spelled either as itself or as a
+    ``\\u`` escape, so a line holding neither ``literal`` nor any ``\\u`` cannot hold the
+    value. A pre-filter only saves work: the caller still decides on the parsed record.
+
+    >>> may_contain(b'{"kind":"alert"}', b'"alert"'), may_contain(b'{"kind":"event"}', b'"alert"')
+    (True, False)
+    >>> may_contain(b'{"kind":"\\u0061lert"}', b'"alert"')
+    True
+    """
+    return literal in line or b"\\u" in line
+
+
+def duplicate_key(line: bytes, doc: Any = None) -> str | None:
+    """The dotted path of the first key that ``line`` (one JSON object) repeats, or None.
+
+    Parsers disagree on a repeated key (orjson keeps the last value, others the first, some
+    refuse), so a record with one means different things to different readers. ``doc`` is
+    the line already parsed by orjson: when re-encoding it gives back ``line`` exactly (the
+    logger's own records), no key can repeat and the slow, exact walk is skipped.
+
+    >>> duplicate_key(b'{"user":{"name":"m"},"user":{"name":"u3"}}')
+    'user'
+    >>> duplicate_key(b'{"user":{"name":"m","name":"u3"}}'), duplicate_key(b'{"a":1}')
+    ('user.name', None)
+    """
+    if doc is not None:
+        try:
+            if orjson.dumps(doc) == line:
+                return None
+        except TypeError:
+            pass
+    import json  # only here: its hook sees every key, orjson's parser does not
+
+    try:
+        parsed = json.loads(line, object_pairs_hook=_KeyedObject.from_pairs)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the caller's parse says so
+    return _repeated_path(parsed, "")
+
+
+class _KeyedObject(dict):
+    """A parsed JSON object that remembers the first key its text repeated."""
+
+    repeated: str | None = None
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _KeyedObject:
+        obj = cls()
+        for key, value in pairs:
+            if key in obj and obj.repeated is None:
+                obj.repeated = key
+            obj[key] = value
+        return obj
+
+
+def _repeated_path(node: Any, prefix: str) -> str | None:
+    if isinstance(node, _KeyedObject):
+        if node.repeated is not None:
+            return prefix + node.repeated
+        for name, value in node.items():
+            found = _repeated_path(value, f"{prefix}{name}.")
+            if found:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _repeated_path(value, prefix)
+            if found:
+                return found
+    return None
+
+
 def decode_record(line: bytes | str) -> dict[str, Any]:
     """Parse one JSON line, raising :class:`SchemaError` if it is not a JSON object."""
     try:
