@@ -483,10 +483,17 @@ def duplicate_key(line: bytes, doc: Any = None) -> str | None:
     >>> duplicate_key(b'{"user":{"name":"m","name":"u3"}}'), duplicate_key(b'{"a":1}')
     ('user.name', None)
     """
+    found = duplicate_keys(line, doc)
+    return found[0] if found else None
+
+
+def duplicate_keys(line: bytes, doc: Any = None) -> list[str]:
+    """Every repeated key of ``line`` as a dotted path, in document order (see
+    :func:`duplicate_key`); paths go through lists without an index."""
     if doc is not None:
         try:
             if orjson.dumps(doc) == line:
-                return None
+                return []
         except TypeError:
             pass
     import json  # only here: its hook sees every key, orjson's parser does not
@@ -494,39 +501,35 @@ def duplicate_key(line: bytes, doc: Any = None) -> str | None:
     try:
         parsed = json.loads(line, object_pairs_hook=_KeyedObject.from_pairs)
     except (ValueError, RecursionError):
-        return None  # not JSON: the caller's parse says so
-    return _repeated_path(parsed, "")
+        return []  # not JSON: the caller's parse says so
+    found: list[str] = []
+    _repeated_paths(parsed, "", found)
+    return found
 
 
 class _KeyedObject(dict):
-    """A parsed JSON object that remembers the first key its text repeated."""
+    """A parsed JSON object that remembers the keys its text repeated."""
 
-    repeated: str | None = None
+    repeated: tuple[str, ...] = ()
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _KeyedObject:
-        obj = cls()
-        for key, value in pairs:
-            if key in obj and obj.repeated is None:
-                obj.repeated = key
-            obj[key] = value
+        obj = cls(pairs)
+        if len(obj) < len(pairs):
+            seen: set[str] = set()
+            obj.repeated = tuple(dict.fromkeys(k for k, _ in pairs
+                                               if k in seen or seen.add(k)))
         return obj
 
 
-def _repeated_path(node: Any, prefix: str) -> str | None:
+def _repeated_paths(node: Any, prefix: str, found: list[str]) -> None:
     if isinstance(node, _KeyedObject):
-        if node.repeated is not None:
-            return prefix + node.repeated
+        found.extend(prefix + key for key in node.repeated)
         for name, value in node.items():
-            found = _repeated_path(value, f"{prefix}{name}.")
-            if found:
-                return found
+            _repeated_paths(value, f"{prefix}{name}.", found)
     elif isinstance(node, list):
         for value in node:
-            found = _repeated_path(value, prefix)
-            if found:
-                return found
-    return None
+            _repeated_paths(value, prefix, found)
 
 
 def decode_record(line: bytes | str) -> dict[str, Any]:

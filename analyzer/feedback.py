@@ -32,7 +32,6 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
@@ -119,25 +118,16 @@ def record_feedback(audit: AuditLogger, alert_id: str, verdict: str, *, note: st
 
 def _records(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
              needle: bytes) -> Iterable[dict]:
+    from analyzer.sources.jsonl import records_holding
+
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     for item in items:
         path = Path(item)
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            raise SourceError(f"{path}: audit log not found") from None
-        except OSError as exc:
-            raise SourceError(f"{path}: cannot read the audit log: {exc.strerror}") from None
-        with handle:
-            for line in handle:
-                if needle not in line:
-                    continue  # cheap pre-filter: most lines are activity
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # verify reports broken records; here they are not ours
-                if isinstance(doc, dict):
-                    yield doc
+        if not path.exists():
+            raise SourceError(f"{path}: audit log not found")
+        # a cheap pre-filter (most lines are activity); the callers decide on parsed fields
+        for _, doc in records_holding(path, needle):
+            yield doc
 
 
 def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
@@ -151,7 +141,7 @@ def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         timestamp`` (times UTC).
     """
     rows = []
-    for doc in _records(paths, b'"kind":"alert"'):
+    for doc in _records(paths, b'"alert"'):
         event = doc.get("event") or {}
         details = ((doc.get("analyzer") or {}).get("alert") or {})
         if event.get("kind") != "alert" or not event.get("id"):

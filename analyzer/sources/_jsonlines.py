@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pj
 
+from analyzer.events import duplicate_keys
 from analyzer.sources._base import MAX_LINE_BYTES, Rejected
 
 __all__ = ["JsonLinesParser", "check_fields", "first_of_lists", "flatten", "nested_schema",
@@ -153,7 +154,25 @@ class JsonLinesParser:
                 rows.append(index)
         if not good:
             return self.schema.empty_table(), np.empty(0, dtype=np.int64), n_lines
-        return self._read(b"\n".join(good) + b"\n"), np.asarray(rows, dtype=np.int64), n_lines
+        try:
+            table = self._read(b"\n".join(good) + b"\n")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # what the checks above let through and pyarrow still refuses: one by one, so
+            # that it is set aside with its reason instead of stopping the read
+            table, rows = self._one_by_one(good, rows, where, rejected)
+        return table, np.asarray(rows, dtype=np.int64), n_lines
+
+    def _one_by_one(self, lines: list[bytes], rows: list[int], where: str,
+                    rejected: list[Rejected]) -> tuple[pa.Table, list[int]]:
+        tables, kept = [], []
+        for line, row in zip(lines, rows, strict=True):
+            try:
+                tables.append(self._read(line + b"\n"))
+                kept.append(row)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                reason = str(exc).removeprefix("JSON parse error: ")
+                rejected.append(Rejected(where, row, f"bad JSON: {reason:.120}", line[:4096]))
+        return (pa.concat_tables(tables) if tables else self.schema.empty_table()), kept
 
     def _read(self, buffer: bytes | memoryview) -> pa.Table:
         # pyarrow parses its blocks in parallel; a block must hold the longest line, and
@@ -177,7 +196,29 @@ class JsonLinesParser:
             return f"bad JSON: {msg.split(':', 1)[0]}"
         if not isinstance(doc, dict):
             return "bad JSON: not an object"
-        return check_fields(doc, self.schema, "")
+        reason = check_fields(doc, self.schema, "")
+        if reason is None:
+            # pyarrow refuses a repeated key of the projection and ignores the others: set
+            # aside what it refuses (which value is meant is ambiguous), keep the rest
+            repeated = [k for k in duplicate_keys(line, doc) if _projected(k, self.schema)]
+            if repeated:
+                reason = f"duplicate key {repeated[0]}"
+        return reason
+
+
+def _projected(path: str, schema: pa.Schema | pa.StructType) -> bool:
+    """Whether dotted ``path`` names a field of the projection (through lists of structs)."""
+    kind: Any = pa.struct(list(schema)) if isinstance(schema, pa.Schema) else schema
+    for name in path.split("."):
+        while pa.types.is_list(kind):
+            kind = kind.value_type
+        if not pa.types.is_struct(kind):
+            return False
+        index = kind.get_field_index(name)
+        if index < 0:
+            return False
+        kind = kind.field(index).type
+    return True
 
 
 def check_fields(node: dict[str, Any], schema: pa.Schema | pa.StructType,
