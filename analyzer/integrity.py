@@ -30,6 +30,7 @@ import enum
 import gzip
 import hashlib
 import os
+import stat
 from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -334,6 +335,9 @@ def _check_file(log_path: Path) -> None:
         raise SourceError(f"{log_path}: no such file")
     if log_path.is_dir():
         raise SourceError(f"{log_path}: is a directory, expected an audit log file")
+    if not stat.S_ISREG(log_path.stat().st_mode):  # a FIFO or /dev/zero never ends
+        raise SourceError(f"{log_path}: is not a regular file (a FIFO or a device); "
+                          "give an audit log file")
 
 
 def _previous_of(doc: dict[str, Any] | None) -> dict[str, Any] | None:

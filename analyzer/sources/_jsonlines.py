@@ -10,8 +10,8 @@ A clean file therefore never pays for a Python loop per line.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from analyzer.events import duplicate_keys
-from analyzer.sources._base import MAX_LINE_BYTES, Rejected
+from analyzer.sources._base import MAX_LINE_BYTES, Rejected, overlong, whole_line_blocks
 
 __all__ = ["JsonLinesParser", "check_fields", "first_of_lists", "flatten", "nested_schema",
            "read_all", "whole_line_blocks"]
@@ -66,42 +66,6 @@ def first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
         values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
         chunks.append(values.take(index))
     return pa.chunked_array(chunks, type=column.type.value_type)
-
-
-def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
-                      block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
-    """Yield (byte offset, buffer, length of its whole lines) for consecutive blocks.
-
-    The buffer is used as read (no copy): what follows its last newline is read again at
-    the start of the next block, by seeking back on a plain file, or carried over on a
-    stream that cannot seek back cheaply (gzip). A last line without a newline is completed.
-    """
-    offset = 0
-    carry = b""
-    while True:
-        data = handle.read(block_bytes)
-        if carry:
-            data = carry + data
-            carry = b""
-        if not data:
-            return
-        cut = data.rfind(b"\n")
-        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
-            more = handle.read(block_bytes)
-            if not more:
-                data += b"\n"
-                cut = len(data) - 1
-                break
-            data += more
-            cut = data.rfind(b"\n")
-        end = cut + 1
-        if end < len(data):
-            if seekable:
-                handle.seek(offset + end)
-            else:
-                carry = data[end:]
-        yield offset, data, end
-        offset += end
 
 
 class JsonLinesParser:
@@ -187,6 +151,8 @@ class JsonLinesParser:
         """Why ``line`` cannot be read, or ``None`` if it fits the projection."""
         if len(line) > self.max_line:
             return f"line too long ({len(line):,} bytes; limit {self.max_line:,})"
+        if line[:1] == b"\x00" and (reason := overlong(line)):
+            return reason  # the stand-in of a line too long to be read
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -266,7 +232,7 @@ def read_all(data: bytes, parser: JsonLinesParser, where: str,
         data += b"\n"
     tables, numbers = [], []
     first_line = 1
-    for _, block, end in whole_line_blocks(io.BytesIO(data)):
+    for _, block, end in whole_line_blocks(io.BytesIO(data), max_line=parser.max_line):
         local: list[Rejected] = []
         table, rows, n_lines = parser.parse(memoryview(block)[:end], where, local)
         rejected.extend(Rejected(r.path, first_line + r.line, r.reason, r.raw) for r in local)
