@@ -223,12 +223,16 @@ def _check_ip(value: str | None, field: str) -> str | None:
         raise SchemaError(f"{field}: not an IP address: {value!r}") from None
 
 
-def _tuple_of_str(value: Iterable[str] | str | None) -> tuple[str, ...]:
+def _tuple_of_str(value: Iterable[str] | str | None, field: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,)
-    return tuple(str(v) for v in value)
+    values = tuple(value)
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise SchemaError(f"{field}: expected strings, got {bad!r:.60}")
+    return values
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,19 +293,20 @@ class AuditEvent:
         set_(self, "action", action)
         for f in _FIELD_DEFAULTS:
             set_(self, f, fields.get(f, _FIELD_DEFAULTS[f]))
-        set_(self, "timestamp", parse_timestamp(fields["timestamp"]))
+        set_(self, "timestamp", check_time_span(parse_timestamp(fields["timestamp"]),
+                                                "@timestamp"))
         set_(self, "level", Level.parse(self.level))
         set_(self, "outcome", Outcome.parse(self.outcome))
         try:
             set_(self, "kind", Kind(self.kind))
         except ValueError:
             raise SchemaError(f"event.kind: expected event or alert, got {self.kind!r}") from None
-        category = _tuple_of_str(self.category) or infer_category(action)
+        category = _tuple_of_str(self.category, "event.category") or infer_category(action)
         bad = [c for c in category if c not in ECS_CATEGORIES]
         if bad:
             raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
         set_(self, "category", category)
-        set_(self, "roles", _tuple_of_str(self.roles))
+        set_(self, "roles", _tuple_of_str(self.roles, "user.roles"))
         set_(self, "source_ip", _check_ip(self.source_ip, "source.ip"))
         for name in ("start", "end"):
             value = getattr(self, name)
@@ -309,8 +314,11 @@ class AuditEvent:
                 set_(self, name, parse_timestamp(value))
         for name in ("bytes", "pid", "origin_line", "sequence"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise SchemaError(f"{_ECS_NAME[name]}: expected an integer, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not -(1 << 63) <= value < 1 << 63):
+                raise SchemaError(f"{_ECS_NAME[name]}: expected an integer, got {value!r:.60}")
+        if self.bytes is not None and self.bytes < 0:
+            raise SchemaError(f"resource.bytes: expected 0 or more, got {self.bytes!r}")
         if self.risk_score is not None:
             set_(self, "risk_score", float(self.risk_score))
         for name in _STRING_FIELDS:
@@ -452,6 +460,14 @@ MAX_RECORD_BYTES = 512 << 10
 #: The span of times the normalized frame (``datetime64[ns]``) holds, with a day to spare
 #: at each end: the logger refuses a ``@timestamp`` outside it, as every reader would.
 TIME_SPAN = (datetime(1677, 9, 23, tzinfo=UTC), datetime(2262, 4, 10, tzinfo=UTC))
+
+
+def check_time_span(moment: datetime, field: str) -> datetime:
+    """``moment``, or a :class:`SchemaError` naming ``field`` if the frame cannot hold it."""
+    if not TIME_SPAN[0] <= moment <= TIME_SPAN[1]:
+        raise SchemaError(f"{field}: {format_timestamp(moment)} is outside the span the "
+                          f"analyzer reads (1677-09-23 to 2262-04-10)")
+    return moment
 
 
 def may_contain(line: bytes, literal: bytes) -> bool:
