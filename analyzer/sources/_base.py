@@ -341,7 +341,7 @@ def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
 def _skip_to_newline(handle: IO[bytes], size: int, block_bytes: int) -> tuple[int, bytes]:
     """Read past the rest of a line of which ``size`` bytes are read; return its length
     and what was read after its newline (empty at the end of the file)."""
-    while more := handle.read(block_bytes):
+    while more := handle.read(min(block_bytes, 1 << 20)):
         newline = more.find(b"\n")
         if newline != -1:
             return size + newline, more[newline + 1:]
