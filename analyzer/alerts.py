@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pandas as pd
 
 from analyzer.events import AuditEvent, Kind, Level, Outcome
@@ -224,19 +223,15 @@ def incidents_of(alerts: Iterable[Alert]) -> list[Incident]:
 
 def existing_alert_ids(path: str | os.PathLike[str]) -> set[str]:
     """``event.id`` of every alert already in an audit log (a scan of alert lines only)."""
+    from analyzer.sources.jsonl import records_holding
+
     found: set[str] = set()
-    source = Path(path)
-    if not source.exists():
+    if not Path(path).exists():
         return found
-    with source.open("rb") as handle:
-        for line in handle:
-            if b'"kind":"alert"' not in line:
-                continue
-            try:
-                doc = orjson.loads(line)
-                found.add(str(doc["event"]["id"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue  # verify reports broken records; here they are simply not alerts
+    for _, doc in records_holding(path, b'"alert"'):
+        event = doc.get("event")
+        if isinstance(event, dict) and event.get("kind") == "alert" and event.get("id"):
+            found.add(str(event["id"]))
     return found
 
 

@@ -223,12 +223,16 @@ def _check_ip(value: str | None, field: str) -> str | None:
         raise SchemaError(f"{field}: not an IP address: {value!r}") from None
 
 
-def _tuple_of_str(value: Iterable[str] | str | None) -> tuple[str, ...]:
+def _tuple_of_str(value: Iterable[str] | str | None, field: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,)
-    return tuple(str(v) for v in value)
+    values = tuple(value)
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise SchemaError(f"{field}: expected strings, got {bad!r:.60}")
+    return values
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,19 +293,20 @@ class AuditEvent:
         set_(self, "action", action)
         for f in _FIELD_DEFAULTS:
             set_(self, f, fields.get(f, _FIELD_DEFAULTS[f]))
-        set_(self, "timestamp", parse_timestamp(fields["timestamp"]))
+        set_(self, "timestamp", check_time_span(parse_timestamp(fields["timestamp"]),
+                                                "@timestamp"))
         set_(self, "level", Level.parse(self.level))
         set_(self, "outcome", Outcome.parse(self.outcome))
         try:
             set_(self, "kind", Kind(self.kind))
         except ValueError:
             raise SchemaError(f"event.kind: expected event or alert, got {self.kind!r}") from None
-        category = _tuple_of_str(self.category) or infer_category(action)
+        category = _tuple_of_str(self.category, "event.category") or infer_category(action)
         bad = [c for c in category if c not in ECS_CATEGORIES]
         if bad:
             raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
         set_(self, "category", category)
-        set_(self, "roles", _tuple_of_str(self.roles))
+        set_(self, "roles", _tuple_of_str(self.roles, "user.roles"))
         set_(self, "source_ip", _check_ip(self.source_ip, "source.ip"))
         for name in ("start", "end"):
             value = getattr(self, name)
@@ -309,8 +314,11 @@ class AuditEvent:
                 set_(self, name, parse_timestamp(value))
         for name in ("bytes", "pid", "origin_line", "sequence"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise SchemaError(f"{_ECS_NAME[name]}: expected an integer, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not -(1 << 63) <= value < 1 << 63):
+                raise SchemaError(f"{_ECS_NAME[name]}: expected an integer, got {value!r:.60}")
+        if self.bytes is not None and self.bytes < 0:
+            raise SchemaError(f"resource.bytes: expected 0 or more, got {self.bytes!r}")
         if self.risk_score is not None:
             set_(self, "risk_score", float(self.risk_score))
         for name in _STRING_FIELDS:
@@ -440,6 +448,104 @@ def encode_record(doc: Mapping[str, Any]) -> bytes:
         return orjson.dumps(doc, default=json_default, option=_CANONICAL)
     except TypeError as exc:
         raise SchemaError(str(exc.__cause__ or exc)) from exc
+
+
+#: Longest line any reader (and ``verify``) reads; a longer one is set aside unparsed, and
+#: only this much of it is ever held in memory.
+MAX_LINE_BYTES = 1 << 20
+#: Largest record the logger writes, the whole line as stored (after encryption, which
+#: grows a record by a third): below :data:`MAX_LINE_BYTES`, so every record it writes
+#: can be read back.
+MAX_RECORD_BYTES = 512 << 10
+#: The span of times the normalized frame (``datetime64[ns]``) holds, with a day to spare
+#: at each end: the logger refuses a ``@timestamp`` outside it, as every reader would.
+TIME_SPAN = (datetime(1677, 9, 23, tzinfo=UTC), datetime(2262, 4, 10, tzinfo=UTC))
+
+
+def check_time_span(moment: datetime, field: str) -> datetime:
+    """``moment``, or a :class:`SchemaError` naming ``field`` if the frame cannot hold it."""
+    if not TIME_SPAN[0] <= moment <= TIME_SPAN[1]:
+        raise SchemaError(f"{field}: {format_timestamp(moment)} is outside the span the "
+                          f"analyzer reads (1677-09-23 to 2262-04-10)")
+    return moment
+
+
+def may_contain(line: bytes, literal: bytes) -> bool:
+    """Whether a JSON line may hold the JSON text ``literal`` once parsed: a pre-filter.
+
+    ``literal`` must be made of characters a JSON writer never has to escape (letters,
+    digits, ``"``-delimited words): such a character is spelled either as itself or as a
+    ``\\u`` escape, so a line holding neither ``literal`` nor any ``\\u`` cannot hold the
+    value. A pre-filter only saves work: the caller still decides on the parsed record.
+
+    >>> may_contain(b'{"kind":"alert"}', b'"alert"'), may_contain(b'{"kind":"event"}', b'"alert"')
+    (True, False)
+    >>> may_contain(b'{"kind":"\\u0061lert"}', b'"alert"')
+    True
+    """
+    return literal in line or b"\\u" in line
+
+
+def duplicate_key(line: bytes, doc: Any = None) -> str | None:
+    """The dotted path of the first key that ``line`` (one JSON object) repeats, or None.
+
+    Parsers disagree on a repeated key (orjson keeps the last value, others the first, some
+    refuse), so a record with one means different things to different readers. ``doc`` is
+    the line already parsed by orjson: when re-encoding it gives back ``line`` exactly (the
+    logger's own records), no key can repeat and the slow, exact walk is skipped.
+
+    >>> duplicate_key(b'{"user":{"name":"m"},"user":{"name":"u3"}}')
+    'user'
+    >>> duplicate_key(b'{"user":{"name":"m","name":"u3"}}'), duplicate_key(b'{"a":1}')
+    ('user.name', None)
+    """
+    found = duplicate_keys(line, doc)
+    return found[0] if found else None
+
+
+def duplicate_keys(line: bytes, doc: Any = None) -> list[str]:
+    """Every repeated key of ``line`` as a dotted path, in document order (see
+    :func:`duplicate_key`); paths go through lists without an index."""
+    if doc is not None:
+        try:
+            if orjson.dumps(doc) == line:
+                return []
+        except TypeError:
+            pass
+    import json  # only here: its hook sees every key, orjson's parser does not
+
+    try:
+        parsed = json.loads(line, object_pairs_hook=_KeyedObject.from_pairs)
+    except (ValueError, RecursionError):
+        return []  # not JSON: the caller's parse says so
+    found: list[str] = []
+    _repeated_paths(parsed, "", found)
+    return found
+
+
+class _KeyedObject(dict):
+    """A parsed JSON object that remembers the keys its text repeated."""
+
+    repeated: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _KeyedObject:
+        obj = cls(pairs)
+        if len(obj) < len(pairs):
+            seen: set[str] = set()
+            obj.repeated = tuple(dict.fromkeys(k for k, _ in pairs
+                                               if k in seen or seen.add(k)))
+        return obj
+
+
+def _repeated_paths(node: Any, prefix: str, found: list[str]) -> None:
+    if isinstance(node, _KeyedObject):
+        found.extend(prefix + key for key in node.repeated)
+        for name, value in node.items():
+            _repeated_paths(value, f"{prefix}{name}.", found)
+    elif isinstance(node, list):
+        for value in node:
+            _repeated_paths(value, prefix, found)
 
 
 def decode_record(line: bytes | str) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
@@ -125,34 +124,24 @@ Unseal = Callable[[dict], dict]
 
 def _records(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
              needle: bytes, unseal: Unseal | None = None) -> Iterable[dict]:
+    from analyzer.sources.jsonl import records_holding
+
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     for item in items:
         path = Path(item)
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            raise SourceError(f"{path}: audit log not found") from None
-        except OSError as exc:
-            raise SourceError(f"{path}: cannot read the audit log: {exc.strerror}") from None
-        with handle:
-            for line in handle:
-                if needle not in line:
-                    continue  # cheap pre-filter: most lines are activity
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # verify reports broken records; here they are not ours
-                if not isinstance(doc, dict):
-                    continue
-                if isinstance((doc.get("analyzer") or {}).get("encrypted"), dict):
-                    if unseal is None:
-                        # the alert's entity or the verdict is sealed: reading on without
-                        # them would leave attacks in a training set without a word
-                        raise SchemaError(
-                            f"{path}: alerts and verdicts are encrypted at rest; give the "
-                            "encryption key (unseal=, --encryption-key-file)")
-                    doc = unseal(doc)
-                yield doc
+        if not path.exists():
+            raise SourceError(f"{path}: audit log not found")
+        # a cheap pre-filter (most lines are activity); the callers decide on parsed fields
+        for _, doc in records_holding(path, needle):
+            if isinstance((doc.get("analyzer") or {}).get("encrypted"), dict):
+                if unseal is None:
+                    # the alert's entity or the verdict is sealed: reading on without them
+                    # would leave attacks in a training set without a word
+                    raise SchemaError(
+                        f"{path}: alerts and verdicts are encrypted at rest; give the "
+                        "encryption key (unseal=, --encryption-key-file)")
+                doc = unseal(doc)
+            yield doc
 
 
 def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
@@ -169,7 +158,7 @@ def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         timestamp`` (times UTC).
     """
     rows = []
-    for doc in _records(paths, b'"kind":"alert"', unseal):
+    for doc in _records(paths, b'"alert"', unseal):
         event = doc.get("event") or {}
         details = ((doc.get("analyzer") or {}).get("alert") or {})
         if event.get("kind") != "alert" or not event.get("id"):

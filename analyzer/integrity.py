@@ -13,9 +13,14 @@ refuses to call a keyed chain intact without its key. Logs written before the de
 existed carry none ("legacy": the algorithm is unknown) and verify as before.
 
 :func:`verify_log` streams a log once, in bounded memory, and names the first record that does
-not hold and why: changed, missing, inserted, reordered, truncated or bad JSON.
+not hold and why: changed, missing, inserted, reordered, truncated, bad JSON, or not
+canonical: a line must be exactly the canonical encoding of its record (with ``event.hash``
+right after ``event.sequence``, where the logger puts it), so that a JSON-equivalent rewrite
+(``"\\u0061lert"`` for ``"alert"``, spaces, another key order) or a repeated key, which
+leave the chained content unchanged for one parser but not for every tool, is caught.
 
-This module imports nothing of the project but :mod:`analyzer.errors` and the JSON codec.
+This module imports nothing of the project but :mod:`analyzer.errors` and the JSON codec
+(:mod:`analyzer.events`, for the line limit and the repeated-key check).
 
 >>> chain = ChainHasher(b"secret")
 >>> h1 = chain.link(GENESIS_HASH, b'{"a":1}')
@@ -34,6 +39,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -43,6 +49,7 @@ from typing import IO, Any
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, SourceError
+from analyzer.events import MAX_LINE_BYTES, duplicate_key
 from analyzer.files import PRIVATE, append_side
 
 __all__ = [
@@ -307,6 +314,7 @@ class Problem(enum.StrEnum):
     BAD_JSON = "bad JSON"
     KEY_NEEDED = "key needed"
     KEY_MISMATCH = "key mismatch"
+    NOT_CANONICAL = "not canonical"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -350,9 +358,13 @@ class _Record:
     sequence: int | None
     hash: str | None
     canonical: bytes
+    #: the line is exactly the canonical encoding, as the logger writes it
+    exact: bool = False
 
 
-def _parse(number: int, raw: bytes) -> _Record:
+def _parse(number: int, raw: bytes | None) -> _Record:
+    if raw is None:  # a line over the limit, never held whole
+        return _Record(number, b"", None, None, None, b"")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -366,7 +378,28 @@ def _parse(number: int, raw: bytes) -> _Record:
         hash_ = event.get("hash")
     if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(hash_, str):
         return _Record(number, raw, doc, None, None, b"")
-    return _Record(number, raw, doc, seq, hash_, canonical_bytes(doc))
+    canonical = canonical_bytes(doc)
+    return _Record(number, raw, doc, seq, hash_, canonical,
+                   raw == stored_line(canonical, seq, hash_))
+
+
+def stored_line(canonical: bytes, sequence: int, hash_: str) -> bytes:
+    """The one line the logger writes for a record: its canonical encoding with
+    ``"hash":"..."`` right after ``"sequence":N`` (found from the end, as the writer does).
+
+    >>> stored_line(b'{"event":{"id":"a","sequence":7},"x":1}', 7, "ab")
+    b'{"event":{"id":"a","sequence":7,"hash":"ab"},"x":1}'
+    """
+    number = b'"sequence":%d' % sequence
+    cut = len(canonical)
+    while True:
+        cut = canonical.rfind(number, 0, cut)
+        if cut == -1:
+            return b""  # no such spelling: nothing stored can equal it
+        end = cut + len(number)
+        if canonical[end:end + 1] in (b",", b"}"):
+            return b'%s,"hash":"%s"%s' % (canonical[:end], hash_.encode("utf-8", "replace"),
+                                          canonical[end:])
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -376,15 +409,34 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """Yield (line number, bytes without newline, complete?) lazily, in bounded memory."""
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
+    """Yield (line number, bytes without newline, complete?) lazily, in bounded memory.
+
+    A line longer than :data:`MAX_LINE_BYTES` is never held whole: it is read past to its
+    newline and yielded as ``None``. Only the newline is taken off a line: a ``\\r`` or a
+    space before it is part of what is compared with the canonical encoding.
+    """
+    limit = MAX_LINE_BYTES + 1
     try:
         with _open(path) as handle:
-            for number, raw in enumerate(handle, 1):
+            number = 0
+            while raw := handle.readline(limit):
+                number += 1
+                if len(raw) == limit and not raw.endswith(b"\n"):
+                    yield number, None, _skip_line(handle)
+                    continue
                 complete = raw.endswith(b"\n")
-                yield number, raw.rstrip(b"\r\n"), complete
+                yield number, raw[:-1] if complete else raw, complete
     except (EOFError, gzip.BadGzipFile) as exc:  # a truncated or non-gzip ".gz"
         raise SourceError(f"{path}: cannot read it as gzip: {exc}") from None
+
+
+def _skip_line(handle: IO[bytes]) -> bool:
+    """Read past the rest of an over-long line; whether it ended in a newline."""
+    while chunk := handle.readline(1 << 16):
+        if chunk.endswith(b"\n"):
+            return True
+    return False
 
 
 def _check_file(log_path: Path) -> None:
@@ -392,6 +444,9 @@ def _check_file(log_path: Path) -> None:
         raise SourceError(f"{log_path}: no such file")
     if log_path.is_dir():
         raise SourceError(f"{log_path}: is a directory, expected an audit log file")
+    if not stat.S_ISREG(log_path.stat().st_mode):  # a FIFO or /dev/zero never ends
+        raise SourceError(f"{log_path}: is not a regular file (a FIFO or a device); "
+                          "give an audit log file")
 
 
 def _previous_of(doc: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -498,7 +553,7 @@ def _series_notes(ordered: list[Path], deleted: set[int]) -> tuple[str, ...]:
 
 def _first_sequence(path: Path) -> int:
     with _open(path) as handle:
-        record = _parse(1, handle.readline().rstrip(b"\r\n"))
+        record = _parse(1, handle.readline(MAX_LINE_BYTES).rstrip(b"\r\n"))
     return record.sequence if record.sequence is not None else -1
 
 
@@ -506,7 +561,7 @@ def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
                       later: list[Path]) -> VerifyReport | None:
     """Does ``file`` continue the chain exactly where ``previous_file`` ended?"""
     with _open(file) as handle:
-        first = _parse(1, handle.readline().rstrip(b"\r\n"))
+        first = _parse(1, handle.readline(MAX_LINE_BYTES).rstrip(b"\r\n"))
     claimed = _previous_of(first.doc)
 
     def broken(problem: Problem, detail: str) -> VerifyReport:
@@ -552,7 +607,12 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
     for number, raw, complete in lines:
         record = _parse(number, raw)
         if record.doc is None:
-            what = "incomplete last line (torn write)" if not complete else "not a JSON object"
+            if raw is None:
+                what = f"line longer than the limit of {MAX_LINE_BYTES:,} bytes"
+            elif not complete:
+                what = "incomplete last line (torn write)"
+            else:
+                what = "not a JSON object"
             return broken(Problem.BAD_JSON, number, None, what)
         if record.sequence is None:
             return broken(Problem.BAD_JSON, number, None,
@@ -567,6 +627,9 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
                     return broken(Problem(refused[0]), number, record.sequence, refused[1])
         expected = prev_seq + 1
         if record.sequence == expected and hasher.link(prev_hash, record.canonical) == record.hash:
+            if not record.exact:
+                return broken(Problem.NOT_CANONICAL, number, record.sequence,
+                              _not_canonical(record.raw, record.doc))
             prev_hash, prev_seq = record.hash, record.sequence
             records += 1
             if prev_seq in checkpoints:
@@ -601,6 +664,17 @@ def _deleted_sequence(doc: dict[str, Any]) -> int | None:
         if isinstance(holder, dict) and type(holder.get("last_sequence")) is int:
             return holder["last_sequence"]
     return None
+
+
+def _not_canonical(raw: bytes, doc: dict[str, Any] | None) -> str:
+    """Why a line whose content holds is still refused: parsers may read it differently."""
+    repeated = duplicate_key(raw, doc)
+    if repeated is not None:
+        return (f"duplicate key {repeated}: parsers disagree on which value counts (the chain "
+                f"covers the last)")
+    return ("the line is not the canonical encoding of its record (an escape, a space, a "
+            "number or key order rewritten): its content holds, but the bytes were changed "
+            "after writing, and tools that search them may see another record")
 
 
 def _checkpoint_verdict(report: VerifyReport,

@@ -6,11 +6,11 @@ tables, so memory stays bounded whatever the size of the trail. It reads no more
 
 * **Literal pre-filter.** When a filter names an exact value (a user, an exact action or
   resource, an IPv4 address, ``kind=alert``, an outcome, a level), only lines that contain that
-  value as a JSON string are looked at: they are found with a substring search over the raw
-  bytes, as ``grep`` would, and only those lines go through the JSON parser. The parsed
-  record is then checked exactly, so the pre-filter only ever saves work, never changes a
-  result. Values that a JSON writer might escape (quotes, backslashes, ``/``, non-ASCII) are
-  not used as literals.
+  value as a JSON string, or any ``\\u`` escape (which could spell it), are looked at: they
+  are found with a substring search over the raw bytes, as ``grep`` would, and only those
+  lines go through the JSON parser. The parsed record is then checked exactly, so the
+  pre-filter only ever saves work, never changes a result. Values that a JSON writer might
+  escape (quotes, backslashes, ``/``, non-ASCII) are not used as literals.
 * **Time pre-filter.** Lines whose ``@timestamp`` is where the project's logger puts it (first
   key, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``) are compared on their raw bytes, array-wise, before
   parsing; any other line is parsed and checked.
@@ -147,6 +147,8 @@ _ENVELOPE = ((("analyzer", "encrypted", "kid"), _S), (("analyzer", "encrypted", 
 _SCHEMA = nested_schema([*((path, dtype) for path, _, dtype in _FIELDS), *_ENVELOPE])
 PARSER = JsonLinesParser(_SCHEMA)
 _MAX_LINE = PARSER.max_line
+#: What any line that spells a character as an escape holds (see :meth:`Filter.literals`).
+ESCAPE = b"\\u"
 _TS_PREFIX = b'{"@timestamp":"'
 _TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
 # Literal pre-filter: only text a JSON writer does not escape is searched for as it is. Left
@@ -275,7 +277,9 @@ class Filter:
     def literals(self) -> tuple[bytes, ...]:
         """JSON string literals of which every matching line contains at least one.
 
-        Empty when no filter allows it; the scan then looks at every line.
+        Empty when no filter allows it; the scan then looks at every line. The value
+        literals come with ``\\u``: a line may spell the value with escapes
+        (``"\\u0061lert"``), and is then looked at too (:func:`~analyzer.events.may_contain`).
         """
         exact = [
             self.users,
@@ -289,7 +293,7 @@ class Filter:
         for values, glob in fields:
             found = [_glob_literal(v, glob=glob) for v in values]
             if found and all(found):
-                return tuple(dict.fromkeys(f for f in found if f))
+                return (*dict.fromkeys(f for f in found if f), ESCAPE)
         return ()
 
 
@@ -469,15 +473,15 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                 for offset, data, end in whole_line_blocks(handle, seekable=seekable,
                                                            block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
-                    sealed = SEALED_MARK in data
-                    if sealed and not decrypt_keys and not clear_only:
-                        raise SchemaError(f"{file}: records are encrypted; pass the encryption "
-                                          "key (--encryption-key-file) or --clear-only")
+                    # the mark may be spelled with escapes: then the parsed envelope decides
+                    sealed = SEALED_MARK in data or (b"\\" in data and ESCAPE in data)
+                    if SEALED_MARK in data and not decrypt_keys and not clear_only:
+                        raise _sealed_error(file)
                     opener = _cipher(decrypt_keys) if sealed and decrypt_keys else None
                     # sealed fields are not in the raw text: no raw pre-filter for them
                     table = _scan_block(data, end, offset, str(file), flt,
                                         () if opener else literals, bounds, stats, pending,
-                                        opener)
+                                        opener, refuse_sealed=not clear_only)
                     if table is None or not table.num_rows:
                         continue
                     if limit is not None and stats.matched + table.num_rows >= limit:
@@ -497,6 +501,11 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                     stats.rejected.extend(_numbered(file, pending))
                 except (OSError, EOFError, zlib.error):  # the file broke off: keep offsets
                     stats.rejected.extend(pending)
+
+
+def _sealed_error(file: Path | str) -> SchemaError:
+    return SchemaError(f"{file}: records are encrypted; pass the encryption key "
+                       "(--encryption-key-file) or --clear-only")
 
 
 def _numbered(file: Path, pending: list[Rejected]) -> list[Rejected]:
@@ -545,6 +554,17 @@ def _literal_spans(block: bytes, size: int,
     ends: list[int] = []
     find, rfind = block.find, block.rfind
     for literal in literals:
+        if literal == ESCAPE:  # a two-byte pattern bytes.find is slow on: numpy finds it
+            if block.find(b"\\", 0, size) == -1:  # one fast memchr, the common case
+                continue
+            raw = np.frombuffer(block, dtype=np.uint8, count=size)
+            at = np.flatnonzero((raw[:-1] == 92) & (raw[1:] == 117))
+            if len(at):
+                line_ends = np.flatnonzero(raw == 10)
+                index = np.unique(np.searchsorted(line_ends, at))
+                starts.extend((np.where(index > 0, line_ends[index - 1] + 1, 0)).tolist())
+                ends.extend(line_ends[index].tolist())
+            continue
         pos = find(literal, 0, size)
         while pos != -1:
             start = rfind(b"\n", 0, pos) + 1
@@ -595,7 +615,7 @@ def _time_keep(block: bytes, starts: np.ndarray, ends: np.ndarray,
 def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
                 literals: tuple[bytes, ...], bounds: tuple[bytes | None, bytes | None],
                 stats: ScanStats, pending: list[Rejected],
-                opener: Any = None) -> pa.Table | None:
+                opener: Any = None, *, refuse_sealed: bool = False) -> pa.Table | None:
     """The matches among the lines of ``block[:size]``, which starts at ``offset`` in its
     file; malformed lines go to ``pending`` with their byte offsets."""
     starts = ends = None
@@ -625,7 +645,8 @@ def _scan_block(block: bytes, size: int, offset: int, path: str, flt: Filter,
         starts, ends = _line_spans(block, size)
         stats.lines += len(starts)
     result = None if table is None else \
-        _select(table, rows, block, starts, ends, path, flt, rejected, opener)
+        _select(table, rows, block, starts, ends, path, flt, rejected, opener,
+                refuse_sealed=refuse_sealed)
     pending.extend(dataclasses.replace(item, line=offset + int(starts[item.line]))
                    for item in rejected)
     return result
@@ -659,9 +680,12 @@ def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | Non
 
 def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             ends: np.ndarray, path: str, flt: Filter, rejected: list[Rejected],
-            opener: Any = None) -> pa.Table | None:
+            opener: Any = None, *, refuse_sealed: bool = False) -> pa.Table | None:
     """Check the records a parse produced against the filter, exactly, and build the result."""
     flat = flatten(table)
+    if opener is None and refuse_sealed and \
+            flat.column("analyzer.encrypted.ct").null_count < flat.num_rows:
+        raise _sealed_error(path)
     col = {column: flat.column(".".join(p)) for p, column, _ in _FIELDS}
     opened: dict[int, dict[str, Any]] = {}
     failed: list[int] = []

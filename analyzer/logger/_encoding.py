@@ -23,6 +23,7 @@ from analyzer.events import (
     ECS_VERSION,
     Level,
     Outcome,
+    check_time_span,
     format_timestamp,
     parse_timestamp,
 )
@@ -104,4 +105,4 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 
 def _stamp(value: datetime | str) -> str:
-    return format_timestamp(parse_timestamp(value))
+    return format_timestamp(check_time_span(parse_timestamp(value), "@timestamp"))

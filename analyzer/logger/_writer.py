@@ -32,6 +32,7 @@ from analyzer.errors import (
 )
 from analyzer.events import (
     ECS_CATEGORIES,
+    MAX_RECORD_BYTES,
     AuditEvent,
     Level,
     Outcome,
@@ -274,6 +275,13 @@ class AuditLogger:
         ``timestamp`` and ``host`` default to now and this machine; imports pass the
         original record's. ``extra`` is a mapping of additional fields under this project's
         ``analyzer`` namespace (free-form details); it never overrides the ECS fields.
+
+        Only what every reader reads back is written; anything else raises
+        :class:`~analyzer.errors.SchemaError` naming the field: text fields must be strings,
+        ``roles`` strings, ``bytes`` an integer from 0 to 2**63-1, ``timestamp`` within the
+        span the events frame holds (1677-2262), and the whole record (after encryption) at
+        most :data:`~analyzer.events.MAX_RECORD_BYTES` (512 KiB), below the readers' 1 MiB
+        line limit.
         """
         lvl = level if type(level) is Level else Level.parse(level)
         if lvl < self.min_level:
@@ -315,8 +323,10 @@ class AuditLogger:
             elif resource or resource_type or bytes is not None:
                 parts = []
                 if bytes is not None:
-                    if type(bytes) is not int:
-                        raise SchemaError(f"resource.bytes: expected an integer, got {bytes!r}")
+                    if type(bytes) is not int or not 0 <= bytes < 1 << 63:
+                        # a larger integer reads back as a float and breaks the chain
+                        raise SchemaError(f"resource.bytes: expected an integer from 0 to "
+                                          f"2**63-1, got {bytes!r:.60}")
                     parts.append(b'"bytes":%d' % bytes)
                 if resource:
                     parts.append(b'"name":' + (strings.get(resource) or _jstr(resource)))
@@ -344,7 +354,7 @@ class AuditLogger:
                     raise SchemaError(f"user.name: expected a string, got {user!r}")
                 user_part = b',"user":{"name":%s%s}' % (
                     strings.get(user) or _jstr(user),
-                    b',"roles":' + orjson.dumps(list(roles)) if roles else b"")
+                    b',"roles":' + _roles_json(roles) if roles else b"")
             if self._cipher is not None:
                 # the parts begin with their separating comma; the message leads
                 secret = b'{"message":%s%s%s%s%s%s}' % (
@@ -365,8 +375,17 @@ class AuditLogger:
                 self._host_json if not host else _jstr(host), _LEVEL_PART[lvl],
                 self._name_json, origin, orjson.dumps(message), self._process_json,
                 resource_part, self._service_json, session_part, source_part, user_part)
-        except TypeError as exc:  # orjson: a value it cannot encode (e.g. lone surrogates)
-            raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
+        except (TypeError, SchemaError) as exc:  # a value of the wrong type, lone surrogates
+            raise SchemaError(_bad_field(exc, {
+                "user.name": user, "resource.name": resource, "resource.type": resource_type,
+                "session.id": session, "source.ip": source_ip, "host.name": host,
+                "source.geo.country_iso_code": country, "source.geo.city_name": city,
+                "analyzer": extra})) from None
+        if len(prefix) + len(suffix) > _MAX_PARTS:
+            raise SchemaError(_too_large(len(prefix) + len(suffix), {
+                "message": message, "analyzer": extra, "resource.name": resource,
+                "user.name": user, "event.action": action, "analyzer.encrypted":
+                    analyzer_part if self._cipher is not None else None}))
         self._enqueue((prefix, suffix))
         return event_id
 
@@ -432,6 +451,9 @@ class AuditLogger:
             canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
         except TypeError as exc:
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
+        if len(canonical) > _MAX_PARTS:
+            raise SchemaError(_too_large(len(canonical), {
+                "message": event.message, "analyzer": event.analyzer}))
         # Only event.sequence has this spelling: keys after "event" at the top level are
         # written by this module and contain no "sequence"; a quote inside a string is escaped.
         cut = canonical.rfind(b'"sequence":-1')
@@ -801,6 +823,41 @@ class AuditLogger:
 
 _LIVE: weakref.WeakSet[AuditLogger] = weakref.WeakSet()
 _FORK_HOOK: list[bool] = []
+
+
+#: The longest a record may be before its sequence number and hash are added (at most 20
+#: digits and ``,"hash":"`` + 64 hex + ``"``: 94 bytes), so that the line stays within
+#: MAX_RECORD_BYTES.
+_MAX_PARTS = MAX_RECORD_BYTES - 94
+
+
+def _roles_json(roles: Iterable[str] | str) -> bytes:
+    values = [roles] if isinstance(roles, str) else list(roles)
+    bad = next((r for r in values if type(r) is not str), None)
+    if bad is not None:
+        raise SchemaError(f"user.roles: expected strings, got {bad!r:.60}")
+    return orjson.dumps(values)
+
+
+def _bad_field(exc: BaseException, fields: Mapping[str, Any]) -> str:
+    """The error for a record that could not be encoded, naming the field when one is not
+    what it should be (the happy path checks nothing; this runs only after a failure)."""
+    if isinstance(exc, SchemaError) and ":" in str(exc).split(" ", 1)[0]:
+        return str(exc)  # already names its field
+    for name, value in fields.items():
+        if value is not None and name != "analyzer" and type(value) is not str:
+            return f"{name}: expected a string, got {value!r:.60}"
+    return f"cannot encode the record: {getattr(exc, '__cause__', None) or exc}"
+
+
+def _too_large(size: int, fields: Mapping[str, Any]) -> str:
+    """Name the biggest field of a record over the size limit."""
+    sizes = {name: len(orjson.dumps(value, default=str)) for name, value in fields.items()
+             if value is not None}
+    biggest = max(sizes, key=sizes.__getitem__, default="record")
+    return (f"{biggest}: the record would be {size:,} bytes, over the limit of "
+            f"{MAX_RECORD_BYTES:,} (analyzer.events.MAX_RECORD_BYTES); readers set longer "
+            f"lines aside")
 
 
 def _watch_forks(audit: AuditLogger) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,7 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SourceError
-from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, REQUIRED_FRAME_COLUMNS
+from analyzer.events import (
+    FRAME_COLUMNS,
+    MAX_LINE_BYTES,
+    OUTCOME_CATEGORIES,
+    REQUIRED_FRAME_COLUMNS,
+)
 from analyzer.files import open_append
 
 __all__ = [
@@ -33,14 +39,16 @@ __all__ = [
     "empty_frame",
     "merge_skipped",
     "open_log",
+    "overlong",
     "read_failed",
+    "whole_line_blocks",
     "within_period",
     "within_time_range",
     "write_rejected",
 ]
 
-#: Longest line a reader accepts; longer ones are set aside rather than parsed.
-MAX_LINE_BYTES = 1 << 20
+# MAX_LINE_BYTES (from analyzer.events): the longest line a reader accepts; longer ones are
+# set aside rather than parsed, and never held whole in memory (see whole_line_blocks).
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,11 +232,17 @@ def open_log(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
     suffix = archive_kind(file)
     if suffix is not None:
         raise _archive_error(file, suffix)
-    if file.is_dir():
-        raise SourceError(f"{file}: is a directory, expected a log file")
     try:
+        check_regular(file)
         handle = file.open("rb")
-        head = handle.peek(8)[:8] if hasattr(handle, "peek") else b""
+        try:  # checked again on what was opened: the path may have been swapped meanwhile
+            check_regular(file, os.fstat(handle.fileno()).st_mode)
+            head = handle.peek(8)[:8] if hasattr(handle, "peek") else b""
+        except BaseException:
+            handle.close()
+            raise
+    except SourceError:
+        raise
     except FileNotFoundError:
         raise SourceError(f"{file}: no such file") from None
     except OSError as exc:
@@ -244,6 +258,96 @@ def open_log(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
             handle.close()
             raise _archive_error(file, kind)
     return handle, True
+
+
+def check_regular(path: Path, mode: int | None = None) -> None:
+    """Refuse what is not a regular file (a directory, a FIFO, a device, a socket) with one
+    line naming it: reading ``/dev/zero`` or a pipe nobody writes to never ends."""
+    if mode is None:
+        mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise SourceError(f"{path}: is a directory, expected a log file")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "not a regular file")
+    raise SourceError(f"{path}: is {kind}; give a log file (copy a stream to a file first)")
+
+
+#: How an over-long line stands in the blocks :func:`whole_line_blocks` yields: a NUL
+#: (which no text line starts with) and its length; :func:`overlong` reads it back.
+_OVERLONG = b"\x00line too long: %d bytes"
+
+
+def overlong(line: bytes) -> str | None:
+    """The reason to set aside ``line``: over the limit, or the stand-in of a line that was
+    (``None`` when it is neither)."""
+    if line[:1] == b"\x00" and line.startswith(_OVERLONG[:16]):
+        size = line[16:].split(b" ", 1)[0]
+        return f"line too long ({int(size):,} bytes; limit {MAX_LINE_BYTES:,})"
+    if len(line) > MAX_LINE_BYTES:
+        return f"line too long ({len(line):,} bytes; limit {MAX_LINE_BYTES:,})"
+    return None
+
+
+def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
+                      block_bytes: int = 32 << 20,
+                      max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (byte offset, buffer, length of its whole lines) for consecutive blocks.
+
+    The buffer is used as read (no copy): what follows its last newline is read again at
+    the start of the next block, by seeking back on a plain file, or carried over on a
+    stream that cannot seek back cheaply (gzip). A last line without a newline is completed.
+
+    Memory stays bounded by ``block_bytes + max_line``: a line longer than ``max_line`` that
+    does not end within a block is read past to its newline (or the end of the file), never
+    held, and yielded alone as a short stand-in line that :func:`overlong` recognises, so
+    that line numbers still count it and the reader sets it aside.
+    """
+    offset = 0  # in the file as read, of the first byte of the next buffer
+    carry = b""
+    while True:
+        data = handle.read(block_bytes)
+        if carry:
+            data = carry + data
+            carry = b""
+        if not data:
+            return
+        cut = data.rfind(b"\n")
+        while cut == -1 and len(data) <= max_line:  # a line longer than a block
+            more = handle.read(block_bytes)
+            if not more:
+                data += b"\n"
+                cut = len(data) - 1
+                break
+            data += more
+            cut = data.rfind(b"\n")
+        if cut == -1:  # over the limit and no newline yet: read past it, hold none of it
+            size, carry = _skip_to_newline(handle, len(data), block_bytes)
+            stand_in = _OVERLONG % size + b"\n"
+            yield offset, stand_in, len(stand_in)
+            offset += size + 1
+            continue
+        end = cut + 1
+        if end < len(data):
+            if seekable:
+                handle.seek(offset + end)
+            else:
+                carry = data[end:]
+        yield offset, data, end
+        offset += end
+
+
+def _skip_to_newline(handle: IO[bytes], size: int, block_bytes: int) -> tuple[int, bytes]:
+    """Read past the rest of a line of which ``size`` bytes are read; return its length
+    and what was read after its newline (empty at the end of the file)."""
+    while more := handle.read(min(block_bytes, 1 << 20)):
+        newline = more.find(b"\n")
+        if newline != -1:
+            return size + newline, more[newline + 1:]
+        size += len(more)
+    return size, b""
 
 
 #: The span the frame's nanosecond timestamps can hold (about 1677 to 2262).

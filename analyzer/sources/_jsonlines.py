@@ -10,15 +10,16 @@ A clean file therefore never pays for a Python loop per line.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.json as pj
 
-from analyzer.sources._base import MAX_LINE_BYTES, Rejected
+from analyzer.events import duplicate_keys
+from analyzer.sources._base import MAX_LINE_BYTES, Rejected, overlong, whole_line_blocks
 
 __all__ = ["JsonLinesParser", "check_fields", "first_of_lists", "flatten", "nested_schema",
            "read_all", "whole_line_blocks"]
@@ -65,42 +66,6 @@ def first_of_lists(column: pa.ChunkedArray) -> pa.ChunkedArray:
         values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
         chunks.append(values.take(index))
     return pa.chunked_array(chunks, type=column.type.value_type)
-
-
-def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
-                      block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
-    """Yield (byte offset, buffer, length of its whole lines) for consecutive blocks.
-
-    The buffer is used as read (no copy): what follows its last newline is read again at
-    the start of the next block, by seeking back on a plain file, or carried over on a
-    stream that cannot seek back cheaply (gzip). A last line without a newline is completed.
-    """
-    offset = 0
-    carry = b""
-    while True:
-        data = handle.read(block_bytes)
-        if carry:
-            data = carry + data
-            carry = b""
-        if not data:
-            return
-        cut = data.rfind(b"\n")
-        while cut == -1:  # a line longer than a block: read on to its end (or the file's)
-            more = handle.read(block_bytes)
-            if not more:
-                data += b"\n"
-                cut = len(data) - 1
-                break
-            data += more
-            cut = data.rfind(b"\n")
-        end = cut + 1
-        if end < len(data):
-            if seekable:
-                handle.seek(offset + end)
-            else:
-                carry = data[end:]
-        yield offset, data, end
-        offset += end
 
 
 class JsonLinesParser:
@@ -153,7 +118,25 @@ class JsonLinesParser:
                 rows.append(index)
         if not good:
             return self.schema.empty_table(), np.empty(0, dtype=np.int64), n_lines
-        return self._read(b"\n".join(good) + b"\n"), np.asarray(rows, dtype=np.int64), n_lines
+        try:
+            table = self._read(b"\n".join(good) + b"\n")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # what the checks above let through and pyarrow still refuses: one by one, so
+            # that it is set aside with its reason instead of stopping the read
+            table, rows = self._one_by_one(good, rows, where, rejected)
+        return table, np.asarray(rows, dtype=np.int64), n_lines
+
+    def _one_by_one(self, lines: list[bytes], rows: list[int], where: str,
+                    rejected: list[Rejected]) -> tuple[pa.Table, list[int]]:
+        tables, kept = [], []
+        for line, row in zip(lines, rows, strict=True):
+            try:
+                tables.append(self._read(line + b"\n"))
+                kept.append(row)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                reason = str(exc).removeprefix("JSON parse error: ")
+                rejected.append(Rejected(where, row, f"bad JSON: {reason:.120}", line[:4096]))
+        return (pa.concat_tables(tables) if tables else self.schema.empty_table()), kept
 
     def _read(self, buffer: bytes | memoryview) -> pa.Table:
         # pyarrow parses its blocks in parallel; a block must hold the longest line, and
@@ -168,6 +151,8 @@ class JsonLinesParser:
         """Why ``line`` cannot be read, or ``None`` if it fits the projection."""
         if len(line) > self.max_line:
             return f"line too long ({len(line):,} bytes; limit {self.max_line:,})"
+        if line[:1] == b"\x00" and (reason := overlong(line)):
+            return reason  # the stand-in of a line too long to be read
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -177,7 +162,29 @@ class JsonLinesParser:
             return f"bad JSON: {msg.split(':', 1)[0]}"
         if not isinstance(doc, dict):
             return "bad JSON: not an object"
-        return check_fields(doc, self.schema, "")
+        reason = check_fields(doc, self.schema, "")
+        if reason is None:
+            # pyarrow refuses a repeated key of the projection and ignores the others: set
+            # aside what it refuses (which value is meant is ambiguous), keep the rest
+            repeated = [k for k in duplicate_keys(line, doc) if _projected(k, self.schema)]
+            if repeated:
+                reason = f"duplicate key {repeated[0]}"
+        return reason
+
+
+def _projected(path: str, schema: pa.Schema | pa.StructType) -> bool:
+    """Whether dotted ``path`` names a field of the projection (through lists of structs)."""
+    kind: Any = pa.struct(list(schema)) if isinstance(schema, pa.Schema) else schema
+    for name in path.split("."):
+        while pa.types.is_list(kind):
+            kind = kind.value_type
+        if not pa.types.is_struct(kind):
+            return False
+        index = kind.get_field_index(name)
+        if index < 0:
+            return False
+        kind = kind.field(index).type
+    return True
 
 
 def check_fields(node: dict[str, Any], schema: pa.Schema | pa.StructType,
@@ -225,7 +232,7 @@ def read_all(data: bytes, parser: JsonLinesParser, where: str,
         data += b"\n"
     tables, numbers = [], []
     first_line = 1
-    for _, block, end in whole_line_blocks(io.BytesIO(data)):
+    for _, block, end in whole_line_blocks(io.BytesIO(data), max_line=parser.max_line):
         local: list[Rejected] = []
         table, rows, n_lines = parser.parse(memoryview(block)[:end], where, local)
         rejected.extend(Rejected(r.path, first_line + r.line, r.reason, r.raw) for r in local)

@@ -49,6 +49,7 @@ from analyzer.sources._base import (
     build_frame,
     open_log,
     read_failed,
+    whole_line_blocks,
     within_time_range,
 )
 
@@ -61,17 +62,27 @@ FORMAT = "generic"
 _IP_SHAPE = r"^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?)$"
 
 
-def read_bytes(path: str | os.PathLike[str]) -> tuple[str, bytes]:
+def read_bytes(path: str | os.PathLike[str], *,
+               max_line: int | None = None) -> tuple[str, bytes]:
     """The whole content of ``path``, gunzipped if it is gzip, and the path as text.
 
-    Raises :class:`SourceError` naming the path when it is missing, a directory, unreadable,
-    an archive (zip, tar) or a broken gzip file.
+    With ``max_line``, a line longer than that is never held: it stands as a short line
+    that :func:`~analyzer.sources._base.overlong` recognises (line formats; JSON documents
+    may be one long line and are read whole).
+
+    Raises :class:`SourceError` naming the path when it is missing, a directory, a FIFO or
+    device, unreadable, an archive (zip, tar) or a broken gzip file.
     """
     file = Path(path)
-    handle, _ = open_log(file)
+    handle, seekable = open_log(file)
     try:
         with handle:
-            data = handle.read()
+            if max_line is None:
+                data = handle.read()
+            else:
+                data = b"".join(bytes(memoryview(block)[:end]) for _, block, end in
+                                whole_line_blocks(handle, seekable=seekable,
+                                                  max_line=max_line))
     except (OSError, EOFError, zlib.error) as exc:
         raise read_failed(file, exc) from exc
     return str(file), data

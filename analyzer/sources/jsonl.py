@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SchemaError
-from analyzer.events import OUTCOME_CATEGORIES
+from analyzer.events import OUTCOME_CATEGORIES, duplicate_keys, may_contain
 from analyzer.sources._base import (
+    MAX_LINE_BYTES,
     ReadResult,
     Rejected,
     arrow_to_frame,
@@ -38,7 +40,7 @@ from analyzer.sources._jsonlines import (
     whole_line_blocks,
 )
 
-__all__ = ["FORMAT", "read", "sniff"]
+__all__ = ["FORMAT", "read", "records_holding", "sniff"]
 
 FORMAT = "jsonl"
 
@@ -132,6 +134,41 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
     result = _to_result(table, numbers, str(file), rejected, include_alerts,
                         decrypt_keys=decrypt_keys, clear_only=clear_only)
     return dataclasses.replace(result, records=records)
+
+
+def records_holding(path: str | os.PathLike[str], literal: bytes
+                    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, record)`` for the records of an audit log that may hold
+    ``literal`` (say ``b'"alert"'``): a cheap scan for the few records a command looks for.
+
+    Only lines holding ``literal`` or an escape that could spell it are parsed
+    (:func:`~analyzer.events.may_contain`); the caller decides on the parsed fields
+    (``event.kind == "alert"``), never on the bytes. Lines that are not a JSON object,
+    repeat a key (which value counts is ambiguous) or exceed the line limit are passed
+    over: ``verify`` and the readers report them. Memory stays bounded by the line limit.
+    """
+    file = Path(path)
+    handle, _ = open_log(file)
+    limit = MAX_LINE_BYTES + 1
+    try:
+        with handle:
+            number = 0
+            while line := handle.readline(limit):
+                number += 1
+                if len(line) == limit and not line.endswith(b"\n"):
+                    while (rest := handle.readline(1 << 16)) and not rest.endswith(b"\n"):
+                        pass  # an over-long line: read past it, never hold it
+                    continue
+                if not may_contain(line, literal):
+                    continue
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict) and not duplicate_keys(line.rstrip(b"\r\n"), doc):
+                    yield number, doc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from None
 
 
 def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[Rejected],

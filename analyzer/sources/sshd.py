@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 
 from analyzer.errors import ConfigError
 from analyzer.sources._base import (
+    MAX_LINE_BYTES,
     TIME_MAX,
     TIME_MIN,
     ReadResult,
@@ -246,7 +247,7 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"unknown time zone {tz!r}") from exc
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_LINE_BYTES)
     lines = split_lines(data)
     header = pc.extract_regex(lines, _HEADER)
     parsed = header.is_valid().to_numpy(zero_copy_only=False)

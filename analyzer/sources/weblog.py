@@ -29,7 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
+from analyzer.sources._base import (
+    MAX_LINE_BYTES,
+    ReadResult,
+    Rejected,
+    arrow_to_frame,
+    within_time_range,
+)
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
 __all__ = ["FORMAT", "read", "sniff"]
@@ -88,7 +94,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     >>> read(log).frame.loc[0, ["user", "action", "outcome", "resource"]].tolist()
     ['bob', 'http.get', 'failure', '/admin']
     """
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_LINE_BYTES)
     lines = split_lines(data)
     text = _unwrap(lines)
     found = pc.extract_regex(text, _LINE)
