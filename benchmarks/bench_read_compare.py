@@ -4,12 +4,16 @@ Reading speed moves by +-30 % between runs on a shared machine, so a change to t
 judged against a baseline read in the same run, alternating rounds. Each round runs in a fresh
 interpreter importing ``analyzer`` from the tree it measures. Three reads are timed:
 ``read_events(log)``; ``scan`` with ``--user X`` (the literal pre-filter) and with ``--since``
-before the first record (the raw time pre-filter, every line parsed).
+before the first record (the raw time pre-filter, every line parsed). With ``--formats``, the
+other readers too, whole (shared code included, unlike ``bench_sources.py --against``, which
+swaps one module): sshd, CloudTrail and web access logs on ``bench_sources.py``'s 1M-line
+files.
 
 Usage::
 
     git worktree add /tmp/base <commit>
     python benchmarks/bench_read_compare.py --baseline /tmp/base [--events 1000000] [--rounds 5]
+    python benchmarks/bench_read_compare.py --baseline /tmp/base --formats sshd cloudtrail weblog
     git worktree remove /tmp/base
 
 The log (written once through the real logger, under benchmarks/.data/, which git ignores) is
@@ -35,6 +39,9 @@ from analyzer.sources import read_events
 start = time.perf_counter()
 if {what!r} == "read_events":
     rows = len(read_events({log!r}).frame)
+elif {what!r} in ("sshd", "cloudtrail", "weblog"):
+    options = {{"year": 2024}} if {what!r} == "sshd" else {{}}
+    rows = len(read_events({log!r}, format={what!r}, **options).frame)
 else:
     flt = Filter(users=("user0",)) if {what!r} == "scan --user" else \
         Filter(since=parse_time("2000-01-01"))
@@ -42,6 +49,9 @@ else:
 print(rows, time.perf_counter() - start)
 """
 READS = ("read_events", "scan --user", "scan --since")
+#: --formats: reader -> the bench_sources.py file it reads (made by that script)
+FORMAT_FILES = {"sshd": "auth_{n}.log", "cloudtrail": "cloudtrail_{n}.jsonl",
+                "weblog": "access_{n}.log"}
 
 
 def seconds(tree: Path, log: Path, what: str) -> float:
@@ -56,7 +66,12 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare with")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--formats", nargs="+", choices=sorted(FORMAT_FILES), default=(),
+                        help="time these readers instead (files from bench_sources.py)")
     args = parser.parse_args()
+    if args.formats:
+        compare_formats(args)
+        return
     log = DATA / f"read_{args.events}.jsonl"
     if not log.exists():
         sys.path.insert(0, str(HERE.parent))
@@ -79,6 +94,28 @@ def main() -> None:
             med = statistics.median(times[what, name])
             print(f"  {what:13s} {name:14s} {med:7.2f} s  ({med / base:.3f}x baseline; rounds "
                   f"{', '.join(f'{v:.2f}' for v in times[what, name])})")
+
+
+def compare_formats(args: argparse.Namespace) -> None:
+    files = {}
+    for name in args.formats:
+        path = DATA / FORMAT_FILES[name].format(n=args.events)
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run python benchmarks/bench_sources.py "
+                             f"--lines {args.events} first (it writes the files)")
+        files[name] = path
+    trees = {"baseline": args.baseline.resolve(), "this checkout": HERE.parent}
+    times: dict[tuple[str, str], list[float]] = {(w, t): [] for w in files for t in trees}
+    for _ in range(args.rounds):
+        for what, path in files.items():
+            for name, tree in trees.items():
+                times[what, name].append(seconds(tree, path, what))
+    print(f"median seconds of {args.rounds} alternating rounds, {args.events:,} lines:")
+    for what in files:
+        base = statistics.median(times[what, "baseline"])
+        for name in trees:
+            med = statistics.median(times[what, name])
+            print(f"  {what:11s} {name:14s} {med:7.2f} s  ({med / base:.3f}x baseline)")
 
 
 if __name__ == "__main__":
