@@ -128,6 +128,11 @@ class AuditLogger:
         Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads.
         They read the file from their own cursors, so ``log()`` never waits for them, a
         destination that is down costs no memory, and nothing is lost: it catches up.
+    metrics
+        An object with ``written(counts, sequence, service)``, e.g.
+        :class:`analyzer.metrics.AuditMetrics`: after each write to the file it gets the
+        records written by ``(level, outcome)`` and the chain's head sequence. It is called
+        with the logger's lock held, so it must not log; the logger imports nothing for it.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class AuditLogger:
         geo: GeoLookup | None = None,
         ship: Sequence[Any] | None = None,
         retention: Any = None,
+        metrics: Any = None,
     ) -> None:
         try:
             self.durability = Durability(durability)
@@ -195,6 +201,8 @@ class AuditLogger:
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
         self._since_checkpoint = 0
+        self._metrics = metrics
+        self._tally: dict[tuple[Level, Outcome], int] = {}  # since the last write (metrics)
         self.recovered_torn: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +356,7 @@ class AuditLogger:
                 resource_part, self._service_json, session_part, source_part, user_part)
         except TypeError as exc:  # orjson: a value it cannot encode (e.g. lone surrogates)
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
-        self._enqueue((prefix, suffix))
+        self._enqueue((prefix, suffix), lvl, out)
         return event_id
 
     def debug(self, action: str, **fields: Any) -> str | None:
@@ -376,7 +384,7 @@ class AuditLogger:
         if event.level < self.min_level:
             return None
         prefix, suffix, event_id = self._encode_event(event)
-        self._enqueue((prefix, suffix))
+        self._enqueue((prefix, suffix), event.level, event.outcome)
         return event_id
 
     def _encode_event(self, event: AuditEvent) -> tuple[bytes, bytes, str]:
@@ -461,17 +469,20 @@ class AuditLogger:
         self._forked = False
         self._lock = threading.Lock()
         self._pending = []
+        self._tally = {}
         self._flusher = None
         self._wake = threading.Event()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         with self._file_lock():
             self._end, self._seq, self._head = self._read_head()
 
-    def _enqueue(self, record: tuple[bytes, bytes]) -> None:
+    def _enqueue(self, record: tuple[bytes, bytes], level: Level, outcome: Outcome) -> None:
         with self._lock:
             if self._closed:
                 raise LogWriteError(f"{self.path}: audit logger is closed")
             self._pending.append(record)
+            if self._metrics is not None:  # counted under the lock: no update is lost
+                self._tally[level, outcome] = self._tally.get((level, outcome), 0) + 1
             if len(self._pending) >= self._batch_records:
                 self._flush_locked()
                 if self.durability is Durability.FSYNC:
@@ -553,6 +564,9 @@ class AuditLogger:
             self._end += len(blob)
             self._since_checkpoint += seq - self._seq
             self._seq, self._head = seq, head
+            if self._metrics is not None:
+                tally, self._tally = self._tally, {}
+                self._metrics.written(tally, seq, self.service)
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
 
