@@ -128,6 +128,10 @@ class ChainMonitor:
             claimed = _previous_of(doc)  # a file rotated in: the chain comes from before
             if claimed is not None and seq != 1:
                 self._seq, self._hash = claimed["sequence"], claimed["hash"]
+        if seq != self._seq + 1 and start == 0 and self._anchor is not None:
+            missed = self._missed_files(doc, counts)  # several rotations since the last step
+            if missed:
+                return missed
         if seq != self._seq + 1:
             return (f"{where}: expected sequence {self._seq + 1}, found {seq} (records "
                     "deleted, inserted or reordered)")
@@ -141,6 +145,37 @@ class ChainMonitor:
         counts[(str(service.get("name", "")) if isinstance(service, dict) else "",
                 str(log.get("level", "")) if isinstance(log, dict) else "",
                 str(event.get("outcome", "")))] += 1
+        return ""
+
+    def _missed_files(self, marker: dict[str, Any],
+                      counts: Counter[tuple[str, str, str]]) -> str:
+        """Verify the rotated files the tail skipped: the marker opening the current file
+        names the one before it, whose own marker names the one before, back to the file
+        the last step ended in. Returns a problem, or "" once the chain is caught up."""
+        chain: list[Path] = []
+        claimed = _previous_of(marker)
+        while claimed is not None and claimed["sequence"] > self._seq and len(chain) < 1000:
+            path = self.log_path.with_name(str(claimed.get("file", "")))
+            if path.parent != self.log_path.parent or not path.is_file():
+                return ""  # not there: reported as a gap by the caller
+            chain.append(path)
+            with open(path, "rb") as handle:
+                first = handle.readline()
+            try:
+                claimed = _previous_of(orjson.loads(first))
+            except orjson.JSONDecodeError:
+                return ""
+        for path in reversed(chain):
+            inode = os.stat(path).st_ino
+            with open(path, "rb") as handle:
+                offset = 0
+                for raw in handle:
+                    line = raw.rstrip(b"\n")
+                    if line.strip():
+                        problem = self._check(line, offset, inode, counts)
+                        if problem:
+                            return f"{path.name}: {problem}"
+                    offset += len(raw)
         return ""
 
     def _anchor_problem(self) -> str:

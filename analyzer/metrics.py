@@ -108,16 +108,10 @@ class AuditMetrics:
         self.chain_head = prom.Gauge(
             "audit_analyzer_chain_head_sequence",
             "Sequence number of the last record of the audit chain.", registry=reg)
-        self.chain_verified = prom.Gauge(
-            "audit_analyzer_chain_verified_sequence",
-            "Sequence number of the last record whose chain link was verified.", registry=reg)
-        self.chain_intact = prom.Gauge(
-            "audit_analyzer_chain_intact",
-            "1 while every verified record holds in the hash chain, 0 once one does not.",
-            registry=reg)
-        self.verified_at = prom.Gauge(
-            "audit_analyzer_chain_last_verification_timestamp_seconds",
-            "Unix time of the last successful verification of the chain.", registry=reg)
+        # Verification and model gauges appear with their first value: an application
+        # that only writes must not report a chain that is "not intact" or a model's age.
+        self._prom = prom
+        self._verification: tuple[Any, Any, Any] | None = None
         self.windows_scored = prom.Counter(
             "audit_analyzer_windows_scored", "Window scorings by entity type (an open window "
             "is re-scored as its events arrive).", ["entity_type"], registry=reg)
@@ -127,9 +121,6 @@ class AuditMetrics:
         self.alerts = prom.Counter(
             "audit_analyzer_alerts", "Alerts the analyzer raised (first alert of a window; "
             "updates not counted), by entity type.", ["entity_type"], registry=reg)
-        self.model_age = prom.Gauge(
-            "audit_analyzer_model_age_seconds",
-            "Seconds since the end of the scoring model's training data.", registry=reg)
         self.drift = prom.Gauge(
             "audit_analyzer_model_drift_psi", "Largest population stability index of the "
             "features of a family, recent windows against the training windows (over 0.25: "
@@ -137,7 +128,7 @@ class AuditMetrics:
         self._services: set[str] = set()
         self._lock = threading.Lock()
         self._training_end: float | None = None
-        self.model_age.set_function(self._model_age)
+        self._model_age_gauge: Any = None
 
     # -- the trail -------------------------------------------------------------------------
 
@@ -159,10 +150,22 @@ class AuditMetrics:
 
     def verified(self, sequence: int, *, intact: bool, at: float | None = None) -> None:
         """The outcome of a verification up to ``sequence``."""
-        self.chain_verified.set(sequence)
-        self.chain_intact.set(1 if intact else 0)
+        with self._lock:
+            if self._verification is None:
+                gauge, reg = self._prom.Gauge, self.registry
+                self._verification = (
+                    gauge("audit_analyzer_chain_verified_sequence", "Sequence number of the "
+                          "last record whose chain link was verified.", registry=reg),
+                    gauge("audit_analyzer_chain_intact", "1 while every verified record "
+                          "holds in the hash chain, 0 once one does not.", registry=reg),
+                    gauge("audit_analyzer_chain_last_verification_timestamp_seconds",
+                          "Unix time of the last successful verification of the chain.",
+                          registry=reg))
+        verified, intact_gauge, verified_at = self._verification
+        verified.set(sequence)
+        intact_gauge.set(1 if intact else 0)
         if intact:
-            self.verified_at.set(time.time() if at is None else at)
+            verified_at.set(time.time() if at is None else at)
 
     def _service_label(self, service: str | None) -> str:
         if not service:
@@ -210,6 +213,13 @@ class AuditMetrics:
         if stamp is not None and stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
         self._training_end = None if stamp is None else stamp.timestamp()
+        with self._lock:
+            if self._training_end is not None and self._model_age_gauge is None:
+                self._model_age_gauge = self._prom.Gauge(
+                    "audit_analyzer_model_age_seconds",
+                    "Seconds since the end of the scoring model's training data.",
+                    registry=self.registry)
+                self._model_age_gauge.set_function(self._model_age)
 
     def _model_age(self) -> float:
         if self._training_end is None:
