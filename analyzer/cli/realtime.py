@@ -110,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"Splunk HEC token or webhook bearer token file; else "
                           f"${ENV_SPLUNK_TOKEN} / ${ENV_WEBHOOK_TOKEN}")
     tok.add_argument("--splunk-index", help="Splunk index")
+    add_metrics_option(p)
     add_key_option(p)
     p.set_defaults(func=run_ship)
 
@@ -141,6 +142,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook-token-file", type=Path,
                    help=f"bearer token for the webhook; else ${ENV_WEBHOOK_TOKEN}")
     p.add_argument("--ca-file", type=Path, help="CA bundle for the webhook's TLS")
+    add_metrics_option(p)
+    p.add_argument("--verify-every", type=float, metavar="SECONDS",
+                   help="verify the chain of what was appended since the last check this "
+                        "often, and warn when a record does not hold (default: 60 with "
+                        "--metrics-address, else never; 0: never)")
     add_key_option(p)
     p.set_defaults(func=run_watch)
 
@@ -167,6 +173,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_key_option(p)
     add_encryption_options(p, reading=False)
     p.set_defaults(func=run_retention)
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-address", metavar="[HOST:]PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the "
+             "'observability' extra; HOST defaults to 127.0.0.1; any other address exposes "
+             "them to the network: protect it)")
+
+
+def start_metrics(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
+    """``(AuditMetrics, stop)`` when ``--metrics-address`` is given, else ``(None, noop)``."""
+    if not args.metrics_address:
+        return None, lambda: None
+    from analyzer.metrics import AuditMetrics, parse_address, serve
+
+    address = parse_address(args.metrics_address)
+    metrics = AuditMetrics()
+    stop = serve(metrics, address)
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    warn(args.command, f"metrics on http://{host}:{address[1]}/metrics")
+    return metrics, stop
+
+
+def start_verifying(args: argparse.Namespace, metrics: Any, key: bytes | None,
+                    done: threading.Event) -> threading.Thread | None:
+    """Verify the log's chain incrementally every ``--verify-every`` seconds, in a thread
+    that ends when ``done`` is set; warn once when a record does not hold."""
+    from analyzer.chain_monitor import ChainMonitor
+
+    every = args.verify_every if args.verify_every is not None else \
+        (60.0 if metrics is not None else 0.0)
+    if every <= 0:
+        return None
+    monitor = ChainMonitor(args.log, key=key, metrics=metrics)
+
+    def loop() -> None:
+        try:
+            while True:
+                status = monitor.step()
+                if not status.intact:
+                    warn("watch", f"the audit chain does not hold: {status.problem}; run "
+                                  "'audit-analyzer verify' for the details")
+                    return
+                if done.wait(every):
+                    return
+        finally:
+            monitor.close()
+
+    thread = threading.Thread(target=loop, name="audit-verify", daemon=True)
+    thread.start()
+    return thread
 
 
 # -- ship ----------------------------------------------------------------------------------
@@ -307,6 +368,7 @@ def run_ship(args: argparse.Namespace) -> int:
         raise FileNotFoundError(2, "no such file", str(args.log))
     key = read_key_file(args.key_file)
     sink = build_sink(args)
+    metrics, stop_metrics = start_metrics(args)
     # Rejected records are reported into the shipped log itself, continuing its chain,
     # sealed with the trail's key; without it (--clear-only) they are reported on stderr
     # and in the dead-letter file only, never written in clear into an encrypted trail.
@@ -320,6 +382,8 @@ def run_ship(args: argparse.Namespace) -> int:
     shipper = Shipper(args.log, sink, batch_records=args.batch, audit=audit,
                       select=is_alert if args.only == "alerts" else None,
                       transform=_record_unsealer(_unsealing(args, command="ship")))
+    if metrics is not None:
+        metrics.watch_shipper(shipper)
     restore = _on_signals(shipper.stop)
     done = threading.Event()
     if not args.once and args.stats_every > 0:
@@ -333,6 +397,7 @@ def run_ship(args: argparse.Namespace) -> int:
     finally:
         restore()
         done.set()
+        stop_metrics()
         sink.close()
         if audit is not None:
             audit.close()
@@ -372,13 +437,22 @@ def run_watch(args: argparse.Namespace) -> int:
         raise FileNotFoundError(2, "no such file", str(args.log))
     model = load_model_from_args(args)
     meta = getattr(model, "metadata", {}) or {}
-    audit = AuditLogger(args.log, key=read_key_file(args.key_file),
-                        name="audit-analyzer.watch", encryption_key=sealing_key(args))
+    key = read_key_file(args.key_file)
+    audit = AuditLogger(args.log, key=key, name="audit-analyzer.watch",
+                        encryption_key=sealing_key(args))
+    metrics, stop_metrics = start_metrics(args)
+    score_windows = model_scorer(model, alerts_per_day=args.alerts_per_day)
+    if metrics is not None:
+        from analyzer.metrics import observed_scorer
+
+        score_windows = observed_scorer(score_windows, metrics, model=model)
     write = alert_writer(audit, model_id=str(meta.get("model_id", "unknown")),
                          model_version=str(meta.get("created", "")))
 
     def on_alert(rows: Any) -> None:
         write(rows)
+        if metrics is not None:
+            metrics.alerted(rows)
         for row in rows.itertuples(index=False):
             label = "UPDATE" if row.update else "ALERT"
             say(f"{label} {row.entity_type} {printable(str(row.entity))} "
@@ -398,9 +472,8 @@ def run_watch(args: argparse.Namespace) -> int:
         start_at_end_if_new(args.log, sink.name)
         shipping = BackgroundShipper(args.log, [sink], audit=audit, select=is_alert)
         shipping.start()
-    watcher = Watcher(args.log, score_windows=model_scorer(model,
-                                                           alerts_per_day=args.alerts_per_day),
-                      on_alert=on_alert, interval=args.interval,
+    watcher = Watcher(args.log, score_windows=score_windows, on_alert=on_alert,
+                      interval=args.interval,
                       window=getattr(model, "window", "1h"), grace=args.grace,
                       from_end=args.from_end,
                       unseal=getattr(_unsealing(args, command="watch"), "unseal", None),
@@ -408,11 +481,17 @@ def run_watch(args: argparse.Namespace) -> int:
                       if args.stats_every > 0 else None,
                       stats_every=args.stats_every if args.stats_every > 0 else 60.0)
     restore = _on_signals(watcher.stop)
+    done = threading.Event()
+    verifying = start_verifying(args, metrics, key, done)
     say(f"watching {args.log} (re-scoring every {args.interval:g} s; Ctrl-C to stop)")
     try:
         stats = watcher.run()
     finally:
         restore()
+        done.set()
+        if verifying is not None:
+            verifying.join(timeout=10)
+        stop_metrics()
         if shipping is not None:
             shipping.stop(timeout=10)
         audit.close()

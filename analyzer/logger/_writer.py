@@ -137,6 +137,11 @@ class AuditLogger:
         Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads.
         They read the file from their own cursors, so ``log()`` never waits for them, a
         destination that is down costs no memory, and nothing is lost: it catches up.
+    metrics
+        An object with ``written(counts, sequence, service)``, e.g.
+        :class:`analyzer.metrics.AuditMetrics`: after each write to the file it gets the
+        records written by ``(level, outcome)`` and the chain's head sequence. It is called
+        with the logger's lock held, so it must not log; the logger imports nothing for it.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class AuditLogger:
         geo: GeoLookup | None = None,
         ship: Sequence[Any] | None = None,
         retention: Any = None,
+        metrics: Any = None,
     ) -> None:
         try:
             self.durability = Durability(durability)
@@ -204,6 +210,8 @@ class AuditLogger:
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
         self._since_checkpoint = 0
+        self._metrics = metrics
+        self._tally: dict[tuple[Level, Outcome], int] = {}  # since the last write (metrics)
         self.recovered_torn: Path | None = None
         self._declared_ino = -1  # the file whose chain declaration was checked
         try:
@@ -386,7 +394,7 @@ class AuditLogger:
                 "message": message, "analyzer": extra, "resource.name": resource,
                 "user.name": user, "event.action": action, "analyzer.encrypted":
                     analyzer_part if self._cipher is not None else None}))
-        self._enqueue((prefix, suffix))
+        self._enqueue((prefix, suffix), lvl, out)
         return event_id
 
     def debug(self, action: str, **fields: Any) -> str | None:
@@ -414,7 +422,7 @@ class AuditLogger:
         if event.level < self.min_level:
             return None
         prefix, suffix, event_id = self._encode_event(event)
-        self._enqueue((prefix, suffix))
+        self._enqueue((prefix, suffix), event.level, event.outcome)
         return event_id
 
     def _encode_event(self, event: AuditEvent) -> tuple[bytes, bytes, str]:
@@ -524,6 +532,7 @@ class AuditLogger:
         self._forked = False
         self._lock = threading.Lock()
         self._pending = []
+        self._tally = {}
         self._flusher = None
         self._wake = threading.Event()
         os.close(self._lock_fd)  # shared with the parent: closing our copy does not unlock it
@@ -533,11 +542,13 @@ class AuditLogger:
         with self._file_lock():
             self._sync_locked()
 
-    def _enqueue(self, record: tuple[bytes, bytes]) -> None:
+    def _enqueue(self, record: tuple[bytes, bytes], level: Level, outcome: Outcome) -> None:
         with self._lock:
             if self._closed:
                 raise LogWriteError(f"{self.path}: audit logger is closed")
             self._pending.append(record)
+            if self._metrics is not None:  # counted under the lock: no update is lost
+                self._tally[level, outcome] = self._tally.get((level, outcome), 0) + 1
             if len(self._pending) >= self._batch_records:
                 self._flush_locked()
                 if self.durability is Durability.FSYNC:
@@ -620,6 +631,9 @@ class AuditLogger:
             self._end += len(blob)
             self._since_checkpoint += seq - self._seq
             self._seq, self._head = seq, head
+            if self._metrics is not None:
+                tally, self._tally = self._tally, {}
+                self._metrics.written(tally, seq, self.service)
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
 

@@ -570,7 +570,9 @@ class ShipStats:
     repeated (a batch retried three times counts three times its size); ``rejected``:
     records refused for good (in the dead-letter file); ``skipped``: records the filter
     left out; ``lag_bytes``: bytes of the log not yet read; ``lag_seconds``: age of the
-    last delivered record when more is waiting (0 when caught up).
+    last delivered record when more is waiting (0 when caught up); ``batches``: sends the
+    destination took; ``position``: ``(inode, offset)`` just past the last delivered record
+    (where the oldest record not yet shipped starts), for :mod:`analyzer.metrics`.
     """
 
     destination: str
@@ -582,6 +584,8 @@ class ShipStats:
     lag_seconds: float = 0.0
     last_sequence: int | None = None
     last_error: str = ""
+    batches: int = 0
+    position: tuple[int, int] | None = None
 
     def summary(self) -> str:
         text = (f"{self.destination}: {self.delivered:,} delivered, {self.retried:,} retried, "
@@ -603,6 +607,8 @@ class _Counts:
     last_sequence: int | None = None
     last_timestamp: str | None = None
     last_error: str = ""
+    batches: int = 0
+    position: tuple[int, int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -709,7 +715,8 @@ class Shipper:
                 except ValueError:
                     pass
             return ShipStats(self.sink.name, c.delivered, c.retried, c.rejected, c.skipped,
-                             lag, lag_seconds, c.last_sequence, c.last_error)
+                             lag, lag_seconds, c.last_sequence, c.last_error, c.batches,
+                             c.position)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (from any thread or a signal)."""
@@ -736,7 +743,12 @@ class Shipper:
             os.close(lock)
 
     def _run(self, follow: bool, give_up_after: float | None) -> ShipStats:
-        tail = self._tail = LogTail(self.log_path, load_cursor(self.cursor_file))
+        cursor = load_cursor(self.cursor_file)
+        tail = self._tail = LogTail(self.log_path, cursor)
+        with self._counts.lock:  # where shipping stands before the first batch (metrics)
+            if self._counts.position is None:
+                self._counts.position = tail.position
+                self._counts.last_sequence = cursor.sequence if cursor else None
         self._cpu_mark = time.thread_time()
         try:
             while not self._stop.is_set():
@@ -831,6 +843,7 @@ class Shipper:
             with self._counts.lock:
                 self._counts.delivered += delivered
                 self._counts.retried += len(retry)
+                self._counts.batches += 1 if delivered else 0
                 if retry:
                     self._counts.last_error = result.retry_reason
             if not retry:
@@ -861,6 +874,7 @@ class Shipper:
             self._counts.skipped += skipped
             self._counts.rejected += len(bad)
             self._counts.last_sequence = sequence
+            self._counts.position = (inode, last.end)
             if stamp:
                 self._counts.last_timestamp = stamp
             self._counts.last_error = ""
