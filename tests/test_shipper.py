@@ -416,3 +416,20 @@ def test_a_second_shipper_on_one_cursor_is_refused(log_path, capsys):
     finally:
         os.close(held)
     assert Shipper(log_path, sink).run().delivered == 5 and len(sink.ids) == 5
+
+
+def test_tail_reads_every_generation_when_the_log_rotated_several_times_between_reads(tmp_path):
+    # found by the metrics work: with two or more rotations between two reads, the tail
+    # jumped from its drained file straight to the active one and lost the files between
+    log = tmp_path / "audit.jsonl"
+    with AuditLogger(log, durability="flush", rotate_bytes=2000) as audit:
+        audit.log("login", user="u0")
+        tail = LogTail(log)
+        seen = [orjson.loads(line)["user"]["name"] for line, _ in tail.read(1 << 20)]
+        for i in range(1, 60):  # several rotations before the tail reads again
+            audit.log("login", user=f"u{i}")
+    assert len(sorted(tmp_path.glob("audit.jsonl.2*"))) >= 3
+    while batch := tail.read(1 << 20):
+        seen += [orjson.loads(line).get("user", {}).get("name") for line, _ in batch]
+    tail.close()
+    assert [name for name in seen if name] == [f"u{i}" for i in range(60)]

@@ -58,6 +58,7 @@ import orjson
 
 from analyzer.errors import AnalyzerError, ConfigError, DeliveryError
 from analyzer.files import append_side, atomic_write, mode_of, open_append
+from analyzer.integrity import ROTATED_STAMP
 
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
@@ -443,10 +444,20 @@ class LogTail:
             block = self._read_block(max_bytes)  # whatever reached the old file last
             if block[1]:
                 return block
-            _log.info("%s was rotated; continuing with the new file", self.path)
+            # Several rotations may have happened since: the next file is the generation
+            # rotated right after ours, not the active file (that would skip whole files).
+            following = self._rotated_after(self._inode)
+            _log.info("%s was rotated; continuing with %s", self.path,
+                      following.name if following is not None else "the new file")
             self._handle.close()
             self._handle = None
-            self._open_current(0)
+            if following is not None:
+                try:
+                    self._open(following, 0, None)
+                except FileNotFoundError:  # removed meanwhile: retention keeps unshipped
+                    self._open_current(0)  # files, so this one was shipped already
+            else:
+                self._open_current(0)
             return self._read_block(max_bytes) if self._handle is not None else (0, b"")
         if st.st_size < self._offset:
             _log.warning("%s shrank below the shipped position (%d < %d bytes): it was "
@@ -518,6 +529,20 @@ class LogTail:
             return orjson.loads(line)["event"]["id"] == event_id
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return False
+
+    def _rotated_after(self, inode: int) -> Path | None:
+        """The generation rotated right after the file with ``inode`` (``LOG.<stamp>``
+        names sort in rotation order), or ``None`` when that file was the last rotated."""
+        prefix = self.path.name + "."
+        series = sorted(p for p in self.path.parent.glob(f"{glob_escape(self.path.name)}.*")
+                        if ROTATED_STAMP.fullmatch(p.name[len(prefix):]))
+        for index, candidate in enumerate(series):
+            try:
+                if candidate.stat().st_ino == inode:
+                    return series[index + 1] if index + 1 < len(series) else None
+            except OSError:
+                continue
+        return None
 
     def _find_rotated(self, inode: int) -> Path | None:
         for candidate in sorted(self.path.parent.glob(f"{glob_escape(self.path.name)}*")):
