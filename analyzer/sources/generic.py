@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import ConfigError
-from analyzer.events import FRAME_COLUMNS
+from analyzer.events import FRAME_COLUMNS, duplicate_key
 from analyzer.sources._base import (
     MAX_LINE_BYTES,
     ReadResult,
@@ -166,13 +166,45 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
                 rejected.append(Rejected(where, number,
                                          f"bad JSON: {str(exc).split(':', 1)[0]}", line[:4096]))
                 continue
-            yield number, doc
+            text = b"\n".join(lines[number - 1:number - 1 + used])
+            if (repeated := _repeated_key(text, doc)) is None:
+                yield number, doc
+            else:
+                rejected.append(Rejected(where, number, f"duplicate key {repeated}",
+                                         text[:4096]))
             number += used - 1
             continue
         if not isinstance(doc, dict):
             rejected.append(Rejected(where, number, "not a JSON object", line[:4096]))
             continue
+        if (repeated := _repeated_key(line, doc)) is not None:
+            rejected.append(Rejected(where, number, f"duplicate key {repeated}", line[:4096]))
+            continue
         yield number, doc
+
+
+#: A key in JSON text: a closing quote, then the colon (strings holding ``":`` match too,
+#: which only costs the exact check below).
+_KEY_TEXT = re.compile(rb'"\s*:')
+
+
+def _repeated_key(text: bytes, doc: dict[str, Any]) -> str | None:
+    """The key ``text`` repeats, if any (parsers disagree on which value a repeat holds).
+
+    Cheap screen first: the text cannot repeat a key when it shows no more ``"key":``
+    than the parsed object has keys; only then the exact walk of :func:`duplicate_key`.
+    """
+    if len(_KEY_TEXT.findall(text)) <= _count_keys(doc):
+        return None
+    return duplicate_key(text, doc)
+
+
+def _count_keys(node: Any) -> int:
+    if isinstance(node, dict):
+        return len(node) + sum(_count_keys(v) for v in node.values())
+    if isinstance(node, list):
+        return sum(_count_keys(v) for v in node)
+    return 0
 
 
 #: The most lines one pretty-printed object may span (a Kubernetes RequestResponse event
