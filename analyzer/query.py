@@ -436,7 +436,9 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     Parameters
     ----------
     paths
-        Files (plain or ``.gz``), directories or globs.
+        Files (plain or ``.gz``), directories or globs; or Parquet exports
+        (:mod:`analyzer.export`: folders, files, URLs), whose day partitions outside
+        ``flt.since``/``flt.until`` are not opened.
     flt
         The filter; everything when ``None``.
     limit
