@@ -142,13 +142,15 @@ def export_parquet(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         head = report.head_sequence if report.ok else None
         left = _Counter()
         staged = _stage(_limited(batches, head, left, stats, total, progress), stage / "in")
-        days = _write_days(stage / "in", stage / "out") if staged else {}
+        # a decrypted copy holds what the trail sealed: its files are the owner's only
+        private = encryption == "decrypted"
+        days = _write_days(stage / "in", stage / "out", private=private) if staged else {}
         manifest = _manifest(target, files, report, days, key=key, encryption=encryption,
                              created=created, tool_version=tool_version,
                              rejected=len(stats.rejected))
         _swap(stage / "out", target, stage / "old", days)
         atomic_write(target / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
-                     + b"\n", mode=0o644)
+                     + b"\n", mode=0o600 if private else 0o644)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return ExportReport(str(target), manifest, report, tuple(stats.rejected), left.value)
@@ -237,7 +239,7 @@ def _stage(batches: Iterator[pa.RecordBatch], folder: Path) -> bool:
     return seen
 
 
-def _write_days(staged: Path, out: Path) -> dict[str, dict[str, Any]]:
+def _write_days(staged: Path, out: Path, *, private: bool) -> dict[str, dict[str, Any]]:
     """Sort each staged day by time and sequence and write it as the day's one file."""
     days: dict[str, dict[str, Any]] = {}
     for folder in sorted(p for p in staged.iterdir() if p.name.startswith(f"{PARTITION}=")):
@@ -245,8 +247,10 @@ def _write_days(staged: Path, out: Path) -> dict[str, dict[str, Any]]:
         table = ds.dataset(folder, format="parquet", schema=RESULT_SCHEMA).to_table()
         table = table.sort_by([("timestamp", "ascending"), ("sequence", "ascending")])
         (out / folder.name).mkdir(parents=True)
-        pq.write_table(table, out / folder.name / _PART, row_group_size=ROW_GROUP_ROWS,
-                       compression="zstd")
+        part = out / folder.name / _PART
+        pq.write_table(table, part, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        if private:
+            os.chmod(part, 0o600)
         bounds = pc.min_max(table.column("sequence")).as_py()
         days[day] = {"rows": table.num_rows, "first_sequence": bounds["min"],
                      "last_sequence": bounds["max"]}

@@ -252,6 +252,8 @@ def test_an_encrypted_trail_needs_its_key_or_clear_only(tmp_path, capsys):
     clear = tmp_path / "clear"
     assert _export(log, clear, "--encryption-key-file", str(enc)) == 0
     assert "DECRYPTED" in capsys.readouterr().err
+    assert {oct(p.stat().st_mode & 0o777) for p in [*clear.glob("dt=*/*.parquet"),
+                                                    clear / "_manifest.json"]} == {"0o600"}
     assert list(read_events(clear).frame["user"]) == ["alice"]
 
 
