@@ -440,7 +440,9 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     Parameters
     ----------
     paths
-        Files (plain or ``.gz``), directories or globs.
+        Files (plain or ``.gz``), directories or globs; or Parquet exports
+        (:mod:`analyzer.export`: folders, files, URLs), whose day partitions outside
+        ``flt.since``/``flt.until`` are not opened.
     flt
         The filter; everything when ``None``.
     limit
@@ -461,6 +463,10 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     flt = flt or Filter()
     stats = stats if stats is not None else ScanStats()
     if limit is not None and limit <= 0:
+        return
+    exports = _exports(paths)
+    if exports:  # the Parquet analytics copy (analyzer.export): its own, columnar scan
+        yield from _scan_exports(exports, flt, limit, stats, clear_only)
         return
     literals = flt.literals()
     bounds = _raw_bounds(flt)
@@ -506,6 +512,49 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 def _sealed_error(file: Path | str) -> SchemaError:
     return SchemaError(f"{file}: records are encrypted; pass the encryption key "
                        "(--encryption-key-file) or --clear-only")
+
+
+def _exports(paths: Any) -> list[str]:
+    """The paths as Parquet exports (folders, ``.parquet`` files, URLs), or ``[]`` for
+    JSONL trails; a mix of both is an error."""
+    from analyzer.sources.parquet import is_source
+
+    items = [os.fspath(p) for p in ([paths] if isinstance(paths, str | os.PathLike)
+                                    else paths)]
+    found = [p for p in items if is_source(p) or p.lower().endswith(".parquet")]
+    if found and len(found) != len(items):
+        raise ConfigError("give JSONL trails or Parquet exports, not both in one query")
+    return found
+
+
+def _scan_exports(sources: list[str], flt: Filter, limit: int | None, stats: ScanStats,
+                  clear_only: bool) -> Iterator[Batch]:
+    """:func:`scan` over Parquet exports: day partitions outside ``since``/``until`` are
+    not opened; each row group read is filtered with the same :func:`match_columns`."""
+    from analyzer.sources import parquet
+
+    names = RESULT_SCHEMA.names
+    for source in sources:
+        parquet.check_clear(source, parquet.read_manifest(source), clear_only=clear_only)
+        days = parquet.open_days(source, flt.since, flt.until)
+        for fragment in days.dataset.get_fragments():
+            stats.files += 1
+            for record_batch in fragment.to_batches(columns=names):
+                table = pa.Table.from_batches([record_batch]).cast(RESULT_SCHEMA)
+                stats.lines += table.num_rows
+                stats.lines_parsed += table.num_rows
+                col = {name: table.column(name) for name in names}
+                keep = match_columns(flt, col, col["timestamp"], col["outcome"])
+                if not keep.any():
+                    continue
+                table = table.filter(pa.array(keep))
+                if limit is not None and stats.matched + table.num_rows >= limit:
+                    table = table.slice(0, limit - stats.matched)
+                    stats.matched += table.num_rows
+                    yield Batch(source, table)
+                    return
+                stats.matched += table.num_rows
+                yield Batch(source, table)
 
 
 def _numbered(file: Path, pending: list[Rejected]) -> list[Rejected]:

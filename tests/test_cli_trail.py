@@ -129,7 +129,8 @@ def test_every_documented_command_is_there():
     from analyzer.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "log", "ingest", "verify", "train", "score", "watch",
+    assert set(sub.choices) == {"demo", "log", "ingest", "verify", "export", "train", "score",
+                                "watch",
                                 "report", "ship", "evaluate", "retention", "query", "feedback",
                                 "models"}
 

@@ -28,6 +28,7 @@ EXIT_USAGE = 2
 #: Modules that each register one or more subcommands, in the order --help lists them.
 _COMMAND_MODULES = (
     "analyzer.cli.trail",      # log, ingest, verify
+    "analyzer.cli.export",     # export
     "analyzer.cli.analysis",   # demo, train, score
     "analyzer.cli.realtime",   # ship, watch, retention
     "analyzer.cli.reporting",  # report

@@ -147,8 +147,8 @@ def _import(frame: pd.DataFrame, audit: AuditLogger, progress: Progress) -> int:
             fields[name] = int(value) if name == "bytes" else value
         audit.log(str(action), timestamp=timestamp.to_pydatetime(), outcome=outcome, **fields)
         written += 1
-        if written % 10_000 == 0:
-            progress(f"ingested {written:,} of {len(frame):,}")
+        if written % 1_000 == 0:
+            progress.count("ingesting", written, len(frame))
     return written
 
 

@@ -51,6 +51,7 @@ __all__ = [
 
 #: format name -> module. Order matters for detection: the most specific formats first.
 FORMATS: dict[str, str] = {
+    "parquet": "analyzer.sources.parquet",
     "jsonl": "analyzer.sources.jsonl",
     "cloudtrail": "analyzer.sources.cloudtrail",
     "windows": "analyzer.sources.windows",
@@ -84,6 +85,8 @@ def _head(path: Path) -> bytes:
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Name the format of ``path`` from its first bytes (and its extension as a hint)."""
+    if _parquet_source(path):  # an export folder or a URL: read whole, never sniffed
+        return "parquet"
     file = Path(path)
     if not file.exists():
         raise SourceError(f"{file}: no such file")
@@ -114,6 +117,12 @@ SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".ship-", ".watch-st
 SIDE_FILE_SUFFIXES = (".tmp", ".key", ".pub", ".md", ".lock")
 
 
+def _parquet_source(path: str | os.PathLike[str]) -> bool:
+    from analyzer.sources.parquet import is_source
+
+    return is_source(path)
+
+
 def is_side_file(path: Path) -> bool:
     """True for the files the tools keep beside a log (see :data:`SIDE_FILE_MARKERS`)."""
     return (any(marker in path.name for marker in SIDE_FILE_MARKERS)
@@ -121,8 +130,12 @@ def is_side_file(path: Path) -> bool:
 
 
 def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-                 archives: list[Path] | None = None) -> list[Path]:
+                 archives: list[Path] | None = None) -> list[Path | str]:
     """Expand globs and directories (their files, sorted) into a list of files.
+
+    A Parquet export (a folder with ``_manifest.json`` or ``dt=`` partitions) stays one
+    path, read whole by the ``parquet`` reader; a URL (``s3://...``, ``file://...``) is kept
+    as its text.
 
     A path that matches nothing is an error naming it, never an empty read. Archives no
     reader opens (``.zip``, ``.tar``, ``.7z``: :data:`~analyzer.sources._base.ARCHIVES`) are
@@ -132,9 +145,12 @@ def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    result: list[Path] = []
+    result: list[Path | str] = []
     for item in paths:
         text = os.fspath(item)
+        if _parquet_source(text):
+            result.append(text if "://" in text else Path(text))
+            continue
         if any(ch in text for ch in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(text))
                        if not is_side_file(Path(m)) and not Path(m).is_dir()]
@@ -227,7 +243,10 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     for path in expand_paths(paths, archives=archives):
         name = format or detect_format(path)
         module = _module(name)
-        results.append(module.read(path, **_options_for(module, options)))
+        # since/until go to readers that can prune by them (parquet's day partitions); the
+        # records are filtered on their own time below either way
+        period = {"since": since, "until": until}
+        results.append(module.read(path, **_options_for(module, {**options, **period})))
     result = _combine(results)
     if archives:
         skipped, notes = archive_accounting(archives)
