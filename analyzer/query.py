@@ -480,9 +480,11 @@ def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                                                            block_bytes=_BLOCK_BYTES):
                     stats.bytes_read += end
                     # the mark may be spelled with escapes: then the parsed envelope decides
-                    sealed = SEALED_MARK in data or (b"\\" in data and ESCAPE in data)
-                    if SEALED_MARK in data and not decrypt_keys and not clear_only:
+                    # (each test is a pass over the block: each is made once)
+                    marked = SEALED_MARK in data
+                    if marked and not decrypt_keys and not clear_only:
                         raise _sealed_error(file)
+                    sealed = marked or (b"\\" in data and ESCAPE in data)
                     opener = _cipher(decrypt_keys) if sealed and decrypt_keys else None
                     # sealed fields are not in the raw text: no raw pre-filter for them
                     table = _scan_block(data, end, offset, str(file), flt,
