@@ -6,8 +6,8 @@ sorted by window) that returns its feature columns and detail texts:
 - :func:`failure_storm`: the organisation's failures across addresses and accounts in each
   window, joined to every entity's window of that time, and successes from never-seen
   addresses while a storm is on (distributed credential stuffing);
-- :func:`slow_collection`: resources an established user never touched before, accumulated
-  over the trailing week (low-and-slow collection);
+- :func:`slow_collection`: days of the trailing week on which an established user touched
+  resources never touched before (low-and-slow collection);
 - :func:`second_address`: a never-seen address interleaved with the account's known one in
   the same window (session hijack);
 - :func:`stable_novelty`: something new done by an entity after many days of doing nothing
@@ -112,8 +112,9 @@ def storm_windows(org: pd.DataFrame, typical: float | None, span_ns: int) -> pd.
 def failure_storm(wi: WindowIndex, org: pd.DataFrame, storm: pd.Series, succ: np.ndarray,
                   new_source: np.ndarray, source_names: np.ndarray, source: np.ndarray,
                   *, details: bool) -> tuple[Columns, Columns]:
-    """Organisation-wide failing addresses per window, and successes from a never-seen
-    address (new to the user, or new altogether for an address) during a storm."""
+    """Organisation-wide failing addresses in windows that are a failure storm (0 in the
+    others), and successes from a never-seen address (new to the user, or new altogether for
+    an address) during a storm."""
     n_win = wi.n_win
     at = pd.Index(org.index).get_indexer(wi.w_start)
     found = at >= 0
@@ -122,7 +123,7 @@ def failure_storm(wi: WindowIndex, org: pd.DataFrame, storm: pd.Series, succ: np
     on = np.zeros(n_win, dtype=bool)
     on[found] = storm.to_numpy()[at[found]]
     hits = succ & new_source & on[wi.win]
-    cols = {"org_failed_addresses": failing,
+    cols = {"storm_addresses": np.where(on, failing, 0.0),
             "storm_new_source_success": np.bincount(wi.win, hits, minlength=n_win)}
     detail: Columns = {}
     if details:
@@ -187,8 +188,8 @@ def _window_max(values: np.ndarray, mask: np.ndarray, wi: WindowIndex) -> np.nda
 
 def slow_collection(wi: WindowIndex, new_resource: np.ndarray, resource: np.ndarray,
                     first: np.ndarray, *, details: bool) -> tuple[Columns, Columns]:
-    """Resources first touched in the trailing week by an established user, in windows that
-    touch one; with the number of distinct days those first touches fell on."""
+    """Days of the trailing week with a first touch of a resource by an established user, in
+    windows that touch one; with the number of resources first touched in that week."""
     n_win = wi.n_win
     settled = new_resource & (wi.t >= first + SETTLING_NS)
     cols = {"new_resources_week": np.zeros(n_win)}
@@ -214,13 +215,15 @@ def slow_collection(wi: WindowIndex, new_resource: np.ndarray, resource: np.ndar
     day_keys = np.unique(packed(e, (tt - origin) // _NS_PER_DAY * _NS_PER_DAY + origin))
     days = (np.searchsorted(day_keys, packed(wi.w_ent, w_end), side="left")
             - np.searchsorted(day_keys, packed(wi.w_ent, w_end - WEEK_NS), side="left"))
+    # days, not resources: one burst (a takeover's dozen reads) is one day and says nothing
+    # about the week after it; collection comes back day after day
     here = np.bincount(wi.win, settled, minlength=n_win) > 0
-    value = np.where(here, count, 0).astype(float)
+    value = np.where(here, days, 0).astype(float)
     cols["new_resources_week"] = value
     if details:
         text = detail["d_new_resources_week"]
         for w in np.flatnonzero(value > 0):
-            text[w] = f"on {days[w]} day{'s' if days[w] != 1 else ''}"
+            text[w] = f"{count[w]} resource{'s' if count[w] != 1 else ''} in all"
     return cols, detail
 
 

@@ -193,26 +193,30 @@ FEATURES: tuple[Feature, ...] = (
             "a guessed password that finally worked",
             "{value} failures followed by a success from the same source"),
     # -- what per-entity hourly counts cannot see (issue #13 item 4) -------------------------
-    Feature("org_failed_addresses", "organisation", _BOTH,
-            "distinct addresses with a failure anywhere in the organisation in the window "
-            "(the same for every entity's window of that time)",
+    Feature("storm_addresses", "organisation", _BOTH,
+            "distinct addresses with a failure anywhere in the organisation in the window, "
+            "when that is a failure storm (at least 20 failing addresses and 5 times the "
+            "typical number), else 0; the same for every entity's window of that time",
             "distributed credential stuffing spreads one or two failures over hundreds of "
-            "addresses, so no address and no account looks busy",
+            "addresses, so no address and no account looks busy; the model makes the "
+            "storm's windows one incident",
             "{value} addresses failing across the organisation in the window", rarity=0.0,
             detect=False),
     Feature("storm_new_source_success", "organisation", _BOTH,
             "successes from an address never seen before (for the user; for an address, at "
             "all) while the organisation's failures are a storm: at least 20 failing "
             "addresses and 5 times the typical number in the window",
-            "the account the stuffing finally got into",
-            "success from never-seen address {detail}", detail="d_storm_success"),
+            "the account the stuffing finally got into: the attack itself, named first",
+            "success from never-seen address {detail}", detail="d_storm_success",
+            rarity=2.0, evidence=True),
     Feature("new_resources_week", "accumulation", _USER,
-            "resources the user first touched in the 7 days up to the window's end, counted "
-            "in windows that touch one; only novelty after the account's first 7 days",
+            "days of the 7 up to the window's end on which the user first touched a "
+            "resource, in windows that touch one; only novelty after the account's first 7 "
+            "days",
             "low-and-slow collection takes a few new things a day, every day, at normal "
             "hours from the usual place: no hour stands out, the week does",
-            "{value} resources never touched before this week by {entity}, {detail}",
-            detail="d_new_resources_week"),
+            "resources never touched before by {entity} on {value} days this week ({detail})",
+            detail="d_new_resources_week", rarity=2.0),
     Feature("second_address_events", "sequence", _USER,
             "events from an address the user never used before, while the user is also "
             "active, later in the same window, from an address used before",
@@ -224,11 +228,11 @@ FEATURES: tuple[Feature, ...] = (
             "a very stable entity (a service account) doing one new thing is news; a person "
             "who tries new things every week is not",
             "first access to {detail} by {entity} after {value} stable days",
-            detail="d_stable_novelty"),
+            detail="d_stable_novelty", rarity=2.0),
     Feature("days_dormant", "time", _USER,
             "days between the window's first own event and the user's previous one",
             "a dormant account waking up (a leaver's account, a forgotten one)",
-            "first activity in {value} days"),
+            "first activity in {value} days", rarity=2.0),
 )
 
 #: Evidence features (:mod:`analyzer.features._evidence`): sensitive actions named by what they
