@@ -6,8 +6,9 @@ ROC-AUC and the precision-recall AUC, the precision and recall of the top window
 alert budget (``alerts_per_day`` x days scored), and per attack instance whether it was caught
 within that budget. The budget counts what an analyst reviews: when the scores carry the
 model's ``candidate_incident`` (or ``incident``) column, the windows of one incident count
-once, at their best window's place (as the model's own alert budget does). An instance is one ``(scenario, entity)`` group
-of labelled windows; it is caught when any of its windows is within the budget.
+once, at their best window's place (as the model's own alert budget does). An instance is
+one ``(scenario, entity)`` group of labelled windows; it is caught when any of its windows is
+within the budget.
 
 :func:`naive_baseline_scores` is the honest yardstick DESIGN asks to keep: an IsolationForest
 on raw per-hour counts (events, failures, distinct resources, distinct actions), fitted on

@@ -443,8 +443,9 @@ class FeatureExtractor:
         # the organisation-level view is one per window time, shared by every entity
         org = fam.org_failures(prep.t, prep.fail, prep.codes["source_ip"], prep.codes["user"],
                                self.window_ns_, self.step_ns_)
-        storm = fam.storm_windows(org, None if fitting else self.org_failing_typical_,
-                                  self.step_ns_)
+        # a profile saved before storms were features compares with the log's own past
+        typical = None if fitting else getattr(self, "org_failing_typical_", None)
+        storm = fam.storm_windows(org, typical, self.step_ns_)
         self._org = (org, storm)
         parts = [self._entity_windows(prep, etype, fitting=fitting, details=details)
                  for etype in ENTITY_TYPES]
@@ -692,9 +693,10 @@ class FeatureExtractor:
         if etype != "user":
             return
         profile = None if fitting else self
-        first = fam.first_seen(wi, None if profile is None else self.first_seen_[etype])
+        first = fam.first_seen(wi, None if profile is None
+                               else getattr(self, "first_seen_", {}).get(etype))
         first_window = cols["new_entity"] > 0
-        r, a = codes["resource"], codes["action"]
+        r = codes["resource"]
         more, text = fam.slow_collection(wi, novel["resource"], r, first, details=details)
         cols.update(more)
         detail_cols.update(text)
@@ -707,13 +709,8 @@ class FeatureExtractor:
         cols.update(fam.stable_novelty(wi, something_new, first, last_novel, first_window))
         if fitting:
             self.last_novel_[etype] = fam.last_times(wi.ent, wi.t, something_new, wi.known)
-        cols.update(fam.dormancy(wi, None if profile is None else self.last_seen_[etype]))
-        if details:
-            n_win = wi.n_win
-            by_resource = _describe(wi.win, r, prep.names["resource"], novel["resource"], n_win)
-            by_action = _describe(wi.win, a, prep.names["action"], novel["action"], n_win)
-            detail_cols["d_stable_novelty"] = np.where(by_resource != "", by_resource,
-                                                       by_action)
+        cols.update(fam.dormancy(wi, None if profile is None
+                                 else getattr(self, "last_seen_", {}).get(etype)))
 
     # -- pieces that use the fitted profile ---------------------------------------------
 

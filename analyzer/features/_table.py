@@ -227,8 +227,7 @@ FEATURES: tuple[Feature, ...] = (
             "user last did anything new (or since first seen)",
             "a very stable entity (a service account) doing one new thing is news; a person "
             "who tries new things every week is not",
-            "first access to {detail} by {entity} after {value} stable days",
-            detail="d_stable_novelty", rarity=2.0),
+            "nothing new by {entity} in the {value} days before", rarity=2.0),
     Feature("days_dormant", "time", _USER,
             "days between the window's first own event and the user's previous one",
             "a dormant account waking up (a leaver's account, a forgotten one)",
