@@ -41,10 +41,13 @@ class _Lookalikes:
         days = days[dow == 5] if saturday else days[dow < 5]
         return int(self.rng.choice(days)) if len(days) else None
 
-    def _free(self, n: int, roles: tuple[str, ...] = ()) -> list[int]:
+    def _free(self, n: int, roles: tuple[str, ...] = (), office: str | None = None
+              ) -> list[int]:
+        """Up to ``n`` office workers no attack or other look-alike uses (then marked used)."""
         w = self.w
         cands = [i for i in range(self.cfg.users) if i not in self.used and w.office[i]
-                 and (not roles or w.role_name[i] in roles)]
+                 and (not roles or w.role_name[i] in roles)
+                 and (office is None or w.office[i] == office)]
         picked = [int(i) for i in self.rng.permutation(cands)[:n]]
         self.used.update(picked)
         return picked
@@ -94,7 +97,8 @@ class _Lookalikes:
         if day is None:
             return normal
         office = cfg.offices[-1]
-        group = [i for i in self._free(40) if w.office[i] == office][:12]
+        # only the movers are taken: the weekend release still finds its engineers
+        group = self._free(12, office=office)
         if not group:
             return normal
         country = _OFFICES[office][0]
