@@ -372,6 +372,9 @@ _OVERLAPS = (
     ("n_new_sensitive", "new_privileged_events", "n_sensitive"),
     ("n_scanner_requests", "n_scripted_requests"),
     ("n_ips", "credential_addresses"),
+    # "second address A while active from B" names the new address and the credential's
+    # two places: the slot goes to something else (a new country)
+    ("second_address_events", "n_new_ips", "credential_addresses"),
 )
 _IMPLIED_BY = {name: tuple(dict.fromkeys(o for group in _OVERLAPS if name in group
                                          for o in group if o != name))
@@ -384,6 +387,9 @@ _SPECIFIC_FAMILIES = ("novelty", "sensitivity", "sequence", "web")
 _EVIDENCE_FIRST = 100.0
 # "X never seen before" names nothing X did: what it did, when as rare, is said first.
 _BARE_FLAGS = ("new_entity",)
+# How long an entity had been stable qualifies the new thing it did: said after every other
+# reason (when a slot is left), never instead of one.
+_QUALIFIERS = ("stable_days_before_novelty",)
 
 
 def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], *,
@@ -427,6 +433,8 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
     # is what the analyst needs, not "active at 11:00 UTC".
     evidence = _evidence_present(windows, names, surprisal)
     rank = surprisal + bonus * (surprisal >= min_surprisal) + _EVIDENCE_FIRST * evidence
+    qualifier = np.isin(names, _QUALIFIERS)
+    rank[:, qualifier] = np.minimum(rank[:, qualifier], min_surprisal)
     order = np.argsort(-rank, axis=1, kind="stable")
     out: list[str] = []
     # one loop per explained window (alerts and near misses), never per event

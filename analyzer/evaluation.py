@@ -5,9 +5,10 @@ every scored window without a label is normal. :func:`evaluate` reports, over wi
 ROC-AUC and the precision-recall AUC, the precision and recall of the top windows within an
 alert budget (``alerts_per_day`` x days scored), and per attack instance whether it was caught
 within that budget. The budget counts what an analyst reviews: when the scores carry the
-model's ``incident`` column, the windows of one incident count once, at their best window's
-place (as the model's own alert budget does). An instance is one ``(scenario, entity)`` group
-of labelled windows; it is caught when any of its windows is within the budget.
+model's ``candidate_incident`` (or ``incident``) column, the windows of one incident count
+once, at their best window's place (as the model's own alert budget does). An instance is
+one ``(scenario, entity)`` group of labelled windows; it is caught when any of its windows is
+within the budget.
 
 :func:`naive_baseline_scores` is the honest yardstick DESIGN asks to keep: an IsolationForest
 on raw per-hour counts (events, failures, distinct resources, distinct actions), fitted on
@@ -297,7 +298,8 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
         As returned by :func:`read_labels`.
     alerts_per_day
         The alert budget: the top ``alerts_per_day`` x days scored windows count as alerts
-        (the windows of one incident, when ``scores`` has an ``incident`` column, as one).
+        (the windows of one incident, when ``scores`` has a ``candidate_incident`` or
+        ``incident`` column, as one).
 
     Returns
     -------
@@ -377,11 +379,17 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
 
 
 def _review_units(scores: pd.DataFrame, n: int) -> np.ndarray:
-    """What one alert of the budget covers, per window: its incident, else the window."""
+    """What one alert of the budget covers, per window: its incident, else the window.
+
+    The model's ``candidate_incident`` (every candidate window's incident, alerted or not)
+    when the scores have it, so that a storm of hundreds of address windows, one incident
+    to the model, is one unit here too; else ``incident`` (alert windows only).
+    """
     own = np.array([f"window {i}" for i in range(n)], dtype=object)
-    if "incident" not in scores.columns:
+    column = next((c for c in ("candidate_incident", "incident") if c in scores.columns), None)
+    if column is None:
         return own
-    incident = scores["incident"].astype("string").fillna("").to_numpy(dtype=object)
+    incident = scores[column].astype("string").fillna("").to_numpy(dtype=object)
     return np.where(incident != "", "incident " + incident.astype(str), own)
 
 

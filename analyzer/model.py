@@ -14,8 +14,9 @@ Alerts (defaults documented in the README's analysis section):
 - a window is a candidate when ``p <= alerts_per_day / W`` (``W``: training windows per
   *active* day) and its risk is at least ``min_risk`` (default 20; a log too short to reach
   it uses half the risk its rarest window could have);
-- candidates form **incidents**: one entity's windows at most one window apart, and address
-  windows of the same hour with the same rarest feature (a campaign);
+- candidates form **incidents**: one entity's windows at most one window apart, address
+  windows of the same hour with the same rarest feature (a campaign), and the windows of a
+  failure storm (the addresses failing in it and the accounts entered during it);
 - the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
   window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
 
@@ -29,6 +30,9 @@ Columns of :meth:`AuditModel.score`, in order:
 - ``entity_type, entity, window_start, window_end, score, alert, reasons`` (contract 6);
   ``score = 1 - p`` is in [0, 1], higher for more unusual windows;
 - ``incident``: the incident id of alert windows ("" for others);
+- ``candidate_incident``: the incident of every candidate window, alert or not (windows of
+  an alerted incident past the window cap, near misses; "" for the others): what
+  :func:`~analyzer.evaluation.evaluate` counts its budget in;
 - ``risk_score``: 0-100, ``20 * -log10(p)`` capped (60: one window in 1,000; 100: one in
   100,000 or rarer), never ``-0.0``;
 - ``first_sequence, last_sequence``: ``event.sequence`` range of the evidence (when known);
@@ -108,6 +112,9 @@ _HISTORY_FEATURES = tuple(f.name for f in FEATURES if f.family == "novelty"
 _EVIDENCE_PRIOR = 20
 _RARITY_GROUPS: tuple[tuple[str, ...], ...] = (
     ("n_users", "n_users_failed", "n_new_users"),
+    # a dormant account's first new thing comes after as many stable days as it slept, and
+    # a long weekend lengthens both: they are one story, counted once
+    ("days_dormant", "stable_days_before_novelty"),
 )
 
 
@@ -353,7 +360,7 @@ class AuditModel:
         alert = _within_budget(windows["window_start"], p, incident, budget=budget,
                                daily=self.max_alerts_per_day,
                                max_windows=max(1, int(self.max_alert_share * n)))
-        incident = np.where(alert, incident, "")
+        candidate_incident, incident = incident, np.where(alert, incident, "")
         reasons = np.full(n, "", dtype=object)
         # windows carrying evidence (a catalogued action, an attack tool) are explained too,
         # alert or not: a risk-20 window that deleted a trail should say so
@@ -381,6 +388,8 @@ class AuditModel:
             "alert": alert,
             "reasons": reasons.astype(str) if n else pd.Series([], dtype=str),
             "incident": incident.astype(str) if n else pd.Series([], dtype=str),
+            "candidate_incident": candidate_incident.astype(str) if n
+            else pd.Series([], dtype=str),
             "risk_score": risk,
             "first_sequence": windows["first_sequence"],
             "last_sequence": windows["last_sequence"],
@@ -522,6 +531,14 @@ def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
         key = (int(start[i]), int(lead[rows[i]]))
         if key[1] >= 0:
             join(i, campaign.setdefault(key, i))
+    storm = np.flatnonzero(_in_storm(windows)[rows])
+    if len(storm):
+        # a failure storm is one campaign: every address that failed in it, every account
+        # it got into, across the consecutive windows it lasted
+        by_start = storm[np.argsort(start[storm], kind="stable")]
+        for a, b in itertools.pairwise(by_start):
+            if start[b] - start[a] <= window_ns:
+                join(b, a)
     roots = np.array([root(i) for i in range(len(rows))])
     ids: dict[int, str] = {}
     for i in np.lexsort((entity, start)):  # the incident is named by its first window
@@ -531,6 +548,20 @@ def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
             ids[r] = "inc-" + hashlib.sha256(key).hexdigest()[:12]
     out[rows] = [ids[int(r)] for r in roots]
     return out
+
+
+def _in_storm(windows: pd.DataFrame) -> np.ndarray:
+    """Windows taking part in a failure storm: addresses failing in it, and any window that
+    got in from a never-seen address during it (the accounts it targeted are its victims,
+    not its members: their other windows must not chain into it)."""
+    def column(name: str) -> np.ndarray:
+        if name not in windows.columns:  # a model saved before storms were features
+            return np.zeros(len(windows))
+        return windows[name].to_numpy(dtype=float)
+
+    address = (windows["entity_type"].astype(str) == "source_ip").to_numpy()
+    return (column("storm_addresses") > 0) & (
+        (address & (column("n_failures") > 0)) | (column("storm_new_source_success") > 0))
 
 
 def _within_budget(starts: pd.Series, p: np.ndarray, incident: np.ndarray, *, budget: float,

@@ -69,3 +69,72 @@ def test_detector_beats_the_naive_baseline(org, report):
     assert report.budget == baseline.budget
     assert report.caught > baseline.caught
     assert report.pr_auc > baseline.pr_auc
+
+
+# -- the attacks per-entity hourly counts cannot see (issue 13 item 4) ------------------------
+# Measured on quiet_attacks_config() (seed 7); the families were tuned on seed 11 only.
+# session_hijack is left out on purpose: it is caught on one seed of four (README, "Detection,
+# measured"), so claiming it here would be claiming what the detector does not do.
+_QUIET_CAUGHT = ("credential_stuffing", "dormant_account", "stable_entity_novelty",
+                 "low_and_slow_collection")
+
+
+@pytest.fixture(scope="module")
+def quiet_org():
+    from analyzer.synth import quiet_attacks_config
+
+    return generate(quiet_attacks_config())
+
+
+@pytest.fixture(scope="module")
+def quiet_scores(quiet_org):
+    return AuditModel().fit(quiet_org.train_events).score(quiet_org.test_events)
+
+
+@pytest.fixture(scope="module")
+def quiet_report(quiet_scores, quiet_org):
+    return evaluate(quiet_scores, quiet_org.labels, alerts_per_day=DEFAULT_ALERTS_PER_DAY)
+
+
+@pytest.mark.parametrize("scenario", _QUIET_CAUGHT)
+def test_quiet_attack_kinds_are_caught_within_the_default_budget(quiet_report, scenario):
+    caught = _caught_by_scenario(quiet_report)
+    assert caught[scenario] >= 1, quiet_report.per_scenario.to_string()
+
+
+def test_a_credential_stuffing_storm_is_one_incident_named_by_the_success(quiet_scores,
+                                                                          quiet_org):
+    hits = quiet_org.labels[(quiet_org.labels["scenario"] == "credential_stuffing")
+                            & (quiet_org.labels["entity_type"] == "source_ip")]
+    for address in hits["entity"]:
+        (row,) = quiet_scores.index[(quiet_scores["entity"] == address)
+                                    & (quiet_scores["f_storm_new_source_success"] > 0)]
+        incident = quiet_scores.at[row, "candidate_incident"]
+        members = quiet_scores[quiet_scores["candidate_incident"] == incident]
+        # hundreds of addresses with a failure or two each, one incident to review
+        assert (members["entity_type"] == "source_ip").sum() >= 100
+        lead = members.sort_values("score", ascending=False, kind="stable").iloc[0]
+        assert lead["alert"]
+        assert lead["reasons"].startswith("success from never-seen address"), lead["reasons"]
+        assert "during a failure storm" in lead["reasons"]
+
+
+def test_a_dormant_account_says_how_long_it_slept(quiet_scores, quiet_org):
+    woken = quiet_org.labels.loc[quiet_org.labels["scenario"] == "dormant_account", "entity"]
+    rows = quiet_scores[quiet_scores["entity"].isin(woken) & quiet_scores["alert"]]
+    assert len(rows) and rows["reasons"].str.contains(r"first activity in \d+ days").all()
+
+
+def test_quiet_lookalikes_do_not_dominate_the_top(quiet_scores, quiet_org, quiet_report):
+    # a team onboarding, a VPN change and a weekend release beside the quiet attacks
+    assert {"team_onboarding", "vpn_change", "weekend_release"} <= set(
+        quiet_org.surprises["kind"])
+    top = quiet_scores.sort_values("score", ascending=False, kind="stable").head(
+        quiet_report.budget)
+    start = pd.to_datetime(top["window_start"], utc=True)
+    in_surprise = pd.Series(False, index=top.index)
+    for s in quiet_org.surprises.itertuples():
+        in_surprise |= ((top["entity_type"] == "user") & (top["entity"] == s.user)
+                        & (start >= s.start) & (start < s.end))
+    assert in_surprise.sum() <= _MAX_SURPRISE_SHARE * quiet_report.budget, \
+        top.loc[in_surprise, ["entity", "window_start", "reasons"]].to_string()

@@ -13,6 +13,7 @@ import pandas as pd
 from analyzer.errors import ConfigError, SchemaError
 from analyzer.events import REQUIRED_FRAME_COLUMNS
 from analyzer.features import _evidence
+from analyzer.features import _families as fam
 from analyzer.features._table import (
     _DETAIL_COLUMNS,
     DEFAULT_PRIVILEGED_ACTIONS,
@@ -380,6 +381,7 @@ class FeatureExtractor:
         self.typical_events_: dict[str, np.ndarray] = {}
         self.typical_bytes_: dict[str, np.ndarray] = {}
         self.active_days_ = _unique(prep.t // _NS_PER_DAY)
+        self._fit_activity(prep)
         out = self._windows(prep, fitting=True, details=details)
         logger.debug("fitted features on %d events, %d windows", prep.n, len(out))
         return out
@@ -396,6 +398,22 @@ class FeatureExtractor:
             width = max(prep.known[attr], 1)
             own = _unique(u[ok] * width + a[ok])
             self.peer_keys_[attr] = _expand_to_peers(own, width, self.peers_)
+
+    def _fit_activity(self, prep: _Prepared) -> None:
+        """When each entity was first and last seen doing something itself, and the
+        organisation's typical number of failing addresses per window."""
+        self.first_seen_: dict[str, np.ndarray] = {}
+        self.last_seen_: dict[str, np.ndarray] = {}
+        self.last_novel_: dict[str, np.ndarray] = {}  # filled by the fitting pass
+        for etype in ENTITY_TYPES:
+            own = ~prep.fail if etype == "user" else np.ones(prep.n, dtype=bool)
+            ent, n_ent = prep.codes[etype], prep.known[etype]
+            self.first_seen_[etype] = fam.last_times(ent, prep.t, own, n_ent, first=True)
+            self.last_seen_[etype] = fam.last_times(ent, prep.t, own, n_ent)
+        org = fam.org_failures(prep.t, prep.fail, prep.codes["source_ip"],
+                               prep.codes["user"], self.window_ns_, self.step_ns_)
+        slots = (int(prep.t.max() - prep.t.min()) // self.step_ns_ + 1) if prep.n else 1
+        self.org_failing_typical_ = float(org["addresses"].sum()) / slots
 
     def _fit_time(self, prep: _Prepared) -> None:
         """Hour and weekday profiles per entity, the organisation's priors and quiet hours."""
@@ -422,8 +440,16 @@ class FeatureExtractor:
     # -- windows ----------------------------------------------------------------------------
 
     def _windows(self, prep: _Prepared, *, fitting: bool, details: bool) -> pd.DataFrame:
+        # the organisation-level view is one per window time, shared by every entity
+        org = fam.org_failures(prep.t, prep.fail, prep.codes["source_ip"], prep.codes["user"],
+                               self.window_ns_, self.step_ns_)
+        # a profile saved before storms were features compares with the log's own past
+        typical = None if fitting else getattr(self, "org_failing_typical_", None)
+        storm = fam.storm_windows(org, typical, self.step_ns_)
+        self._org = (org, storm)
         parts = [self._entity_windows(prep, etype, fitting=fitting, details=details)
                  for etype in ENTITY_TYPES]
+        del self._org
         parts = [p for p in parts if len(p)]
         if not parts:
             return _empty_windows(details)
@@ -559,6 +585,12 @@ class FeatureExtractor:
             novel["resource"] = theirs
             cols["n_users_new_resources"] = _distinct(win, r, n_win, theirs)
 
+        wi = fam.WindowIndex(etype=etype, window=window, idx=idx, t=t, ent=ent, win=win,
+                             firsts=firsts, w_ent=w_ent, w_start=w_start, counted=counted,
+                             known=prep.known[etype], fitting=fitting)
+        self._attack_families(prep, wi, codes, novel, fresh, cols, detail_cols,
+                              details=details)
+
         hour_s, week_s = self._time_surprisal(prep, etype, idx, fitting=fitting)
         history = self._history_days(prep, w_start, fitting=fitting)[win]
         hour_s = np.where(history >= TIME_HISTORY_DAYS, hour_s, 0.0)
@@ -643,6 +675,42 @@ class FeatureExtractor:
                 frame[name] = detail_cols.get(name, np.full(n_win, "", dtype=object))
         frame["entity"] = frame["entity"].astype(str)
         return frame
+
+    def _attack_families(self, prep: _Prepared, wi: fam.WindowIndex,
+                         codes: dict[str, np.ndarray], novel: dict[str, np.ndarray],
+                         fresh: np.ndarray, cols: dict[str, Any],
+                         detail_cols: dict[str, np.ndarray], *, details: bool) -> None:
+        """The families per-entity hourly counts cannot see (see :mod:`._families`)."""
+        etype, fitting = wi.etype, wi.fitting
+        org, storm = self._org
+        succ = prep.succ[wi.idx]
+        new_source = novel["source_ip"] if etype == "user" else fresh
+        storm_cols, storm_detail = fam.failure_storm(
+            wi, org, storm, succ, new_source, prep.names["source_ip"], codes["source_ip"],
+            details=details)
+        cols.update(storm_cols)
+        detail_cols.update(storm_detail)
+        if etype != "user":
+            return
+        profile = None if fitting else self
+        first = fam.first_seen(wi, None if profile is None
+                               else getattr(self, "first_seen_", {}).get(etype))
+        first_window = cols["new_entity"] > 0
+        r = codes["resource"]
+        more, text = fam.slow_collection(wi, novel["resource"], r, first, details=details)
+        cols.update(more)
+        detail_cols.update(text)
+        more, text = fam.second_address(wi, novel["source_ip"], codes["source_ip"],
+                                        prep.names["source_ip"], first_window, details=details)
+        cols.update(more)
+        detail_cols.update(text)
+        something_new = novel["resource"] | novel["action"]
+        last_novel = getattr(self, "last_novel_", {}).get(etype) if profile else None
+        cols.update(fam.stable_novelty(wi, something_new, first, last_novel, first_window))
+        if fitting:
+            self.last_novel_[etype] = fam.last_times(wi.ent, wi.t, something_new, wi.known)
+        cols.update(fam.dormancy(wi, None if profile is None
+                                 else getattr(self, "last_seen_", {}).get(etype)))
 
     # -- pieces that use the fitted profile ---------------------------------------------
 

@@ -192,6 +192,46 @@ FEATURES: tuple[Feature, ...] = (
             "failures followed, in the same window, by a success from the same source",
             "a guessed password that finally worked",
             "{value} failures followed by a success from the same source"),
+    # -- what per-entity hourly counts cannot see (issue #13 item 4) -------------------------
+    Feature("storm_addresses", "organisation", _BOTH,
+            "distinct addresses with a failure anywhere in the organisation in the window, "
+            "when that is a failure storm (at least 20 failing addresses and 5 times the "
+            "typical number), else 0; the same for every entity's window of that time",
+            "distributed credential stuffing spreads one or two failures over hundreds of "
+            "addresses, so no address and no account looks busy; the model makes the "
+            "storm's windows one incident",
+            "{value} addresses failing across the organisation in the window", rarity=0.0,
+            detect=False),
+    Feature("storm_new_source_success", "organisation", _BOTH,
+            "successes from an address never seen before (for the user; for an address, at "
+            "all) while the organisation's failures are a storm: at least 20 failing "
+            "addresses and 5 times the typical number in the window",
+            "the account the stuffing finally got into: the attack itself, named first",
+            "success from never-seen address {detail}", detail="d_storm_success",
+            rarity=2.0, evidence=True),
+    Feature("new_resources_week", "accumulation", _USER,
+            "days of the 7 up to the window's end on which the user first touched a "
+            "resource, in windows that touch one; only novelty after the account's first 7 "
+            "days",
+            "low-and-slow collection takes a few new things a day, every day, at normal "
+            "hours from the usual place: no hour stands out, the week does",
+            "resources never touched before by {entity} on {value} days this week ({detail})",
+            detail="d_new_resources_week", rarity=2.0),
+    Feature("second_address_events", "sequence", _USER,
+            "events from an address the user never used before, while the user is also "
+            "active, later in the same window, from an address used before",
+            "a hijacked session works alongside its owner, on the owner's own resources",
+            "second address {detail} ({value} events)", detail="d_second_address"),
+    Feature("stable_days_before_novelty", "novelty", _USER,
+            "in a window where the user does something never done before: days since the "
+            "user last did anything new (or since first seen)",
+            "a very stable entity (a service account) doing one new thing is news; a person "
+            "who tries new things every week is not",
+            "nothing new by {entity} in the {value} days before", rarity=2.0),
+    Feature("days_dormant", "time", _USER,
+            "days between the window's first own event and the user's previous one",
+            "a dormant account waking up (a leaver's account, a forgotten one)",
+            "first activity in {value} days", rarity=2.0),
 )
 
 #: Evidence features (:mod:`analyzer.features._evidence`): sensitive actions named by what they
@@ -315,7 +355,7 @@ _SINGULAR = {"events": "event", "users": "user", "actions": "action",
              "resources": "resource", "names": "name", "addresses": "address",
              "countries": "country", "failures": "failure", "accounts": "account",
              "paths": "path", "probes": "probe", "requests": "request",
-             "creations": "creation"}
+             "creations": "creation", "days": "day"}
 _PLURAL = {v: k for k, v in _SINGULAR.items()}
 _COUNT_OF_ONE = re.compile(r"(?<![\d.,])\b1 ((?:[a-z-]+ ){0,2}?)(" + "|".join(_SINGULAR) + r")\b")
 # greedy: in "1 unknown user name", the counted noun is the last candidate, "name"

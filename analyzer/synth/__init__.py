@@ -61,7 +61,9 @@ from analyzer.synth._attacks import (
 )
 from analyzer.synth._catalogue import (
     _NS_UTC,
+    ALL_SCENARIOS,
     BENIGN_SURPRISES,
+    QUIET_SCENARIOS,
     ROLES,
     SCENARIOS,
 )
@@ -70,13 +72,19 @@ from analyzer.synth._config import (
     SynthConfig,
     benchmark_config,
     holdout_config,
+    quiet_attacks_config,
+)
+from analyzer.synth._lookalikes import (
+    _Lookalikes,
 )
 from analyzer.synth._world import (
     _World,
 )
 
 __all__ = [
+    "ALL_SCENARIOS",
     "BENIGN_SURPRISES",
+    "QUIET_SCENARIOS",
     "ROLES",
     "SCENARIOS",
     "Organisation",
@@ -84,6 +92,7 @@ __all__ = [
     "benchmark_config",
     "generate",
     "holdout_config",
+    "quiet_attacks_config",
     "write_audit_log",
     "write_labels",
 ]
@@ -115,7 +124,17 @@ def generate(config: SynthConfig | None = None) -> Organisation:
     for scenario in config.scenarios:
         for _ in range(config.instances_per_scenario):
             getattr(attacks, scenario)()
+    # benign look-alikes last, from their own random stream, away from the attacks' victims
+    look = _Lookalikes(world, attacks.used_users)
+    if config.vpn_changes:
+        normal = look.vpn_change(normal)
+    if config.onboardings:
+        look.team_onboarding()
+    if config.weekend_releases:
+        look.weekend_release()
     parts = [normal, services, attacks.columns()]
+    if look.rows:
+        parts.append(look.columns())
     frame = _assemble(parts, config, world)
     labels = attacks.labels()
     train_end = config.start + pd.Timedelta(days=config.train_days)

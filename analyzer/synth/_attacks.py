@@ -11,9 +11,13 @@ import pandas as pd
 from analyzer.synth._catalogue import (
     _A,
     _ATTACK_ORIGINS,
+    _FIRST,
+    _LAST,
     _NS_UTC,
+    _OFFICES,
     _ROLE_NAMES,
     _SENSITIVE,
+    _SERVICE_TEMPLATES,
     _TEAMS,
     DAY_S,
 )
@@ -326,6 +330,175 @@ class _Attacks:
         self._record("outside_role", rows, [("user", self._name(i))],
                      f"{w.user[i]} ({w.role_name[i]}, {w.team[i]}) reads {len(targets)} "
                      f"resources of other teams, including sensitive ones")
+
+    # attacks that per-entity hourly counts cannot see --------------------------------
+
+    def credential_stuffing(self) -> None:
+        """Hundreds of new addresses, one or two failures each against many accounts, within
+        one hour; then one of them gets into an account."""
+        rng, w = self.rng, self.w
+        day = self._day(weekday=False)
+        hour = self._within(day * DAY_S + float(rng.integers(0, 23)) * 3600, 3600)
+        t0 = hour + rng.uniform(0, 300)
+        n_addr = self._n(250, 450)
+        # residential proxies chosen to match the organisation's own countries, so that no
+        # address's country gives it away
+        countries = sorted({_OFFICES[o][0] for o in self.cfg.offices})
+        drawn = rng.choice(countries, size=n_addr)
+        rows = []
+        names = self.cfg.users
+        for c in np.unique(drawn):
+            for ip in w.ips.public(str(c), int((drawn == c).sum())):
+                for _ in range(int(rng.integers(1, 3))):
+                    rows.append(self._event(t0 + rng.uniform(0, 40 * 60),
+                                            int(rng.integers(names)), "login", ip=ip,
+                                            country=str(c), city="", fail=True))
+        i = self._victim(_ROLE_NAMES)
+        c = str(w.country[i])
+        ip = w.ips.public(c)[0]
+        t = t0 + rng.uniform(41, 48) * 60
+        sess = self._sess()
+        hit = [self._event(t, i, "login", ip=ip, country=c, city="", fail=True),
+               self._event(t + rng.uniform(5, 30), i, "login", ip=ip, country=c, city="",
+                           session=sess)]
+        favs = w.fav["dataset"][i]
+        for r in favs[: int(rng.integers(1, 3))]:
+            hit.append(self._event(t + rng.uniform(60, 600), i, "dataset.read", ip=ip,
+                                   country=c, city="", resource=int(r), session=sess,
+                                   nbytes=w.res_size[r] * 0.2))
+        self._record("credential_stuffing", hit, [("user", self._name(i)), ("source_ip", ip)],
+                     f"{len(rows)} failed logins from {n_addr} new addresses against "
+                     f"{len({r['user'] for r in rows})} accounts in 40 minutes; then "
+                     f"{w.user[i]} logs in from {ip}")
+
+    def low_and_slow_collection(self) -> None:
+        """A few never-touched datasets a day, every working day, at normal hours from the
+        usual address."""
+        rng, w = self.rng, self.w
+        i = self._victim(("data-scientist", "ml-engineer", "contractor"))
+        mine = set(w.team_pool["dataset"][str(w.team[i])].tolist()) \
+            | set(w.fav["dataset"][i].tolist())
+        sensitive = {w.res_index[r] for r in _SENSITIVE}
+        other = [r for r in np.flatnonzero(w.res_type == "dataset")
+                 if r not in mine and r not in sensitive and w.res_team[r] != "shared"]
+        pool = list(rng.permutation(other))
+        rows = []
+        for day in range(self.first_day, self.cfg.days):
+            if (self.cfg.start.day_of_week + day) % 7 >= 5 or not pool:
+                continue
+            ip, country, city, t, sess = self._inside(i, day)
+            rows.append(self._event(t, i, "login", ip=ip, country=country, city=city,
+                                    session=sess))
+            for _ in range(min(len(pool), self._n(2, 4))):
+                r = int(pool.pop())
+                t += rng.uniform(600, 3000)
+                rows.append(self._event(t, i, "dataset.read", ip=ip, country=country,
+                                        city=city, resource=r, session=sess,
+                                        nbytes=w.res_size[r] * rng.uniform(0.2, 0.5)))
+        if not rows:
+            return
+        taken = sum(r["action"] == _A["dataset.read"] for r in rows)
+        self._record("low_and_slow_collection", rows, [("user", self._name(i))],
+                     f"{w.user[i]} reads {taken} datasets of other teams, a few each working "
+                     "day, from the usual place")
+
+    def session_hijack(self) -> None:
+        """The account's own actions on its own resources from a second, never-seen address
+        while its owner works from the usual one."""
+        rng, w = self.rng, self.w
+        i = self._victim(("data-scientist", "ml-engineer", "contractor", "analyst"))
+        day = self._day()
+        ip, country, city, t, sess = self._inside(i, day)
+        t = t - t % 3600 + rng.uniform(60, 400)
+        datasets, models = w.fav["dataset"][i], w.fav["model"][i]
+
+        def own(when: float, where: str) -> dict[str, Any]:
+            if len(datasets) and (rng.random() < 0.5 or not len(models)):
+                r = int(rng.choice(datasets))
+                return self._event(when, i, "dataset.read", ip=where, country=country,
+                                   city=city, resource=r, session=sess,
+                                   nbytes=w.res_size[r] * 0.3)
+            r = int(rng.choice(models)) if len(models) else -1
+            return self._event(when, i, "model.inference", ip=where, country=country,
+                               city=city, resource=r, session=sess)
+
+        owner = [self._event(t, i, "login", ip=ip, country=country, city=city, session=sess)]
+        owner += [own(t + x, ip) for x in np.sort(rng.uniform(60, 3000, self._n(6, 10)))]
+        thief_ip = w.ips.public(country)[0]
+        start = t + rng.uniform(300, 900)
+        thief = [own(start + x, thief_ip)
+                 for x in np.sort(rng.uniform(0, 1500, self._n(4, 8)))]
+        self._record("session_hijack", owner + thief,
+                     [("user", self._name(i)), ("source_ip", thief_ip)],
+                     f"{w.user[i]}'s session is used from {thief_ip} while {w.user[i]} works "
+                     f"from {ip}")
+
+    def stable_entity_novelty(self) -> None:
+        """A service account reads one dataset it never touched, at its usual hour from its
+        usual address, among its usual work."""
+        rng, w = self.rng, self.w
+        if not w.services:
+            return
+        free = [k for k in range(len(w.services)) if k not in self.used_services] \
+            or list(range(len(w.services)))
+        k = int(rng.choice(free))
+        self.used_services.add(k)
+        svc = w.services[k]
+        tpl = next(x for x in _SERVICE_TEMPLATES if x["name"] == svc["template"])
+        lo, hi = tpl["hours"] or (9, 17)
+        day = self._day()
+        t = self._within(day * DAY_S + rng.uniform(lo, hi - 0.5) * 3600, 3600)
+        country, city = _OFFICES[self.cfg.offices[0]][:2]
+        usual = svc["resources"]
+        never = [r for r in np.flatnonzero(w.res_type == "dataset") if r not in set(usual)]
+        target = int(rng.choice(never))
+        rows = []
+        for _ in range(int(rng.integers(1, 3))):
+            if len(usual):
+                r = int(rng.choice(usual))
+                action = "dataset.read" if w.res_type[r] == "dataset" else "model.inference"
+                rows.append(self._event(t + rng.uniform(0, 60), svc["user"], action,
+                                        ip=svc["ip"], country=country, city=city, resource=r))
+        rows.append(self._event(t + rng.uniform(60, 120), svc["user"], "dataset.read",
+                                ip=svc["ip"], country=country, city=city, resource=target,
+                                nbytes=w.res_size[target]))
+        self._record("stable_entity_novelty", rows, [("user", svc["user"])],
+                     f"{svc['user']} reads {w.res_names[target]}, which it never touched, "
+                     "at its usual hour from its usual address")
+
+    def dormant_account(self) -> None:
+        """An account active in the first days of training only, waking up in the scored
+        period: same address, same hours, same datasets."""
+        rng, w = self.rng, self.w
+        taken = set(w.account_names().tolist())
+        name = ""
+        while not name or name in taken:
+            name = f"{_FIRST[int(rng.integers(len(_FIRST)))]}." \
+                   f"{_LAST[int(rng.integers(len(_LAST)))]}-ext{int(rng.integers(2, 99))}"
+        country, city, tz = _OFFICES[self.cfg.offices[0]]
+        ip = f"10.1.{int(rng.integers(31, 60))}.{int(rng.integers(2, 250))}"
+        datasets = rng.choice(np.flatnonzero(w.res_type == "dataset"), size=4, replace=False)
+
+        def session(day: int) -> list[dict[str, Any]]:
+            t = self._at(day, 10.0 - tz + rng.uniform(0, 5))
+            sess = self._sess()
+            out = [self._event(t, name, "login", ip=ip, country=country, city=city,
+                               session=sess)]
+            for x in np.sort(rng.uniform(60, 2400, int(rng.integers(3, 7)))):
+                r = int(rng.choice(datasets))
+                out.append(self._event(t + x, name, "dataset.read", ip=ip, country=country,
+                                       city=city, resource=r, session=sess,
+                                       nbytes=w.res_size[r] * 0.3))
+            return out
+
+        for day in range(min(3, max(1, self.first_day - 3))):
+            session(day)
+        wake = session(self._day())
+        self._record("dormant_account", wake, [("user", name)],
+                     f"{name}, silent since the first days of the log, reads datasets again")
+
+    def _at(self, day: int, utc_hour: float) -> float:
+        return day * DAY_S + utc_hour * 3600.0
 
     # results ---------------------------------------------------------------------------
 
