@@ -103,12 +103,18 @@ def _encode(series: pd.Series | None, n: int,
     cc = cat.cat.codes.to_numpy().astype(np.int64)
     nonempty = np.array([bool(c.strip()) for c in cats], dtype=bool) if len(cats) else \
         np.zeros(0, dtype=bool)  # one check per distinct value, not per event
+    used = np.bincount(cc[cc >= 0], minlength=len(cats)) > 0
     if vocab is None:
-        used = np.bincount(cc[cc >= 0], minlength=len(cats)) > 0
         vocab = np.sort(cats[nonempty & used])
     mapping = pd.Index(vocab, dtype=object).get_indexer(cats).astype(np.int64)
-    new = (mapping < 0) & nonempty
-    mapping[new] = len(vocab) + np.arange(int(new.sum()))
+    # Values new to the vocabulary are numbered in sorted order, and only those with rows:
+    # the codes then do not depend on the column's category order (a whole file lists its
+    # categories in order of first appearance, a day's partition only its own), so the same
+    # events give the same windows, in the same order, however they were read.
+    new = np.flatnonzero((mapping < 0) & nonempty & used)
+    new = new[np.argsort(cats[new], kind="stable")]
+    mapping[mapping < 0] = -1
+    mapping[new] = len(vocab) + np.arange(len(new))
     mapping[~nonempty] = -1
     codes = np.where(cc >= 0, mapping[np.maximum(cc, 0)], -1) if len(cats) else \
         np.full(n, -1, dtype=np.int64)
