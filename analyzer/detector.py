@@ -436,19 +436,24 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
     qualifier = np.isin(names, _QUALIFIERS)
     rank[:, qualifier] = np.minimum(rank[:, qualifier], min_surprisal)
     order = np.argsort(-rank, axis=1, kind="stable")
+    # the features each row may name, best first: what is rare enough or is evidence
+    named = np.take_along_axis((surprisal >= min_surprisal) | evidence, order, axis=1)
+    stop = np.where(named.all(axis=1), len(names), np.argmin(named, axis=1))
+    columns = _Columns(windows)
+    ranges = _Columns(typical) if typical is not None else None
     out: list[str] = []
-    # one loop per explained window (alerts and near misses), never per event
+    # one loop per explained window (alerts and near misses), never per event; a row is
+    # read from arrays taken once per column, never as a pandas row
     for i in range(len(windows)):
-        row = windows.iloc[i]
         chosen: list[str] = []
         texts: list[str] = []
-        for j in order[i]:
-            if len(texts) >= top or (surprisal[i, j] < min_surprisal and not evidence[i, j]):
+        for j in order[i][:stop[i]]:
+            if len(texts) >= top:
                 break
             name = names[j]
             if any(other in chosen for other in _IMPLIED_BY.get(name, ())):
                 continue
-            text = _phrase(name, row, entities[i], hours[i], days[i], typical, i)
+            text = _phrase(name, columns, i, entities[i], hours[i], days[i], ranges)
             if text:
                 chosen.append(name)
                 texts.append(text)
@@ -472,20 +477,40 @@ def _evidence_present(windows: pd.DataFrame, names: Sequence[str],
     return out
 
 
-def _phrase(name: str, row: pd.Series, entity: str, hour: str, day: str,
-            typical: pd.DataFrame | None, i: int) -> str:
+class _Columns:
+    """A frame's columns as arrays, each taken once, when a reason first needs it."""
+
+    __slots__ = ("_arrays", "_frame")
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._frame.columns
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self._frame[name].to_numpy()
+        return array
+
+
+def _phrase(name: str, columns: _Columns, i: int, entity: str, hour: str, day: str,
+            typical: _Columns | None) -> str:
+    """The reason of feature ``name`` for row ``i`` of the explained windows."""
     info = _FEATURE_INFO.get(name)
     if info is None:
         return name.replace("_", " ")
-    value = float(row[name])
+    value = float(columns[name][i])
     if info.unit in ("count", "share", "rate", "bytes") and value <= 0:
         return ""
-    detail = str(row[info.detail]) if info.detail and info.detail in row.index else ""
+    detail = str(columns[info.detail][i]) if info.detail and info.detail in columns else ""
     if info.detail and not detail:
         detail = "new values"
     typical_text = f"no history for {entity}"
-    if typical is not None and f"{name}_lo" in typical.columns:
-        lo, hi = typical[f"{name}_lo"].iat[i], typical[f"{name}_hi"].iat[i]
+    if typical is not None and f"{name}_lo" in typical:
+        lo, hi = typical[f"{name}_lo"][i], typical[f"{name}_hi"][i]
         if pd.notna(lo) and pd.notna(hi):
             lo_text, hi_text = _fmt(info.unit, lo), _fmt(info.unit, hi)
             span = lo_text if lo_text == hi_text else f"{lo_text}-{hi_text}"

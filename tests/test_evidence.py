@@ -131,6 +131,28 @@ def test_windows_sensitive_actions_respect_who_did_them():
         "computer.change of DC1$ (anonymous, as in Zerologon) on DC1"
 
 
+def test_a_persons_rc4_kerberos_ticket_is_evidence_not_aes_nor_a_machines():
+    def tgt(minute: int, user: str, encryption: str, action: str = "kerberos.tgt") -> dict:
+        return {"timestamp": f"2026-01-05 09:{minute:02d}", "user": user, "action": action,
+                "user_kind": "machine" if user.endswith("$") else "", "host": "DC1",
+                "resource": "DC1", "ticket_encryption": encryption}
+    rows = [tgt(0, "alice", "0x12"), tgt(1, "bob", "0x17"), tgt(2, "WS6$", "0x17"),
+            tgt(3, "carol", "0x3"), tgt(4, "dave", "0x17", "kerberos.service_ticket")]
+    windows = FeatureExtractor().fit_transform(frame(rows))
+    assert window(windows, "alice")["n_sensitive"] == 0  # AES, what the domain hands out
+    assert window(windows, "WS6$")["n_sensitive"] == 0  # a machine with an old key
+    assert window(windows, "carol")["n_sensitive"] == 1  # DES
+    windows = FeatureExtractor().fit(frame(rows[:1])).transform(frame(rows))
+    assert window(windows, "bob")["d_new_sensitive"] == \
+        "kerberos.tgt of DC1 (RC4 ticket encryption, as Rubeus/Mimikatz request it) on DC1"
+    assert window(windows, "dave")["d_new_sensitive"] == ("kerberos.service_ticket of DC1 "
+                                                          "(RC4 ticket encryption, as "
+                                                          "Kerberoasting requests it) on DC1")
+    # a reader that does not say which encryption was used says nothing about it
+    blind = FeatureExtractor().fit_transform(frame(rows).drop(columns="ticket_encryption"))
+    assert (blind["n_sensitive"] == 0).all()
+
+
 def test_service_or_task_created_in_a_network_logon_is_remote():
     rows = [
         {"timestamp": "2026-01-05 09:00", "user": "pgustavo", "action": "login",

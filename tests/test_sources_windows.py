@@ -182,6 +182,9 @@ def test_rubeus_asktgt_tgt_request_and_the_tool_run(otrf):
     (run,) = _events(frame, "process.start", user="wardog").pipe(
         lambda f: f[f.resource.str.endswith("Rubeus.exe")]).itertuples()
     assert "asktgt /user:pgustavo" in run.command_line and run.host.startswith("WORKSTATION6")
+    # asktgt /rc4: the ticket is RC4-HMAC, pre-authenticated with an encrypted timestamp
+    assert (tgt.ticket_encryption, tgt.preauth_type) == ("0x17", "2")
+    assert frame.ticket_encryption[frame.action != "kerberos.tgt"].isna().all()
     logons = _events(frame, "login")
     assert len(logons) == 7 and set(logons.logon_type) >= {"3"}
 
@@ -325,3 +328,24 @@ def test_command_line_accounts_for_unmapped_ids_and_keeps_them_with_all_events(
     assert "633 records read: 633 used" in out.err and "skipped" not in out.err
     actions = {json.loads(x)["event"]["action"] for x in log.read_text().splitlines()}
     assert {"windows.5156", "sysmon.3", "powershell.4103", "sam.object_access"} <= actions
+
+
+def test_kerberos_ticket_encryption_is_one_spelling_whatever_the_exporter_wrote(tmp_path):
+    def ticket(event_id, encryption, preauth=None, user="alice"):
+        data = {"TargetUserName": f"{user}@CORP.LOCAL", "Status": "0x0",
+                "TicketEncryptionType": encryption, "ServiceName": "krbtgt"}
+        if preauth is not None:
+            data["PreAuthType"] = preauth
+        return {"@timestamp": "2024-03-01T02:00:00Z", "winlog": {
+            "event_id": event_id, "channel": "Security", "event_data": data}}
+    events = [ticket(4768, "0x12", "2"), ticket(4768, "0X17", "0"), ticket(4769, "23"),
+              ticket(4769, "0xffffffff", user="bob"), ticket(4769, "-"),
+              {"@timestamp": "2024-03-01T02:00:00Z", "winlog": {
+                  "event_id": 4624, "channel": "Security",
+                  "event_data": {"TargetUserName": "alice", "TicketEncryptionType": "0x17"}}}]
+    path = tmp_path / "kerberos.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    frame = windows.read(path).frame
+    assert list(frame.ticket_encryption.astype(object).fillna("")) == \
+        ["0x12", "0x17", "0x17", "0xffffffff", "", ""]
+    assert list(frame.preauth_type.astype(object).fillna("")) == ["2", "0", "", "", "", ""]

@@ -45,8 +45,10 @@ class SensitiveAction:
     replicate, people do not), ``"anonymous"``, or ``"instance"`` (an EC2 instance's role
     credentials, whose session is named after the instance). ``resources``, when given, are
     globs on the resource (case-insensitive) of which one must match: a handle is evidence
-    on the credential store, not on every object. The first entry whose action matches
-    decides.
+    on the credential store, not on every object. ``column`` and ``values`` do the same on
+    one of the readers' extra columns (``ticket_encryption``): a Kerberos ticket is evidence
+    when it asks for RC4, not every ticket; a frame without the column never matches. The
+    first entry whose action matches decides.
     """
 
     action: str
@@ -54,6 +56,8 @@ class SensitiveAction:
     label: str = ""
     who: str = "any"
     resources: tuple[str, ...] = ()
+    column: str = ""
+    values: tuple[str, ...] = ()
 
 
 _WHO = ("any", "person", "anonymous", "instance")
@@ -64,6 +68,10 @@ def _aws(source: str, *names: str, tactic: str, label: str = "",
     return tuple(SensitiveAction(f"{source}.amazonaws.com:{n}", tactic, label, who)
                  for n in names)
 
+
+#: ``TicketEncryptionType`` codes of RC4-HMAC (0x17), RC4-HMAC-EXP (0x18) and DES (0x1, 0x3),
+#: as the Windows reader writes them.
+_WEAK_KERBEROS = ("0x17", "0x18", "0x1", "0x3")
 
 #: The sensitive-action catalogue, the one home of "actions that are evidence by themselves".
 #: The first matching entry counts. CloudTrail names are ``eventSource:eventName``.
@@ -117,6 +125,16 @@ SENSITIVE_ACTIONS: tuple[SensitiveAction, ...] = (
     # files written through an administrative share are how tools and DLLs are planted
     SensitiveAction("share.object_access", "lateral movement", "administrative share",
                     "person", resources=("*\\c$\\*", "*\\admin$\\*")),
+    # a person's Kerberos ticket in RC4 (0x17, 0x18) or DES (0x1, 0x3) where the domain
+    # hands out AES: what Rubeus asktgt /rc4 and Mimikatz pass-the-hash ask for with an NTLM
+    # hash, and what Kerberoasting asks for to crack offline. Machine accounts with old keys
+    # do not count.
+    SensitiveAction("kerberos.tgt", "credential access",
+                    "RC4 ticket encryption, as Rubeus/Mimikatz request it", "person",
+                    column="ticket_encryption", values=_WEAK_KERBEROS),
+    SensitiveAction("kerberos.service_ticket", "credential access",
+                    "RC4 ticket encryption, as Kerberoasting requests it", "person",
+                    column="ticket_encryption", values=_WEAK_KERBEROS),
     # syslog account management
     SensitiveAction("user.create", "persistence"),
     SensitiveAction("group.member_add", "persistence"),
@@ -256,7 +274,8 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     entry = _lookup(sensitive_entries(action_names, catalogue), action_codes, -1)
     resource, resource_names = _factorize(frame, "resource")
     sensitive = ((entry >= 0) & _who_holds(frame, entry, user_codes, user_names, catalogue)
-                 & _resource_holds(entry, resource, resource_names, catalogue))
+                 & _resource_holds(entry, resource, resource_names, catalogue)
+                 & _column_holds(frame, entry, catalogue))
     host, host_names = _factorize(frame, "host")
     phrase, phrase_names = _phrases(sensitive, entry, action_codes, action_names, resource,
                                     resource_names, host, host_names, catalogue)
@@ -323,6 +342,25 @@ def _resource_holds(entry: np.ndarray, resource: np.ndarray, resource_names: np.
         ok = np.array([regex.match(str(n).lower()) is not None for n in resource_names],
                       dtype=bool)
         out[rows] = _lookup(ok, resource[rows], False).astype(bool)
+    return out
+
+
+def _column_holds(frame: pd.DataFrame, entry: np.ndarray,
+                  catalogue: Sequence[SensitiveAction]) -> np.ndarray:
+    """Whether each event's ``column`` value is one its catalogue entry names (any, when the
+    entry names none; never, when the frame has no such column)."""
+    out = np.ones(len(entry), dtype=bool)
+    for k, item in enumerate(catalogue):  # one pass per entry with values, never per event
+        rows = entry == k
+        if not item.column or not rows.any():
+            continue
+        if item.column not in frame.columns:
+            out[rows] = False
+            continue
+        codes, names = _factorize(frame, item.column)
+        regex = re.compile("|".join(fnmatch.translate(v.lower()) for v in item.values))
+        ok = np.array([regex.match(str(n).lower()) is not None for n in names], dtype=bool)
+        out[rows] = _lookup(ok, codes[rows], False).astype(bool)
     return out
 
 

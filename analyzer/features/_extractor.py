@@ -219,16 +219,19 @@ def _describe(win: np.ndarray, codes: np.ndarray, names: np.ndarray, mask: np.nd
     tally = tally.sort_values(["w", "k", "c"], ascending=[True, False, True], kind="stable")
     total = tally.groupby("w", sort=False)["c"].transform("size").to_numpy()
     rank = tally.groupby("w", sort=False).cumcount().to_numpy()
-    tally = tally.assign(total=total)[rank < limit]
+    keep = rank < limit
+    tally = tally[keep]
     label = pd.Series(names[tally["c"].to_numpy()], index=tally.index).astype(str)
     if counts:
         label = tally["k"].astype(str) + " " + label
-    text = label.groupby(tally["w"].to_numpy(), sort=False).agg(", ".join)
-    more = tally.groupby("w", sort=False)["total"].first()
-    extra = (more - limit).clip(lower=0)
-    suffix = np.where(extra.to_numpy() > 0, " and " + extra.astype(str).to_numpy() + " more",
-                      "")
-    out[text.index.to_numpy()] = text.to_numpy() + suffix
+    w, texts, rank = tally["w"].to_numpy(), label.to_numpy(dtype=object), rank[keep]
+    # joined one rank at a time (at most ``limit`` passes), never one window at a time
+    for r in range(limit):
+        at = rank == r
+        out[w[at]] = texts[at] if r == 0 else out[w[at]] + ", " + texts[at]
+    extra = total[keep][rank == 0] - limit
+    first = w[rank == 0]
+    out[first[extra > 0]] += " and " + extra[extra > 0].astype(str).astype(object) + " more"
     return out
 
 

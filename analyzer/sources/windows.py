@@ -21,7 +21,9 @@ Records outside the table are counted in :attr:`ReadResult.skipped` (Security id
 
 Extra columns beside the contract's: ``source_host`` (the requesting workstation),
 ``logon_type``, ``command_line`` (4688), ``object_properties`` (4662), ``service_file``
-(4697, 7045), ``user_kind`` (``machine`` for ``NAME$``, ``anonymous`` for ANONYMOUS LOGON) and
+(4697, 7045), ``ticket_encryption`` and ``preauth_type`` (4768, 4769: ``0x17`` is RC4, what
+Rubeus and Mimikatz ask for with an NTLM hash), ``user_kind`` (``machine`` for ``NAME$``,
+``anonymous`` for ANONYMOUS LOGON) and
 ``source_scope`` (``local`` when the address is loopback, link-local or ``-``: the machine
 itself, not an outside source; ``source_ip`` is then empty).
 
@@ -128,6 +130,8 @@ _OBJECT_CATEGORY = {"Process": _PROCESS, "Key": "registry"}
 #: 4719's ``AuditPolicyChanges`` codes, so the message says what was turned off.
 _POLICY_CHANGES = {"%%8448": "success removed", "%%8449": "success added",
                    "%%8450": "failure removed", "%%8451": "failure added"}
+#: Kerberos events whose ``TicketEncryptionType`` and ``PreAuthType`` are kept.
+_KERBEROS_TICKETS = frozenset({4768, 4769})
 _MAX_DETAIL = 200  # characters of one field in ``message``; the full value has its column
 
 
@@ -321,8 +325,31 @@ def _row(doc: dict[str, Any], event_id: int, channel: str,
         "object_properties": properties,
         "service_file": (_text(data, "ServiceFileName", "ImagePath") or None)
         if action == "service.install" else None,
+        **_kerberos(data, event_id, channel),
         "user_kind": _user_kind(user), "source_scope": scope,
     }
+
+
+def _kerberos(data: Mapping[str, Any], event_id: int, channel: str) -> dict[str, str | None]:
+    """``ticket_encryption`` and ``preauth_type`` of a TGT or service ticket request."""
+    if event_id not in _KERBEROS_TICKETS or channel != SECURITY:
+        return {"ticket_encryption": None, "preauth_type": None}
+    return {"ticket_encryption": _code(_text(data, "TicketEncryptionType")),
+            "preauth_type": _code(_text(data, "PreAuthType"), hexadecimal=False)}
+
+
+def _code(value: str, *, hexadecimal: bool = True) -> str | None:
+    """One spelling of a numeric code, whichever the exporter wrote (``0x17``, ``0X17``,
+    ``23``): lower-case hex, or decimal when ``hexadecimal`` is off (``PreAuthType`` is
+    documented in decimal: ``0`` no pre-authentication, ``2`` encrypted timestamp)."""
+    text = value.strip()
+    try:
+        number = int(text, 16) if text[:2].lower() == "0x" else int(text)
+    except ValueError:
+        return text or None  # not a number: kept as written, so nothing is lost
+    if number < 0:
+        number &= 0xFFFFFFFF  # a failed request's 0xffffffff, exported as -1
+    return f"0x{number:x}" if hexadecimal else str(number)
 
 
 def _short_channel(channel: str) -> str:
@@ -421,5 +448,5 @@ def _frame(rows: list[dict[str, Any]], where: str, rejected: list[Rejected]) -> 
     return rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource", "host",
                                 "category", "session", "message", "event_id"), where, rejected,
                          extra=("source_host", "logon_type", "command_line",
-                                "object_properties", "service_file", "user_kind",
-                                "source_scope"))
+                                "object_properties", "service_file", "ticket_encryption",
+                                "preauth_type", "user_kind", "source_scope"))
