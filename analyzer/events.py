@@ -471,11 +471,11 @@ def check_time_span(moment: datetime, field: str) -> datetime:
 
 
 def may_contain(line: bytes, literal: bytes) -> bool:
-    """Whether a JSON line may hold the JSON text ``literal`` once parsed: a pre-filter.
+    r"""Whether a JSON line may hold the JSON text ``literal`` once parsed: a pre-filter.
 
     ``literal`` must be made of characters a JSON writer never has to escape (letters,
     digits, ``"``-delimited words): such a character is spelled either as itself or as a
-    ``\\u`` escape, so a line holding neither ``literal`` nor any ``\\u`` cannot hold the
+    ``\u`` escape, so a line holding neither ``literal`` nor any ``\u`` cannot hold the
     value. A pre-filter only saves work: the caller still decides on the parsed record.
 
     >>> may_contain(b'{"kind":"alert"}', b'"alert"'), may_contain(b'{"kind":"event"}', b'"alert"')
