@@ -275,6 +275,12 @@ def check_regular(path: Path, mode: int | None = None) -> None:
     raise SourceError(f"{path}: is {kind}; give a log file (copy a stream to a file first)")
 
 
+#: Longest single line a reader of JSON documents holds: a file that is one JSON document
+#: (CloudTrail's ``{"Records": [...]}``, an array of Windows events) may be one long line, so
+#: those readers allow more than :data:`MAX_LINE_BYTES`, but not without bound: a longer
+#: line is read past, never held, and set aside (a hostile 2 GB line costs no 2 GB).
+MAX_DOCUMENT_BYTES = 64 << 20
+
 #: How an over-long line stands in the blocks :func:`whole_line_blocks` yields: a NUL
 #: (which no text line starts with) and its length; :func:`overlong` reads it back.
 _OVERLONG = b"\x00line too long: %d bytes"
@@ -289,6 +295,36 @@ def overlong(line: bytes) -> str | None:
     if len(line) > MAX_LINE_BYTES:
         return f"line too long ({len(line):,} bytes; limit {MAX_LINE_BYTES:,})"
     return None
+
+
+def bounded_lines(handle: IO[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of ``handle`` (with their newlines), none held longer than ``max_line``.
+
+    A longer line is read past to its newline and yields its :func:`overlong` stand-in
+    instead, so a reader that iterates lines (the CSV reader) keeps its line numbers and
+    bounded memory on a hostile file. A last line without a newline is yielded as it is.
+    """
+    pending = b""  # the start of a line whose newline has not been read yet
+    skipped = 0  # > 0: bytes of an over-long line read past so far
+    while chunk := handle.read(1 << 20):
+        if skipped:
+            newline = chunk.find(b"\n")
+            if newline == -1:
+                skipped += len(chunk)
+                continue
+            yield _OVERLONG % (skipped + newline) + b"\n"
+            skipped, chunk = 0, chunk[newline + 1:]
+        data, start = pending + chunk, 0
+        while (newline := data.find(b"\n", start)) != -1:
+            yield data[start:newline + 1]
+            start = newline + 1
+        pending = data[start:]
+        if len(pending) > max_line:
+            skipped, pending = len(pending), b""
+    if skipped:
+        yield _OVERLONG % skipped + b"\n"
+    elif pending:
+        yield pending
 
 
 def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
@@ -315,16 +351,13 @@ def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
         if not data:
             return
         cut = data.rfind(b"\n")
-        while cut == -1 and len(data) <= max_line:  # a line longer than a block
-            more = handle.read(block_bytes)
-            if not more:
-                data += b"\n"
-                cut = len(data) - 1
-                break
-            data += more
+        read_past = len(data)
+        if cut == -1 and len(data) <= max_line:  # a line longer than a block
+            joined, read_past = _gather_line(handle, data, block_bytes, max_line)
+            data = joined if joined is not None else b""
             cut = data.rfind(b"\n")
         if cut == -1:  # over the limit and no newline yet: read past it, hold none of it
-            size, carry = _skip_to_newline(handle, len(data), block_bytes)
+            size, carry = _skip_to_newline(handle, read_past, block_bytes)
             stand_in = _OVERLONG % size + b"\n"
             yield offset, stand_in, len(stand_in)
             offset += size + 1
@@ -337,6 +370,25 @@ def whole_line_blocks(handle: IO[bytes], *, seekable: bool = True,
                 carry = data[end:]
         yield offset, data, end
         offset += end
+
+
+def _gather_line(handle: IO[bytes], first: bytes, block_bytes: int,
+                 max_line: int) -> tuple[bytes | None, int]:
+    """Read on until the line ``first`` starts has its newline (one is added at the end of
+    the file): ``(the bytes, how many were read)``, or ``(None, how many)`` once they are
+    over ``max_line``. Gathered in parts and joined once: growing one bytes object would
+    hold two copies at each step."""
+    parts, size = [first], len(first)
+    while size <= max_line:
+        more = handle.read(block_bytes)
+        if not more:
+            parts.append(b"\n")
+            return b"".join(parts), size
+        parts.append(more)
+        size += len(more)
+        if b"\n" in more:
+            return b"".join(parts), size
+    return None, size
 
 
 def _skip_to_newline(handle: IO[bytes], size: int, block_bytes: int) -> tuple[int, bytes]:

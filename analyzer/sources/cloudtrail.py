@@ -37,7 +37,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.sources._base import ReadResult, Rejected, arrow_to_frame, within_time_range
+from analyzer.sources._base import (
+    MAX_DOCUMENT_BYTES,
+    ReadResult,
+    Rejected,
+    arrow_to_frame,
+    within_time_range,
+)
 from analyzer.sources._jsonlines import JsonLinesParser, flatten, read_all
 from analyzer.sources.generic import ip_or_empty, read_bytes
 
@@ -119,7 +125,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     >>> read(log).frame.loc[0, ["user", "action", "outcome", "resource"]].tolist()
     ['alice', 's3.amazonaws.com:GetObject', 'success', 'arn:aws:s3:::reports/q1.csv']
     """
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
     rejected: list[Rejected] = []
     records = _records_document(data, where, rejected)
     if records is not None:

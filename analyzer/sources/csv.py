@@ -36,10 +36,11 @@ import pandas as pd
 from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import ECS_CATEGORIES, Level, Outcome
 from analyzer.sources._base import (
-    MAX_LINE_BYTES,
     ReadResult,
     Rejected,
+    bounded_lines,
     build_frame,
+    overlong,
     within_time_range,
 )
 from analyzer.sources.generic import dig
@@ -310,10 +311,11 @@ def _decoded_lines(handle: object, path: str, rejected: list[Rejected]
                    ) -> Iterator[tuple[int, str]]:
     """Each physical line with its number, decoded; the ones that cannot be text are set
     aside."""
-    for number, raw in enumerate(handle, 1):  # type: ignore[call-overload]
-        reason = None
-        if len(raw) > MAX_LINE_BYTES:
-            reason = f"line too long ({len(raw):,} bytes; limit {MAX_LINE_BYTES:,})"
+    # never more than the line limit held, however long a hostile line is
+    for number, raw in enumerate(bounded_lines(handle), 1):  # type: ignore[arg-type]
+        reason = overlong(raw)
+        if reason is not None:
+            pass
         elif b"\x00" in raw:
             reason = "contains a NUL byte"
         else:

@@ -43,11 +43,13 @@ import pyarrow.compute as pc
 from analyzer.errors import ConfigError
 from analyzer.events import FRAME_COLUMNS, duplicate_key
 from analyzer.sources._base import (
+    MAX_DOCUMENT_BYTES,
     MAX_LINE_BYTES,
     ReadResult,
     Rejected,
     build_frame,
     open_log,
+    overlong,
     read_failed,
     whole_line_blocks,
     within_time_range,
@@ -154,9 +156,8 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
         line = raw.strip()
         if not line:
             continue
-        if len(line) > MAX_LINE_BYTES:
-            rejected.append(Rejected(where, number, f"line too long ({len(line):,} bytes)",
-                                     line[:4096]))
+        if (reason := overlong(line)) is not None:  # over the limit, or its stand-in
+            rejected.append(Rejected(where, number, reason, line[:4096]))
             continue
         try:
             doc = orjson.loads(line)
@@ -354,7 +355,7 @@ def read(path: str | os.PathLike[str], *,
         raise ConfigError("--format generic reads through a declarative mapping: give it with "
                           "--mapping FILE (see docs/formats.md)")
     spec = load_mapping(mapping)
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
     rejected: list[Rejected] = []
     fields: Mapping[str, str] = spec["fields"]
     if spec.get("pattern"):

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from analyzer.sources._base import ReadResult, Rejected
+from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
 from analyzer.sources.generic import json_records, read_bytes, rows_to_frame
 
 __all__ = ["FORMAT", "read", "sniff"]
@@ -80,7 +80,7 @@ def read(path: str | os.PathLike[str], *,
         time, is rejected with its line number; an object of another kind (not an audit
         ``Event``) is counted in ``skipped``.
     """
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
     rejected: list[Rejected] = []
     rows, own, skipped, seen = _collect(_events(where, data, rejected), where, stages)
     records = seen + len(rejected)

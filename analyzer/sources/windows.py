@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from analyzer.sources._base import ReadResult, Rejected
+from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
 from analyzer.sources.generic import dig, json_records, read_bytes, rows_to_frame
 
 __all__ = ["ACTIONS", "DCSYNC_RIGHTS", "FORMAT", "read", "sniff"]
@@ -168,7 +168,7 @@ def read(path: str | os.PathLike[str], *, all_events: bool = False) -> ReadResul
         One row per mapped event. A line that is not a JSON object, or that has no event id
         or no readable time, is rejected with its line number.
     """
-    where, data = read_bytes(path)
+    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
     rejected: list[Rejected] = []
     rows: list[dict[str, Any]] = []
     unmapped: dict[str, int] = {}
