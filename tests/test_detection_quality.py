@@ -71,6 +71,39 @@ def test_detector_beats_the_naive_baseline(org, report):
     assert report.pr_auc > baseline.pr_auc
 
 
+# Instances caught per kind on main before the quiet families (5c35359): issue 13 asks for no
+# regression on the existing scenarios at the default budget.
+_CAUGHT_BEFORE_QUIET = {"account_takeover": 6, "brute_force": 6, "bulk_model_download": 3,
+                        "offhours_export": 1, "outside_role": 2, "password_spray": 3,
+                        "privilege_escalation": 2, "service_account_interactive": 3,
+                        "slow_password_spray": 3}
+
+
+def test_no_existing_kind_catches_fewer_than_before_the_quiet_families(report):
+    caught = _caught_by_scenario(report)
+    fewer = {k: (int(caught[k]), v) for k, v in _CAUGHT_BEFORE_QUIET.items() if caught[k] < v}
+    assert not fewer, f"(now, before) per kind: {fewer}"
+
+
+def test_a_brute_force_and_the_account_it_hammered_are_one_incident(scores, org):
+    labels = org.labels[org.labels["scenario"] == "brute_force"].copy()
+    labels["window_start"] = pd.to_datetime(labels["window_start"], utc=True)
+    # the first hour of each brute force (where the address first fails against the account)
+    first = labels.groupby("entity")["window_start"].transform("min") == labels["window_start"]
+    start = pd.to_datetime(scores["window_start"], utc=True)
+    checked = 0
+    for at, hit in labels[first].groupby("window_start"):
+        windows = {t: scores[(scores["entity_type"] == t) & (start == at)
+                             & scores["entity"].isin(hit.loc[hit["entity_type"] == t, "entity"])]
+                   for t in ("source_ip", "user")}
+        address, user = windows["source_ip"], windows["user"]
+        if len(address) != 1 or len(user) != 1 or not address["alert"].iat[0]:
+            continue
+        assert user["candidate_incident"].iat[0] == address["candidate_incident"].iat[0]
+        checked += 1
+    assert checked >= 3  # one per brute force at least
+
+
 # -- the attacks per-entity hourly counts cannot see (issue 13 item 4) ------------------------
 # Measured on quiet_attacks_config() (seed 7); the families were tuned on seed 11 only.
 # session_hijack is left out on purpose: it is caught on one seed of four (README, "Detection,
