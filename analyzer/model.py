@@ -15,8 +15,10 @@ Alerts (defaults documented in the README's analysis section):
   *active* day) and its risk is at least ``min_risk`` (default 20; a log too short to reach
   it uses half the risk its rarest window could have);
 - candidates form **incidents**: one entity's windows at most one window apart, address
-  windows of the same hour with the same rarest feature (a campaign), and the windows of a
-  failure storm (the addresses failing in it and the accounts entered during it);
+  windows of the same hour with the same rarest feature (a campaign), the windows of a
+  failure storm (the addresses failing in it and the accounts entered during it), and a
+  candidate address with the windows of the few accounts it failed against in that hour
+  (a brute force and its victim; the victim's window alerts only if a candidate itself);
 - the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
   window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
 
@@ -31,7 +33,8 @@ Columns of :meth:`AuditModel.score`, in order:
   ``score = 1 - p`` is in [0, 1], higher for more unusual windows;
 - ``incident``: the incident id of alert windows ("" for others);
 - ``candidate_incident``: the incident of every candidate window, alert or not (windows of
-  an alerted incident past the window cap, near misses; "" for the others): what
+  an alerted incident past the window cap, near misses, a brute force's victim windows;
+  "" for the others): what
   :func:`~analyzer.evaluation.evaluate` counts its budget in;
 - ``risk_score``: 0-100, ``20 * -log10(p)`` capped (60: one window in 1,000; 100: one in
   100,000 or rarer), never ``-0.0``;
@@ -357,7 +360,10 @@ class AuditModel:
         candidate = (p <= limit) & (risk >= min_risk)
         lead = np.where(contrib.max(axis=1) > 0, contrib.argmax(axis=1), -1)
         incident = _incidents(windows, candidate, lead, self.extractor_.window_ns_)
-        alert = _within_budget(windows["window_start"], p, incident, budget=budget,
+        # an attacked account's window is in its attacker's incident, but alerts only when
+        # it is a candidate itself (never below the minimum risk)
+        alert = _within_budget(windows["window_start"], p, np.where(candidate, incident, ""),
+                               budget=budget,
                                daily=self.max_alerts_per_day,
                                max_windows=max(1, int(self.max_alert_share * n)))
         candidate_incident, incident = incident, np.where(alert, incident, "")
@@ -497,15 +503,23 @@ def _break_ties(p: np.ndarray, rarity: np.ndarray, total: np.ndarray) -> np.ndar
 
 def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
                window_ns: int) -> np.ndarray:
-    """An incident id per candidate window ("" for the others).
+    """An incident id per candidate window and per window a candidate address attacked
+    ("" for the others).
 
     Windows of one entity at most one window apart are one incident; address windows at
-    the same time whose rarest feature is the same (a campaign's many addresses) are one.
+    the same time whose rarest feature is the same (a campaign's many addresses) are one;
+    an address and the accounts it failed against in the window are one
+    (:func:`_victim_links`).
     """
     out = np.full(len(windows), "", dtype=object)
-    rows = np.flatnonzero(candidate)
+    links = _victim_links(windows, candidate)
+    members = candidate.copy()
+    members[[j for _, j in links]] = True
+    rows = np.flatnonzero(members)
     if not len(rows):
         return out
+    at = np.full(len(windows), -1)
+    at[rows] = np.arange(len(rows))
     etype = windows["entity_type"].astype(str).to_numpy()[rows]
     entity = windows["entity"].astype(str).to_numpy()[rows]
     start = pd.DatetimeIndex(windows["window_start"]).as_unit("ns").asi8[rows]
@@ -531,6 +545,8 @@ def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
         key = (int(start[i]), int(lead[rows[i]]))
         if key[1] >= 0:
             join(i, campaign.setdefault(key, i))
+    for i, j in links:
+        join(int(at[i]), int(at[j]))
     storm = np.flatnonzero(_in_storm(windows)[rows])
     if len(storm):
         # a failure storm is one campaign: every address that failed in it, every account
@@ -548,6 +564,39 @@ def _incidents(windows: pd.DataFrame, candidate: np.ndarray, lead: np.ndarray,
             ids[r] = "inc-" + hashlib.sha256(key).hexdigest()[:12]
     out[rows] = [ids[int(r)] for r in roots]
     return out
+
+
+def _victim_links(windows: pd.DataFrame, candidate: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (address candidate, user window) of one attack: in the same window the address
+    failed against the account, which it had never been seen with before. A brute force is
+    one incident to an analyst, the address and the account it hammered, whether or not the
+    account's window is rare on its own (thirty failures are rarer for a new address than
+    for a person who mistypes now and then).
+
+    Only addresses that failed against a few accounts (``d_new_failed_users`` names them
+    all) and are not in a failure storm: a spray's or a storm's targets are its victims, and their
+    other windows must not chain into it. Positions are rows of ``windows``.
+    """
+    if "d_new_failed_users" not in windows.columns:  # scored without details
+        return []
+    etype = windows["entity_type"].astype(str).to_numpy()
+    named = windows["d_new_failed_users"].astype(str).to_numpy()
+    start = pd.DatetimeIndex(windows["window_start"]).as_unit("ns").asi8
+    entity = windows["entity"].astype(str).to_numpy()
+    attackers = np.flatnonzero(candidate & (etype == "source_ip") & ~_in_storm(windows)
+                               & (named != ""))
+    if not len(attackers):
+        return []
+    users = {(entity[j], int(start[j])): int(j) for j in np.flatnonzero(etype == "user")}
+    links = []
+    for i in attackers:  # one pass per candidate address, never per event
+        if named[i].endswith(" more"):
+            continue
+        for user in named[i].split(", "):
+            j = users.get((user, int(start[i])))
+            if j is not None:
+                links.append((int(i), j))
+    return links
 
 
 def _in_storm(windows: pd.DataFrame) -> np.ndarray:

@@ -71,6 +71,39 @@ def test_detector_beats_the_naive_baseline(org, report):
     assert report.pr_auc > baseline.pr_auc
 
 
+# Instances caught per kind on main before the quiet families (5c35359): issue 13 asks for no
+# regression on the existing scenarios at the default budget.
+_CAUGHT_BEFORE_QUIET = {"account_takeover": 6, "brute_force": 6, "bulk_model_download": 3,
+                        "offhours_export": 1, "outside_role": 2, "password_spray": 3,
+                        "privilege_escalation": 2, "service_account_interactive": 3,
+                        "slow_password_spray": 3}
+
+
+def test_no_existing_kind_catches_fewer_than_before_the_quiet_families(report):
+    caught = _caught_by_scenario(report)
+    fewer = {k: (int(caught[k]), v) for k, v in _CAUGHT_BEFORE_QUIET.items() if caught[k] < v}
+    assert not fewer, f"(now, before) per kind: {fewer}"
+
+
+def test_a_brute_force_and_the_account_it_hammered_are_one_incident(scores, org):
+    labels = org.labels[org.labels["scenario"] == "brute_force"].copy()
+    labels["window_start"] = pd.to_datetime(labels["window_start"], utc=True)
+    # the first hour of each brute force (where the address first fails against the account)
+    first = labels.groupby("entity")["window_start"].transform("min") == labels["window_start"]
+    start = pd.to_datetime(scores["window_start"], utc=True)
+    checked = 0
+    for at, hit in labels[first].groupby("window_start"):
+        windows = {t: scores[(scores["entity_type"] == t) & (start == at)
+                             & scores["entity"].isin(hit.loc[hit["entity_type"] == t, "entity"])]
+                   for t in ("source_ip", "user")}
+        address, user = windows["source_ip"], windows["user"]
+        if len(address) != 1 or len(user) != 1 or not address["alert"].iat[0]:
+            continue
+        assert user["candidate_incident"].iat[0] == address["candidate_incident"].iat[0]
+        checked += 1
+    assert checked >= 3  # one per brute force at least
+
+
 # -- the attacks per-entity hourly counts cannot see (issue 13 item 4) ------------------------
 # Measured on quiet_attacks_config() (seed 7); the families were tuned on seed 11 only.
 # session_hijack is left out on purpose: it is caught on one seed of four (README, "Detection,
@@ -138,3 +171,60 @@ def test_quiet_lookalikes_do_not_dominate_the_top(quiet_scores, quiet_org, quiet
                         & (start >= s.start) & (start < s.end))
     assert in_surprise.sum() <= _MAX_SURPRISE_SHARE * quiet_report.budget, \
         top.loc[in_surprise, ["entity", "window_start", "reasons"]].to_string()
+
+
+# -- attacks the events' own evidence names (issue 13 item 4, last three families) ------------
+# Measured on evidence_attacks_config() (seed 7); nothing was tuned for these scenarios.
+
+
+@pytest.fixture(scope="module")
+def evidence_org():
+    from analyzer.synth import evidence_attacks_config
+
+    return generate(evidence_attacks_config())
+
+
+@pytest.fixture(scope="module")
+def evidence_scores(evidence_org):
+    return AuditModel().fit(evidence_org.train_events).score(evidence_org.test_events)
+
+
+@pytest.fixture(scope="module")
+def evidence_report(evidence_scores, evidence_org):
+    return evaluate(evidence_scores, evidence_org.labels, alerts_per_day=DEFAULT_ALERTS_PER_DAY)
+
+
+# what the alerted window of each kind must say: the attack's own events, not only the hour
+_EVIDENCE_NAMED = {"web_scanning": r"probes of sensitive paths|scanner user agent",
+                   "cloud_control_plane_abuse": r"first (?:cloudtrail|iam|ec2):",
+                   "windows_credential_access": r"first directory\.replication .*DCSync"}
+
+
+@pytest.mark.parametrize("scenario", sorted(_EVIDENCE_NAMED))
+def test_evidence_attack_kinds_are_caught_and_named(evidence_report, evidence_scores,
+                                                    evidence_org, scenario):
+    assert _caught_by_scenario(evidence_report)[scenario] >= 1, \
+        evidence_report.per_scenario.to_string()
+    hit = evidence_org.labels[evidence_org.labels["scenario"] == scenario]
+    start = pd.to_datetime(evidence_scores["window_start"], utc=True)
+    rows = evidence_scores[evidence_scores["entity"].isin(hit["entity"])
+                           & start.isin(pd.to_datetime(hit["window_start"], utc=True))
+                           & evidence_scores["alert"]]
+    assert rows["reasons"].str.contains(_EVIDENCE_NAMED[scenario]).any(), \
+        rows["reasons"].to_string()
+
+
+def test_routine_evidence_lookalikes_stay_out_of_the_top(evidence_scores, evidence_org,
+                                                         evidence_report):
+    # domain controllers replicate, a monitor polls /health with curl, admins create accounts
+    # for new joiners: evidence-shaped, and none of it an incident
+    top = evidence_scores.sort_values("score", ascending=False, kind="stable").head(
+        evidence_report.budget)
+    assert not top["entity"].isin(["DC01$", "DC02$", "10.0.0.9"]).any()
+    routine = evidence_org.surprises[evidence_org.surprises["kind"] == "evidence_routine"]
+    assert len(routine)
+    start = pd.to_datetime(top["window_start"], utc=True)
+    hits = pd.Series(False, index=top.index)
+    for s in routine.itertuples():
+        hits |= (top["entity"] == s.user) & (start >= s.start) & (start < s.end)
+    assert not hits.any(), top.loc[hits, ["entity", "reasons"]].to_string()

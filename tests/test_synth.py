@@ -149,6 +149,30 @@ def test_holdout_organisation_looks_different() -> None:
     assert set(org.labels["scenario"]) == set(SCENARIOS)
 
 
+def test_evidence_scenarios_carry_the_columns_their_features_read(org: Organisation) -> None:
+    from analyzer.synth import EVIDENCE_SCENARIOS
+
+    assert "url_path" not in org.events.columns  # the default organisation has no web traffic
+    evid = generate(_small(scenarios=SCENARIOS + EVIDENCE_SCENARIOS, evidence_routine=1))
+    events, labels = evid.events, evid.labels
+    assert set(EVIDENCE_SCENARIOS) <= set(labels["scenario"])
+    assert not labels["window_start"].lt(evid.train_end).any()
+    web = events[events["url_path"] != ""]
+    assert web["status"].notna().all() and (web["user_agent"] != "").all()
+    assert events.loc[events["url_path"] == "", "status"].isna().all()
+    scanners = labels.loc[labels["scenario"] == "web_scanning", "entity"]
+    probed = web[web["source_ip"].astype(str).isin(scanners)]
+    assert probed["url_path"].isin(["/.env", "/.git/config", "/wp-login.php"]).any()
+    assert (probed["url_query"] != "").any()
+    # the look-alikes are there all along, training included: replication by the domain
+    # controllers, a /health probe, administrators' iam:CreateUser for new joiners
+    train = evid.train_events
+    assert ((train["user"] == "DC01$") & (train["action"] == "directory.replication")).any()
+    assert (train["url_path"] == "/health").any()
+    assert (train["action"] == "iam.amazonaws.com:CreateUser").any()
+    assert not labels["entity"].isin(["DC01$", "DC02$", "10.0.0.9"]).any()
+
+
 def test_labels_file_has_the_evaluation_format(org: Organisation, tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     assert write_labels(org.labels, path) == len(org.labels)

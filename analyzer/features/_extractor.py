@@ -650,6 +650,10 @@ class FeatureExtractor:
             if etype == "source_ip":
                 detail_cols["d_country"] = _describe(win, codes["country"], names["country"],
                                                      country_rows, n_win, limit=2)
+                # the accounts it failed against that it was never seen with before (a stranger's
+                # attempts, not a person mistyping at their own desk): see model._victim_links
+                detail_cols["d_new_failed_users"] = _describe(
+                    win, u, names["user"], fail & novel.get("user", _none(win)), n_win)
             detail_cols["d_new_users"] = _describe(win, u, names["user"],
                                                    novel.get("user", _none(win)), n_win)
             detail_cols["d_unknown_users"] = _describe(

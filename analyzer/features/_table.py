@@ -291,7 +291,13 @@ EVIDENCE_FEATURES: tuple[Feature, ...] = (
 FEATURES = FEATURES + EVIDENCE_FEATURES
 
 _FEATURE_BY_NAME = {f.name: f for f in FEATURES}
-_DETAIL_COLUMNS = tuple(dict.fromkeys(f.detail for f in FEATURES if f.detail))
+#: Detail columns no reason reads: what ties one entity's window to another's. An address
+#: window's ``d_new_failed_users`` names the accounts it failed against and had never been
+#: seen with before (most failures first), so that a brute force's address and its victim's
+#: windows can be one incident.
+LINK_COLUMNS = ("d_new_failed_users",)
+_DETAIL_COLUMNS = tuple(dict.fromkeys([f.detail for f in FEATURES if f.detail]
+                                      + list(LINK_COLUMNS)))
 
 
 

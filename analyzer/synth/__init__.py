@@ -63,6 +63,7 @@ from analyzer.synth._catalogue import (
     _NS_UTC,
     ALL_SCENARIOS,
     BENIGN_SURPRISES,
+    EVIDENCE_SCENARIOS,
     QUIET_SCENARIOS,
     ROLES,
     SCENARIOS,
@@ -71,6 +72,7 @@ from analyzer.synth._config import (
     Organisation,
     SynthConfig,
     benchmark_config,
+    evidence_attacks_config,
     holdout_config,
     quiet_attacks_config,
 )
@@ -84,12 +86,14 @@ from analyzer.synth._world import (
 __all__ = [
     "ALL_SCENARIOS",
     "BENIGN_SURPRISES",
+    "EVIDENCE_SCENARIOS",
     "QUIET_SCENARIOS",
     "ROLES",
     "SCENARIOS",
     "Organisation",
     "SynthConfig",
     "benchmark_config",
+    "evidence_attacks_config",
     "generate",
     "holdout_config",
     "quiet_attacks_config",
@@ -132,6 +136,8 @@ def generate(config: SynthConfig | None = None) -> Organisation:
         look.team_onboarding()
     if config.weekend_releases:
         look.weekend_release()
+    if config.evidence_routine:
+        look.evidence_routine()
     parts = [normal, services, attacks.columns()]
     if look.rows:
         parts.append(look.columns())

@@ -18,6 +18,9 @@ from analyzer.synth._world import (
     _World,
 )
 
+# Columns beyond the contract some generated events carry (the web reader's), in this order.
+_EXTRA_COLUMNS = ("url_path", "url_query", "status", "user_agent")
+
 # -- assembly ------------------------------------------------------------------------------
 
 def _assemble(parts: list[dict[str, np.ndarray]], config: SynthConfig,
@@ -54,6 +57,12 @@ def _assemble(parts: list[dict[str, np.ndarray]], config: SynthConfig,
         cols["resource"].append(res)
         for k in ("t", "fail", "ip", "country", "city", "session", "bytes"):
             cols[k].append(np.asarray(part[k]))
+    # columns only the evidence scenarios' events have (web requests): absent elsewhere
+    extras = [k for k in _EXTRA_COLUMNS if any(k in part for part in parts)]
+    for k in extras:
+        cols[k] = [np.asarray(part[k], dtype=object) if k in part
+                   else np.full(len(part["t"]), None, dtype=object)
+                   for part in parts if len(part["t"])]
     data = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
     t = data["t"].astype(float)
     # sessions of people far from UTC spill over the first and last midnight: keep the period
@@ -89,6 +98,10 @@ def _assemble(parts: list[dict[str, np.ndarray]], config: SynthConfig,
         "bytes": pd.array(np.where(nbytes >= 0, np.round(nbytes), np.nan), dtype="Int64"),
     })
     frame["city"] = pd.Series(data["city"], dtype="object").astype("category")
+    for k in extras:  # as the web reader writes them: "" for none, status an Int64
+        values = pd.Series(data[k], dtype="object")
+        frame[k] = pd.array(pd.to_numeric(values), dtype="Int64") if k == "status" \
+            else values.fillna("").astype(str).astype("category")
     if config.log_roles:
         frame["roles"] = pd.Series(data["role"], dtype="object").astype("category")
     return frame

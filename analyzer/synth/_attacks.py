@@ -27,6 +27,19 @@ from analyzer.synth._world import (
     _World,
 )
 
+# Web: what a scanner asks for, and the front end's ordinary pages (its look-alikes too).
+_PROBED_PATHS = ("/.env", "/.git/config", "/wp-login.php", "/wp-admin/", "/phpmyadmin/",
+                 "/admin", "/server-status", "/cgi-bin/test.cgi", "/backup.sql",
+                 "/config.php.bak", "/.aws/credentials", "/actuator/env")
+_WEB_PATHS = ("/", "/docs", "/api/v1/models", "/api/v1/datasets", "/search", "/login",
+              "/static/app.js", "/static/style.css", "/about")
+_INJECTIONS = ("id=1%27%20OR%20%271%27%3D%271", "q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+               "file=..%2F..%2F..%2Fetc%2Fpasswd", "id=1%20UNION%20SELECT%20null%2Cnull--",
+               "page=php%3A%2F%2Ffilter%2Fresource%3Dindex")
+_SCANNER_AGENTS = ("sqlmap/1.7.2#stable (https://sqlmap.org)", "Mozilla/5.00 (Nikto/2.5.0)",
+                   "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+                   "gobuster/3.6")
+
 # -- attacks -------------------------------------------------------------------------------
 
 class _Attacks:
@@ -91,10 +104,12 @@ class _Attacks:
 
     def _event(self, t: float, user: int | str, action: str, *, ip: str, country: str,
                city: str, resource: int | str = -1, fail: bool = False,
-               session: str | None = None, nbytes: float = -1.0) -> dict[str, Any]:
+               session: str | None = None, nbytes: float = -1.0, **extra: Any
+               ) -> dict[str, Any]:
+        """One event; ``extra`` holds columns only some events have (``url_path``...)."""
         row = {"t": t, "user": user, "action": _A.get(action, action),
                "resource": resource, "fail": fail, "ip": ip, "country": country,
-               "city": city, "session": session, "bytes": nbytes}
+               "city": city, "session": session, "bytes": nbytes, **extra}
         self.rows.append(row)
         return row
 
@@ -497,6 +512,77 @@ class _Attacks:
         self._record("dormant_account", wake, [("user", name)],
                      f"{name}, silent since the first days of the log, reads datasets again")
 
+    # attacks the events' own evidence names (EVIDENCE_SCENARIOS) ----------------------
+
+    def web_scanning(self) -> None:
+        """An outside address sweeps the web front end: well-known sensitive paths and
+        injection-shaped queries, with a scanner's user agent, in a quarter of an hour."""
+        rng = self.rng
+        ip, country, city = self._attacker_ip()
+        day = self._day(weekday=False)
+        t0 = self._within(day * DAY_S + rng.uniform(0, 23) * 3600, 3600)
+        agent = str(rng.choice(_SCANNER_AGENTS))
+        n = self._n(60, 160)
+        rows = []
+        for t in np.sort(t0 + rng.random(n) * rng.uniform(8, 30) * 60):
+            if rng.random() < 0.5:
+                path, query = str(rng.choice(_PROBED_PATHS)), ""
+                status = int(rng.choice((404, 404, 403, 200)))
+            else:
+                path, query = str(rng.choice(_WEB_PATHS)), str(rng.choice(_INJECTIONS))
+                status = int(rng.choice((200, 400, 500)))
+            rows.append(self._event(t, "", "http.get", ip=ip, country=country, city=city,
+                                    resource=path, fail=status >= 400, url_path=path,
+                                    url_query=query, status=status, user_agent=agent))
+        self._record("web_scanning", rows, [("source_ip", ip)],
+                     f"{ip} ({country}) probes {n} paths and queries with {agent}")
+
+    def cloud_control_plane_abuse(self) -> None:
+        """A person's stolen cloud keys, from an outside address: a look around, then the
+        trail stopped, a user created with a key and a policy, a snapshot shared out."""
+        rng, w = self.rng, self.w
+        i = self._victim(("ml-engineer", "data-scientist", "platform-engineer"))
+        ip, country, city = self._attacker_ip(avoid_country=str(w.country[i]))
+        t = self._work_time(i, self._day())
+        backdoor = f"user/{rng.choice(('svc-backup', 'ci-deployer', 'support-ops'))}"
+        steps = [("sts.amazonaws.com:GetCallerIdentity", ""),
+                 ("iam.amazonaws.com:ListUsers", ""),
+                 ("cloudtrail.amazonaws.com:StopLogging", "trail/org-trail"),
+                 ("cloudtrail.amazonaws.com:DeleteTrail", "trail/org-trail"),
+                 ("iam.amazonaws.com:CreateUser", backdoor),
+                 ("iam.amazonaws.com:CreateAccessKey", backdoor),
+                 ("iam.amazonaws.com:AttachUserPolicy", backdoor),
+                 ("ec2.amazonaws.com:ModifySnapshotAttribute", "snapshot/snap-prod-db")]
+        keep = sorted(rng.choice(np.arange(2, len(steps)), size=self._n(3, 5), replace=False))
+        rows = []
+        for action, res in [steps[0], steps[1]] + [steps[k] for k in keep]:
+            t += rng.uniform(20, 240)
+            rows.append(self._event(t, i, action, ip=ip, country=country, city=city,
+                                    resource=res))
+        self._record("cloud_control_plane_abuse", rows,
+                     [("user", self._name(i)), ("source_ip", ip)],
+                     f"{w.user[i]}'s keys used from {ip} ({country}): "
+                     + ", ".join(r["action"].split(":")[-1] for r in rows[2:]))
+
+    def windows_credential_access(self) -> None:
+        """A person, from their own workstation in working hours, uses replication rights
+        (DCSync), installs a service on a server and clears its security log."""
+        rng, w = self.rng, self.w
+        i = self._victim(_ROLE_NAMES)
+        ip, country, city, t, sess = self._inside(i, self._day())
+        steps = [("directory.replication", "DC=corp,DC=example"),
+                 ("directory.replication", "DC=corp,DC=example"),
+                 ("service.install", str(rng.choice(("PSEXESVC", "updsvc", "WinRMhelper")))),
+                 ("log.clear", "Security")]
+        rows = []
+        for action, res in steps[: max(2, self._n(2, 4))]:
+            t += rng.uniform(30, 600)
+            rows.append(self._event(t, i, action, ip=ip, country=country, city=city,
+                                    resource=res, session=sess))
+        then = "".join(f", then {r['action']} {r['resource']}" for r in rows[2:])
+        self._record("windows_credential_access", rows, [("user", self._name(i))],
+                     f"{w.user[i]} replicates the directory (DCSync) from {ip}{then}")
+
     def _at(self, day: int, utc_hour: float) -> float:
         return day * DAY_S + utc_hour * 3600.0
 
@@ -505,8 +591,8 @@ class _Attacks:
     def columns(self) -> dict[str, np.ndarray]:
         if not self.rows:
             return _empty_cols()
-        return {c: np.array([r[c] for r in self.rows], dtype=object)
-                for c in self.rows[0]}
+        names = dict.fromkeys(c for r in self.rows for c in r)  # extras: some rows only
+        return {c: np.array([r.get(c) for r in self.rows], dtype=object) for c in names}
 
     def labels(self) -> pd.DataFrame:
         labels = pd.DataFrame(self.label_rows,

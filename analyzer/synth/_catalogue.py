@@ -29,11 +29,21 @@ QUIET_SCENARIOS: tuple[str, ...] = (
     "dormant_account",
 )
 
+#: Attacks that the events' own evidence names (issue #13 item 4): web scanning and injection,
+#: cloud control-plane abuse, Windows credential access and persistence. They need columns the
+#: default organisation does not have (``url_path``, ``status``, ``user_agent``...); see
+#: ``evidence_attacks_config``.
+EVIDENCE_SCENARIOS: tuple[str, ...] = (
+    "web_scanning",
+    "cloud_control_plane_abuse",
+    "windows_credential_access",
+)
+
 #: The kinds of benign surprise (recorded in :attr:`Organisation.surprises`, never labelled).
 BENIGN_SURPRISES: tuple[str, ...] = ("travel", "busy_day", "new_joiner", "team_onboarding",
-                                     "vpn_change", "weekend_release")
+                                     "vpn_change", "weekend_release", "evidence_routine")
 #: Every scenario a configuration may ask for.
-ALL_SCENARIOS: tuple[str, ...] = SCENARIOS + QUIET_SCENARIOS
+ALL_SCENARIOS: tuple[str, ...] = SCENARIOS + QUIET_SCENARIOS + EVIDENCE_SCENARIOS
 
 HOUR_NS = 3_600 * 10**9
 _NS_UTC = "datetime64[ns, UTC]"

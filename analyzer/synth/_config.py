@@ -11,6 +11,7 @@ from analyzer.synth._catalogue import (
     _DEFAULT_ROLE_MIX,
     _OFFICES,
     ALL_SCENARIOS,
+    EVIDENCE_SCENARIOS,
     QUIET_SCENARIOS,
     ROLES,
     SCENARIOS,
@@ -65,6 +66,11 @@ class SynthConfig:
         Benign look-alikes in the scored period (each 0 or 1): a team joining at once, an
         office moving to new VPN addresses, a Saturday release. They draw from their own
         random stream, so turning them off leaves every other event as it was.
+    evidence_routine
+        1 adds, over the whole period, the benign look-alikes of :data:`EVIDENCE_SCENARIOS`
+        (never labelled): a web front end's ordinary clients and a monitoring probe of
+        ``/health``, an administrator's routine ``iam:CreateUser`` for new joiners, domain
+        controllers replicating. From their own random stream, as the others.
     """
 
     seed: int = 7
@@ -89,6 +95,7 @@ class SynthConfig:
     onboardings: int = 0
     vpn_changes: int = 0
     weekend_releases: int = 0
+    evidence_routine: int = 0
 
     def __post_init__(self) -> None:
         start = pd.Timestamp(self.start)
@@ -196,6 +203,14 @@ def quiet_attacks_config(seed: int = 7) -> SynthConfig:
     # interactive-use scenario has not already made unstable
     return SynthConfig(seed=seed, scenarios=SCENARIOS + QUIET_SCENARIOS, service_accounts=7,
                        onboardings=1, vpn_changes=1, weekend_releases=1)
+
+
+def evidence_attacks_config(seed: int = 7) -> SynthConfig:
+    """The default organisation plus the attacks the events' own evidence names
+    (:data:`EVIDENCE_SCENARIOS`: web scanning and injection, cloud control-plane abuse,
+    Windows credential access) and their routine look-alikes (``evidence_routine``)."""
+    return SynthConfig(seed=seed, scenarios=SCENARIOS + EVIDENCE_SCENARIOS,
+                       evidence_routine=1)
 
 
 def benchmark_config(events: int = 1_000_000, *, seed: int = 7) -> SynthConfig:

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from analyzer.synth._attacks import _WEB_PATHS
 from analyzer.synth._catalogue import _FIRST, _LAST, _OFFICES, DAY_S
 from analyzer.synth._world import _IPs, _session_ids, _World
+
+_BROWSERS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+             "Chrome/124.0 Safari/537.36",
+             "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like "
+             "Gecko) Version/17.4 Safari/605.1.15",
+             "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0")
 
 
 class _Lookalikes:
@@ -29,11 +36,11 @@ class _Lookalikes:
         self.rows: list[dict[str, Any]] = []
 
     def _event(self, t: float, user: int | str, action: str, *, ip: str, country: str,
-               city: str, resource: int = -1, fail: bool = False, session: str | None = None,
-               nbytes: float = -1.0) -> None:
+               city: str, resource: int | str = -1, fail: bool = False,
+               session: str | None = None, nbytes: float = -1.0, **extra: Any) -> None:
         self.rows.append({"t": t, "user": user, "action": action, "resource": resource,
                           "fail": fail, "ip": ip, "country": country, "city": city,
-                          "session": session, "bytes": nbytes})
+                          "session": session, "bytes": nbytes, **extra})
 
     def _weekday(self, *, saturday: bool = False) -> int | None:
         days = np.arange(self.cfg.train_days, self.cfg.days)
@@ -140,7 +147,64 @@ class _Lookalikes:
             w.surprises.append(("weekend_release", str(w.user[i]), w._day(day),
                                 w._day(day + 1), f"{w.user[i]} works on a weekend release"))
 
+    def evidence_routine(self) -> None:
+        """Over the whole period, what the evidence attacks look like when nobody attacks:
+        a web front end's ordinary clients and a monitoring probe of ``/health``, the
+        administrators' ``iam:CreateUser`` for new joiners, domain controllers replicating."""
+        rng, cfg = self.rng, self.cfg
+        places = [_OFFICES[o][:2] for o in cfg.offices]
+        clients = []
+        for _ in range(40):
+            country, city = places[int(rng.integers(len(places)))]
+            clients.append((self.ips.public(country)[0], country, city,
+                            str(rng.choice(_BROWSERS))))
+        for day in range(cfg.days):
+            for ip, country, city, agent in clients:
+                if rng.random() > 0.3:
+                    continue
+                t = day * DAY_S + rng.uniform(6, 22) * 3600
+                for x in np.sort(rng.uniform(0, 300, int(rng.integers(3, 12)))):
+                    path = str(rng.choice((*_WEB_PATHS, "/favicon.ico")))
+                    status = 404 if path == "/favicon.ico" else \
+                        int(rng.choice((200, 200, 304)))
+                    self._event(t + x, "", "http.get", ip=ip, country=country, city=city,
+                                resource=path, fail=status >= 400, url_path=path,
+                                url_query="", status=status, user_agent=agent)
+        country, city = places[0]
+        for t in np.arange(0, cfg.days * DAY_S, 300.0) + rng.uniform(0, 5):
+            self._event(float(t), "", "http.get", ip="10.0.0.9", country=country, city=city,
+                        resource="/health", url_path="/health", url_query="", status=200,
+                        user_agent="curl/8.5.0")
+        for dc, ip in (("DC01$", "10.0.0.2"), ("DC02$", "10.0.0.3")):
+            for t in np.arange(0, cfg.days * DAY_S, 900.0) + rng.uniform(0, 60):
+                self._event(float(t), dc, "directory.replication", ip=ip, country=country,
+                            city=city, resource="DC=corp,DC=example")
+        self._onboarding_admins()
+
+    def _onboarding_admins(self) -> None:
+        """Each administrator creates an account for a new joiner about twice a week."""
+        rng, w, cfg = self.rng, self.w, self.cfg
+        for i in [i for i in range(cfg.users) if w.role_name[i] == "admin"]:
+            for day in range(cfg.days):
+                if (cfg.start.day_of_week + day) % 7 >= 5 or rng.random() > 0.4:
+                    continue
+                ip = str(w.usual_ip(i, day))
+                country, city = str(w.country[i]), str(w.city[i])
+                t = day * DAY_S + (w.work_start[i] + rng.uniform(1, 5) - w.tz[i]) * 3600
+                joiner = f"user/{_FIRST[int(rng.integers(len(_FIRST)))].lower()}." \
+                         f"{_LAST[int(rng.integers(len(_LAST)))].lower()}"
+                for k, action in enumerate(("iam.amazonaws.com:CreateUser",
+                                            "iam.amazonaws.com:CreateLoginProfile",
+                                            "iam.amazonaws.com:AddUserToGroup")):
+                    self._event(t + 60 * k, i, action, ip=ip, country=country, city=city,
+                                resource=joiner)
+                if day >= cfg.train_days:
+                    w.surprises.append(("evidence_routine", str(w.user[i]), w._day(day),
+                                        w._day(day + 1),
+                                        f"{w.user[i]} creates an account for a new joiner"))
+
     def columns(self) -> dict[str, np.ndarray]:
         if not self.rows:
             return {}
-        return {c: np.array([r[c] for r in self.rows], dtype=object) for c in self.rows[0]}
+        names = dict.fromkeys(c for r in self.rows for c in r)  # extras: some rows only
+        return {c: np.array([r.get(c) for r in self.rows], dtype=object) for c in names}
