@@ -8,7 +8,7 @@ panel's own PromQL or SQL against them and draws each dashboard as a grid of its
 (``gridPos``) with matplotlib: time series as lines, stats as big numbers, bar gauges as
 bars, tables as tables.
 
-    PYTHONPATH=. python dashboards/render.py      # about two minutes
+    PYTHONPATH=. python dashboards/render.py      # about two minutes, model fit included
 
 writes ``dashboards/audit-trail-health.png`` and ``dashboards/audit-alerts.png``.
 """
