@@ -9,6 +9,7 @@ the reason, where the binaries are missing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -16,16 +17,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_store_postgres import _free_port, pg_url  # noqa: F401 - the PostgreSQL fixture
+import services
+from services import Prom, free_port, get_json
+from test_store_postgres import pg_url  # noqa: F401 - the PostgreSQL fixture
 from test_watch import _fitted_model
 
 from analyzer.logger import AuditLogger
@@ -82,6 +83,18 @@ def test_dashboards_are_valid_and_use_the_provisioned_data_sources():
     assert kinds == {"audit-alerts.json"}  # the alerts dashboard reads the destination's tables
 
 
+def test_the_renderer_draws_every_panel_of_the_dashboards():
+    """``dashboards/render.py`` (the README's pictures; a script, not run here) imports
+    without its services and knows how to draw every panel type the dashboards use."""
+    spec = importlib.util.spec_from_file_location("render", DASHBOARDS / "render.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    for name, dash in _dashboards().items():
+        for panel in dash["panels"]:
+            assert panel["type"] in render.KINDS, (name, panel["title"], panel["type"])
+            assert (DASHBOARDS / name.replace(".json", ".png")).is_file(), name
+
+
 def test_no_dashboard_query_groups_by_a_user_or_address():
     for _name, title, query in _targets("prometheus"):
         assert not re.search(r"\b(user|source_ip|entity)\b(?!_type)", query), title
@@ -112,79 +125,13 @@ def test_rules_file_is_valid_and_each_alert_fires_on_its_unit_test():
 # -- against the real services ---------------------------------------------------------------
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _wait(what: str, check: Callable[[], Any], *, timeout: float = 90.0,
-          procs: tuple[subprocess.Popen, ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{proc.args[:4]} exited: "
-                                     f"{proc.stderr.read().decode()[-2000:]}")
-        try:
-            last = check()
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-class Prom:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        body = _get(f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], Prom]]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus not found; install it with: apt-get install -y prometheus")
-    procs: list[subprocess.Popen] = []
-
-    def start(targets: list[str]) -> Prom:
-        folder = tmp_path / "prometheus"
-        folder.mkdir()
-        shutil.copy(RULES, folder / RULES.name)
-        jobs = "\n".join(f"  - job_name: audit-{n}\n    static_configs:\n"
-                         f"      - targets: ['{t}']" for n, t in enumerate(targets))
-        (folder / "prometheus.yml").write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            f"rule_files:\n  - {RULES.name}\nscrape_configs:\n{jobs}\n")
-        port = _free_port()
-        proc = subprocess.Popen(
-            [binary, f"--config.file={folder / 'prometheus.yml'}",
-             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        prom = Prom(f"http://127.0.0.1:{port}")
-        _wait("prometheus to start", lambda: urllib.request.urlopen(
-            f"{prom.base}/-/ready", timeout=5).status == 200, procs=(proc,), timeout=60)
-        return prom
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with ExitStack() as stack:
+        if shutil.which("prometheus") is None:
+            pytest.skip("prometheus not found; install it with: apt-get install -y prometheus")
+        yield lambda targets: stack.enter_context(
+            services.prometheus(tmp_path / "prometheus", targets, RULES))
 
 
 def _write_activity(log: Path) -> None:
@@ -241,7 +188,7 @@ def test_metrics_dashboards_and_rules_against_prometheus_and_postgres(
     log = tmp_path / "audit.jsonl"
     _write_activity(log)
     lines = len(log.read_bytes().splitlines())
-    watch_port, ship_port = _free_port(), _free_port()
+    watch_port, ship_port = free_port(), free_port()
     watch = _start(["watch", str(log), "--model", str(model), "--signing-key-file",
                     str(tmp_path / "model.key"), "--interval", "1", "--verify-every", "1",
                     "--stats-every", "0", "--metrics-address", f"127.0.0.1:{watch_port}"])
@@ -250,7 +197,7 @@ def test_metrics_dashboards_and_rules_against_prometheus_and_postgres(
     procs = (watch, ship)
     try:
         prom = prometheus([f"127.0.0.1:{watch_port}", f"127.0.0.1:{ship_port}"])
-        wait = lambda what, check: _wait(what, check, procs=procs)  # noqa: E731
+        wait = lambda what, check: services.wait(what, check, procs=procs)  # noqa: E731
         wait("events counted", lambda: (prom.value(
             'sum(audit_analyzer_events_written_total{service="app"})') or 0) >= lines)
         wait("an alert", lambda: (prom.value("sum(audit_analyzer_alerts_total)") or 0) >= 1)
@@ -284,18 +231,18 @@ def test_metrics_dashboards_and_rules_against_prometheus_and_postgres(
                     else all(row[1] for row in rows)  # the entity is filled in
 
         # every rule of the rules file is loaded and evaluates without error
-        groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
+        groups = get_json(f"{prom.base}/api/v1/rules")["data"]["groups"]
         rules = {r["name"]: r for g in groups for r in g["rules"]}
         assert len(rules) == 6
         wait("every rule evaluated", lambda: all(
             r["health"] == "ok" and r.get("lastEvaluation", "").startswith("20")
-            for g in _get(f"{prom.base}/api/v1/rules")["data"]["groups"] for r in g["rules"]))
+            for g in get_json(f"{prom.base}/api/v1/rules")["data"]["groups"] for r in g["rules"]))
 
         # one tampered record: the chain is no longer intact, and the alert fires
         _tamper_last_record(log)
         wait("chain_intact 0", lambda: prom.value("min(audit_analyzer_chain_intact)") == 0)
         firing = wait("the chain alert", lambda: [
-            a for a in _get(f"{prom.base}/api/v1/alerts")["data"]["alerts"]
+            a for a in get_json(f"{prom.base}/api/v1/alerts")["data"]["alerts"]
             if a["labels"]["alertname"] == "AuditChainNotIntact" and a["state"] == "firing"])
         assert firing[0]["labels"]["severity"] == "critical"
         assert watch.poll() is None  # a broken chain is reported, the watch goes on

@@ -8,18 +8,13 @@ server refuses to run as root, so as root it runs as the ``postgres`` account (o
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
 import pytest
+from services import Unavailable, postgres
 
 from analyzer.events import AuditEvent
 from analyzer.logger import AuditLogger
@@ -32,62 +27,16 @@ pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is the optional [postgres] extra")
 
 
-def _bindir() -> Path | None:
-    found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit()
-                        else 0)
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
-                    "install them with: apt-get install -y postgresql")
-    prefix: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="audit-pg-"))
-    if os.geteuid() == 0:
-        user = "postgres"
+    with ExitStack() as stack:
         try:
-            pwd.getpwnam(user)
-        except KeyError:
-            user = "nobody"
-        prefix = ["runuser", "-u", user, "--"]
-        entry = pwd.getpwnam(user)
-        os.chown(folder, entry.pw_uid, entry.pw_gid)
-    data, log = folder / "data", folder / "server.log"
-    port = _free_port()
-    run = lambda *cmd: subprocess.run([*prefix, *map(str, cmd)], check=True,  # noqa: E731
-                                      capture_output=True, timeout=120)
-    try:
-        run(bindir / "initdb", "-D", data, "-U", "audit", "--auth=trust", "-E", "UTF8",
-            "--no-sync", "--no-instructions")
-        run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
-            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-            f"-c full_page_writes=off", "start")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {detail.decode(errors='replace')[-500:]}")
-    try:
-        with psycopg.connect(f"postgresql://audit@127.0.0.1:{port}/postgres",
-                             autocommit=True) as con:
-            con.execute("CREATE DATABASE audit")
-        yield f"postgresql://audit@127.0.0.1:{port}/audit"
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, timeout=60, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+            url = stack.enter_context(postgres())
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield url
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -211,7 +212,9 @@ class AuditLogger:
         self._wake = threading.Event()
         self._since_checkpoint = 0
         self._metrics = metrics
-        self._tally: dict[tuple[Level, Outcome], int] = {}  # since the last write (metrics)
+        # (level, outcome) of each record since the last write, for metrics: an append per
+        # record, counted once per write (half the cost of a dict update per record)
+        self._tally: list[tuple[Level, Outcome]] = []
         self.recovered_torn: Path | None = None
         self._declared_ino = -1  # the file whose chain declaration was checked
         try:
@@ -532,7 +535,7 @@ class AuditLogger:
         self._forked = False
         self._lock = threading.Lock()
         self._pending = []
-        self._tally = {}
+        self._tally = []
         self._flusher = None
         self._wake = threading.Event()
         os.close(self._lock_fd)  # shared with the parent: closing our copy does not unlock it
@@ -548,7 +551,7 @@ class AuditLogger:
                 raise LogWriteError(f"{self.path}: audit logger is closed")
             self._pending.append(record)
             if self._metrics is not None:  # counted under the lock: no update is lost
-                self._tally[level, outcome] = self._tally.get((level, outcome), 0) + 1
+                self._tally.append((level, outcome))
             if len(self._pending) >= self._batch_records:
                 self._flush_locked()
                 if self.durability is Durability.FSYNC:
@@ -632,8 +635,8 @@ class AuditLogger:
             self._since_checkpoint += seq - self._seq
             self._seq, self._head = seq, head
             if self._metrics is not None:
-                tally, self._tally = self._tally, {}
-                self._metrics.written(tally, seq, self.service)
+                tally, self._tally = self._tally, []
+                self._metrics.written(Counter(tally), seq, self.service)
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
 
