@@ -164,7 +164,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if not args.log:
         raise ConfigError("verify needs a log file, folder or glob, or --db URL")
     archives: list[Path] = []
-    files = expand_paths(args.log, archives=archives)
+    files: list[Path] = []
+    for found in expand_paths(args.log, archives=archives):
+        # readers take URLs; the chain is verified from local bytes only
+        if not isinstance(found, Path):
+            raise ConfigError(f"{found}: verify reads local files only: copy the log here "
+                              f"(with its rotated files and checkpoint) and verify the copy")
+        files.append(found)
     for note in archive_accounting(archives)[1]:  # a folder's zip is named, not verified
         warn("verify", note)
     if args.checkpoint is not None:
