@@ -500,7 +500,7 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
     return _checkpoint_verdict(report, table)
 
 
-def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = None,
+def verify_series(paths: Iterable[str | os.PathLike[str]], *, key: bytes | None = None,
                   checkpoint: CheckpointsArg = None) -> VerifyReport:
     """Verify rotated files as one chain: in order, none missing, none truncated.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -139,7 +140,7 @@ def _import(frame: pd.DataFrame, audit: AuditLogger, progress: Progress) -> int:
     for values in frame[["timestamp", "action", "outcome", *columns]].itertuples(
             index=False, name=None):
         timestamp, action, outcome, *rest = values
-        fields = {}
+        fields: dict[str, Any] = {}  # the frame's optional columns, as log() names them
         for name, value in zip(columns, rest, strict=True):
             if value is None or value is pd.NA or value == "" or (
                     isinstance(value, float) and value != value):
