@@ -17,6 +17,7 @@ from typing import Any
 from analyzer.errors import (
     AnalyzerError,
     ConfigError,
+    DeliveryError,
     IntegrityError,
     LogWriteError,
     ModelLoadError,
@@ -33,7 +34,7 @@ from analyzer.logger import (
     setup_audit_logger,
 )
 
-__version__ = "0.1.0"
+__version__: str  # resolved on first access (see __getattr__)
 
 # Names whose modules pull in pandas / scikit-learn: resolved on first access.
 _LAZY = {
@@ -63,6 +64,7 @@ __all__ = [
     "AuditModel",
     "Checkpoint",
     "ConfigError",
+    "DeliveryError",
     "DriftReport",
     "Durability",
     "Filter",
@@ -95,7 +97,22 @@ __all__ = [
 ]
 
 
+def _version() -> str:
+    """The installed distribution's version: it is written once, in pyproject.toml."""
+    # importlib.metadata is slow to import, and the logger side is imported by applications
+    # at start-up: read on first use of __version__ only
+    from importlib import metadata
+
+    try:
+        return metadata.version("audit-analyzer")
+    except metadata.PackageNotFoundError:  # the source folder on sys.path, never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = version = _version()
+        return version
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'analyzer' has no attribute {name!r}")

@@ -124,6 +124,7 @@ class ChainMonitor:
         if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(hash_, str):
             return f"{where}: not a chained audit record"
         assert isinstance(doc, dict)
+        assert isinstance(event, dict)  # an int sequence was found in it
         if self._anchor is None and self._seq == 0:
             claimed = _previous_of(doc)  # a file rotated in: the chain comes from before
             if claimed is not None and seq != 1:

@@ -168,7 +168,8 @@ class RecordCipher:
         envelope = analyzer.pop("encrypted", None)
         if not isinstance(envelope, Mapping):
             return dict(doc)
-        event = doc.get("event") if isinstance(doc.get("event"), Mapping) else {}
+        found = doc.get("event")
+        event = found if isinstance(found, Mapping) else {}
         sealed = self.open(envelope, str(event.get("id", "")))
         plain = {k: v for k, v in doc.items() if k != "analyzer"}
         plain.update({k: v for k, v in sealed.items() if k != "analyzer"})

@@ -523,7 +523,7 @@ def duplicate_keys(line: bytes, doc: Any = None) -> list[str]:
     return found
 
 
-class _KeyedObject(dict):
+class _KeyedObject(dict[str, Any]):
     """A parsed JSON object that remembers the keys its text repeated."""
 
     repeated: tuple[str, ...] = ()
@@ -533,8 +533,12 @@ class _KeyedObject(dict):
         obj = cls(pairs)
         if len(obj) < len(pairs):
             seen: set[str] = set()
-            obj.repeated = tuple(dict.fromkeys(k for k, _ in pairs
-                                               if k in seen or seen.add(k)))
+            repeated: dict[str, None] = {}  # ordered, each key once
+            for key, _ in pairs:
+                if key in seen:
+                    repeated[key] = None
+                seen.add(key)
+            obj.repeated = tuple(repeated)
         return obj
 
 

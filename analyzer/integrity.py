@@ -101,6 +101,9 @@ class ChainHasher:
 
     __slots__ = ("_inner", "_outer", "key_id", "keyed")
 
+    _inner: hashlib._Hash
+    _outer: hashlib._Hash | None
+
     def __init__(self, key: bytes | None) -> None:
         self.keyed = bool(key)
         self.key_id = key_id(key) if key else None
@@ -497,7 +500,7 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
     return _checkpoint_verdict(report, table)
 
 
-def verify_series(paths: list[str | os.PathLike[str]], *, key: bytes | None = None,
+def verify_series(paths: Iterable[str | os.PathLike[str]], *, key: bytes | None = None,
                   checkpoint: CheckpointsArg = None) -> VerifyReport:
     """Verify rotated files as one chain: in order, none missing, none truncated.
 
@@ -638,7 +641,7 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
                                   "chain is consistent but does not match the checkpoint: "
                                   "the log was rewritten from here or earlier")
                 checked = True
-            if b"audit.retention.delete" in raw:  # only saves parsing: decided on fields
+            if b"audit.retention.delete" in record.raw:  # only saves parsing: decided on fields
                 gone = _deleted_sequence(record.doc)
                 if gone is not None:
                     deleted.add(gone)
@@ -661,8 +664,9 @@ def _deleted_sequence(doc: dict[str, Any]) -> int | None:
     # older spelling, kept for logs written before it
     for holder in (chain.get("deleted") if isinstance(chain, dict) else None,
                    analyzer.get("retention")):
-        if isinstance(holder, dict) and type(holder.get("last_sequence")) is int:
-            return holder["last_sequence"]
+        last = holder.get("last_sequence") if isinstance(holder, dict) else None
+        if type(last) is int:  # not a bool, which is an int too
+            return last
     return None
 
 
@@ -691,7 +695,8 @@ def _checkpoint_verdict(report: VerifyReport,
     return report
 
 
-def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes, bool]], hasher: ChainHasher,
+def _diagnose(record: _Record, lines: Iterator[tuple[int, bytes | None, bool]],
+              hasher: ChainHasher,
               prev_hash: str, expected: int, verified: int) -> tuple[Problem, str]:
     """Say why ``record`` breaks the chain, looking a bounded distance ahead."""
     ahead: deque[_Record] = deque()

@@ -53,7 +53,7 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-class ModelInfo(dict):
+class ModelInfo(dict[str, Any]):
     """The header metadata of a model file (a plain dict with a few named accessors)."""
 
     @property

@@ -420,9 +420,9 @@ def _rows_to_table(rows: list[tuple[Any, ...]], flt: Filter) -> pa.Table:
                            ("host", ("host", "name")), ("session", ("session", "id")),
                            ("bytes", ("resource", "bytes"))):
             dtype = RESULT_SCHEMA.field(name).type
-            values = [_first(_get(d, *path)) for d in docs]
+            found = [_first(_get(d, *path)) for d in docs]
             col[name] = pa.chunked_array([pa.array(
-                [v if _fits(v, dtype) else None for v in values], type=dtype)])
+                [v if _fits(v, dtype) else None for v in found], type=dtype)])
     keep = match_columns(flt, col, stamps, col["outcome"])
     if not keep.all():
         mask = pa.array(keep)

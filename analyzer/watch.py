@@ -219,7 +219,8 @@ class Watcher:
         # opens records encrypted at rest (RecordCipher.unseal); None reads the clear fields
         self.unseal = unseal
         self.state_file: Path | None = None if state_file is False else (
-            state_path(log_path) if state_file in (None, True) else Path(state_file))
+            state_path(log_path) if state_file is None or state_file is True
+            else Path(state_file))
         self._stop = threading.Event()
         self._events: list[pd.DataFrame] = []  # chunks; "_inode", "_offset" columns: where
         self._touched: set[pd.Timestamp] = set()

@@ -11,6 +11,13 @@ from analyzer.logger import AuditLogger
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-goldens", action="store_true", default=False,
+        help="write the golden files under tests/golden from the current output instead of "
+             "comparing with them (review the diff before committing)")
+
+
 def shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test saying why."""
     path = SHARED_DATA.joinpath(*parts)

@@ -71,3 +71,11 @@ def test_a_cursor_with_an_impossible_position_is_a_clear_error(tmp_path, content
     assert main(["ship", str(log), "--to", "sqlite", "--db", str(tmp_path / "a.db"),
                  "--once"]) == 2
     assert "unreadable shipping cursor" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/audit.jsonl", "https://example.invalid/a.jsonl"])
+def test_verify_of_a_url_says_it_reads_local_files(url, capsys):
+    # expand_paths keeps URLs for the readers; verify once crashed on them (found by mypy)
+    assert main(["verify", url]) == 2
+    line = _one_error_line(capsys)
+    assert url in line and "local files" in line

@@ -263,13 +263,15 @@ def test_output_matches_the_golden_file(tmp_path, name, render, request):
     output = _scrub(render(view), tmp_path)
     assert render(view_of(log, scores=scores_for())) == render(view), "not deterministic"
     golden = GOLDEN / name
-    if request.config.getoption("--update-goldens", default=False) or not golden.exists():
+    if request.config.getoption("--update-goldens"):
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(output, encoding="utf-8")
         pytest.skip(f"golden file {golden} written")
+    # a missing golden file is a failure, not a pass: a clone that lost it checks nothing
+    assert golden.exists(), f"{golden} is missing; write it with --update-goldens"
     assert output == golden.read_text(encoding="utf-8"), (
-        f"{name} differs from {golden}; if the change is intended, delete the golden file "
-        "and run the test again")
+        f"{name} differs from {golden}; if the change is intended, run the test with "
+        "--update-goldens and review the diff")
 
 
 # -- languages ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -139,7 +140,7 @@ def _import(frame: pd.DataFrame, audit: AuditLogger, progress: Progress) -> int:
     for values in frame[["timestamp", "action", "outcome", *columns]].itertuples(
             index=False, name=None):
         timestamp, action, outcome, *rest = values
-        fields = {}
+        fields: dict[str, Any] = {}  # the frame's optional columns, as log() names them
         for name, value in zip(columns, rest, strict=True):
             if value is None or value is pd.NA or value == "" or (
                     isinstance(value, float) and value != value):
@@ -164,7 +165,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if not args.log:
         raise ConfigError("verify needs a log file, folder or glob, or --db URL")
     archives: list[Path] = []
-    files = expand_paths(args.log, archives=archives)
+    files: list[Path] = []
+    for found in expand_paths(args.log, archives=archives):
+        # readers take URLs; the chain is verified from local bytes only
+        if not isinstance(found, Path):
+            raise ConfigError(f"{found}: verify reads local files only: copy the log here "
+                              f"(with its rotated files and checkpoint) and verify the copy")
+        files.append(found)
     for note in archive_accounting(archives)[1]:  # a folder's zip is named, not verified
         warn("verify", note)
     if args.checkpoint is not None:

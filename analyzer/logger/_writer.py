@@ -145,6 +145,10 @@ class AuditLogger:
         with the logger's lock held, so it must not log; the logger imports nothing for it.
     """
 
+    # the chain's head, set when the file is opened (:meth:`_read_head`)
+    _seq: int
+    _head: str
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -612,14 +616,14 @@ class AuditLogger:
             if self._seq == 0:
                 pending[0] = self._declare(pending[0])  # the chain's first record says how
             seq, link = self._seq, self._hasher.link_parts
-            head = self._head.encode("ascii")
+            tip = self._head.encode("ascii")
             lines = []
             for prefix, suffix in pending:
                 seq += 1
                 number = b"%d" % seq
-                head = link(head, prefix, number, suffix)
-                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, head, suffix))
-            head = head.decode("ascii")
+                tip = link(tip, prefix, number, suffix)
+                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, tip, suffix))
+            head = tip.decode("ascii")
             blob = b"\n".join(lines) + b"\n" if lines else b""
             try:
                 written = os.write(self._fd, blob)

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -215,7 +216,8 @@ class ElasticsearchSink:
         reason = ""
         if answer.get("errors"):
             for i, item in zip(sent, items, strict=True):
-                result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+                result: dict[str, Any] = (next(iter(item.values()), {})
+                                          if isinstance(item, dict) else {})
                 status = int(result.get("status", 500))
                 if status < 300 or (status == 409 and self.op_type == "create"):
                     continue

@@ -352,12 +352,18 @@ def cursor_at_end(log_path: str | os.PathLike[str]) -> Cursor:
                 continue  # the last complete line starts further back
             line = buf[start:end]
             head = read_head(line)
+            sequence: int | None
+            event_id: str | None
             if head is not None:
                 sequence, event_id = int(head[3]), head[1].decode()
             else:
                 doc = _parse_object(line) or {}
-                event = doc.get("event") if isinstance(doc.get("event"), dict) else {}
-                sequence, event_id = event.get("sequence"), event.get("id")
+                found = doc.get("event")
+                event = found if isinstance(found, dict) else {}
+                seq, ident = event.get("sequence"), event.get("id")
+                # a line that is not the logger's may carry anything there
+                sequence = seq if type(seq) is int else None
+                event_id = ident if isinstance(ident, str) else None
             return Cursor(pos + end + 1, st.st_ino, sequence, event_id,
                           datetime.now(UTC).isoformat())
         return Cursor(0, st.st_ino)

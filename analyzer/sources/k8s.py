@@ -172,10 +172,8 @@ def _command(uri: str) -> str:
 
 
 def _row(doc: Mapping[str, Any], verb: str) -> dict[str, Any]:
-    user = doc.get("user") if isinstance(doc.get("user"), Mapping) else {}
-    ref = doc.get("objectRef") if isinstance(doc.get("objectRef"), Mapping) else {}
-    status = doc.get("responseStatus") if isinstance(doc.get("responseStatus"), Mapping) \
-        else {}
+    user, ref, status = (value if isinstance(value := doc.get(key), Mapping) else {}
+                         for key in ("user", "objectRef", "responseStatus"))
     uri = str(doc.get("requestURI") or "")
     kind = str(ref.get("resource") or "")
     if ref.get("subresource"):

@@ -269,7 +269,7 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
                                  lines[int(rows[i])].as_py().encode()[:4096]))
     rejected.sort(key=lambda r: r.line)
     events, weight, skipped = _events(fields, usable=~bad_time)
-    notes = ()
+    notes: tuple[str, ...] = ()
     if year is None and years is not None:
         first, last = years
         which = f"year {first}" if first == last else f"years {first}-{last}"

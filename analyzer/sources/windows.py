@@ -274,6 +274,8 @@ def _event_id(doc: Mapping[str, Any]) -> int | None:
         value = dig(doc, path)
         if isinstance(value, Mapping):  # the XML rendering: {"#text": "4624", ...}
             value = value.get("#text") or value.get("value")
+        if not isinstance(value, str | int | float):  # None, a list: not an id
+            continue
         try:
             return int(value)
         except (TypeError, ValueError):
