@@ -101,7 +101,7 @@ def test_every_record_shape_is_written(bridged, log_path, capsys):
     bridged.info("stack here", stack_info=True)
     # arguments that do not fit the format: handed to the audit handler itself, since any
     # other handler on the way (pytest's own capture, in a full run) fails on them first
-    (audit_handler,) = bridged.handlers
+    audit_handler = next(h for h in bridged.handlers if isinstance(h, AuditHandler))
     audit_handler.handle(bridged.makeRecord(bridged.name, logging.INFO, __file__, 1,
                                             "%d requests", ("many",), None))
     bridged.info({"not": "a string"})             # non-string message
