@@ -166,7 +166,8 @@ def _warm_up_note(model: object) -> str:
     until = pd.Timestamp(meta["warm_up_until"])
     return (f"warm-up: windows before {until:%Y-%m-%d %H:%M} UTC "
             f"({meta['n_windows_warm_up']:,} of {meta['n_windows']:,}) build history and "
-            "count nothing as new; time-of-day reasons wait for "
+            "count no new address, resource or action (a first sensitive action, such as "
+            "DeleteTrail or DCSync, still counts); time-of-day reasons wait for "
             f"{TIME_HISTORY_DAYS} days of history")
 
 
