@@ -86,16 +86,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def append_side(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVATE,
-                fsync: bool = False) -> None:
-    """Append ``data`` to the side file ``path`` (see the module docstring)."""
-    fd = open_append(path, mode)
+def _write_and_close(fd: int, data: bytes, *, fsync: bool) -> None:
     try:
         _write_all(fd, data)
         if fsync:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_side(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVATE,
+                fsync: bool = False) -> None:
+    """Append ``data`` to the side file ``path`` (see the module docstring)."""
+    _write_and_close(open_append(path, mode), data, fsync=fsync)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVATE,
@@ -109,12 +112,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVA
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     fd = open_exclusive(tmp, mode)
     try:
-        try:
-            _write_all(fd, data)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_and_close(fd, data, fsync=fsync)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analyzer.logger import AuditLogger
@@ -24,6 +25,18 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (a fresh clone has no ../shared/data)")
     return path
+
+
+def events_frame(rows: list[dict], *, action: str = "dataset.read") -> pd.DataFrame:
+    """A normalized-looking frame from dicts, with defaults for the required columns (extra
+    keys become the readers' optional columns)."""
+    base = {"user": "alice", "action": action, "outcome": "success", "source_ip": "10.0.0.1",
+            "resource": ""}
+    data = pd.DataFrame([{**base, **r} for r in rows])
+    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True, format="mixed")
+    for col in ("user", "action", "outcome", "source_ip", "resource"):
+        data[col] = data[col].astype("category")
+    return data
 
 
 @pytest.fixture(autouse=True)

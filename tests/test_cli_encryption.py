@@ -3,9 +3,7 @@ trail, no user, address, resource or message of the input is in clear in any fil
 
 from __future__ import annotations
 
-import http.server
 import re
-import threading
 
 import orjson
 import pandas as pd
@@ -18,31 +16,9 @@ from analyzer.cli import main
 from analyzer.errors import ConfigError
 from analyzer.logger import AuditLogger
 from analyzer.synth import SynthConfig, generate
+from tests.services import EchoingRefuser
 
 TOKEN = "tok-3f9c2a7d41e8b6"
-
-
-class EchoingRefuser:
-    """A webhook that refuses every record with 400 and echoes the request in its body."""
-
-    def __init__(self):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                data = str(self.headers).encode() + body
-                self.send_response(400)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def private(path, text):
@@ -108,7 +84,7 @@ def flow(tmp_path, key_file, capsys):
     token = private(elsewhere / "token", TOKEN)
     assert main(["ship", str(log), "--to", "webhook", "--url", hook.url, "--once",
                  "--only", "alerts", "--token-file", str(token), *common]) == 1
-    hook.server.shutdown()
+    hook.shutdown()
     # a destination that is down: nothing delivered, nothing lost, nothing in clear
     assert main(["ship", str(log), "--to", "webhook", "--name", "down", "--once",
                  "--url", "http://127.0.0.1:9/hook", "--give-up-after", "0.2", *common]) == 2

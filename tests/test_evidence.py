@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -9,18 +11,9 @@ from analyzer.detector import explain
 from analyzer.features import FEATURES, FeatureExtractor, feature_names
 from analyzer.features._evidence import SENSITIVE_ACTIONS, sensitive_entries
 from analyzer.report.i18n import get_locale
-from tests.conftest import shared_data
+from tests.conftest import events_frame, shared_data
 
-
-def frame(rows: list[dict]) -> pd.DataFrame:
-    """A normalized-looking frame; extra keys become the readers' optional columns."""
-    base = {"user": "alice", "action": "api.call", "outcome": "success",
-            "source_ip": "10.0.0.1", "resource": ""}
-    data = pd.DataFrame([{**base, **r} for r in rows])
-    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True, format="mixed")
-    for col in ("user", "action", "outcome", "source_ip", "resource"):
-        data[col] = data[col].astype("category")
-    return data
+frame = functools.partial(events_frame, action="api.call")
 
 
 def window(windows: pd.DataFrame, entity: str, start: str | None = None,

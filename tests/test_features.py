@@ -19,17 +19,9 @@ from analyzer.features import (
     feature_names,
     privileged_mask,
 )
+from tests.conftest import events_frame
 
-
-def frame(rows: list[dict]) -> pd.DataFrame:
-    """A normalized-looking frame from dicts with defaults for the required columns."""
-    base = {"user": "alice", "action": "dataset.read", "outcome": "success",
-            "source_ip": "10.0.0.1", "resource": ""}
-    data = pd.DataFrame([{**base, **r} for r in rows])
-    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True, format="mixed")
-    for col in ("user", "action", "outcome", "source_ip", "resource"):
-        data[col] = data[col].astype("category")
-    return data
+frame = events_frame
 
 
 def user_rows(windows: pd.DataFrame, user: str = "alice") -> pd.DataFrame:

@@ -13,6 +13,7 @@ from analyzer.events import AuditEvent
 from analyzer.logger import AuditLogger
 from analyzer.sinks.http import SplunkHecSink, WebhookSink
 from analyzer.sinks.shipper import DeliveryError, Shipper, dead_letter_path, is_alert
+from tests.services import EchoingRefuser
 
 
 class Receiver:
@@ -158,30 +159,14 @@ def test_an_echoed_token_reaches_neither_dead_letters_nor_the_trail(tmp_path, ca
     token on stderr, in the dead letters and in the chained trail."""
     from analyzer.cli import main
 
-    class Echo(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            data = str(self.headers).encode() + body
-            self.send_response(400)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = EchoingRefuser()
     log = tmp_path / "audit.jsonl"
     with AuditLogger(log) as audit:
         audit.log("login", user="alice")
     token = tmp_path / "token"
     token.write_text("tok-very-secret-123\n")
     token.chmod(0o644)
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    argv = ["ship", str(log), "--to", "webhook", "--url", url, "--once",
+    argv = ["ship", str(log), "--to", "webhook", "--url", server.url, "--once",
             "--token-file", str(token)]
     assert main(argv) == 2  # a credential file others can read is refused, as key files are
     assert "chmod 600" in capsys.readouterr().err

@@ -263,15 +263,20 @@ class _Attacks:
         self._record("bulk_model_download", rows, [("user", self._name(i))],
                      f"{w.user[i]} ({w.role_name[i]}, inference only) downloads {n} models")
 
+    def _service_account(self) -> dict:
+        """A service account no earlier scenario used (any, once all are taken)."""
+        services = self.w.services
+        free = [k for k in range(len(services)) if k not in self.used_services] \
+            or list(range(len(services)))
+        k = int(self.rng.choice(free))
+        self.used_services.add(k)
+        return services[k]
+
     def service_account_interactive(self) -> None:
         rng, w = self.rng, self.w
         if not w.services:
             return
-        free = [k for k in range(len(w.services)) if k not in self.used_services] \
-            or list(range(len(w.services)))
-        k = int(rng.choice(free))
-        self.used_services.add(k)
-        svc = w.services[k]
+        svc = self._service_account()
         insider = self._victim(("ml-engineer", "platform-engineer", "data-scientist"))
         day = self._day()
         ip, country, city, t, sess = self._inside(insider, day)
@@ -454,11 +459,7 @@ class _Attacks:
         rng, w = self.rng, self.w
         if not w.services:
             return
-        free = [k for k in range(len(w.services)) if k not in self.used_services] \
-            or list(range(len(w.services)))
-        k = int(rng.choice(free))
-        self.used_services.add(k)
-        svc = w.services[k]
+        svc = self._service_account()
         tpl = next(x for x in _SERVICE_TEMPLATES if x["name"] == svc["template"])
         lo, hi = tpl["hours"] or (9, 17)
         day = self._day()
