@@ -5,7 +5,7 @@ cannot afford that every minute. A :class:`ChainMonitor` keeps the last record i
 (sequence, hash, and the line itself with where it lies) and each :meth:`~ChainMonitor.step`
 verifies only what was appended since, after checking that this last record is still in
 its place byte for byte, so a rewrite or truncation of the tail is caught too. It follows
-rotation (through :class:`~analyzer.sinks.shipper.LogTail`): the rotated file is read to its
+rotation (through :class:`~analyzer.follow.LogTail`): the rotated file is read to its
 end, and the new file's first record (``audit.rotation``) continues the chain.
 
 The first step verifies the current file from its start (a file rotated in starts from
@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from analyzer.follow import LogTail
 from analyzer.integrity import GENESIS_HASH, ChainHasher, _previous_of, canonical_bytes
-from analyzer.sinks.shipper import LogTail
 
 __all__ = ["ChainMonitor", "ChainStatus"]
 

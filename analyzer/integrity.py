@@ -38,7 +38,6 @@ import gzip
 import hashlib
 import hmac
 import os
-import re
 import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -51,6 +50,9 @@ import orjson
 from analyzer.errors import ConfigError, IntegrityError, SourceError
 from analyzer.events import MAX_LINE_BYTES, duplicate_key
 from analyzer.files import PRIVATE, append_side
+
+# The trail's file names are analyzer.series's; these three were always found here too.
+from analyzer.series import ROTATED_STAMP, checkpoint_path, lock_path, split_rotated
 
 __all__ = [
     "GENESIS_HASH",
@@ -77,9 +79,6 @@ __all__ = [
 GENESIS_HASH = "0" * 64
 _CANONICAL = orjson.OPT_SORT_KEYS
 _KEY_ID_LABEL = b"audit-analyzer key id"
-#: The UTC time a rotated file's name ends with (``audit.jsonl.20260101T000000000000Z``),
-#: so that names sort in series order.
-ROTATED_STAMP = re.compile(r"\d{8}T\d{12}Z")
 
 
 def key_id(key: bytes) -> str:
@@ -250,18 +249,6 @@ class Checkpoint:
 
     def to_json(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self), option=_CANONICAL)
-
-
-def checkpoint_path(log_path: str | os.PathLike[str]) -> Path:
-    """Where the logger writes checkpoints for ``log_path``: beside it, ``.checkpoints``."""
-    path = Path(log_path)
-    return path.with_name(path.name + ".checkpoints")
-
-
-def lock_path(log_path: str | os.PathLike[str]) -> Path:
-    """The stable file writers of ``log_path`` lock to take turns: beside it, ``.lock``."""
-    path = Path(log_path)
-    return path.with_name(path.name + ".lock")
 
 
 def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint, *,
@@ -545,8 +532,9 @@ def _series_notes(ordered: list[Path], deleted: set[int]) -> tuple[str, ...]:
             f"({claimed.get('file')}), and no retention deletion of that file is recorded in "
             f"it: the oldest files may have been removed")
     last = ordered[-1]
-    base, _, stamp = last.name.removesuffix(".gz").rpartition(".")
-    if base and ROTATED_STAMP.fullmatch(stamp) and not any(p.name == base for p in ordered):
+    rotated = split_rotated(last.name)
+    base = rotated[0] if rotated is not None else ""
+    if base and not any(p.name == base for p in ordered):
         notes.append(
             f"the series ends with the rotated file {last.name}, without its active file "
             f"{base}: records written after it cannot be checked here (compare with a "

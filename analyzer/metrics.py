@@ -327,7 +327,7 @@ def read_sequence(line: bytes) -> int | None:
     """``event.sequence`` of one record line (``None`` if it has none)."""
     import orjson
 
-    from analyzer.sinks.shipper import read_head
+    from analyzer.follow import read_head
 
     head = read_head(line)
     try:

@@ -48,21 +48,24 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, LogWriteError
-from analyzer.integrity import ROTATED_STAMP
-from analyzer.sinks.shipper import Cursor, cursor_path, load_cursor
-
-if TYPE_CHECKING:
-    from analyzer.logger import AuditLogger
+from analyzer.events import AuditEvent, Level, Outcome
+from analyzer.follow import Cursor, load_cursor
+from analyzer.logger import AuditLogger
+from analyzer.series import (
+    cursor_path,
+    rotated_files,
+    rotation_time,
+    shipped_destinations,
+    split_rotated,
+)
 
 __all__ = [
     "DeletedFile",
@@ -75,14 +78,13 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_CURSOR_SUFFIX = ".cursor"
-
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
     """What an :class:`~analyzer.logger.AuditLogger` keeps of its rotated files.
 
-    Given as ``AuditLogger(..., retention=RetentionPolicy(keep_days=90))``, it is applied
+    Given as ``AuditLogger(..., retention=RetentionPolicy(keep_days=90))`` (or attached with
+    ``audit.attach(policy)``: it is an :class:`~analyzer.logger.Attachment`), it is applied
     after every rotation, with the same rules as :func:`apply_retention`.
     """
 
@@ -93,6 +95,17 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         if self.keep_days is None and self.keep_files is None:
             raise ConfigError("a retention policy needs keep_days or keep_files (or both)")
+
+    def attach(self, audit: AuditLogger) -> None:
+        """Nothing to start: the policy acts after rotations only."""
+
+    def rotated(self, audit: AuditLogger) -> None:
+        """Apply the policy to the log ``audit`` writes (it records the deletions)."""
+        apply_retention(audit.path, audit=audit, keep_days=self.keep_days,
+                        keep_files=self.keep_files, destinations=self.destinations)
+
+    def detach(self, audit: AuditLogger) -> None:
+        """Nothing to stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +148,6 @@ class _File:
     rotated: datetime
 
 
-def rotated_files(log_path: str | os.PathLike[str]) -> list[Path]:
-    """The rotated files of ``log_path``, oldest first (not the active file)."""
-    log = Path(log_path)
-    found = [p for p in log.parent.glob(f"{_glob_escape(log.name)}.*")
-             if ROTATED_STAMP.fullmatch(p.name[len(log.name) + 1:]) and p.is_file()]
-    return sorted(found, key=lambda p: p.name)
-
-
 def shipped_by(cursor: Cursor | None, file: Path, *, later: Sequence[Path],
                last_sequence: int) -> bool:
     """Whether a destination with ``cursor`` has shipped all of ``file``.
@@ -162,12 +167,6 @@ def shipped_by(cursor: Cursor | None, file: Path, *, later: Sequence[Path],
     if at is not None:
         return at != file
     return cursor.sequence is not None and cursor.sequence >= last_sequence
-
-
-def _destinations_beside(log: Path) -> tuple[str, ...]:
-    prefix = f"{log.name}.ship-"
-    return tuple(sorted(p.name[len(prefix):-len(_CURSOR_SUFFIX)]
-                        for p in log.parent.glob(f"{_glob_escape(prefix)}*{_CURSOR_SUFFIX}")))
 
 
 def apply_retention(
@@ -218,7 +217,7 @@ def apply_retention(
     if Path(audit.path).resolve() != log.resolve():
         raise ConfigError(f"the audit logger writes {audit.path}, not {log}: retention "
                           "must record deletions in the log it deletes from")
-    names = _destinations_beside(log) if destinations is None else tuple(destinations)
+    names = shipped_destinations(log) if destinations is None else tuple(destinations)
     cursors = {name: load_cursor(cursor_path(log, name)) for name in names}
     moment = now or datetime.now(UTC)
     files = [_describe(p) for p in rotated_files(log)]
@@ -259,8 +258,6 @@ def apply_retention(
 def _delete(audit: AuditLogger, path: Path, gone: DeletedFile,
             destinations: tuple[str, ...]) -> None:
     """Record the deletion (durably), then delete: never a deletion off the record."""
-    from analyzer.events import AuditEvent, Level, Outcome
-
     shipped = f"; shipped to {', '.join(destinations)}" if destinations else ""
     audit.log_event(AuditEvent(
         "audit.retention.delete", timestamp=datetime.now(UTC), level=Level.WARNING,
@@ -291,9 +288,8 @@ def _delete(audit: AuditLogger, path: Path, gone: DeletedFile,
 
 def _describe(path: Path) -> _File:
     st = path.stat()
-    stamp = path.name.rsplit(".", 1)[1]
-    rotated = datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-    return _File(path, st.st_ino, st.st_size, rotated)
+    _, stamp = split_rotated(path.name) or ("", "")
+    return _File(path, st.st_ino, st.st_size, rotation_time(stamp))
 
 
 def _record_fields(line: bytes, path: Path, where: str) -> tuple[int, str, dict]:
@@ -351,6 +347,3 @@ def _next_does_not_continue(next_path: Path, name: str, last: int, last_hash: st
                 f"hash (the chain between them does not hold: run verify)")
     return ""
 
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)

@@ -1,7 +1,7 @@
 """Watch a live audit log: score open windows as events arrive and alert within seconds.
 
 :class:`Watcher` follows the log (appends and rotation, through the shipper's
-:class:`~analyzer.sinks.shipper.LogTail`), keeps the events of the windows that are still
+:class:`~analyzer.follow.LogTail`), keeps the events of the windows that are still
 open, and every ``interval`` seconds re-scores the time windows that received events since
 the last tick. A window whose row comes back with ``alert`` set is reported once through
 ``on_alert``; if a later tick scores it higher by at least ``update_margin`` it is reported
@@ -43,7 +43,8 @@ import pandas as pd
 
 from analyzer.errors import AnalyzerError, ConfigError
 from analyzer.files import atomic_write, mode_of
-from analyzer.sinks.shipper import Cursor, LogTail, cursor_at_end
+from analyzer.follow import Cursor, LogTail, cursor_at_end
+from analyzer.series import watch_state_path as state_path
 
 if TYPE_CHECKING:
     from analyzer.logger import AuditLogger
@@ -57,11 +58,6 @@ ScoreFn = Callable[[pd.DataFrame], pd.DataFrame]
 AlertFn = Callable[[pd.DataFrame], None]
 
 _KEY = ["entity_type", "entity", "window_start"]
-
-
-def state_path(log_path: str | os.PathLike[str]) -> Path:
-    log = Path(log_path)
-    return log.with_name(f"{log.name}.watch-state")
 
 
 @dataclass(frozen=True, slots=True)

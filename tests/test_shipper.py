@@ -316,12 +316,12 @@ def _wait(condition, timeout: float = 10.0) -> None:
 
 
 def test_audit_logger_ships_in_the_background_and_loses_nothing(tmp_path):
-    """AuditLogger(ship=[...]): every record reaches the destination, including ones
+    """AuditTrail(ship=[...]): every record reaches the destination, including ones
     written while it was down, and log() never waits for it."""
     import threading
 
-    from analyzer.logger import AuditLogger
     from analyzer.sinks.shipper import DeliveryError, SendResult
+    from analyzer.trail import AuditTrail
 
     class Flaky:
         name = "flaky"
@@ -343,7 +343,7 @@ def test_audit_logger_ships_in_the_background_and_loses_nothing(tmp_path):
 
     sink = Flaky()
     log = tmp_path / "audit.jsonl"
-    audit = AuditLogger(log, ship=[sink], batch_ms=20)
+    audit = AuditTrail(log, ship=[sink], batch_ms=20)
     ids = [audit.log("login", user=f"u{i}") for i in range(50)]
     sink.down = False
     ids += [audit.log("login", user=f"v{i}") for i in range(50)]

@@ -24,7 +24,6 @@ from analyzer.cli._common import (
 from analyzer.errors import ConfigError, SourceError
 from analyzer.events import printable
 from analyzer.integrity import (
-    ROTATED_STAMP,
     Checkpoint,
     Problem,
     checkpoint_path,
@@ -33,6 +32,7 @@ from analyzer.integrity import (
     verify_series,
 )
 from analyzer.logger import AuditLogger
+from analyzer.series import split_rotated
 from analyzer.sources import (
     FORMATS,
     archive_accounting,
@@ -200,10 +200,10 @@ def _own_checkpoint_files(files: list[Path]) -> list[Path]:
     rotated files have none of their own, their checkpoints are the active file's."""
     found: dict[Path, None] = {}
     for file in files:
-        base, _, stamp = file.name.removesuffix(".gz").rpartition(".")
         candidates = [checkpoint_path(file)]
-        if base and ROTATED_STAMP.fullmatch(stamp):
-            candidates.append(checkpoint_path(file.with_name(base)))
+        rotated = split_rotated(file.name)
+        if rotated is not None:
+            candidates.append(checkpoint_path(file.with_name(rotated[0])))
         for candidate in candidates:
             if candidate.exists():
                 found[candidate] = None

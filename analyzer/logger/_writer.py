@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -44,13 +44,10 @@ from analyzer.events import (
 from analyzer.files import mode_of, open_append, open_exclusive
 from analyzer.integrity import (
     GENESIS_HASH,
-    ROTATED_STAMP,
     ChainHasher,
     chain_declaration,
-    checkpoint_path,
     declaration_problem,
     load_key,
-    lock_path,
     now_checkpoint,
     write_checkpoint,
 )
@@ -71,10 +68,30 @@ from analyzer.logger._encoding import (
     _Timestamps,
     _valid_ip,
 )
+from analyzer.series import checkpoint_path, lock_path, rotated_files, rotated_name, torn_path
 
 _log = logging.getLogger(__name__)
 
 GeoLookup = Callable[[str], "tuple[str | None, str | None] | None"]
+
+
+class Attachment(Protocol):
+    """What rides on a logger from a later stage: shipping threads, a retention policy.
+
+    The logger only writes; what acts on its files attaches itself
+    (:meth:`AuditLogger.attach`) and is told three things, always outside the logger's lock
+    (an attachment may write through the logger): that it is attached, that the file was
+    rotated, and that the logger is closing (after a flush, before the final checkpoint).
+    :class:`analyzer.retention.RetentionPolicy` and
+    :class:`analyzer.sinks.background.BackgroundShipper` are attachments;
+    :class:`analyzer.trail.AuditTrail` puts a logger and its attachments together.
+    """
+
+    def attach(self, audit: AuditLogger) -> None: ...
+
+    def rotated(self, audit: AuditLogger) -> None: ...
+
+    def detach(self, audit: AuditLogger) -> None: ...
 
 
 class Durability(enum.StrEnum):
@@ -133,11 +150,11 @@ class AuditLogger:
     retention
         A :class:`~analyzer.retention.RetentionPolicy`: after each rotation, rotated files
         past it that every destination has shipped are deleted, each deletion recorded in
-        the trail first.
-    ship
-        Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads.
-        They read the file from their own cursors, so ``log()`` never waits for them, a
-        destination that is down costs no memory, and nothing is lost: it catches up.
+        the trail first. It is attached like any :class:`Attachment`.
+    attach
+        :class:`Attachment` objects to attach once the log is open (e.g. a
+        :class:`~analyzer.sinks.background.BackgroundShipper`). To ship the log from
+        background threads, use :class:`analyzer.trail.AuditTrail` (``ship=[...]``).
     metrics
         An object with ``written(counts, sequence, service)``, e.g.
         :class:`analyzer.metrics.AuditMetrics`: after each write to the file it gets the
@@ -166,8 +183,8 @@ class AuditLogger:
         host: str | None = None,
         encryption_key: bytes | str | os.PathLike[str] | None = None,
         geo: GeoLookup | None = None,
-        ship: Sequence[Any] | None = None,
-        retention: Any = None,
+        retention: Attachment | None = None,
+        attach: Sequence[Attachment] = (),
         metrics: Any = None,
     ) -> None:
         try:
@@ -238,14 +255,10 @@ class AuditLogger:
             os.close(self._fd)
             os.close(self._lock_fd)
             raise
-        self._retention = retention
-        self._retention_due = False
-        self._shipping = None
-        if ship:
-            from analyzer.sinks.background import BackgroundShipper
-
-            self._shipping = BackgroundShipper(self.path, list(ship), audit=self)
-            self._shipping.start()
+        self._attached: list[Attachment] = []
+        self._rotated_due = False  # attachments are told outside the lock
+        for item in (*attach, *([retention] if retention is not None else [])):
+            self.attach(item)
         atexit.register(self.close)
         if self.recovered_torn is not None:
             self.log("audit.recovery", level=Level.WARNING, outcome=Outcome.SUCCESS,
@@ -474,23 +487,31 @@ class AuditLogger:
         cut = canonical.rfind(b'"sequence":-1')
         return canonical[:cut + 11], canonical[cut + 13:], ev["id"]
 
+    def attach(self, item: Attachment) -> None:
+        """Attach ``item`` (see :class:`Attachment`): it is told of rotations and of close."""
+        item.attach(self)
+        with self._lock:
+            self._attached.append(item)
+
     def flush(self, *, fsync: bool = False) -> None:
         """Write every queued record now (and fsync the file if asked)."""
         with self._lock:
             self._flush_locked()
             if fsync:
                 os.fsync(self._fd)
-        if self._retention_due:
-            self._apply_retention()
+        if self._rotated_due:
+            self._tell_rotated()
 
     def close(self) -> None:
-        """Flush, stop shipping, write a final checkpoint and close the file. Idempotent."""
-        if self._shipping is not None and not self._closed:
+        """Flush, detach what is attached, write a final checkpoint and close the file.
+        Idempotent."""
+        if self._attached and not self._closed:
             with self._lock:
                 self._flush_locked()
             # Outside the lock: a shipping thread may be logging a rejection report. What it
             # has not delivered yet waits in the file for the next start, from its cursor.
-            self._shipping.stop(timeout=5)
+            for item in reversed(self._attached):
+                item.detach(self)
         with self._lock:
             if self._closed:
                 return
@@ -562,20 +583,17 @@ class AuditLogger:
                     os.fsync(self._fd)
             elif self._flusher is None:
                 self._start_flusher()
-        if self._retention_due:
-            self._apply_retention()
+        if self._rotated_due:
+            self._tell_rotated()
 
-    def _apply_retention(self) -> None:
-        """Apply the retention policy; called without the lock (it writes audit events)."""
-        from analyzer.retention import apply_retention
-
-        self._retention_due = False
-        policy = self._retention
-        try:
-            apply_retention(self.path, audit=self, keep_days=policy.keep_days,
-                            keep_files=policy.keep_files, destinations=policy.destinations)
-        except AnalyzerError as exc:  # retention must never stop the application logging
-            _log.error("retention of %s failed: %s", self.path, exc)
+    def _tell_rotated(self) -> None:
+        """Tell the attachments of a rotation; without the lock (they write audit events)."""
+        self._rotated_due = False
+        for item in list(self._attached):
+            try:
+                item.rotated(self)
+            except AnalyzerError as exc:  # e.g. retention: never stops the application logging
+                _log.error("after the rotation of %s, %r failed: %s", self.path, item, exc)
 
     def _start_flusher(self) -> None:
         # A daemon thread bounds how long a record can wait in memory under "batch".
@@ -594,8 +612,8 @@ class AuditLogger:
                         self._flush_locked()
                     except LogWriteError:
                         _log.exception("background flush of %s failed", self.path)
-            if self._retention_due and not self._closed:
-                self._apply_retention()
+            if self._rotated_due and not self._closed:
+                self._tell_rotated()
 
     def _flush_locked(self) -> None:
         if not self._pending:
@@ -726,10 +744,10 @@ class AuditLogger:
         that still hold the old descriptor wait for us and then find it is no longer the log.
         """
         now = datetime.now(UTC)
-        rotated = self.path.with_name(f"{self.path.name}.{now:%Y%m%dT%H%M%S%fZ}")
+        rotated = rotated_name(self.path, now)
         while rotated.exists():  # a clock stepped back: never replace an earlier file
             now += timedelta(microseconds=1)
-            rotated = self.path.with_name(f"{self.path.name}.{now:%Y%m%dT%H%M%S%fZ}")
+            rotated = rotated_name(self.path, now)
         os.replace(self.path, rotated)
         os.close(self._fd)
         self._fd = open_append(self.path, 0o640, readable=True)
@@ -737,7 +755,7 @@ class AuditLogger:
         self._file_started_ns = None
         self._needs_marker = rotated.name
         self._declared_ino = os.fstat(self._fd).st_ino  # we write its declaration
-        self._retention_due = self._retention is not None
+        self._rotated_due = bool(self._attached)
         _log.info("rotated %s to %s at sequence %d", self.path, rotated.name, self._seq)
 
     def _rotated_elsewhere(self) -> bool:
@@ -810,8 +828,7 @@ class AuditLogger:
 
     def _head_of_rotated(self) -> tuple[int, int, str]:
         """An empty log whose earlier files were rotated away continues their chain."""
-        siblings = sorted(p for p in self.path.parent.glob(f"{self.path.name}.*")
-                          if ROTATED_STAMP.fullmatch(p.name[len(self.path.name) + 1:]))
+        siblings = rotated_files(self.path)
         if not siblings:
             return 0, 0, GENESIS_HASH
         newest = siblings[-1]
@@ -828,8 +845,7 @@ class AuditLogger:
 
     def _set_aside_torn(self, start: int, size: int) -> int:
         torn = os.pread(self._fd, size - start, start)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
+        aside = torn_path(self.path, datetime.now(UTC))
         fd = open_exclusive(aside, mode_of(self.path))
         try:
             os.write(fd, torn)

@@ -29,13 +29,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from analyzer.errors import AnalyzerError, ConfigError
+from analyzer.logger import AuditLogger
 from analyzer.sinks.shipper import Record, Shipper, ShipStats, Sink
-
-if TYPE_CHECKING:
-    from analyzer.logger import AuditLogger
 
 __all__ = ["BackgroundShipper"]
 
@@ -84,6 +82,23 @@ class BackgroundShipper:
                                   select=select, cpu_share=share, **shipper_options)
                           for sink in sinks]
         self._threads: list[threading.Thread] = []
+
+    def attach(self, audit: AuditLogger) -> None:
+        """Start shipping when attached to the application's logger
+        (:meth:`AuditLogger.attach <analyzer.logger.AuditLogger.attach>`), reporting through
+        it unless another logger was given."""
+        if self.audit is None:
+            self.audit = audit
+            for shipper in self._shippers:
+                shipper.audit = audit
+        self.start()
+
+    def rotated(self, audit: AuditLogger) -> None:
+        """Nothing to do: the threads follow the rotation from their cursors."""
+
+    def detach(self, audit: AuditLogger) -> None:
+        """Stop when the logger closes (what is not delivered waits in the file)."""
+        self.stop(timeout=5)
 
     def start(self) -> None:
         """Start the threads (daemon: they never keep the process alive)."""

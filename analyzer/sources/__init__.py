@@ -20,6 +20,9 @@ from typing import Any
 import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
+
+# Which files beside a log are not logs is analyzer.series's (re-exported: readers skip them).
+from analyzer.series import is_side_file
 from analyzer.sources._base import (
     ARCHIVES,
     ReadResult,
@@ -110,23 +113,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                       f"({', '.join(FORMATS)})")
 
 
-#: Files the tools keep beside a log, never logs themselves (skipped in folders and globs):
-#: rejected lines, checkpoints, torn tails, shipper cursors and dead letters, watch state,
-#: the writers' lock file (``.lock``, a suffix: a marker would also match ``x.lockdown``).
-SIDE_FILE_MARKERS = (".rejected", ".checkpoints", ".torn-", ".ship-", ".watch-state", ".cursor")
-SIDE_FILE_SUFFIXES = (".tmp", ".key", ".pub", ".md", ".lock")
-
-
 def _parquet_source(path: str | os.PathLike[str]) -> bool:
     from analyzer.sources.parquet import is_source
 
     return is_source(path)
-
-
-def is_side_file(path: Path) -> bool:
-    """True for the files the tools keep beside a log (see :data:`SIDE_FILE_MARKERS`)."""
-    return (any(marker in path.name for marker in SIDE_FILE_MARKERS)
-            or path.name.endswith(SIDE_FILE_SUFFIXES))
 
 
 def expand_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,

@@ -1,0 +1,71 @@
+"""The audit trail as an application holds it: a logger with its wing attached.
+
+:class:`~analyzer.logger.AuditLogger` only writes. Shipping the log to other services
+(:mod:`analyzer.sinks`) and deleting old rotated files (:mod:`analyzer.retention`) act on
+its files from a later stage and attach to it through the logger's
+:class:`~analyzer.logger.Attachment` protocol. :class:`AuditTrail` puts the three together
+for an application, so that it does not wire them itself:
+
+>>> import tempfile, os
+>>> from analyzer.sinks.shipper import SendResult
+>>> class Collect:
+...     name = "collect"
+...     def __init__(self): self.ids = []
+...     def send(self, batch):
+...         self.ids += [r.event_id for r in batch]
+...         return SendResult()
+...     def close(self): pass
+>>> sink = Collect()
+>>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+>>> with AuditTrail(path, ship=[sink], ship_options={"poll_interval": 0.01}) as audit:
+...     event_id = audit.log("login", user="alice", outcome="success")
+>>> from analyzer.sinks.shipper import Shipper
+>>> event_id in sink.ids or Shipper(path, sink).run().delivered == 1
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from analyzer.logger import AuditLogger
+from analyzer.retention import RetentionPolicy
+from analyzer.sinks.background import BackgroundShipper
+from analyzer.sinks.shipper import Sink
+
+__all__ = ["AuditTrail"]
+
+
+class AuditTrail(AuditLogger):
+    """An :class:`~analyzer.logger.AuditLogger` that ships its log and applies retention.
+
+    Parameters
+    ----------
+    path
+        The audit log, as for :class:`~analyzer.logger.AuditLogger`.
+    ship
+        Destinations (:mod:`analyzer.sinks`) to ship the log to from background threads
+        (a :class:`~analyzer.sinks.background.BackgroundShipper`, attached to the logger).
+        They read the file from their own cursors, so ``log()`` never waits for them, a
+        destination that is down costs no memory, and nothing is lost: it catches up.
+        Rejected records and a destination that stops for good are reported in the trail.
+    retention
+        A :class:`~analyzer.retention.RetentionPolicy` applied after each rotation.
+    ship_options
+        Passed to the :class:`~analyzer.sinks.background.BackgroundShipper`
+        (``poll_interval``, ``select``, ``cpu_share``, batch sizes).
+    **options
+        Everything else :class:`~analyzer.logger.AuditLogger` takes (``key``,
+        ``rotate_bytes``, ``durability``...).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, ship: Sequence[Sink] = (),
+                 retention: RetentionPolicy | None = None,
+                 ship_options: Mapping[str, Any] | None = None, **options: Any) -> None:
+        # Built first: destinations with the same name are refused before the log is opened.
+        self.shipping = (BackgroundShipper(path, list(ship), **(ship_options or {}))
+                         if ship else None)
+        attach = [*options.pop("attach", ()), *([self.shipping] if self.shipping else [])]
+        super().__init__(path, retention=retention, attach=attach, **options)
