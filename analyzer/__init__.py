@@ -39,6 +39,7 @@ __version__: str  # resolved on first access (see __getattr__)
 # Names whose modules pull in pandas / scikit-learn: resolved on first access.
 _LAZY = {
     "AuditModel": "analyzer.model",
+    "AuditTrail": "analyzer.trail",
     "DriftReport": "analyzer.drift",
     "Filter": "analyzer.query",
     "ModelRegistry": "analyzer.registry",
@@ -62,6 +63,7 @@ __all__ = [
     "AuditHandler",
     "AuditLogger",
     "AuditModel",
+    "AuditTrail",
     "Checkpoint",
     "ConfigError",
     "DeliveryError",

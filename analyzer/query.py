@@ -51,7 +51,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.crypto import SEALED_MARK
+from analyzer.durations import parse_duration
 from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import (
     OUTCOME_CATEGORIES,
@@ -158,15 +159,12 @@ _TS_LEN = 27  # 2026-01-02T03:04:05.000000Z
 
 # -- filters -------------------------------------------------------------------------------
 
-_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_time(value: str | datetime, *, now: datetime | None = None) -> datetime:
     """A point in time from ISO 8601 (a date, or a date and time) or a span back from now.
 
-    Relative spans are a number and a unit: ``s``, ``m`` (minutes), ``h``, ``d``, ``w``.
-    A naive date or time is UTC.
+    Relative spans are durations (:func:`~analyzer.durations.parse_duration`): a number and
+    a unit, ``s``, ``m`` (minutes), ``h``, ``d``, ``w``, or several (``1h30m``); a clock
+    (``10:00:00``) is not a span here, it reads as a time of day. A naive date or time is UTC.
 
     >>> now = datetime(2026, 1, 10, 12, tzinfo=UTC)
     >>> parse_time("7d", now=now).isoformat()
@@ -177,10 +175,11 @@ def parse_time(value: str | datetime, *, now: datetime | None = None) -> datetim
     if isinstance(value, datetime):
         return parse_timestamp(value)
     text = value.strip()
-    match = _RELATIVE.fullmatch(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2).lower()
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    if ":" not in text:
+        try:
+            return (now or datetime.now(UTC)) - parse_duration(text)
+        except ConfigError:
+            pass  # not a span: a date or time, below
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z")
                                         else text)

@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from analyzer.durations import parse_duration
 from analyzer.errors import AnalyzerError, ConfigError
 from analyzer.files import atomic_write, mode_of
 from analyzer.follow import Cursor, LogTail, cursor_at_end
@@ -198,10 +199,7 @@ class Watcher:
             raise ConfigError("interval and poll_interval must be positive, grace not negative")
         if on_stats is not None and stats_every <= 0:
             raise ConfigError("stats_every must be positive")
-        try:
-            self._window = pd.Timedelta(window)
-        except ValueError:
-            raise ConfigError(f"window: not a duration: {window!r}") from None
+        self._window = pd.Timedelta(parse_duration(window, name="window"))
         if self._window <= pd.Timedelta(0):
             raise ConfigError("window must be positive")
         self.log_path = Path(log_path)

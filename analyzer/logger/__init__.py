@@ -3,6 +3,9 @@
 :class:`AuditLogger` writes to the file it is given; the package keeps no global configuration
 (only bounded caches of encoded strings, and a weak registry of loggers to reopen after a fork).
 The writer is :mod:`._writer`, the record encoding :mod:`._encoding`, the bridges :mod:`._bridge`.
+The logger only writes: what acts on its files from a later stage (shipping, retention)
+attaches to it as an :class:`Attachment` and is told of rotations and of close
+(:class:`analyzer.trail.AuditTrail` puts them together).
 ``log()`` builds the ECS document and queues it; records are chained (sequence and hash)
 and appended when the queue is flushed, under an exclusive lock on a stable lock file beside
 the log (``<log>.lock``, not the log itself, which rotation renames), so that several threads
@@ -28,9 +31,10 @@ True
 """
 
 from analyzer.logger._bridge import AuditHandler, log_audit_event, setup_audit_logger
-from analyzer.logger._writer import AuditLogger, Durability
+from analyzer.logger._writer import Attachment, AuditLogger, Durability
 
 __all__ = [
+    "Attachment",
     "AuditHandler",
     "AuditLogger",
     "Durability",

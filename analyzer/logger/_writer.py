@@ -9,7 +9,6 @@ import functools
 import itertools
 import logging
 import os
-import re
 import secrets
 import socket
 import sys
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from analyzer.durations import parse_duration
 from analyzer.errors import (
     AnalyzerError,
     ConfigError,
@@ -134,7 +134,8 @@ class AuditLogger:
         records, and always on close. ``0`` writes one on close only.
     rotate_bytes, rotate_every
         Rotate the file when it reaches this size, or when its first record is this old
-        (``"1d"``, ``"6h"`` or a timedelta). The rotated file is renamed
+        (``"1d"``, ``"6h"``, any :func:`~analyzer.durations.parse_duration` form, or a
+        timedelta). The rotated file is renamed
         ``<name>.<UTC time>`` and the chain continues in a fresh file, whose first record
         (``audit.rotation``) names the previous file, its last sequence and hash.
     name
@@ -207,7 +208,7 @@ class AuditLogger:
         if rotate_bytes is not None and rotate_bytes < 1:
             raise ConfigError("rotate_bytes must be positive")
         self._rotate_bytes = rotate_bytes
-        self._rotate_ns = _duration_ns(rotate_every)
+        self._rotate_ns = _rotation_ns(rotate_every)
         self._file_started_ns: int | None = None
         self._needs_marker: str | None = None
         self._timestamps = _Timestamps()
@@ -914,18 +915,13 @@ def _mark_forked() -> None:
         audit._forked = True
 
 
-def _duration_ns(value: str | timedelta | None) -> int | None:
+def _rotation_ns(value: str | timedelta | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value)
-        if not match:
-            raise ConfigError(f"rotate_every: expected e.g. 30m, 6h or 1d, got {value!r}")
-        value = timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours",
-                              "d": "days"}[match[2]]: int(match[1])})
-    if value <= timedelta(0):
+    span = parse_duration(value, name="rotate_every")
+    if span <= timedelta(0):
         raise ConfigError("rotate_every must be positive")
-    return int(value.total_seconds() * 1e9)
+    return int(span.total_seconds() * 1e9)
 
 
 def _open_lock(log: Path) -> int:
