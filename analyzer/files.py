@@ -34,11 +34,14 @@ from pathlib import Path
 
 from analyzer.errors import ConfigError, SourceError
 
-__all__ = ["PRIVATE", "append_side", "atomic_write", "check_private", "mode_of", "open_append",
-           "open_exclusive"]
+__all__ = ["PRIVATE", "USER_OUTPUT", "append_side", "atomic_write", "check_private", "mode_of",
+           "open_append", "open_exclusive"]
 
 #: The mode of a side file that belongs to no other file.
 PRIVATE = 0o600
+#: The mode of an output the user asked for (a report): the umask decides, as for any file
+#: they create with their tools.
+USER_OUTPUT = 0o666
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from analyzer.cli._common import (
     report_read,
     say,
 )
+from analyzer.files import USER_OUTPUT, atomic_write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +111,4 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"), mode=USER_OUTPUT, fsync=False)

@@ -28,6 +28,7 @@ import orjson
 import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
+from analyzer.files import USER_OUTPUT, atomic_write
 from analyzer.report.html import render_html
 from analyzer.report.i18n import LANGUAGES, get_locale
 from analyzer.report.text import render_text
@@ -349,7 +350,5 @@ def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = 
             continue
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(render(view), encoding="utf-8", newline="\n")
-        os.replace(tmp, target)
+        atomic_write(target, render(view).encode("utf-8"), mode=USER_OUTPUT, fsync=False)
     return view
