@@ -235,24 +235,30 @@ def apply_retention(
         elif held:
             reason = f"an older file ({held}) is kept, and files go oldest first"
         else:
-            first, last, last_hash = _sequences(file.path)
             later = [f.path for f in files[index + 1:]] + [log]
-            waiting = [d for d, c in cursors.items()
-                       if not shipped_by(c, file.path, later=later, last_sequence=last)]
-            if waiting:
-                reason = f"not yet shipped to {', '.join(waiting)}"
-            else:
-                reason = _next_does_not_continue(later[0], name, last, last_hash)
+            reason, gone = _deletable(file, later, cursors)
         if reason:
             kept.append((name, reason))
             held = held or name
             continue
-        gone = DeletedFile(name, first, last, last_hash, file.size,
-                           file.rotated.isoformat().replace("+00:00", "Z"))
         if not dry_run:
             _delete(audit, file.path, gone, names)
         deleted.append(gone)
     return RetentionReport(tuple(deleted), tuple(kept), names, dry_run)
+
+
+def _deletable(file: _File, later: list[Path], cursors: dict[str, Cursor | None]
+               ) -> tuple[str, DeletedFile]:
+    """Why the oldest file left, past retention, must still be kept ("" if it need not),
+    and what deleting it removes. ``later`` are the files after it, the active file last."""
+    first, last, last_hash = _sequences(file.path)
+    gone = DeletedFile(file.path.name, first, last, last_hash, file.size,
+                       file.rotated.isoformat().replace("+00:00", "Z"))
+    waiting = [d for d, c in cursors.items()
+               if not shipped_by(c, file.path, later=later, last_sequence=last)]
+    if waiting:
+        return f"not yet shipped to {', '.join(waiting)}", gone
+    return _next_does_not_continue(later[0], file.path.name, last, last_hash), gone
 
 
 def _delete(audit: AuditLogger, path: Path, gone: DeletedFile,

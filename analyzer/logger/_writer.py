@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -69,6 +69,9 @@ from analyzer.logger._encoding import (
     _valid_ip,
 )
 from analyzer.series import checkpoint_path, lock_path, rotated_files, rotated_name, torn_path
+
+if TYPE_CHECKING:
+    from analyzer.crypto import RecordCipher  # imported when a logger encrypts, not before
 
 _log = logging.getLogger(__name__)
 
@@ -188,13 +191,7 @@ class AuditLogger:
         attach: Sequence[Attachment] = (),
         metrics: Any = None,
     ) -> None:
-        try:
-            self.durability = Durability(durability)
-        except ValueError:
-            raise ConfigError(
-                f"durability must be flush, batch or fsync, not {durability!r}") from None
-        if batch_records < 1 or batch_ms <= 0:
-            raise ConfigError("batch_records and batch_ms must be positive")
+        self.durability = _durability(durability, batch_records, batch_ms)
         self.path = Path(path)
         self.service = service
         self.name = name
@@ -205,21 +202,20 @@ class AuditLogger:
         self._batch_records = batch_records if self.durability is Durability.BATCH else 1
         self._batch_seconds = batch_ms / 1000.0
         self._checkpoint_every = checkpoint_every
-        if rotate_bytes is not None and rotate_bytes < 1:
-            raise ConfigError("rotate_bytes must be positive")
-        self._rotate_bytes = rotate_bytes
-        self._rotate_ns = _rotation_ns(rotate_every)
+        self._rotate_bytes, self._rotate_ns = _rotation(rotate_bytes, rotate_every)
         self._file_started_ns: int | None = None
         self._needs_marker: str | None = None
         self._timestamps = _Timestamps()
-        self._host_json = orjson.dumps(self.host)
-        self._name_json = orjson.dumps(name)
+        # constant parts of every record, encoded once
+        self._host_json, self._name_json = orjson.dumps(self.host), orjson.dumps(name)
         self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
         self._cipher = None
         if encryption_key is not None:
             from analyzer.crypto import RecordCipher, load_encryption_key
 
             self._cipher = RecordCipher(load_encryption_key(encryption_key))
+        # whether every record takes the general path of log() (sealing, a geo lookup)
+        self._general = self._cipher is not None or self._geo is not None
         self._pid = os.getpid()
         self._process_json = b',"process":{"pid":%d}' % self._pid
         self._forked = False
@@ -239,23 +235,7 @@ class AuditLogger:
         self._tally: list[tuple[Level, Outcome]] = []
         self.recovered_torn: Path | None = None
         self._declared_ino = -1  # the file whose chain declaration was checked
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _open_lock(self.path)
-            self._fd = open_append(self.path, 0o640, readable=True)
-        except OSError as exc:
-            raise LogWriteError(
-                f"{self.path}: cannot open audit log: {exc.strerror or exc}") from None
-        self._end = -1  # unknown until read under the lock
-        try:
-            with self._file_lock():
-                self._sync_locked()
-            if self._cipher is None and self._end:
-                self._refuse_clear_into_sealed()
-        except BaseException:
-            os.close(self._fd)
-            os.close(self._lock_fd)
-            raise
+        self._open()
         self._attached: list[Attachment] = []
         self._rotated_due = False  # attachments are told outside the lock
         for item in (*attach, *([retention] if retention is not None else [])):
@@ -319,97 +299,45 @@ class AuditLogger:
             raise SchemaError("event.action: must be a non-empty string")
         if type(message) is not str:
             raise SchemaError(f"message: expected a string, got {message!r:.60}")
-        out = _OUTCOMES.get(outcome) if type(outcome) is str else None  # the common case
-        if out is None:
-            out = Outcome.parse(outcome)
-        if category is None:
-            category_part = _CATEGORY_PARTS.get(action)
-            if category_part is None:
-                category_part = _category_part(action, infer_category(action))
-        else:
-            cats = [category] if isinstance(category, str) else list(category)
-            bad = [c for c in cats if c not in ECS_CATEGORIES]
-            if bad:
-                raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
-            category_part = b',"category":' + orjson.dumps(cats) if cats else b""
+        # the common case, a string, from a table; anything else parsed
+        out = (_OUTCOMES.get(outcome) if type(outcome) is str else None) or Outcome.parse(outcome)
+        category_part = (_CATEGORY_PARTS.get(action) if category is None
+                         else _given_categories(category))
+        if category_part is None:
+            category_part = _category_part(action, infer_category(action))
         frame = sys._getframe(stacklevel)
         if self._forked:
             self._after_fork()
         event_id = f"{self._id_prefix}-{next(self._ids):x}"
-        # The record is assembled as canonical JSON directly, keys in sorted order at every
-        # level (DESIGN contract 2), from pre-encoded constant parts: no dict per record and
-        # one pass. verify() re-derives the canonical form with orjson, and the tests check
-        # that the two agree on arbitrary values.
-        strings = _JSON_STRINGS
-        try:
-            # Fragments of the fields that are encrypted at rest when a cipher is configured.
-            analyzer_part = (b'"analyzer":' + orjson.dumps(
-                dict(extra), default=json_default, option=_CANONICAL)) if extra else b""
-            resource_part = session_part = source_part = user_part = b""
-            if resource and not resource_type and bytes is None:  # the common case
+        try:  # canonical JSON assembled directly (see _field_parts): no dict per record
+            if (extra or session or resource_type or roles or country or city or self._general
+                    or bytes is not None or (user and type(user) is not str)):
+                analyzer_part, resource_part, session_part, source_part, user_part, message = \
+                    self._field_parts(extra, resource, resource_type, bytes, session, source_ip,
+                                      country, city, user, roles, message, event_id)
+            else:  # the common case, inline (a call costs 5 % here): a name, an address, a user
+                analyzer_part = session_part = b""
                 resource_part = b',"resource":{"name":%s}' % (
-                    strings.get(resource) or _jstr(resource))
-            elif resource or resource_type or bytes is not None:
-                parts = []
-                if bytes is not None:
-                    if type(bytes) is not int or not 0 <= bytes < 1 << 63:
-                        # a larger integer reads back as a float and breaks the chain
-                        raise SchemaError(f"resource.bytes: expected an integer from 0 to "
-                                          f"2**63-1, got {bytes!r:.60}")
-                    parts.append(b'"bytes":%d' % bytes)
-                if resource:
-                    parts.append(b'"name":' + (strings.get(resource) or _jstr(resource)))
-                if resource_type:
-                    parts.append(b'"type":' + _jstr(resource_type))
-                resource_part = b',"resource":{%s}' % b",".join(parts)
-            if session:
-                session_part = b',"session":{"id":%s}' % _jstr(session)
-            if source_ip:
-                ip = _valid_ip(source_ip)
-                if country is None and self._geo is not None:
-                    country, city = self._geo(ip) or (None, None)
-                if country or city:
-                    geo = []
-                    if city:
-                        geo.append(b'"city_name":' + _jstr(city))
-                    if country:
-                        geo.append(b'"country_iso_code":' + _jstr(country))
-                    source_part = b',"source":{"geo":{%s},"ip":"%s"}' % (b",".join(geo),
-                                                                        ip.encode())
-                else:
-                    source_part = b',"source":{"ip":"%s"}' % ip.encode()
-            if user:
-                if type(user) is not str:
-                    raise SchemaError(f"user.name: expected a string, got {user!r}")
-                user_part = b',"user":{"name":%s%s}' % (
-                    strings.get(user) or _jstr(user),
-                    b',"roles":' + _roles_json(roles) if roles else b"")
-            if self._cipher is not None:
-                # the parts begin with their separating comma; the message leads
-                secret = b'{"message":%s%s%s%s%s%s}' % (
-                    orjson.dumps(message), b"," if analyzer_part else b"", analyzer_part,
-                    resource_part, session_part, source_part + user_part)
-                envelope = self._cipher.seal_envelope(secret, event_id)
-                analyzer_part = b'"analyzer":{"encrypted":%s}' % envelope
-                message, resource_part = "", b""
-                session_part = source_part = user_part = b""
+                    _JSON_STRINGS.get(resource) or _jstr(resource)) if resource else b""
+                source_part = b',"source":{"ip":"%s"}' % _valid_ip(source_ip).encode() \
+                    if source_ip else b""
+                user_part = b',"user":{"name":%s}' % (
+                    _JSON_STRINGS.get(user) or _jstr(user)) if user else b""
             origin = _ORIGINS.get((frame.f_code, frame.f_lineno)) or _origin_json(
                 frame.f_code, frame.f_lineno)
             prefix = b'{"@timestamp":"%s"%s%s%s%s%s,"id":"%s%s' % (
                 self._timestamps.now() if timestamp is None else _stamp(timestamp).encode(),
                 b"," if analyzer_part else b"", analyzer_part, _ECS_PART,
-                strings.get(action) or _jstr(action), category_part, event_id.encode(),
+                _JSON_STRINGS.get(action) or _jstr(action), category_part, event_id.encode(),
                 _OUTCOME_PART[out])
             suffix = b'},"host":{"name":%s%s%s%s%s%s%s%s%s%s%s}' % (
                 self._host_json if not host else _jstr(host), _LEVEL_PART[lvl],
                 self._name_json, origin, orjson.dumps(message), self._process_json,
                 resource_part, self._service_json, session_part, source_part, user_part)
         except (TypeError, SchemaError) as exc:  # a value of the wrong type, lone surrogates
-            raise SchemaError(_bad_field(exc, {
-                "user.name": user, "resource.name": resource, "resource.type": resource_type,
-                "session.id": session, "source.ip": source_ip, "host.name": host,
-                "source.geo.country_iso_code": country, "source.geo.city_name": city,
-                "analyzer": extra})) from None
+            raise SchemaError(_bad_field(exc, _named(
+                user, resource, resource_type, session, source_ip, host, country, city,
+                extra))) from None
         if len(prefix) + len(suffix) > _MAX_PARTS:
             raise SchemaError(_too_large(len(prefix) + len(suffix), {
                 "message": message, "analyzer": extra, "resource.name": resource,
@@ -417,6 +345,53 @@ class AuditLogger:
                     analyzer_part if self._cipher is not None else None}))
         self._enqueue((prefix, suffix), lvl, out)
         return event_id
+
+    def _field_parts(self, extra: Mapping[str, Any] | None, resource: str | None,
+                     resource_type: str | None, bytes: int | None, session: str | None,
+                     source_ip: str | None, country: str | None, city: str | None,
+                     user: str | None, roles: Iterable[str] | None, message: str,
+                     event_id: str) -> tuple[bytes, bytes, bytes, bytes, bytes, str]:
+        """The fragments of the fields that are encrypted at rest when a cipher is configured:
+        ``analyzer`` (without a leading comma), then ``resource``, ``session``, ``source`` and
+        ``user`` (each with its separating comma, or empty), and the message; with a cipher,
+        the sealed ``analyzer`` fragment, empty ones and an empty message.
+
+        The record is assembled as canonical JSON directly, keys in sorted order at every
+        level (DESIGN contract 2), from pre-encoded constant parts: no dict per record and one
+        pass. verify() re-derives the canonical form with orjson, and the tests check that the
+        two agree on arbitrary values.
+        """
+        strings = _JSON_STRINGS
+        analyzer_part = (b'"analyzer":' + orjson.dumps(
+            dict(extra), default=json_default, option=_CANONICAL)) if extra else b""
+        resource_part = session_part = source_part = user_part = b""
+        if resource and not resource_type and bytes is None:  # the common case
+            resource_part = b',"resource":{"name":%s}' % (
+                strings.get(resource) or _jstr(resource))
+        elif resource or resource_type or bytes is not None:
+            resource_part = _resource_part(resource, resource_type, bytes)
+        if session:
+            session_part = b',"session":{"id":%s}' % _jstr(session)
+        if source_ip:
+            ip = _valid_ip(source_ip)
+            if country is None and self._geo is not None:
+                country, city = self._geo(ip) or (None, None)
+            if country or city:
+                source_part = _source_part(ip, country, city)
+            else:
+                source_part = b',"source":{"ip":"%s"}' % ip.encode()
+        if user:
+            if type(user) is not str:
+                raise SchemaError(f"user.name: expected a string, got {user!r}")
+            user_part = b',"user":{"name":%s%s}' % (
+                strings.get(user) or _jstr(user),
+                b',"roles":' + _roles_json(roles) if roles else b"")
+        if self._cipher is not None:
+            analyzer_part = _sealed(self._cipher, event_id, message, analyzer_part,
+                                    resource_part + session_part + source_part + user_part)
+            return analyzer_part, b"", b"", b"", b"", ""
+        return analyzer_part, resource_part, session_part, source_part, user_part, message
+
 
     def debug(self, action: str, **fields: Any) -> str | None:
         return self.log(action, level=Level.DEBUG, stacklevel=2, **fields)
@@ -539,6 +514,26 @@ class AuditLogger:
         return f"AuditLogger({str(self.path)!r}, durability={self.durability.value!r})"
 
     # -- writing -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Open the lock file and the log, and continue the chain that is on disk."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _open_lock(self.path)
+            self._fd = open_append(self.path, 0o640, readable=True)
+        except OSError as exc:
+            raise LogWriteError(
+                f"{self.path}: cannot open audit log: {exc.strerror or exc}") from None
+        self._end = -1  # unknown until read under the lock
+        try:
+            with self._file_lock():
+                self._sync_locked()
+            if self._cipher is None and self._end:
+                self._refuse_clear_into_sealed()
+        except BaseException:
+            os.close(self._fd)
+            os.close(self._lock_fd)
+            raise
 
     def _refuse_clear_into_sealed(self) -> None:
         """An encrypted trail gets no record in clear: without its key, refuse to write."""
@@ -869,12 +864,67 @@ _FORK_HOOK: list[bool] = []
 _MAX_PARTS = MAX_RECORD_BYTES - 94
 
 
+def _sealed(cipher: RecordCipher, event_id: str, message: str, analyzer_part: bytes,
+            parts: bytes) -> bytes:
+    """The ``analyzer`` fragment holding the message and the ``parts`` sealed (their leading
+    commas separate them inside the sealed object; the message leads)."""
+    secret = b'{"message":%s%s%s%s}' % (
+        orjson.dumps(message), b"," if analyzer_part else b"", analyzer_part, parts)
+    return b'"analyzer":{"encrypted":%s}' % cipher.seal_envelope(secret, event_id)
+
+
+def _given_categories(category: str | Iterable[str]) -> bytes:
+    """The ``category`` fragment of categories given to :meth:`AuditLogger.log`."""
+    cats = [category] if isinstance(category, str) else list(category)
+    bad = [c for c in cats if c not in ECS_CATEGORIES]
+    if bad:
+        raise SchemaError(f"event.category: not an ECS category: {', '.join(bad)}")
+    return b',"category":' + orjson.dumps(cats) if cats else b""
+
+
+def _resource_part(resource: str | None, resource_type: str | None,
+                   size: int | None) -> bytes:
+    """The ``resource`` fragment beyond the common case of a name alone."""
+    parts = []
+    if size is not None:
+        if type(size) is not int or not 0 <= size < 1 << 63:
+            # a larger integer reads back as a float and breaks the chain
+            raise SchemaError(f"resource.bytes: expected an integer from 0 to "
+                              f"2**63-1, got {size!r:.60}")
+        parts.append(b'"bytes":%d' % size)
+    if resource:
+        parts.append(b'"name":' + (_JSON_STRINGS.get(resource) or _jstr(resource)))
+    if resource_type:
+        parts.append(b'"type":' + _jstr(resource_type))
+    return b',"resource":{%s}' % b",".join(parts)
+
+
+def _source_part(ip: str, country: str | None, city: str | None) -> bytes:
+    """The ``source`` fragment of an address with a place (keys in canonical order)."""
+    geo = []
+    if city:
+        geo.append(b'"city_name":' + _jstr(city))
+    if country:
+        geo.append(b'"country_iso_code":' + _jstr(country))
+    return b',"source":{"geo":{%s},"ip":"%s"}' % (b",".join(geo), ip.encode())
+
+
 def _roles_json(roles: Iterable[str] | str) -> bytes:
     values = [roles] if isinstance(roles, str) else list(roles)
     bad = next((r for r in values if type(r) is not str), None)
     if bad is not None:
         raise SchemaError(f"user.roles: expected strings, got {bad!r:.60}")
     return orjson.dumps(values)
+
+
+def _named(user: object, resource: object, resource_type: object, session: object,
+           source_ip: object, host: object, country: object, city: object,
+           extra: object) -> dict[str, Any]:
+    """The fields :meth:`AuditLogger.log` was given, by their ECS names (for its errors)."""
+    return {"user.name": user, "resource.name": resource, "resource.type": resource_type,
+            "session.id": session, "source.ip": source_ip, "host.name": host,
+            "source.geo.country_iso_code": country, "source.geo.city_name": city,
+            "analyzer": extra}
 
 
 def _bad_field(exc: BaseException, fields: Mapping[str, Any]) -> str:
@@ -915,13 +965,28 @@ def _mark_forked() -> None:
         audit._forked = True
 
 
-def _rotation_ns(value: str | timedelta | None) -> int | None:
-    if value is None:
-        return None
-    span = parse_duration(value, name="rotate_every")
+def _durability(durability: Durability | str, batch_records: int, batch_ms: float
+                ) -> Durability:
+    if batch_records < 1 or batch_ms <= 0:
+        raise ConfigError("batch_records and batch_ms must be positive")
+    try:
+        return Durability(durability)
+    except ValueError:
+        raise ConfigError(
+            f"durability must be flush, batch or fsync, not {durability!r}") from None
+
+
+def _rotation(size: int | None, every: str | timedelta | None
+              ) -> tuple[int | None, int | None]:
+    """``(bytes, nanoseconds)`` a file is rotated at (``None``: not by that measure)."""
+    if size is not None and size < 1:
+        raise ConfigError("rotate_bytes must be positive")
+    if every is None:
+        return size, None
+    span = parse_duration(every, name="rotate_every")
     if span <= timedelta(0):
         raise ConfigError("rotate_every must be positive")
-    return int(span.total_seconds() * 1e9)
+    return size, int(span.total_seconds() * 1e9)
 
 
 def _open_lock(log: Path) -> int:
