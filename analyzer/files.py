@@ -34,8 +34,8 @@ from pathlib import Path
 
 from analyzer.errors import ConfigError, SourceError
 
-__all__ = ["PRIVATE", "USER_OUTPUT", "append_side", "atomic_write", "check_private", "mode_of",
-           "open_append", "open_exclusive"]
+__all__ = ["PRIVATE", "USER_OUTPUT", "append_side", "atomic_write", "check_private",
+           "first_line", "last_line", "mode_of", "open_append", "open_exclusive"]
 
 #: The mode of a side file that belongs to no other file.
 PRIVATE = 0o600
@@ -44,6 +44,7 @@ PRIVATE = 0o600
 USER_OUTPUT = 0o666
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 16
 
 
 def mode_of(path: str | os.PathLike[str], default: int = PRIVATE) -> int:
@@ -121,6 +122,38 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVA
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def first_line(fd: int) -> bytes:
+    """The first line of the open file ``fd`` (read with pread: no offset is moved)."""
+    buf, pos = b"", 0
+    while True:
+        chunk = os.pread(fd, _CHUNK, pos)
+        cut = chunk.find(b"\n")
+        if cut != -1:
+            return buf + chunk[:cut + 1]
+        buf += chunk
+        pos += len(chunk)
+        if not chunk or len(buf) > (16 << 20):  # bounded: a line this long is no record
+            return buf
+
+
+def last_line(fd: int, size: int) -> tuple[bytes, int]:
+    """The last line of the first ``size`` bytes of ``fd`` (with its newline, if any) and its
+    offset.
+
+    Reads backwards in chunks, so reopening a large log costs one line, not the file.
+    """
+    pos, buf = size, b""
+    while True:
+        step = min(_CHUNK, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)  # a newline in the last byte ends the line
+        if cut != -1:
+            return buf[cut + 1:], pos + cut + 1
+        if pos == 0:
+            return buf, 0
 
 
 def check_private(path: str | os.PathLike[str], what: str = "key file") -> None:

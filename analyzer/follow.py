@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from analyzer.errors import ConfigError
-from analyzer.files import atomic_write, mode_of, open_append
+from analyzer.files import atomic_write, last_line, mode_of, open_append
 from analyzer.series import cursor_lock_path, glob_escape, is_side_file, rotated_files
 
 __all__ = [
@@ -184,36 +184,29 @@ def cursor_at_end(log_path: str | os.PathLike[str]) -> Cursor:
     except FileNotFoundError:
         return Cursor()
     with handle:
-        st = os.fstat(handle.fileno())
-        pos, buf = st.st_size, b""
-        while pos > 0:
-            step = min(1 << 16, pos)
-            pos -= step
-            handle.seek(pos)
-            buf = handle.read(step) + buf
-            end = buf.rfind(b"\n")
-            if end == -1:
-                continue
-            start = buf.rfind(b"\n", 0, end) + 1
-            if start == 0 and pos > 0:
-                continue  # the last complete line starts further back
-            line = buf[start:end]
-            head = read_head(line)
-            sequence: int | None
-            event_id: str | None
-            if head is not None:
-                sequence, event_id = int(head[3]), head[1].decode()
-            else:
-                doc = parse_object(line) or {}
-                found = doc.get("event")
-                event = found if isinstance(found, dict) else {}
-                seq, ident = event.get("sequence"), event.get("id")
-                # a line that is not the logger's may carry anything there
-                sequence = seq if type(seq) is int else None
-                event_id = ident if isinstance(ident, str) else None
-            return Cursor(pos + end + 1, st.st_ino, sequence, event_id,
-                          datetime.now(UTC).isoformat())
-        return Cursor(0, st.st_ino)
+        fd = handle.fileno()
+        st = os.fstat(fd)
+        line, start = last_line(fd, st.st_size) if st.st_size else (b"", 0)
+        if not line.endswith(b"\n"):  # still being written: the line before it
+            if start == 0:
+                return Cursor(0, st.st_ino)
+            line, start = last_line(fd, start)
+    sequence, event_id = _line_names(line[:-1])
+    return Cursor(start + len(line), st.st_ino, sequence, event_id,
+                  datetime.now(UTC).isoformat())
+
+
+def _line_names(line: bytes) -> tuple[int | None, str | None]:
+    """``(event.sequence, event.id)`` of a line (``None`` for what it does not carry)."""
+    head = read_head(line)
+    if head is not None:
+        return int(head[3]), head[1].decode()
+    doc = parse_object(line) or {}
+    found = doc.get("event")
+    event = found if isinstance(found, dict) else {}
+    seq, ident = event.get("sequence"), event.get("id")
+    # a line that is not the logger's may carry anything there
+    return (seq if type(seq) is int else None), (ident if isinstance(ident, str) else None)
 
 
 # -- following the log -----------------------------------------------------------------------

@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer.errors import ConfigError
+from analyzer.files import last_line
+from analyzer.series import glob_escape, is_side_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -309,7 +311,7 @@ def backlog(log_path: Path, last_shipped: int | None,
     try:
         with open(log_path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            last = _last_line(handle, size) if size else b""
+            last = last_line(handle.fileno(), size)[0] if size else b""
     except OSError:
         return 0, 0.0
     head = read_sequence(last)
@@ -341,7 +343,8 @@ def read_sequence(line: bytes) -> int | None:
 def _line_at(log_path: Path, inode: int, offset: int) -> bytes:
     """The line starting at ``offset`` of the file with ``inode``: the log, or one of its
     rotated files (``<name>.<time>``) while the shipper drains it."""
-    candidates = [log_path, *sorted(log_path.parent.glob(f"{log_path.name}.*"), reverse=True)]
+    older = log_path.parent.glob(f"{glob_escape(log_path.name)}.*")
+    candidates = [log_path, *(p for p in sorted(older, reverse=True) if not is_side_file(p))]
     for path in candidates:
         try:
             with open(path, "rb") as handle:
@@ -352,13 +355,6 @@ def _line_at(log_path: Path, inode: int, offset: int) -> bytes:
         except OSError:
             continue
     return b""
-
-
-def _last_line(handle: Any, size: int) -> bytes:
-    back = min(size, 1 << 16)
-    handle.seek(size - back)
-    tail = handle.read(back).rstrip(b"\n")
-    return tail[tail.rfind(b"\n") + 1:]
 
 
 def _timestamp(line: bytes) -> float | None:

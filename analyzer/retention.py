@@ -57,6 +57,7 @@ import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, LogWriteError
 from analyzer.events import AuditEvent, Level, Outcome
+from analyzer.files import first_line, last_line
 from analyzer.follow import Cursor, load_cursor
 from analyzer.logger import AuditLogger
 from analyzer.series import (
@@ -315,20 +316,10 @@ def _record_fields(line: bytes, path: Path, where: str) -> tuple[int, str, dict]
 def _sequences(path: Path) -> tuple[int, int, str]:
     """(first sequence, last sequence, last hash) of a rotated file."""
     with path.open("rb") as handle:
-        first_line = handle.readline()
-        size = os.fstat(handle.fileno()).st_size
-        pos, buf = size, b""
-        while True:  # the last line, reading backwards
-            step = min(1 << 16, pos)
-            pos -= step
-            handle.seek(pos)
-            buf = handle.read(step) + buf
-            cut = buf.rfind(b"\n", 0, len(buf) - 1)
-            if cut != -1 or pos == 0:
-                last_line = buf[cut + 1:]
-                break
-    first, _, _ = _record_fields(first_line, path, "first")
-    last, last_hash, _ = _record_fields(last_line, path, "last")
+        fd = handle.fileno()
+        head, (tail, _) = first_line(fd), last_line(fd, os.fstat(fd).st_size)
+    first, _, _ = _record_fields(head, path, "first")
+    last, last_hash, _ = _record_fields(tail, path, "last")
     return first, last, last_hash
 
 

@@ -16,6 +16,7 @@ from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.events import printable
 from analyzer.files import check_private
 from analyzer.integrity import load_key
+from analyzer.series import rejected_path
 
 if TYPE_CHECKING:
     from analyzer.sources import ReadResult
@@ -323,13 +324,13 @@ def rejected_destination(args: argparse.Namespace, output: Path | None) -> Path 
     (they may be read-only, like /var/log, and are read again by the next run)."""
     inputs = getattr(args, "inputs", None) or []
     name = Path(str(inputs[0]).rstrip("/")).name if inputs else "input"
-    name = ("".join(c for c in name if c not in "*?[]") or "input") + ".rejected"
+    name = rejected_path("".join(c for c in name if c not in "*?[]") or "input").name
     chosen = getattr(args, "rejected", None)
     if chosen is not None:
         return Path(chosen) / name if Path(chosen).is_dir() else Path(chosen)
     if output is not None and str(output) != "-":
         output = Path(output)
-        return output.with_name(output.name + ".rejected")
+        return rejected_path(output)
     return Path(name) if inputs else None
 
 

@@ -420,7 +420,7 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from analyzer import synth
     from analyzer.alerts import write_alerts
-    from analyzer.integrity import verify_log
+    from analyzer.integrity import checkpoint_path, verify_log
     from analyzer.logger import AuditLogger
     from analyzer.model import AuditModel
     from analyzer.persistence import save_model
@@ -429,7 +429,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "audit.jsonl"
-    for stale in (log, log.with_name(log.name + ".checkpoints")):
+    for stale in (log, checkpoint_path(log)):
         stale.unlink(missing_ok=True)
     key_file = out / "audit.key"
     if not key_file.exists():

@@ -41,7 +41,7 @@ from analyzer.events import (
     json_default,
     parse_timestamp,
 )
-from analyzer.files import mode_of, open_append, open_exclusive
+from analyzer.files import first_line, last_line, mode_of, open_append, open_exclusive
 from analyzer.integrity import (
     GENESIS_HASH,
     ChainHasher,
@@ -105,7 +105,6 @@ class Durability(enum.StrEnum):
     FSYNC = "fsync"
 
 
-_TAIL_CHUNK = 1 << 16
 # Read and append: the head is read from the descriptor that is written, never by path.
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -775,7 +774,7 @@ class AuditLogger:
 
     def _first_record_ns(self) -> int:
         try:
-            doc = orjson.loads(_first_line(self._fd))
+            doc = orjson.loads(first_line(self._fd))
             return int(parse_timestamp(doc["@timestamp"]).timestamp() * 1e9)
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, SchemaError):
             return time.time_ns()
@@ -801,21 +800,21 @@ class AuditLogger:
             return self._head_of_rotated()
         ino = os.fstat(fd).st_ino
         if ino != self._declared_ino:
-            self._check_declaration(_first_line(fd), self.path)
+            self._check_declaration(first_line(fd), self.path)
             self._declared_ino = ino
-        last_line, start = _last_line(fd, size)
-        if not last_line.endswith(b"\n"):
-            if _chained_record(last_line) is not None:
+        last, start = last_line(fd, size)
+        if not last.endswith(b"\n"):
+            if _chained_record(last) is not None:
                 os.write(fd, b"\n")  # complete, not set aside: it is a valid record
                 size += 1
-                last_line += b"\n"
+                last += b"\n"
                 _log.warning("%s: completed a last record that lacked its newline", self.path)
             else:
                 size = self._set_aside_torn(start, size)
                 if size == 0:
                     return 0, 0, GENESIS_HASH
-                last_line, start = _last_line(fd, size)
-        head = _chained_record(last_line)
+                last, start = last_line(fd, size)
+        head = _chained_record(last)
         if head is None:
             raise IntegrityError(
                 f"{self.path}: the last record (byte {start}) is not a chained audit record; "
@@ -830,9 +829,9 @@ class AuditLogger:
         newest = siblings[-1]
         with newest.open("rb") as handle:
             fd = handle.fileno()
-            self._check_declaration(_first_line(fd), newest)
-            last_line, _ = _last_line(fd, os.fstat(fd).st_size)
-        head = _chained_record(last_line)
+            self._check_declaration(first_line(fd), newest)
+            last, _ = last_line(fd, os.fstat(fd).st_size)
+        head = _chained_record(last)
         if head is None:
             raise IntegrityError(f"{newest}: its last record is not a chained audit record; "
                                  "refusing to continue the chain (run verify)")
@@ -1013,38 +1012,6 @@ def _chained_record(line: bytes) -> tuple[int, str] | None:
     if type(seq) is not int or not isinstance(head, str) or len(head) != len(GENESIS_HASH):
         return None
     return seq, head
-
-
-def _first_line(fd: int) -> bytes:
-    """The first line of the open file ``fd`` (read with pread: no offset is moved)."""
-    buf, pos = b"", 0
-    while True:
-        chunk = os.pread(fd, _TAIL_CHUNK, pos)
-        cut = chunk.find(b"\n")
-        if cut != -1:
-            return buf + chunk[:cut + 1]
-        buf += chunk
-        pos += len(chunk)
-        if not chunk or len(buf) > (16 << 20):  # bounded: a line this long is no record
-            return buf
-
-
-def _last_line(fd: int, size: int) -> tuple[bytes, int]:
-    """The last line of the first ``size`` bytes of ``fd`` (with its newline, if any) and its
-    offset.
-
-    Reads backwards in chunks, so reopening a large log costs one line, not the file.
-    """
-    pos, buf = size, b""
-    while True:
-        step = min(_TAIL_CHUNK, pos)
-        pos -= step
-        buf = os.pread(fd, step, pos) + buf
-        cut = buf.rfind(b"\n", 0, len(buf) - 1)  # a newline in the last byte ends the line
-        if cut != -1:
-            return buf[cut + 1:], pos + cut + 1
-        if pos == 0:
-            return buf, 0
 
 
 class _FileLock:
