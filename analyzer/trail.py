@@ -26,12 +26,14 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analyzer.logger import AuditLogger
 from analyzer.retention import RetentionPolicy
+from analyzer.series import shipped_destinations
 from analyzer.sinks.background import BackgroundShipper
 from analyzer.sinks.shipper import Sink
 
@@ -52,7 +54,9 @@ class AuditTrail(AuditLogger):
         destination that is down costs no memory, and nothing is lost: it catches up.
         Rejected records and a destination that stops for good are reported in the trail.
     retention
-        A :class:`~analyzer.retention.RetentionPolicy` applied after each rotation.
+        A :class:`~analyzer.retention.RetentionPolicy` applied after each rotation. Without
+        its own ``destinations``, the destinations of ``ship`` must have shipped a file
+        before it is deleted, as must every other destination with a cursor beside the log.
     ship_options
         Passed to the :class:`~analyzer.sinks.background.BackgroundShipper`
         (``poll_interval``, ``select``, ``cpu_share``, batch sizes).
@@ -67,5 +71,11 @@ class AuditTrail(AuditLogger):
         # Built first: destinations with the same name are refused before the log is opened.
         self.shipping = (BackgroundShipper(path, list(ship), **(ship_options or {}))
                          if ship else None)
+        if retention is not None and ship and retention.destinations is None:
+            # A destination shipped from here has no cursor until its first delivery, and
+            # "every destination with a cursor" would then be none: name ours, so that
+            # retention never deletes a file before they have it.
+            names = {*(sink.name for sink in ship), *shipped_destinations(path)}
+            retention = dataclasses.replace(retention, destinations=tuple(sorted(names)))
         attach = [*options.pop("attach", ()), *([self.shipping] if self.shipping else [])]
         super().__init__(path, retention=retention, attach=attach, **options)

@@ -25,7 +25,6 @@ import orjson
 
 from analyzer.durations import parse_duration
 from analyzer.errors import (
-    AnalyzerError,
     ConfigError,
     IntegrityError,
     LogWriteError,
@@ -237,6 +236,7 @@ class AuditLogger:
         self._open()
         self._attached: list[Attachment] = []
         self._rotated_due = False  # attachments are told outside the lock
+        self._telling = threading.Lock()
         for item in (*attach, *([retention] if retention is not None else [])):
             self.attach(item)
         atexit.register(self.close)
@@ -582,13 +582,24 @@ class AuditLogger:
             self._tell_rotated()
 
     def _tell_rotated(self) -> None:
-        """Tell the attachments of a rotation; without the lock (they write audit events)."""
-        self._rotated_due = False
-        for item in list(self._attached):
-            try:
-                item.rotated(self)
-            except AnalyzerError as exc:  # e.g. retention: never stops the application logging
-                _log.error("after the rotation of %s, %r failed: %s", self.path, item, exc)
+        """Tell the attachments of a rotation; without the lock (they write audit events).
+
+        One thread at a time, and never from inside an attachment: retention logs its
+        deletions, which may rotate the file again, and a nested run would delete under the
+        feet of the one in progress. A rotation meanwhile is told by the loop.
+        """
+        if not self._telling.acquire(blocking=False):
+            return  # the flag stays set: the run in progress, or the next write, sees it
+        try:
+            while self._rotated_due:
+                self._rotated_due = False
+                for item in list(self._attached):
+                    try:
+                        item.rotated(self)
+                    except Exception:  # e.g. retention: never stops the application logging
+                        _log.exception("after the rotation of %s, %r failed", self.path, item)
+        finally:
+            self._telling.release()
 
     def _start_flusher(self) -> None:
         # A daemon thread bounds how long a record can wait in memory under "batch".

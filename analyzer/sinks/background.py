@@ -105,6 +105,8 @@ class BackgroundShipper:
         if self._threads:
             return
         for shipper in self._shippers:
+            shipper.anchor()  # a rotation before the thread first reads is then followed
+        for shipper in self._shippers:
             thread = threading.Thread(target=self._run, args=(shipper,), daemon=True,
                                       name=f"audit-ship:{shipper.sink.name}")
             thread.start()

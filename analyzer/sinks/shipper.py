@@ -367,6 +367,21 @@ class Shipper:
                              lag, lag_seconds, c.last_sequence, c.last_error, c.batches,
                              c.position)
 
+    def anchor(self) -> None:
+        """Give a destination without a cursor one at the start of the log's current file.
+
+        Where :meth:`run` would start anyway; saved now, so that when :meth:`run` starts
+        later (in a thread), a rotation meanwhile is followed from that file instead of
+        skipping it, and retention sees a destination that has not shipped it yet.
+        """
+        if self.cursor_file.exists():
+            return
+        try:
+            inode = os.stat(self.log_path).st_ino
+        except FileNotFoundError:
+            return
+        save_cursor(self.cursor_file, Cursor(0, inode, updated=datetime.now(UTC).isoformat()))
+
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (from any thread or a signal)."""
         self._stop.set()
