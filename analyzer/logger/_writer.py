@@ -51,21 +51,21 @@ from analyzer.integrity import (
     write_checkpoint,
 )
 from analyzer.logger._encoding import (
-    _CANONICAL,
-    _CATEGORY_PARTS,
-    _ECS,
-    _ECS_PART,
-    _JSON_STRINGS,
-    _LEVEL_PART,
-    _ORIGINS,
-    _OUTCOME_PART,
-    _OUTCOMES,
-    _category_part,
-    _jstr,
-    _origin_json,
-    _stamp,
-    _Timestamps,
-    _valid_ip,
+    CANONICAL,
+    CATEGORY_PARTS,
+    ECS,
+    ECS_PART,
+    JSON_STRINGS,
+    LEVEL_PART,
+    ORIGINS,
+    OUTCOME_PART,
+    OUTCOMES,
+    Timestamps,
+    categories_part,
+    jstr,
+    origin_json,
+    stamp,
+    valid_ip,
 )
 from analyzer.series import checkpoint_path, lock_path, rotated_files, rotated_name, torn_path
 
@@ -203,7 +203,7 @@ class AuditLogger:
         self._rotate_bytes, self._rotate_ns = _rotation(rotate_bytes, rotate_every)
         self._file_started_ns: int | None = None
         self._needs_marker: str | None = None
-        self._timestamps = _Timestamps()
+        self._timestamps = Timestamps()
         # constant parts of every record, encoded once
         self._host_json, self._name_json = orjson.dumps(self.host), orjson.dumps(name)
         self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
@@ -299,11 +299,11 @@ class AuditLogger:
         if type(message) is not str:
             raise SchemaError(f"message: expected a string, got {message!r:.60}")
         # the common case, a string, from a table; anything else parsed
-        out = (_OUTCOMES.get(outcome) if type(outcome) is str else None) or Outcome.parse(outcome)
-        category_part = (_CATEGORY_PARTS.get(action) if category is None
+        out = (OUTCOMES.get(outcome) if type(outcome) is str else None) or Outcome.parse(outcome)
+        category_part = (CATEGORY_PARTS.get(action) if category is None
                          else _given_categories(category))
         if category_part is None:
-            category_part = _category_part(action, infer_category(action))
+            category_part = categories_part(action, infer_category(action))
         frame = sys._getframe(stacklevel)
         if self._forked:
             self._after_fork()
@@ -317,20 +317,20 @@ class AuditLogger:
             else:  # the common case, inline (a call costs 5 % here): a name, an address, a user
                 analyzer_part = session_part = b""
                 resource_part = b',"resource":{"name":%s}' % (
-                    _JSON_STRINGS.get(resource) or _jstr(resource)) if resource else b""
-                source_part = b',"source":{"ip":"%s"}' % _valid_ip(source_ip).encode() \
+                    JSON_STRINGS.get(resource) or jstr(resource)) if resource else b""
+                source_part = b',"source":{"ip":"%s"}' % valid_ip(source_ip).encode() \
                     if source_ip else b""
                 user_part = b',"user":{"name":%s}' % (
-                    _JSON_STRINGS.get(user) or _jstr(user)) if user else b""
-            origin = _ORIGINS.get((frame.f_code, frame.f_lineno)) or _origin_json(
+                    JSON_STRINGS.get(user) or jstr(user)) if user else b""
+            origin = ORIGINS.get((frame.f_code, frame.f_lineno)) or origin_json(
                 frame.f_code, frame.f_lineno)
             prefix = b'{"@timestamp":"%s"%s%s%s%s%s,"id":"%s%s' % (
-                self._timestamps.now() if timestamp is None else _stamp(timestamp).encode(),
-                b"," if analyzer_part else b"", analyzer_part, _ECS_PART,
-                _JSON_STRINGS.get(action) or _jstr(action), category_part, event_id.encode(),
-                _OUTCOME_PART[out])
+                self._timestamps.now() if timestamp is None else stamp(timestamp).encode(),
+                b"," if analyzer_part else b"", analyzer_part, ECS_PART,
+                JSON_STRINGS.get(action) or jstr(action), category_part, event_id.encode(),
+                OUTCOME_PART[out])
             suffix = b'},"host":{"name":%s%s%s%s%s%s%s%s%s%s%s}' % (
-                self._host_json if not host else _jstr(host), _LEVEL_PART[lvl],
+                self._host_json if not host else jstr(host), LEVEL_PART[lvl],
                 self._name_json, origin, orjson.dumps(message), self._process_json,
                 resource_part, self._service_json, session_part, source_part, user_part)
         except (TypeError, SchemaError) as exc:  # a value of the wrong type, lone surrogates
@@ -360,19 +360,19 @@ class AuditLogger:
         pass. verify() re-derives the canonical form with orjson, and the tests check that the
         two agree on arbitrary values.
         """
-        strings = _JSON_STRINGS
+        strings = JSON_STRINGS
         analyzer_part = (b'"analyzer":' + orjson.dumps(
-            dict(extra), default=json_default, option=_CANONICAL)) if extra else b""
+            dict(extra), default=json_default, option=CANONICAL)) if extra else b""
         resource_part = session_part = source_part = user_part = b""
         if resource and not resource_type and bytes is None:  # the common case
             resource_part = b',"resource":{"name":%s}' % (
-                strings.get(resource) or _jstr(resource))
+                strings.get(resource) or jstr(resource))
         elif resource or resource_type or bytes is not None:
             resource_part = _resource_part(resource, resource_type, bytes)
         if session:
-            session_part = b',"session":{"id":%s}' % _jstr(session)
+            session_part = b',"session":{"id":%s}' % jstr(session)
         if source_ip:
-            ip = _valid_ip(source_ip)
+            ip = valid_ip(source_ip)
             if country is None and self._geo is not None:
                 country, city = self._geo(ip) or (None, None)
             if country or city:
@@ -383,7 +383,7 @@ class AuditLogger:
             if type(user) is not str:
                 raise SchemaError(f"user.name: expected a string, got {user!r}")
             user_part = b',"user":{"name":%s%s}' % (
-                strings.get(user) or _jstr(user),
+                strings.get(user) or jstr(user),
                 b',"roles":' + _roles_json(roles) if roles else b"")
         if self._cipher is not None:
             analyzer_part = _sealed(self._cipher, event_id, message, analyzer_part,
@@ -425,7 +425,7 @@ class AuditLogger:
         if self._forked:
             self._after_fork()
         doc = event.to_ecs()
-        doc["ecs"] = _ECS
+        doc["ecs"] = ECS
         ev = doc["event"]
         ev.pop("hash", None)
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
@@ -451,7 +451,7 @@ class AuditLogger:
         if self.service:
             doc.setdefault("service", {"name": self.service})
         try:
-            canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
+            canonical = orjson.dumps(doc, default=json_default, option=CANONICAL)
         except TypeError as exc:
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
         if len(canonical) > _MAX_PARTS:
@@ -709,7 +709,7 @@ class AuditLogger:
         chain = analyzer.get("chain")
         analyzer["chain"] = {**(chain if isinstance(chain, dict) else {}),
                              **self._hasher.declaration()}
-        canonical = orjson.dumps(doc, option=_CANONICAL)
+        canonical = orjson.dumps(doc, option=CANONICAL)
         cut = canonical.rfind(b'"sequence":-1')
         return canonical[:cut + 11], canonical[cut + 13:]
 
@@ -903,9 +903,9 @@ def _resource_part(resource: str | None, resource_type: str | None,
                               f"2**63-1, got {size!r:.60}")
         parts.append(b'"bytes":%d' % size)
     if resource:
-        parts.append(b'"name":' + (_JSON_STRINGS.get(resource) or _jstr(resource)))
+        parts.append(b'"name":' + (JSON_STRINGS.get(resource) or jstr(resource)))
     if resource_type:
-        parts.append(b'"type":' + _jstr(resource_type))
+        parts.append(b'"type":' + jstr(resource_type))
     return b',"resource":{%s}' % b",".join(parts)
 
 
@@ -913,9 +913,9 @@ def _source_part(ip: str, country: str | None, city: str | None) -> bytes:
     """The ``source`` fragment of an address with a place (keys in canonical order)."""
     geo = []
     if city:
-        geo.append(b'"city_name":' + _jstr(city))
+        geo.append(b'"city_name":' + jstr(city))
     if country:
-        geo.append(b'"country_iso_code":' + _jstr(country))
+        geo.append(b'"country_iso_code":' + jstr(country))
     return b',"source":{"geo":{%s},"ip":"%s"}' % (b",".join(geo), ip.encode())
 
 
