@@ -369,7 +369,7 @@ class LogTail:
             return False
         line = data[data.rfind(b"\n", 0, len(data) - 1) + 1:-1]
         try:
-            return orjson.loads(line)["event"]["id"] == event_id
+            return bool(orjson.loads(line)["event"]["id"] == event_id)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return False
 
