@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from analyzer.follow import LogTail
-from analyzer.integrity import GENESIS_HASH, ChainHasher, _previous_of, canonical_bytes
+from analyzer.integrity import GENESIS_HASH, ChainHasher, canonical_bytes, previous_of
 
 __all__ = ["ChainMonitor", "ChainStatus"]
 
@@ -126,7 +126,7 @@ class ChainMonitor:
         assert isinstance(doc, dict)
         assert isinstance(event, dict)  # an int sequence was found in it
         if self._anchor is None and self._seq == 0:
-            claimed = _previous_of(doc)  # a file rotated in: the chain comes from before
+            claimed = previous_of(doc)  # a file rotated in: the chain comes from before
             if claimed is not None and seq != 1:
                 self._seq, self._hash = claimed["sequence"], claimed["hash"]
         if seq != self._seq + 1 and start == 0 and self._anchor is not None:
@@ -154,7 +154,7 @@ class ChainMonitor:
         names the one before it, whose own marker names the one before, back to the file
         the last step ended in. Returns a problem, or "" once the chain is caught up."""
         chain: list[Path] = []
-        claimed = _previous_of(marker)
+        claimed = previous_of(marker)
         while claimed is not None and claimed["sequence"] > self._seq and len(chain) < 1000:
             path = self.log_path.with_name(str(claimed.get("file", "")))
             if path.parent != self.log_path.parent or not path.is_file():
@@ -163,7 +163,7 @@ class ChainMonitor:
             with open(path, "rb") as handle:
                 first = handle.readline()
             try:
-                claimed = _previous_of(orjson.loads(first))
+                claimed = previous_of(orjson.loads(first))
             except orjson.JSONDecodeError:
                 return ""
         for path in reversed(chain):

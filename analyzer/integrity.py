@@ -64,12 +64,14 @@ __all__ = [
     "VerifyReport",
     "canonical_bytes",
     "chain_declaration",
+    "chained_record",
     "check_key_strength",
     "checkpoint_path",
     "declaration_problem",
     "key_id",
     "load_key",
     "lock_path",
+    "previous_of",
     "read_checkpoints",
     "verify_log",
     "verify_series",
@@ -439,15 +441,32 @@ def _check_file(log_path: Path) -> None:
                           "give an audit log file")
 
 
-def _previous_of(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``analyzer.chain.previous`` a rotation marker carries, if ``doc`` is one."""
-    if not doc or doc.get("event", {}).get("action") != "audit.rotation":
+def previous_of(doc: Any) -> dict[str, Any] | None:
+    """The ``analyzer.chain.previous`` (file, sequence, hash) a rotation record carries, if
+    ``doc`` (a parsed line) is one."""
+    event = doc.get("event") if isinstance(doc, dict) else None
+    if not isinstance(event, dict) or event.get("action") != "audit.rotation":
         return None
-    previous = doc.get("analyzer", {}).get("chain", {}).get("previous")
-    if isinstance(previous, dict) and isinstance(previous.get("sequence"), int) \
+    details = doc.get("analyzer")
+    chain = details.get("chain") if isinstance(details, dict) else None
+    previous = chain.get("previous") if isinstance(chain, dict) else None
+    if isinstance(previous, dict) and type(previous.get("sequence")) is int \
             and isinstance(previous.get("hash"), str):
         return previous
     return None
+
+
+def chained_record(line: bytes) -> tuple[int, str] | None:
+    """``(event.sequence, event.hash)`` of a line that is a chained audit record, else
+    ``None``."""
+    try:
+        doc = orjson.loads(line)
+        seq, head = doc["event"]["sequence"], doc["event"]["hash"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if type(seq) is not int or not isinstance(head, str) or len(head) != len(GENESIS_HASH):
+        return None
+    return seq, head
 
 
 CheckpointsArg = Checkpoint | Iterable[Checkpoint] | None
@@ -525,7 +544,7 @@ def _series_notes(ordered: list[Path], deleted: set[int]) -> tuple[str, ...]:
     """What an intact series does not prove: its missing start, its missing end."""
     notes = []
     with _open(ordered[0]) as handle:
-        claimed = _previous_of(_parse(1, handle.readline().rstrip(b"\r\n")).doc)
+        claimed = previous_of(_parse(1, handle.readline().rstrip(b"\r\n")).doc)
     if claimed is not None and claimed["sequence"] not in deleted:
         notes.append(
             f"the series starts mid-chain, after sequence {claimed['sequence']} "
@@ -553,7 +572,7 @@ def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
     """Does ``file`` continue the chain exactly where ``previous_file`` ended?"""
     with _open(file) as handle:
         first = _parse(1, handle.readline(MAX_LINE_BYTES).rstrip(b"\r\n"))
-    claimed = _previous_of(first.doc)
+    claimed = previous_of(first.doc)
 
     def broken(problem: Problem, detail: str) -> VerifyReport:
         return VerifyReport(str(file), 0, before.head_sequence, before.head_hash, False,
@@ -609,7 +628,7 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
             return broken(Problem.BAD_JSON, number, None,
                           "record has no integer event.sequence and string event.hash")
         if number == 1:
-            claimed = _previous_of(record.doc)
+            claimed = previous_of(record.doc)
             if claimed is not None and start is None:  # a rotated-in file verified on its own
                 prev_seq, prev_hash = claimed["sequence"], claimed["hash"]
             if claimed is not None or record.sequence == 1:

@@ -59,6 +59,7 @@ from analyzer.errors import ConfigError, IntegrityError, LogWriteError
 from analyzer.events import AuditEvent, Level, Outcome
 from analyzer.files import first_line, last_line
 from analyzer.follow import Cursor, load_cursor
+from analyzer.integrity import chained_record, previous_of
 from analyzer.logger import AuditLogger
 from analyzer.series import (
     cursor_path,
@@ -299,18 +300,12 @@ def _describe(path: Path) -> _File:
     return _File(path, st.st_ino, st.st_size, rotation_time(stamp))
 
 
-def _record_fields(line: bytes, path: Path, where: str) -> tuple[int, str, dict]:
-    try:
-        doc = orjson.loads(line)
-        event = doc["event"]
-        sequence, hash_ = event["sequence"], event["hash"]
-        if isinstance(sequence, bool) or not isinstance(sequence, int) \
-                or not isinstance(hash_, str):
-            raise TypeError
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+def _record_fields(line: bytes, path: Path, where: str) -> tuple[int, str]:
+    found = chained_record(line)
+    if found is None:
         raise IntegrityError(f"{path}: its {where} line is not a chained audit record; "
-                             "retention stops here (run verify)") from None
-    return sequence, hash_, doc
+                             "retention stops here (run verify)")
+    return found
 
 
 def _sequences(path: Path) -> tuple[int, int, str]:
@@ -318,8 +313,8 @@ def _sequences(path: Path) -> tuple[int, int, str]:
     with path.open("rb") as handle:
         fd = handle.fileno()
         head, (tail, _) = first_line(fd), last_line(fd, os.fstat(fd).st_size)
-    first, _, _ = _record_fields(head, path, "first")
-    last, last_hash, _ = _record_fields(tail, path, "last")
+    first, _ = _record_fields(head, path, "first")
+    last, last_hash = _record_fields(tail, path, "last")
     return first, last, last_hash
 
 
@@ -333,13 +328,12 @@ def _next_does_not_continue(next_path: Path, name: str, last: int, last_hash: st
     if not line.endswith(b"\n"):
         return f"{next_path.name} has no complete first record yet"
     try:
-        doc = orjson.loads(line)
-        previous = doc["analyzer"]["chain"]["previous"]
-        claimed = (doc["event"]["action"], previous.get("file"), previous["sequence"],
-                   previous["hash"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        previous = previous_of(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        previous = None
+    if previous is None:
         return f"{next_path.name} does not open with a rotation record naming it"
-    if claimed != ("audit.rotation", name, last, last_hash):
+    if (previous.get("file"), previous["sequence"], previous["hash"]) != (name, last, last_hash):
         return (f"{next_path.name}'s rotation record does not name its last sequence and "
                 f"hash (the chain between them does not hold: run verify)")
     return ""

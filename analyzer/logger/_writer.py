@@ -45,6 +45,7 @@ from analyzer.integrity import (
     GENESIS_HASH,
     ChainHasher,
     chain_declaration,
+    chained_record,
     declaration_problem,
     load_key,
     now_checkpoint,
@@ -815,7 +816,7 @@ class AuditLogger:
             self._declared_ino = ino
         last, start = last_line(fd, size)
         if not last.endswith(b"\n"):
-            if _chained_record(last) is not None:
+            if chained_record(last) is not None:
                 os.write(fd, b"\n")  # complete, not set aside: it is a valid record
                 size += 1
                 last += b"\n"
@@ -825,7 +826,7 @@ class AuditLogger:
                 if size == 0:
                     return 0, 0, GENESIS_HASH
                 last, start = last_line(fd, size)
-        head = _chained_record(last)
+        head = chained_record(last)
         if head is None:
             raise IntegrityError(
                 f"{self.path}: the last record (byte {start}) is not a chained audit record; "
@@ -842,7 +843,7 @@ class AuditLogger:
             fd = handle.fileno()
             self._check_declaration(first_line(fd), newest)
             last, _ = last_line(fd, os.fstat(fd).st_size)
-        head = _chained_record(last)
+        head = chained_record(last)
         if head is None:
             raise IntegrityError(f"{newest}: its last record is not a chained audit record; "
                                  "refusing to continue the chain (run verify)")
@@ -1011,18 +1012,6 @@ def _open_lock(log: Path) -> int:
 def _is_rotation(doc: Any) -> bool:
     return (isinstance(doc, dict) and isinstance(doc.get("event"), dict)
             and doc["event"].get("action") == "audit.rotation")
-
-
-def _chained_record(line: bytes) -> tuple[int, str] | None:
-    """(sequence, hash) of a line that is a chained audit record, else ``None``."""
-    try:
-        doc = orjson.loads(line)
-        seq, head = doc["event"]["sequence"], doc["event"]["hash"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if type(seq) is not int or not isinstance(head, str) or len(head) != len(GENESIS_HASH):
-        return None
-    return seq, head
 
 
 class _FileLock:
