@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ import orjson
 
 from analyzer.errors import ConfigError
 from analyzer.files import atomic_write, last_line, mode_of, open_append
-from analyzer.series import cursor_lock_path, glob_escape, is_side_file, rotated_files
+from analyzer.series import cursor_lock_path, is_side_file, rotated_files
 
 __all__ = [
     "LINE_HEAD",
@@ -386,7 +387,7 @@ class LogTail:
         return None
 
     def _find_rotated(self, inode: int) -> Path | None:
-        for candidate in sorted(self.path.parent.glob(f"{glob_escape(self.path.name)}*")):
+        for candidate in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}*")):
             if candidate == self.path or is_side_file(candidate):
                 continue
             try:

@@ -41,6 +41,7 @@ metric                                                     labels
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import logging
 import math
@@ -55,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer.errors import ConfigError
 from analyzer.files import last_line
-from analyzer.series import glob_escape, is_side_file
+from analyzer.series import is_side_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -343,7 +344,7 @@ def read_sequence(line: bytes) -> int | None:
 def _line_at(log_path: Path, inode: int, offset: int) -> bytes:
     """The line starting at ``offset`` of the file with ``inode``: the log, or one of its
     rotated files (``<name>.<time>``) while the shipper drains it."""
-    older = log_path.parent.glob(f"{glob_escape(log_path.name)}.*")
+    older = log_path.parent.glob(f"{glob.escape(log_path.name)}.*")
     candidates = [log_path, *(p for p in sorted(older, reverse=True) if not is_side_file(p))]
     for path in candidates:
         try:

@@ -19,7 +19,8 @@ name them), so they are spelled here only:
 - ``.<name>.<random>.tmp``: a file being replaced (:func:`analyzer.files.atomic_write`).
 
 :func:`is_side_file` tells those apart from logs (readers skip them in folders and globs),
-:func:`rotated_files` and :func:`rotated_series` list a log's generations oldest first. How
+:func:`rotated_files` and :func:`rotated_series` list a log's generations oldest first
+(a name that holds ``*``, ``?`` or ``[`` is matched as it is: :func:`glob.escape`). How
 the files are *created* (no links followed, explicit modes, atomic replacement) is
 :mod:`analyzer.files`; this module only names them, and imports nothing of the project.
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import UTC, datetime
+from glob import escape as glob_escape  # a log's name may hold *, ? or [
 from pathlib import Path
 
 __all__ = [
@@ -50,7 +52,6 @@ __all__ = [
     "cursor_lock_path",
     "cursor_path",
     "dead_letter_path",
-    "glob_escape",
     "is_side_file",
     "lock_path",
     "rejected_path",
@@ -88,11 +89,6 @@ _WATCH_STATE = ".watch-state"
 _REJECTED = ".rejected"
 # A destination's name as it may appear in a file name.
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def glob_escape(name: str) -> str:
-    """``name`` as a glob pattern that matches only itself (``[``, ``*``, ``?`` quoted)."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _beside(log: PathLike, suffix: str) -> Path:

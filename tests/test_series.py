@@ -87,10 +87,14 @@ def test_rotated_series_is_in_chain_order_whatever_the_name(tmp_path) -> None:
     assert series.rotated_files(log) == files[:-1]
 
 
-@pytest.mark.parametrize("name", ["a*b.jsonl", "a?b.jsonl", "a[b].jsonl"])
-def test_glob_escape_matches_only_the_name(tmp_path, name) -> None:
-    (tmp_path / name).write_text("")
-    (tmp_path / "aXb.jsonl").write_text("")
-    (tmp_path / "ab].jsonl").write_text("")
-    found = [p.name for p in tmp_path.glob(series.glob_escape(name))]
-    assert found == [name]
+@pytest.mark.parametrize(("name", "destination"), [
+    ("a*b.jsonl", "a_b"), ("a?b.jsonl", "a_b"), ("a[b].jsonl", "a_b_")])
+def test_a_glob_character_in_the_name_matches_only_that_log(tmp_path, name,
+                                                          destination) -> None:
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    for log in (tmp_path / name, tmp_path / "aXb.jsonl", tmp_path / "ab.jsonl"):
+        log.write_text("")
+        series.rotated_name(log, when).write_text("")
+        series.cursor_path(log, log.stem).write_text("{}")
+    assert series.rotated_files(tmp_path / name) == [series.rotated_name(tmp_path / name, when)]
+    assert series.shipped_destinations(tmp_path / name) == (destination,)
