@@ -9,13 +9,17 @@ synthetic organisation, of public logs, and one constructed window per feature a
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
 from analyzer.detector import explain
+from analyzer.reasons import Reason, ReasonText, reasons_from_json
+from analyzer.report.i18n import get_locale, split_reasons
 
 GOLDENS = json.loads((Path(__file__).parent / "data" / "reason_goldens.json")
                      .read_text(encoding="utf-8"))
@@ -36,13 +40,89 @@ def _inputs(case: dict) -> tuple[pd.DataFrame, np.ndarray, list[str], pd.DataFra
     return windows, surprisal, names, typical
 
 
-def _explain(case: dict) -> str:
-    windows, surprisal, names, typical = _inputs(case)
-    (text,) = explain(windows, surprisal, names, typical=typical,
-                      min_surprisal=case["min_surprisal"])
-    return text
+@pytest.fixture(scope="module")
+def explained() -> list[ReasonText]:
+    """explain() of every golden case, once per module."""
+    out = []
+    for case in CASES:
+        windows, surprisal, names, typical = _inputs(case)
+        out.extend(explain(windows, surprisal, names, typical=typical,
+                           min_surprisal=case["min_surprisal"]))
+    return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['source']}")
-def test_english_reasons_are_unchanged(case):
-    assert _explain(case) == case["english"]
+def test_english_reasons_are_unchanged(explained):
+    kinds = {r.feature for text in explained for r in text.reasons}
+    assert len(kinds) > 50  # every kind of reason is among the cases, and the combination
+    assert "" in kinds
+    wrong = [(case["source"], text, case["english"]) for case, text in zip(CASES, explained, strict=True)
+             if text != case["english"]]
+    assert not wrong, wrong[:5]
+    # each reason phrases alone what it says within the window's text
+    assert all(text == "; ".join(r.text for r in text.reasons) for text in explained)
+
+
+@pytest.mark.parametrize("lang", ["de", "es"])
+def test_reasons_translate_from_their_fields_as_before(explained, lang):
+    loc = get_locale(lang)
+    cases = [(case, text) for case, text in zip(CASES, explained, strict=True) if case[lang] is not None]
+    assert len(cases) > 250
+    wrong = [(text, case[lang]) for case, text in cases
+             if [loc.reason(r) for r in text.reasons] != case[lang]]
+    assert not wrong, wrong[:5]
+    translated = sum(t != e for case, _ in cases
+                     for t, e in zip(case[lang], split_reasons(case["english"]), strict=True))
+    assert translated > 300  # the goldens say something in the language
+
+
+@pytest.mark.parametrize("lang", ["de", "es"])
+def test_english_text_alone_still_translates(lang):
+    """A scores file or an older trail's alert holds only the text: it reads back."""
+    loc = get_locale(lang)
+    wrong = [(case["english"], case[lang]) for case in CASES if case[lang] is not None
+             and [loc.reason(r) for r in split_reasons(case["english"])] != case[lang]]
+    assert not wrong, wrong[:5]
+
+
+def test_a_detail_holding_the_separator_stays_one_reason(explained):
+    """The text splits such a reason in two; the object does not."""
+    loc = get_locale("de")
+    split = [(case, text) for case, text in zip(CASES, explained, strict=True) if case["de"] is None]
+    assert split
+    for _, text in split:
+        assert len(text.reasons) < len(split_reasons(text))
+        assert all("; " not in loc.reason(r) or r.detail for r in text.reasons)
+
+
+def test_english_is_the_text_itself():
+    en = get_locale("en")
+    reason = Reason.of("n_failures", 83.0, typical=(0.0, 1.0), entity="alice")
+    assert en.reason(reason) == reason.text == "83 failed events (typical for alice: 0-1)"
+    assert en.reason("anything at all") == "anything at all"
+
+
+def test_reasons_round_trip_through_json():
+    reasons = (Reason.of("n_failures", 1.0, typical=None, entity="bob"),
+               Reason.of("hour_rarity", 4.0, entity="bob", hour="03:00"),
+               Reason.of("n_new_countries", 1.0, detail="RU", entity="bob"),
+               Reason.combination(["n_failures", "n_ips"]), Reason("mystery_feature"))
+    doc = orjson.loads(orjson.dumps([r.to_json() for r in reasons]))
+    assert reasons_from_json(doc) == reasons
+    assert doc[0] == {"feature": "n_failures", "value": 1.0, "entity": "bob"}
+
+
+@pytest.mark.parametrize("bad", [
+    "text", [{"value": 1}], [{"feature": "n_failures", "value": "7"}],
+    [{"feature": "n_failures", "value": True}], [{"feature": "x", "typical": [1]}],
+    [{"feature": "x", "detail": 3}], [{"feature": "x", "names": "ab"}], [None]])
+def test_malformed_recorded_reasons_are_none(bad):
+    assert reasons_from_json(bad) == ()
+
+
+def test_reason_text_survives_the_frame_and_pickling():
+    text = ReasonText([Reason.of("n_failures", 8.0, entity="203.0.113.9")])
+    frame = pd.DataFrame({"reasons": pd.Series([text, ""], dtype=object), "k": [2, 1]})
+    row = frame.sort_values("k").to_dict("records")[1]
+    assert row["reasons"].reasons == text.reasons
+    copy = pickle.loads(pickle.dumps(text))
+    assert copy == text and copy.reasons == text.reasons
