@@ -126,3 +126,74 @@ def test_reason_text_survives_the_frame_and_pickling():
     assert row["reasons"].reasons == text.reasons
     copy = pickle.loads(pickle.dumps(text))
     assert copy == text and copy.reasons == text.reasons
+
+
+# -- through the scores frame, the trail and the report -----------------------------------------
+
+def _scores(reasons: object) -> pd.DataFrame:
+    start = pd.Timestamp("2025-03-04 10:00", tz="UTC")
+    return pd.DataFrame({
+        "entity_type": ["user"], "entity": ["bob"], "window_start": [start],
+        "window_end": [start + pd.Timedelta(hours=1)], "score": [0.999], "alert": [True],
+        "reasons": pd.Series([reasons], dtype=object), "risk_score": [60.0],
+        "first_sequence": [None], "last_sequence": [None], "n_events": [1]})
+
+
+# a resource named with the separator: the text reads as two reasons, the object as one
+_ODD = ReasonText([Reason.of("n_new_resources", 1.0, detail="share/a; b", entity="bob"),
+                   Reason.of("hour_rarity", 4.0, entity="bob", hour="03:00")])
+
+
+def _report(tmp_path: Path, scores: pd.DataFrame | None = None, *, lang: str = "de",
+            record: bool = False) -> tuple[str, ...]:
+    from analyzer.alerts import alerts_from_scores, write_alerts
+    from analyzer.logger import AuditLogger
+    from analyzer.report import build_view, load_report_data
+
+    log = tmp_path / "audit.jsonl"
+    with AuditLogger(log, name="audit.analyzer") as audit:
+        audit.log("login", user="bob", outcome="success", source_ip="10.0.0.1",
+                  timestamp=pd.Timestamp("2025-03-04 10:05", tz="UTC").to_pydatetime())
+        if record:
+            write_alerts(alerts_from_scores(scores), audit, model_id="m1",
+                         model_version="2025-03-01T00:00:00Z")
+    data = load_report_data(log, scores=None if record else scores)
+    return build_view(data, lang=lang).alerts[0].reasons
+
+
+def test_the_model_s_scores_carry_reason_objects_to_the_report(tmp_path):
+    assert _report(tmp_path, _scores(_ODD), lang="en") == (
+        "1 resource never touched before by bob (share/a; b)",
+        "active at 03:00 UTC, unusual for bob")
+    assert _report(tmp_path, _scores(_ODD)) == (
+        "1 Ressourcen, die bob nie zuvor genutzt hat (share/a; b)",
+        "aktiv um 03:00 UTC, ungewöhnlich für bob")
+    # a scores file holds the text only: translated as far as the text can be read back
+    assert len(_report(tmp_path, _scores(str(_ODD)))) == 3
+
+
+def test_alerts_record_their_reasons_as_objects_in_the_trail(tmp_path):
+    from analyzer.alerts import alerts_from_scores
+
+    (alert,) = alerts_from_scores(_scores(_ODD))
+    assert alert.reason_details == _ODD.reasons
+    event = alert.to_event(model_id="m", model_version="v").to_ecs()
+    details = event["analyzer"]["alert"]
+    # the English stays where it always was; the objects are an additional field
+    assert details["reasons"] == ["1 resource never touched before by bob (share/a", "b)",
+                                  "active at 03:00 UTC, unusual for bob"]
+    assert "(share/a; b); active at 03:00 UTC" in event["message"]
+    assert reasons_from_json(details["reason_details"]) == _ODD.reasons
+    assert _report(tmp_path, _scores(_ODD), record=True) == (
+        "1 Ressourcen, die bob nie zuvor genutzt hat (share/a; b)",
+        "aktiv um 03:00 UTC, ungewöhnlich für bob")
+
+
+def test_an_older_trail_s_alert_without_objects_still_renders(tmp_path):
+    older = _scores("8 failed events (no history for bob); bob never seen before")
+    assert _report(tmp_path, older, lang="en", record=True) == (
+        "8 failed events (no history for bob)", "bob never seen before")
+    assert _report(tmp_path, older, record=True) == (
+        "8 fehlgeschlagene Ereignisse (keine Vorgeschichte für bob)", "bob nie zuvor gesehen")
+    log = tmp_path / "audit.jsonl"
+    assert b"reason_details" not in log.read_bytes()

@@ -774,7 +774,9 @@ class _Context:
         start = pd.Timestamp(alert.window_start).tz_convert("UTC")
         end = pd.Timestamp(alert.window_end).tz_convert("UTC")
         risk = float(alert.risk_score)
-        reasons = tuple(loc.reason(r) for r in split_reasons("; ".join(alert.reasons)))
+        # the reasons as objects when the alert has them; its English text otherwise
+        reasons = tuple(loc.reason(r) for r in getattr(alert, "reason_details", ())
+                        or split_reasons("; ".join(alert.reasons)))
         entity_kind = _("user") if alert.entity_type == "user" else _("source address")
         return AlertView(
             rank=rank, anchor=f"alert-{rank}", entity=_clip(alert.entity), entity_kind=entity_kind,
