@@ -32,10 +32,9 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from analyzer.features import Feature
+from analyzer.features import FEATURES, Feature, agree, as_template_plural
 
 __all__ = ["Phrase", "Reason", "ReasonText", "format_bytes", "format_value", "read_reason",
            "reason_templates", "reasons_from_json"]
@@ -79,17 +78,12 @@ def format_value(unit: str, value: float) -> str:
     return f"{value:.0f}"
 
 
-@cache
-def _features() -> dict[str, Feature]:
-    from analyzer.features import FEATURES  # late: the report imports this module
-
-    return {f.name: f for f in FEATURES}
+_FEATURES: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 
 def reason_templates() -> tuple[str, ...]:
     """Every English reason template, and the phrases inside them."""
-    return tuple(dict.fromkeys([f.reason for f in _features().values()]
-                               + list(_EXTRA_TEMPLATES)))
+    return tuple(dict.fromkeys([f.reason for f in FEATURES] + list(_EXTRA_TEMPLATES)))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,17 +129,16 @@ class Reason:
     def of(cls, feature: str, value: float, *, typical: tuple[float, float] | None = None,
            detail: str = "", entity: str = "", hour: str = "", weekday: str = "") -> Reason:
         """The reason of ``feature``, keeping only the fields its template uses."""
-        info = _features().get(feature)
+        info = _FEATURES.get(feature)
         if info is None:
             return cls(feature)
-        template = info.reason
-        uses = {name: "{" + name + "}" in template for name in ("typical", *_FIELDS)}
+        uses = _placeholders(info.reason)
         return cls(feature, float(value),
-                   typical=typical if uses["typical"] else None,
-                   detail=detail if uses["detail"] else "",
-                   entity=entity if uses["entity"] or uses["typical"] else "",
-                   hour=hour if uses["hour"] else "",
-                   weekday=weekday if uses["weekday"] else "")
+                   typical=typical if "typical" in uses else None,
+                   detail=detail if "detail" in uses else "",
+                   entity=entity if "entity" in uses or "typical" in uses else "",
+                   hour=hour if "hour" in uses else "",
+                   weekday=weekday if "weekday" in uses else "")
 
     @classmethod
     def combination(cls, names: Sequence[str]) -> Reason:
@@ -157,29 +150,38 @@ class Reason:
         if not self.feature:
             return Phrase(COMBINATION, (("names", " and ".join(
                 n.replace("_", " ") for n in self.names)),))
-        info = _features().get(self.feature)
+        info = _FEATURES.get(self.feature)
         if info is None:
             return Phrase(self.feature.replace("_", " "))
-        if self.typical is None:
-            typical = Phrase("no history for {entity}", (("entity", self.entity),))
-        else:
-            lo, hi = (format_value(info.unit, v) for v in self.typical)
-            typical = Phrase("typical for {entity}: {span}",
-                             (("entity", self.entity), ("span", lo if lo == hi else f"{lo}-{hi}")))
-        detail = self.detail or ("new values" if info.detail else "")
-        fields: dict[str, str | Phrase] = {
-            "value": format_value(info.unit, self.value), "typical": typical,
-            "entity": self.entity, "detail": detail, "hour": self.hour,
-            "weekday": self.weekday}
-        return Phrase(info.reason, tuple((name, fields[name])
+        return Phrase(info.reason, tuple((name, self._field(name, info.unit, bool(info.detail)))
                                          for name in _placeholders(info.reason)))
+
+    def _field(self, name: str, unit: str, has_detail: bool) -> str | Phrase:
+        if name == "value":
+            return format_value(unit, self.value)
+        if name == "typical":
+            if self.typical is None:
+                return Phrase("no history for {entity}", (("entity", self.entity),))
+            lo, hi = (format_value(unit, v) for v in self.typical)
+            return Phrase("typical for {entity}: {span}",
+                          (("entity", self.entity), ("span", lo if lo == hi else f"{lo}-{hi}")))
+        if name == "detail":
+            return self.detail or ("new values" if has_detail else "")
+        return str(getattr(self, name))  # entity, hour, weekday
 
     @property
     def text(self) -> str:
         """The reason in English, its counted noun in agreement ("1 failed event")."""
-        from analyzer.features import agree
-
-        return agree(self.phrase().english())
+        info = _FEATURES.get(self.feature)
+        if info is None:
+            return agree(self.phrase().english())
+        # phrase().english() without building the phrase: explain says this of every
+        # alert, near miss and evidence window of a scoring run
+        fields = {}
+        for name in _placeholders(info.reason):
+            value = self._field(name, info.unit, bool(info.detail))
+            fields[name] = value if isinstance(value, str) else value.english()
+        return agree(info.reason.format(**fields))
 
     def to_json(self) -> dict[str, Any]:
         """The reason as a JSON object (what an alert records), empty fields left out."""
@@ -340,8 +342,6 @@ def read_reason(text: str, *, _depth: int = 0) -> Phrase | None:
     >>> read_reason("3 failed events (no history for bob)").template
     '{value} failed events ({typical})'
     """
-    from analyzer.features import as_template_plural
-
     plural = as_template_plural(text)
     for template, texts, names in _template_parts():
         if not (plural.startswith(texts[0]) and plural.endswith(texts[-1])):
