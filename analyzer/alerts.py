@@ -4,7 +4,9 @@ An alert is an ordinary audit event (DESIGN contract 1) with ``event.kind = "ale
 ``log.level = "critical"``, the entity in ``user.name`` or ``source.ip``, the window in
 ``event.start`` / ``event.end``, ``event.risk_score``, ``rule.*`` naming the model, a readable
 ``message`` with the reasons, and the feature values, contributions, evidence (the
-``event.sequence`` range of the window's events) and incident id under ``analyzer.alert.*``.
+``event.sequence`` range of the window's events), incident id and the reasons as objects
+(``analyzer.alert.reason_details``, see :class:`analyzer.reasons.Reason`) under
+``analyzer.alert.*``.
 Consecutive and related alert windows (one entity's run of hours, a campaign's addresses)
 share one ``analyzer.alert.incident``. Writing it through the
 :class:`~analyzer.logger.AuditLogger` chains it like any other record.
@@ -32,6 +34,7 @@ import pandas as pd
 
 from analyzer.events import AuditEvent, Kind, Level, Outcome
 from analyzer.logger import AuditLogger
+from analyzer.reasons import Reason
 
 __all__ = ["ALERT_ACTION", "Alert", "Incident", "alert_id", "alerts_from_scores",
            "existing_alert_ids", "incidents_of", "write_alerts"]
@@ -70,6 +73,9 @@ class Alert:
     suppression_reason: str | None = None
     #: the incident this window belongs to (consecutive and related alert windows share it)
     incident: str | None = None
+    #: ``reasons`` as objects, for phrasing in another language (empty for an alert
+    #: recorded before reasons were objects: its English ``reasons`` are all there is)
+    reason_details: tuple[Reason, ...] = ()
 
     @property
     def suppressed(self) -> bool:
@@ -106,6 +112,8 @@ class Alert:
         }
         if self.incident:
             details["incident"] = self.incident
+        if self.reason_details:
+            details["reason_details"] = [r.to_json() for r in self.reason_details]
         if self.suppressed:
             details["suppressed"] = {"rule": self.suppressed_by,
                                      "reason": self.suppression_reason}
@@ -174,6 +182,8 @@ def alerts_from_scores(scores: pd.DataFrame) -> list[Alert]:
             suppression_reason=str(record.get("suppression_reason") or "")
             if suppressed else None,
             incident=_text(record.get("incident")),
+            # the model's text carries its Reason objects; a scores file's does not
+            reason_details=getattr(record.get("reasons"), "reasons", ()),
         ))
     return alerts
 

@@ -18,7 +18,8 @@ It honours the scikit-learn contract: parameters in ``__init__``, learned attrib
 ``_``, ``fit`` returns ``self``, ``score_samples`` is lower for more abnormal samples,
 ``decision_function`` is negative for outliers at the learned ``offset_``.
 
-:func:`explain` turns per-feature surprisals into reasons a person can read.
+:func:`explain` turns per-feature surprisals into reasons a person can read
+(:class:`analyzer.reasons.Reason` objects, phrased when shown).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -40,7 +41,8 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.ensemble import IsolationForest
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from analyzer.features import FEATURES, agree, describe_hour
+from analyzer.features import FEATURES, describe_hour
+from analyzer.reasons import Reason, ReasonText, format_bytes
 
 __all__ = ["RarityForest", "TailTable", "explain", "format_bytes"]
 
@@ -332,33 +334,6 @@ class RarityForest(OutlierMixin, BaseEstimator):
 
 # -- explanations -------------------------------------------------------------------------------
 
-def format_bytes(value: float) -> str:
-    """Bytes for a person.
-
-    >>> format_bytes(1536), format_bytes(3.5 * 1024**3)
-    ('1.5 KB', '3.5 GB')
-    """
-    value = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PB"  # pragma: no cover - unreachable
-
-
-def _fmt(unit: str, value: float) -> str:
-    if unit == "share":
-        return f"{value:.0%}"
-    if unit == "rate":
-        return f"{value:.1f}"
-    if unit == "bytes":
-        return format_bytes(value)
-    if unit == "logratio":
-        ratio = math.exp(value)
-        return f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"
-    return f"{value:.0f}"
-
-
 _FEATURE_INFO = {f.name: f for f in FEATURES}
 # A reason that says the same thing as a stronger one already chosen is left out.
 _OVERLAPS = (
@@ -394,8 +369,8 @@ _QUALIFIERS = ("stable_days_before_novelty",)
 
 def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], *,
             typical: pd.DataFrame | None = None, top: int = 3,
-            min_surprisal: float = math.log(20)) -> list[str]:
-    """Readable reasons for each row of ``windows``: its rarest features, phrased.
+            min_surprisal: float = math.log(20)) -> list[ReasonText]:
+    """Readable reasons for each row of ``windows``: its rarest features, as objects.
 
     Parameters
     ----------
@@ -417,14 +392,43 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
 
     Returns
     -------
-    list of str
-        One text per row, reasons joined with "; ".
+    list of ReasonText
+        One per row: the English text, reasons joined with "; " (a ``str``), carrying the
+        :class:`~analyzer.reasons.Reason` objects in ``.reasons``.
     """
     names = list(names)
     if not len(windows):
         return []
+    order, stop = _ranked(windows, surprisal, names, min_surprisal)
     hours, days = describe_hour(windows["window_start"])
     entities = windows["entity"].astype(str).to_numpy()
+    columns = _Columns(windows)
+    ranges = _Columns(typical) if typical is not None else None
+    out: list[ReasonText] = []
+    # one loop per explained window (alerts and near misses), never per event; a row is
+    # read from arrays taken once per column, never as a pandas row
+    for i in range(len(windows)):
+        chosen: list[str] = []
+        reasons: list[Reason] = []
+        for j in order[i][:stop[i]]:
+            if len(reasons) >= top:
+                break
+            name = names[j]
+            if any(other in chosen for other in _IMPLIED_BY.get(name, ())):
+                continue
+            reason = _reason(name, columns, i, entities[i], hours[i], days[i], ranges)
+            if reason is not None:
+                chosen.append(name)
+                reasons.append(reason)
+        if not reasons:
+            reasons = [Reason.combination([names[j] for j in order[i][:2]])]
+        out.append(ReasonText(reasons))
+    return out
+
+
+def _ranked(windows: pd.DataFrame, surprisal: np.ndarray, names: list[str],
+            min_surprisal: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the features in the order to name them, and how many of them may be named."""
     bonus = np.array([_SPECIFIC_BONUS if name in _FEATURE_INFO and name not in _BARE_FLAGS
                       and _FEATURE_INFO[name].family in _SPECIFIC_FAMILIES else 0.0
                       for name in names])
@@ -439,30 +443,7 @@ def explain(windows: pd.DataFrame, surprisal: np.ndarray, names: Sequence[str], 
     # the features each row may name, best first: what is rare enough or is evidence
     named = np.take_along_axis((surprisal >= min_surprisal) | evidence, order, axis=1)
     stop = np.where(named.all(axis=1), len(names), np.argmin(named, axis=1))
-    columns = _Columns(windows)
-    ranges = _Columns(typical) if typical is not None else None
-    out: list[str] = []
-    # one loop per explained window (alerts and near misses), never per event; a row is
-    # read from arrays taken once per column, never as a pandas row
-    for i in range(len(windows)):
-        chosen: list[str] = []
-        texts: list[str] = []
-        for j in order[i][:stop[i]]:
-            if len(texts) >= top:
-                break
-            name = names[j]
-            if any(other in chosen for other in _IMPLIED_BY.get(name, ())):
-                continue
-            text = _phrase(name, columns, i, entities[i], hours[i], days[i], ranges)
-            if text:
-                chosen.append(name)
-                texts.append(text)
-        if not texts:
-            rarest = [names[j] for j in order[i][:2]]
-            texts = ["unusual combination of " + " and ".join(n.replace("_", " ")
-                                                               for n in rarest)]
-        out.append("; ".join(texts))
-    return out
+    return order, stop
 
 
 def _evidence_present(windows: pd.DataFrame, names: Sequence[str],
@@ -496,24 +477,20 @@ class _Columns:
         return array
 
 
-def _phrase(name: str, columns: _Columns, i: int, entity: str, hour: str, day: str,
-            typical: _Columns | None) -> str:
-    """The reason of feature ``name`` for row ``i`` of the explained windows."""
+def _reason(name: str, columns: _Columns, i: int, entity: str, hour: str, day: str,
+            typical: _Columns | None) -> Reason | None:
+    """The reason of feature ``name`` for row ``i`` of the explained windows, if it has one."""
     info = _FEATURE_INFO.get(name)
     if info is None:
-        return name.replace("_", " ")
+        return Reason(name)
     value = float(columns[name][i])
     if info.unit in ("count", "share", "rate", "bytes") and value <= 0:
-        return ""
+        return None  # nothing happened: not a reason, however rare "nothing" is
     detail = str(columns[info.detail][i]) if info.detail and info.detail in columns else ""
-    if info.detail and not detail:
-        detail = "new values"
-    typical_text = f"no history for {entity}"
+    span = None
     if typical is not None and f"{name}_lo" in typical:
         lo, hi = typical[f"{name}_lo"][i], typical[f"{name}_hi"][i]
         if pd.notna(lo) and pd.notna(hi):
-            lo_text, hi_text = _fmt(info.unit, lo), _fmt(info.unit, hi)
-            span = lo_text if lo_text == hi_text else f"{lo_text}-{hi_text}"
-            typical_text = f"typical for {entity}: {span}"
-    return agree(info.reason.format(value=_fmt(info.unit, value), typical=typical_text,
-                                    entity=entity, detail=detail, hour=hour, weekday=day))
+            span = (float(lo), float(hi))
+    return Reason.of(name, value, typical=span, detail=detail, entity=entity, hour=hour,
+                     weekday=day)

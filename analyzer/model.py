@@ -392,7 +392,9 @@ class AuditModel:
             "window_end": windows["window_end"],
             "score": 1.0 - p,
             "alert": alert,
-            "reasons": reasons.astype(str) if n else pd.Series([], dtype=str),
+            # object, not str: a cell is a ReasonText carrying its Reason objects
+            "reasons": pd.Series(reasons, index=windows.index, dtype=object) if n
+            else pd.Series([], dtype=str),
             "incident": incident.astype(str) if n else pd.Series([], dtype=str),
             "candidate_incident": candidate_incident.astype(str) if n
             else pd.Series([], dtype=str),

@@ -457,3 +457,19 @@ def test_report_without_a_model_scores_the_log_against_itself_and_says_so(tmp_pa
         audit.log("login", user="alice", outcome="success", timestamp=T0)
     assert main(["report", str(tiny), "--text"]) == 0
     assert "too little activity" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("lang", ["de", "es"])
+@pytest.mark.parametrize(("suffix", "render"), [("txt", render_text), ("html", render_html)])
+def test_translated_output_matches_its_golden_file(tmp_path, lang, suffix, render, request):
+    """Every section in another language, as the report said it before its view was split."""
+    log = write_log(tmp_path / "audit.jsonl")
+    output = _scrub(render(view_of(log, scores=scores_for(), lang=lang)), tmp_path)
+    golden = GOLDEN / f"report.{lang}.{suffix}"
+    if request.config.getoption("--update-goldens"):
+        golden.write_text(output, encoding="utf-8")
+        pytest.skip(f"golden file {golden} written")
+    assert golden.exists(), f"{golden} is missing; write it with --update-goldens"
+    assert output == golden.read_text(encoding="utf-8"), (
+        f"{golden.name} differs; if the change is intended, run the test with "
+        "--update-goldens and review the diff")

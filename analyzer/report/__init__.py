@@ -92,6 +92,7 @@ def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
     an alert is a record whose parsed ``event.kind`` is ``alert``, however it is spelled.
     """
     from analyzer.alerts import Alert, alert_id
+    from analyzer.reasons import reasons_from_json
     from analyzer.sources.jsonl import records_holding
 
     found: dict[str, Alert] = {}
@@ -124,6 +125,7 @@ def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
             first_sequence=_int_or_none(evidence.get("first_sequence")),
             last_sequence=_int_or_none(evidence.get("last_sequence")),
             n_events=int(evidence.get("events") or 0),
+            reason_details=reasons_from_json(details.get("reason_details")),
         )
     return list(found.values())
 
@@ -148,7 +150,10 @@ def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
     out["alert"] = alert.astype(bool)
     if "reasons" not in out.columns:
         out["reasons"] = ""
-    out["reasons"] = out["reasons"].fillna("").astype(str)
+    reasons = out["reasons"].fillna("")
+    # the model's cells are text carrying their Reason objects (analyzer.reasons): kept
+    out["reasons"] = reasons if pd.api.types.infer_dtype(reasons) == "string" \
+        else reasons.astype(str)
     if "risk_score" not in out.columns:
         p = (1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0)).clip(lower=1e-12)
         import numpy as np

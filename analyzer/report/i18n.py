@@ -4,12 +4,13 @@ The catalogs live in ``analyzer/locale/<lang>/LC_MESSAGES/audit_analyzer.mo`` (c
 ``.po`` files beside them). Message ids are the English texts, so a message a catalog lacks
 falls back to English, never to a key.
 
-Alert reasons are phrased in English by the detector from the reason templates in
-:data:`analyzer.features.FEATURES` (``"{value} failed events ({typical})"``). To show them in
-another language, each reason is matched back against those templates; the template is then
-looked up in the catalog and refilled with the same values. The values themselves (entities,
-resources, actions) come from the log and are never translated. A reason that matches no
-template, or whose template has no translation, stays in English.
+Alert reasons are :class:`analyzer.reasons.Reason` objects: a reason's template (``"{value}
+failed events ({typical})"``, from :data:`analyzer.features.FEATURES`) is looked up in the
+catalog and refilled from the reason's fields. The values themselves (entities, resources,
+actions) come from the log and are never translated. A reason kept only as English text (a
+scores file, an alert recorded before reasons were objects) is first read back to its
+template by :func:`analyzer.reasons.read_reason`. A reason whose template has no translation
+stays in English.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import gettext
 import math
-import re
 from collections.abc import Callable
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from analyzer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from analyzer.reasons import Phrase, Reason
 
 __all__ = ["DOMAIN", "LANGUAGES", "Locale", "get_locale", "reason_templates", "split_reasons"]
 
@@ -31,15 +35,6 @@ DOMAIN = "audit_analyzer"
 LANGUAGES: tuple[str, ...] = ("en", "de", "es")
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-# Sub-phrases the detector puts inside reasons ({typical}) and its fallback reason.
-_EXTRA_TEMPLATES = (
-    "no history for {entity}",
-    "typical for {entity}: {span}",
-    "unusual combination of {names}",
-)
-_MORE = re.compile(r"^(?P<head>.*) and (?P<n>\d+) more$", re.DOTALL)
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _noop(message: str) -> str:
@@ -52,28 +47,9 @@ N_ = _noop
 
 def reason_templates() -> tuple[str, ...]:
     """Every English reason template the detector can phrase, and the phrases inside them."""
-    from analyzer.features import FEATURES  # late: the report must not need features to import
+    from analyzer import reasons  # late: the report must not need features to import
 
-    return tuple(dict.fromkeys([f.reason for f in FEATURES] + list(_EXTRA_TEMPLATES)))
-
-
-@lru_cache(maxsize=1)
-def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    out = []
-    for template in reason_templates():
-        pattern, seen, pos = [], set(), 0
-        for match in _PLACEHOLDER.finditer(template):
-            pattern.append(re.escape(template[pos:match.start()]))
-            name = match.group(1)
-            pattern.append(f"(?P={name})" if name in seen else f"(?P<{name}>.+?)")
-            seen.add(name)
-            pos = match.end()
-        pattern.append(re.escape(template[pos:]))
-        out.append((template, re.compile("".join(pattern), re.DOTALL)))
-    # the most specific (longest fixed text) first, so "{value} events ({typical})" does not
-    # swallow "{value} failed events ({typical})"
-    out.sort(key=lambda item: -len(_PLACEHOLDER.sub("", item[0])))
-    return tuple(out)
+    return reasons.reason_templates()
 
 
 def split_reasons(text: str) -> tuple[str, ...]:
@@ -131,45 +107,51 @@ class Locale:
     def weekday(self, english: str) -> str:
         return self.gettext(english) if english in WEEKDAYS else english
 
-    def reason(self, text: str) -> str:
-        """One English reason in this language (unchanged for English or when unknown)."""
+    def reason(self, reason: Reason | str) -> str:
+        """One reason in this language (English when the catalog has no translation of it).
+
+        ``reason`` is a :class:`~analyzer.reasons.Reason`, or one reason's English text.
+        """
+        from analyzer.reasons import read_reason  # late, as for the templates
+
+        if isinstance(reason, str):
+            if self.lang == "en":
+                return reason
+            phrase = read_reason(reason)
+            return reason if phrase is None else self._phrase(phrase, reason)
         if self.lang == "en":
-            return text
-        return self._translate(text, depth=0)
+            return reason.text
+        return self._phrase(reason.phrase(), reason.text)
 
-    def _translate(self, text: str, *, depth: int) -> str:
-        from analyzer.features import as_template_plural  # late, as for the templates
-
-        plural = as_template_plural(text)  # "1 failed event" matches "{value} failed events"
-        for template, pattern in _compiled():
-            match = pattern.fullmatch(plural)
-            if match is None:
-                continue
-            translated = self.gettext(template)
-            if translated == template:
-                return text  # no translation: keep the English reason whole
-            values = {}
-            for name, value in match.groupdict().items():
-                if name in ("typical",) and depth < 2:
-                    value = self._translate(value, depth=depth + 1)
-                elif name == "weekday":
-                    value = self.weekday(value)
-                elif name in ("detail", "names"):
-                    value = self._more(value)
+    def _phrase(self, phrase: Phrase, english: str) -> str:
+        """``phrase`` refilled in this language, or ``english`` without a translation."""
+        translated = self.gettext(phrase.template)
+        if translated == phrase.template:
+            return english  # no translation: keep the English reason whole
+        values = {}
+        for name, value in phrase.fields:
+            if not isinstance(value, str):  # {typical}: a phrase of its own
+                text = value.english()
+                values[name] = self._phrase(value, text)
+            elif name == "weekday":
+                values[name] = self.weekday(value)
+            elif name in ("detail", "names"):
+                values[name] = self._more(value)
+            else:
                 values[name] = value
-            try:
-                return translated.format(**values)
-            except (KeyError, IndexError, ValueError):  # a catalog with a bad placeholder
-                return text
-        return text
+        try:
+            return translated.format(**values)
+        except (KeyError, IndexError, ValueError):  # a catalog with a bad placeholder
+            return english
 
     def _more(self, value: str) -> str:
-        match = _MORE.match(value)
-        if not match:
+        """A detail's trailing "and 3 more" in this language (the rest is log text)."""
+        head, sep, tail = value.removesuffix(" more").rpartition(" and ")
+        if not sep or not value.endswith(" more") or not tail.isdecimal():
             return value
-        n = int(match.group("n"))
-        tail = self.ngettext("and {n} more", "and {n} more", n).format(n=self.number(n))
-        return f"{match.group('head')} {tail}"
+        n = int(tail)
+        more = self.ngettext("and {n} more", "and {n} more", n).format(n=self.number(n))
+        return f"{head} {more}"
 
 
 def get_locale(lang: str = "en") -> Locale:
