@@ -39,7 +39,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "analyzer.trail")),
     ("sources", ("analyzer.sources",)),
     ("features", ("analyzer.features",)),
-    ("model", ("analyzer.detector", "analyzer.model", "analyzer.persistence")),
+    ("model", ("analyzer.reasons", "analyzer.detector", "analyzer.model",
+               "analyzer.persistence")),
     ("judgement", ("analyzer.alerts", "analyzer.feedback", "analyzer.suppression",
                    "analyzer.registry", "analyzer.drift", "analyzer.evaluation")),
     # The SQL destinations write the store's table: they are the store's writers.
