@@ -90,45 +90,20 @@ def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
     Only lines that may hold ``"alert"`` are parsed, so the cost is one scan of the file;
     an alert is a record whose parsed ``event.kind`` is ``alert``, however it is spelled.
     """
-    from analyzer.alerts import Alert, alert_id
+    from analyzer.alerts import Alert, is_alert_record
+    from analyzer.errors import SchemaError
     from analyzer.sources.jsonl import records_holding
 
     found: dict[str, Alert] = {}
     for _, doc in records_holding(path, b'"alert"'):
+        if not is_alert_record(doc):
+            continue
         try:
-            event = doc["event"]
-            if not isinstance(event, dict) or event.get("kind") != "alert":
-                continue
-            details = (doc.get("analyzer") or {}).get("alert") or {}
-            entity_type = str(details.get("entity_type") or
-                              ("user" if (doc.get("user") or {}).get("name")
-                               else "source_ip"))
-            entity = str(details.get("entity") or (doc.get("user") or {}).get("name")
-                         or (doc.get("source") or {}).get("ip") or "")
-            start = pd.Timestamp(event.get("start") or doc["@timestamp"])
-            end = pd.Timestamp(event.get("end") or start)
-        except (KeyError, TypeError, ValueError):
+            alert = Alert.from_record(doc)
+        except SchemaError:
             continue  # verify reports damaged records; here they are simply not alerts
-        evidence = details.get("evidence") or {}
-        aid = str(event.get("id") or alert_id(entity_type, entity, start, end))
-        found[aid] = Alert(
-            id=aid, entity_type=entity_type, entity=entity, window_start=start,
-            window_end=end, score=float(details.get("score") or 0.0),
-            risk_score=float(event.get("risk_score") or 0.0),
-            reasons=tuple(str(r) for r in details.get("reasons") or ()),
-            features={k: v for k, v in (details.get("features") or {}).items()
-                      if isinstance(v, int | float)},
-            contributions={k: v for k, v in (details.get("contributions") or {}).items()
-                           if isinstance(v, int | float)},
-            first_sequence=_int_or_none(evidence.get("first_sequence")),
-            last_sequence=_int_or_none(evidence.get("last_sequence")),
-            n_events=int(evidence.get("events") or 0),
-        )
+        found[alert.id] = alert
     return list(found.values())
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
