@@ -32,6 +32,7 @@ from analyzer.report.html import render_html
 from analyzer.report.i18n import LANGUAGES, get_locale
 from analyzer.report.text import render_text
 from analyzer.report.viewmodel import Integrity, ReportData, ReportView, build_view
+from analyzer.scoring_math import alert_threshold, risk_from_p
 
 __all__ = [
     "LANGUAGES",
@@ -124,10 +125,8 @@ def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
         out["reasons"] = ""
     out["reasons"] = out["reasons"].fillna("").astype(str)
     if "risk_score" not in out.columns:
-        p = (1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0)).clip(lower=1e-12)
-        import numpy as np
-
-        out["risk_score"] = np.minimum(100.0, -np.log10(p) * 20.0).round(1)
+        p = 1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0).to_numpy()
+        out["risk_score"] = risk_from_p(p)
     return out
 
 
@@ -246,7 +245,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         budget = (meta.get("params") or {}).get("alerts_per_day")
         per_day = meta.get("windows_per_day")
         if budget and per_day:
-            threshold = min(1.0, float(budget) / max(float(per_day), 1e-9))
+            threshold = alert_threshold(budget, per_day)
     self_fit = ""
     if scores is None and model is None and model_path is None and not recorded and len(frame):
         scores, self_fit = _self_fit(frame)
