@@ -64,6 +64,7 @@ import pyarrow.compute as pc
 from analyzer.crypto import SEALED_MARK
 from analyzer.errors import ConfigError, SchemaError, SourceError
 from analyzer.events import (
+    FRAME_COLUMNS,
     OUTCOME_CATEGORIES,
     Kind,
     Level,
@@ -74,11 +75,15 @@ from analyzer.events import (
 )
 from analyzer.sources import expand_paths, is_side_file
 from analyzer.sources._base import Rejected, open_log, read_failed
-from analyzer.sources._jsonlines import (
+from analyzer.sources.jsonlines import (
+    ENVELOPE_COLUMN,
     JsonLinesParser,
+    ecs_columns,
+    ecs_schema,
+    ecs_type,
     first_of_lists,
     flatten,
-    nested_schema,
+    open_sealed,
     whole_line_blocks,
 )
 
@@ -103,49 +108,28 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _S = pa.string()
-#: ECS path -> column of a query result. The parse schema (the projection) is built from it.
-_FIELDS: tuple[tuple[tuple[str, ...], str, pa.DataType], ...] = (
-    (("@timestamp",), "timestamp", _S),
-    (("log", "level"), "level", _S),
-    (("event", "kind"), "kind", _S),
-    (("user", "name"), "user", _S),
-    (("event", "action"), "action", _S),
-    (("event", "outcome"), "outcome", _S),
-    (("source", "ip"), "source_ip", _S),
-    (("resource", "name"), "resource", _S),
-    (("message",), "message", _S),
-    (("event", "category"), "category", pa.list_(_S)),
-    (("source", "geo", "country_iso_code"), "country", _S),
-    (("host", "name"), "host", _S),
-    (("session", "id"), "session", _S),
-    (("resource", "bytes"), "bytes", pa.int64()),
-    (("user", "roles"), "roles", pa.list_(_S)),
-    (("event", "sequence"), "sequence", pa.int64()),
-    (("event", "id"), "event_id", _S),
-    (("event", "hash"), "hash", _S),
-)
-
 #: Columns of every result table, in order: the normalized columns, the chain fields and
 #: ``record``, the full JSON line as it is in the file.
-QUERY_COLUMNS: tuple[str, ...] = (*(c for _, c, _ in _FIELDS if c != "roles"), "record")
+QUERY_COLUMNS: tuple[str, ...] = (
+    "timestamp", "level", "kind", "user", "action", "outcome", "source_ip", "resource",
+    "message", "category", "country", "host", "session", "bytes", "sequence", "event_id",
+    "hash", "record")
 #: What the table and CSV outputs show unless told otherwise.
 DEFAULT_COLUMNS: tuple[str, ...] = ("timestamp", "level", "kind", "user", "action", "outcome",
                                     "source_ip", "resource", "message")
+#: The record columns parsed (from :data:`~analyzer.events.ECS_COLUMNS`): the result's, and
+#: ``roles``, which sealed records open like the others.
+_PARSED = (*QUERY_COLUMNS[:-1], "roles")
 
 #: The Arrow schema of every result table (:attr:`Batch.table`).
 RESULT_SCHEMA = pa.schema(
     [pa.field("timestamp", pa.timestamp("us", "UTC"))]
-    + [pa.field(c, t if c != "category" else _S) for _, c, t in _FIELDS
-       if c not in ("timestamp", "roles")]
+    + [pa.field(c, _S if c == "category" else ecs_type(c)) for c in QUERY_COLUMNS[1:-1]]
     + [pa.field("record", _S)])
 
 
 _BLOCK_BYTES = 16 << 20
-#: The envelope of records encrypted at rest (analyzer.crypto), parsed beside the fields.
-_ENVELOPE = ((("analyzer", "encrypted", "kid"), _S), (("analyzer", "encrypted", "nonce"), _S),
-             (("analyzer", "encrypted", "ct"), _S))
-_SCHEMA = nested_schema([*((path, dtype) for path, _, dtype in _FIELDS), *_ENVELOPE])
-PARSER = JsonLinesParser(_SCHEMA)
+PARSER = JsonLinesParser(ecs_schema(_PARSED))
 _MAX_LINE = PARSER.max_line
 #: What any line that spells a character as an escape holds (see :meth:`Filter.literals`).
 ESCAPE = b"\\u"
@@ -723,8 +707,7 @@ def record_columns(records: pa.ChunkedArray) -> dict[str, pa.ChunkedArray] | Non
     table, _, _ = PARSER.parse(data, "", rejected)
     if rejected or table.num_rows != len(records):
         return None
-    table = flatten(table)
-    columns = {column: table.column(".".join(p)) for p, column, _ in _FIELDS}
+    columns = ecs_columns(flatten(table), QUERY_COLUMNS[:-1])
     columns["category"] = first_of_lists(columns["category"])
     return columns
 
@@ -735,13 +718,16 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
     """Check the records a parse produced against the filter, exactly, and build the result."""
     flat = flatten(table)
     if opener is None and refuse_sealed and \
-            flat.column("analyzer.encrypted.ct").null_count < flat.num_rows:
+            flat.column(ENVELOPE_COLUMN["ct"]).null_count < flat.num_rows:
         raise _sealed_error(path)
-    col = {column: flat.column(".".join(p)) for p, column, _ in _FIELDS}
-    opened: dict[int, dict[str, Any]] = {}
+    col = ecs_columns(flat, _PARSED)
+    opened: set[int] = set()
     failed: list[int] = []
     if opener is not None:
-        opened, failed = _open_sealed(flat, col, rows, opener, path, rejected)
+        opened, failures = open_sealed(flat, col, opener)
+        for index, reason in failures:
+            rejected.append(Rejected(path, int(rows[index]), reason))
+            failed.append(index)
 
     # Records every reader refuses: no action, an unreadable time, an unknown outcome.
     ts_text = col["timestamp"]
@@ -782,8 +768,8 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
     records = pa.array(lines, type=pa.binary()).cast(_S)
     category = first_of_lists(col["category"].filter(mask))
     data = {"timestamp": stamps.filter(mask), "category": category, "record": records}
-    for _, column, _ in _FIELDS:
-        if column not in data and column != "roles":
+    for column in QUERY_COLUMNS:
+        if column not in data:
             data[column] = col[column].filter(mask)
     data["outcome"] = outcome.filter(mask)
     return pa.table([data[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
@@ -793,45 +779,6 @@ def _cipher(keys: tuple[bytes, ...]) -> Any:
     from analyzer.crypto import RecordCipher  # the cryptography extra, only when needed
 
     return RecordCipher(keys=keys)
-
-
-#: Result columns that live in the sealed envelope, and where.
-_SEALED_COLUMNS = {"user": ("user", "name"), "source_ip": ("source", "ip"),
-                   "country": ("source", "geo", "country_iso_code"),
-                   "resource": ("resource", "name"), "bytes": ("resource", "bytes"),
-                   "session": ("session", "id"), "message": ("message",)}
-
-
-def _open_sealed(flat: pa.Table, col: dict[str, Any], rows: np.ndarray, opener: Any,
-                 path: str, rejected: list[Rejected]
-                 ) -> tuple[dict[int, dict[str, Any]], list[int]]:
-    """Open each sealed record (its own nonce and associated data: one at a time) and put
-    its fields in the columns the filter reads; a record that fails is set aside."""
-    envelopes = zip(flat.column("analyzer.encrypted.kid").to_pylist(),
-                    flat.column("analyzer.encrypted.nonce").to_pylist(),
-                    flat.column("analyzer.encrypted.ct").to_pylist(), strict=True)
-    ids = col["event_id"].to_pylist()
-    values = {name: col[name].to_pylist() for name in _SEALED_COLUMNS}
-    opened: dict[int, dict[str, Any]] = {}
-    failed: list[int] = []
-    for index, (kid, nonce, ct) in enumerate(envelopes):
-        if ct is None:
-            continue
-        try:
-            doc = opener.open({"kid": kid, "nonce": nonce, "ct": ct}, str(ids[index]))
-        except SchemaError as exc:
-            rejected.append(Rejected(path, int(rows[index]), str(exc)))
-            failed.append(index)
-            continue
-        opened[index] = doc
-        for name, where in _SEALED_COLUMNS.items():
-            node: Any = doc
-            for key in where:
-                node = node.get(key) if isinstance(node, dict) else None
-            values[name][index] = node
-    for name, column in values.items():
-        col[name] = pa.chunked_array([pa.array(column, type=col[name].type)])
-    return opened, failed
 
 
 def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -1020,9 +967,6 @@ def frame_from_batches(batches: Iterable[Batch]) -> pd.DataFrame:
     if not tables:
         return empty_frame()
     table = pa.concat_tables(tables)
-    columns = {name: table.column(name) for name in
-               ("user", "action", "outcome", "source_ip", "resource", "level", "kind",
-                "category", "country", "host", "session", "bytes", "message", "sequence",
-                "event_id")}
+    columns = {name: table.column(name) for name in FRAME_COLUMNS if name != "timestamp"}
     stamps = pd.Series(table.column("timestamp").to_pandas())
     return arrow_to_frame(columns, timestamps=stamps)
