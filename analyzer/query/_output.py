@@ -136,7 +136,7 @@ def _header(columns: Sequence[str], widths: list[int]) -> str:
 
 def frame_from_batches(batches: Iterable[Batch]) -> pd.DataFrame:
     """The normalized events frame (DESIGN contract 3) of a scan's matches, in scan order."""
-    from analyzer.sources._base import arrow_to_frame, empty_frame
+    from analyzer.sources import arrow_to_frame, empty_frame
 
     tables = [b.table for b in batches]
     if not tables:
