@@ -28,11 +28,11 @@ from analyzer.events import (
     parse_timestamp,
 )
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 @functools.lru_cache(maxsize=8192)
-def _valid_ip(value: str) -> str:
+def valid_ip(value: str) -> str:
     # Cached: the same few addresses recur on every call, and parsing costs microseconds.
     try:
         return str(ipaddress.ip_address(value))
@@ -40,7 +40,7 @@ def _valid_ip(value: str) -> str:
         raise SchemaError(f"source.ip: not an IP address: {value!r}") from None
 
 
-class _Timestamps:
+class Timestamps:
     """Formats ``@timestamp`` cheaply: the date-and-seconds prefix is cached per second."""
 
     __slots__ = ("_prefix", "_second")
@@ -59,50 +59,50 @@ class _Timestamps:
 
 
 
-_ECS = {"version": ECS_VERSION}
-_CATEGORY_PARTS: dict[str, bytes] = {}
+ECS_OBJECT = {"version": ECS_VERSION}
+CATEGORY_PARTS: dict[str, bytes] = {}
 
 
-def _category_part(action: str, categories: tuple[str, ...]) -> bytes:
+def inferred_category_part(action: str, categories: tuple[str, ...]) -> bytes:
     """``,"category":[...]`` of an action whose category is inferred (cached per action)."""
     part = b',"category":' + orjson.dumps(list(categories)) if categories else b""
-    if len(_CATEGORY_PARTS) > 65536:
-        _CATEGORY_PARTS.clear()
-    _CATEGORY_PARTS[action] = part
+    if len(CATEGORY_PARTS) > 65536:
+        CATEGORY_PARTS.clear()
+    CATEGORY_PARTS[action] = part
     return part
 # Pre-encoded pieces of the canonical record (keys in sorted order).
-_ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
-_OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.encode()
+ECS_PART = b',"ecs":{"version":"%s"},"event":{"action":' % ECS_VERSION.encode()
+OUTCOME_PART = {o: b'","kind":"event","outcome":"%s","sequence":' % o.value.encode()
                  for o in Outcome}
-_LEVEL_PART = {lvl: b'},"log":{"level":"%s","logger":' % lvl.label.encode() for lvl in Level}
-_JSON_STRINGS: dict[str, bytes] = {}
-_ORIGINS: dict[tuple[Any, int], bytes] = {}
+LEVEL_PART = {lvl: b'},"log":{"level":"%s","logger":' % lvl.label.encode() for lvl in Level}
+JSON_STRINGS: dict[str, bytes] = {}
+ORIGINS: dict[tuple[Any, int], bytes] = {}
 
 
-def _origin_json(code: Any, line: int) -> bytes:
+def origin_json(code: Any, line: int) -> bytes:
     """``log.origin`` of a call site, then ``"message":`` (cached per code object and line)."""
     encoded = b',"origin":{"file":{"line":%d,"name":%s},"function":%s}},"message":' % (
         line, orjson.dumps(os.path.basename(code.co_filename)), orjson.dumps(code.co_name))
-    if len(_ORIGINS) > 65536:
-        _ORIGINS.clear()
-    _ORIGINS[(code, line)] = encoded
+    if len(ORIGINS) > 65536:
+        ORIGINS.clear()
+    ORIGINS[(code, line)] = encoded
     return encoded
 
 
-def _jstr(value: str, basename: bool = False) -> bytes:
+def jstr(value: str, basename: bool = False) -> bytes:
     """A string as JSON, cached: actions, users, resources and code locations recur."""
     cache_key = ("\0" + value) if basename else value
-    encoded = _JSON_STRINGS.get(cache_key)
+    encoded = JSON_STRINGS.get(cache_key)
     if encoded is None:
         if type(value) is not str:
             raise SchemaError(f"expected a string, got {value!r:.60}")
         encoded = orjson.dumps(os.path.basename(value) if basename else value)
-        if len(_JSON_STRINGS) > 65536:  # bounded: a long-running process sees many values
-            _JSON_STRINGS.clear()
-        _JSON_STRINGS[cache_key] = encoded
+        if len(JSON_STRINGS) > 65536:  # bounded: a long-running process sees many values
+            JSON_STRINGS.clear()
+        JSON_STRINGS[cache_key] = encoded
     return encoded
-_OUTCOMES = {o.value: o for o in Outcome}
+OUTCOMES = {o.value: o for o in Outcome}
 
 
-def _stamp(value: datetime | str) -> str:
+def timestamp_text(value: datetime | str) -> str:
     return format_timestamp(check_time_span(parse_timestamp(value), "@timestamp"))

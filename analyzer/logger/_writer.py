@@ -55,21 +55,21 @@ from analyzer.integrity import (
     write_checkpoint,
 )
 from analyzer.logger._encoding import (
-    _CANONICAL,
-    _CATEGORY_PARTS,
-    _ECS,
-    _ECS_PART,
-    _JSON_STRINGS,
-    _LEVEL_PART,
-    _ORIGINS,
-    _OUTCOME_PART,
-    _OUTCOMES,
-    _category_part,
-    _jstr,
-    _origin_json,
-    _stamp,
-    _Timestamps,
-    _valid_ip,
+    CANONICAL,
+    CATEGORY_PARTS,
+    ECS_OBJECT,
+    ECS_PART,
+    JSON_STRINGS,
+    LEVEL_PART,
+    ORIGINS,
+    OUTCOME_PART,
+    OUTCOMES,
+    Timestamps,
+    inferred_category_part,
+    jstr,
+    origin_json,
+    timestamp_text,
+    valid_ip,
 )
 
 _log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class AuditLogger:
         self._rotate_ns = _duration_ns(rotate_every)
         self._file_started_ns: int | None = None
         self._needs_marker: str | None = None
-        self._timestamps = _Timestamps()
+        self._timestamps = Timestamps()
         self._host_json = orjson.dumps(self.host)
         self._name_json = orjson.dumps(name)
         self._service_json = b',"service":{"name":%s}' % orjson.dumps(service) if service else b""
@@ -305,13 +305,13 @@ class AuditLogger:
             raise SchemaError("event.action: must be a non-empty string")
         if type(message) is not str:
             raise SchemaError(f"message: expected a string, got {message!r:.60}")
-        out = _OUTCOMES.get(outcome) if type(outcome) is str else None  # the common case
+        out = OUTCOMES.get(outcome) if type(outcome) is str else None  # the common case
         if out is None:
             out = Outcome.parse(outcome)
         if category is None:
-            category_part = _CATEGORY_PARTS.get(action)
+            category_part = CATEGORY_PARTS.get(action)
             if category_part is None:
-                category_part = _category_part(action, infer_category(action))
+                category_part = inferred_category_part(action, infer_category(action))
         else:
             cats = [category] if isinstance(category, str) else list(category)
             bad = [c for c in cats if c not in ECS_CATEGORIES]
@@ -326,15 +326,15 @@ class AuditLogger:
         # level (DESIGN contract 2), from pre-encoded constant parts: no dict per record and
         # one pass. verify() re-derives the canonical form with orjson, and the tests check
         # that the two agree on arbitrary values.
-        strings = _JSON_STRINGS
+        strings = JSON_STRINGS
         try:
             # Fragments of the fields that are encrypted at rest when a cipher is configured.
             analyzer_part = (b'"analyzer":' + orjson.dumps(
-                dict(extra), default=json_default, option=_CANONICAL)) if extra else b""
+                dict(extra), default=json_default, option=CANONICAL)) if extra else b""
             resource_part = session_part = source_part = user_part = b""
             if resource and not resource_type and bytes is None:  # the common case
                 resource_part = b',"resource":{"name":%s}' % (
-                    strings.get(resource) or _jstr(resource))
+                    strings.get(resource) or jstr(resource))
             elif resource or resource_type or bytes is not None:
                 parts = []
                 if bytes is not None:
@@ -344,22 +344,22 @@ class AuditLogger:
                                           f"2**63-1, got {bytes!r:.60}")
                     parts.append(b'"bytes":%d' % bytes)
                 if resource:
-                    parts.append(b'"name":' + (strings.get(resource) or _jstr(resource)))
+                    parts.append(b'"name":' + (strings.get(resource) or jstr(resource)))
                 if resource_type:
-                    parts.append(b'"type":' + _jstr(resource_type))
+                    parts.append(b'"type":' + jstr(resource_type))
                 resource_part = b',"resource":{%s}' % b",".join(parts)
             if session:
-                session_part = b',"session":{"id":%s}' % _jstr(session)
+                session_part = b',"session":{"id":%s}' % jstr(session)
             if source_ip:
-                ip = _valid_ip(source_ip)
+                ip = valid_ip(source_ip)
                 if country is None and self._geo is not None:
                     country, city = self._geo(ip) or (None, None)
                 if country or city:
                     geo = []
                     if city:
-                        geo.append(b'"city_name":' + _jstr(city))
+                        geo.append(b'"city_name":' + jstr(city))
                     if country:
-                        geo.append(b'"country_iso_code":' + _jstr(country))
+                        geo.append(b'"country_iso_code":' + jstr(country))
                     source_part = b',"source":{"geo":{%s},"ip":"%s"}' % (b",".join(geo),
                                                                         ip.encode())
                 else:
@@ -368,7 +368,7 @@ class AuditLogger:
                 if type(user) is not str:
                     raise SchemaError(f"user.name: expected a string, got {user!r}")
                 user_part = b',"user":{"name":%s%s}' % (
-                    strings.get(user) or _jstr(user),
+                    strings.get(user) or jstr(user),
                     b',"roles":' + _roles_json(roles) if roles else b"")
             if self._cipher is not None:
                 # the parts begin with their separating comma; the message leads
@@ -379,15 +379,15 @@ class AuditLogger:
                 analyzer_part = b'"analyzer":{"encrypted":%s}' % envelope
                 message, resource_part = "", b""
                 session_part = source_part = user_part = b""
-            origin = _ORIGINS.get((frame.f_code, frame.f_lineno)) or _origin_json(
+            origin = ORIGINS.get((frame.f_code, frame.f_lineno)) or origin_json(
                 frame.f_code, frame.f_lineno)
             prefix = b'{"@timestamp":"%s"%s%s%s%s%s,"id":"%s%s' % (
-                self._timestamps.now() if timestamp is None else _stamp(timestamp).encode(),
-                b"," if analyzer_part else b"", analyzer_part, _ECS_PART,
-                strings.get(action) or _jstr(action), category_part, event_id.encode(),
-                _OUTCOME_PART[out])
+                self._timestamps.now() if timestamp is None else timestamp_text(timestamp).encode(),
+                b"," if analyzer_part else b"", analyzer_part, ECS_PART,
+                strings.get(action) or jstr(action), category_part, event_id.encode(),
+                OUTCOME_PART[out])
             suffix = b'},"host":{"name":%s%s%s%s%s%s%s%s%s%s%s}' % (
-                self._host_json if not host else _jstr(host), _LEVEL_PART[lvl],
+                self._host_json if not host else jstr(host), LEVEL_PART[lvl],
                 self._name_json, origin, orjson.dumps(message), self._process_json,
                 resource_part, self._service_json, session_part, source_part, user_part)
         except (TypeError, SchemaError) as exc:  # a value of the wrong type, lone surrogates
@@ -437,7 +437,7 @@ class AuditLogger:
         if self._forked:
             self._after_fork()
         doc = event.to_ecs()
-        doc["ecs"] = _ECS
+        doc["ecs"] = ECS_OBJECT
         ev = doc["event"]
         ev.pop("hash", None)
         ev.setdefault("id", f"{self._id_prefix}-{next(self._ids):x}")
@@ -463,7 +463,7 @@ class AuditLogger:
         if self.service:
             doc.setdefault("service", {"name": self.service})
         try:
-            canonical = orjson.dumps(doc, default=json_default, option=_CANONICAL)
+            canonical = orjson.dumps(doc, default=json_default, option=CANONICAL)
         except TypeError as exc:
             raise SchemaError(f"cannot encode the record: {exc.__cause__ or exc}") from None
         if len(canonical) > _MAX_PARTS:
@@ -685,7 +685,7 @@ class AuditLogger:
         chain = analyzer.get("chain")
         analyzer["chain"] = {**(chain if isinstance(chain, dict) else {}),
                              **self._hasher.declaration()}
-        canonical = orjson.dumps(doc, option=_CANONICAL)
+        canonical = orjson.dumps(doc, option=CANONICAL)
         cut = canonical.rfind(b'"sequence":-1')
         return canonical[:cut + 11], canonical[cut + 13:]
 
