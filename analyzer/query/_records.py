@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SchemaError
-from analyzer.events import OUTCOME_CATEGORIES
 from analyzer.query._filters import Filter
 from analyzer.query._match import as_bool, match_columns
 from analyzer.query._prefilter import line_spans, literal_spans, time_keep
@@ -28,6 +26,8 @@ from analyzer.sources.jsonlines import (
     first_of_lists,
     flatten,
     open_sealed,
+    parse_stamps,
+    refusals,
 )
 
 __all__ = ["DEFAULT_COLUMNS", "PARSER", "QUERY_COLUMNS", "RESULT_SCHEMA", "Batch", "ScanStats",
@@ -196,30 +196,16 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             rejected.append(Rejected(path, int(rows[index]), reason))
             failed.append(index)
 
-    # Records every reader refuses: no action, an unreadable time, an unknown outcome.
-    ts_text = col["timestamp"]
-    try:
-        stamps = pc.cast(ts_text, pa.timestamp("us", "UTC"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_datetime(pd.Series(ts_text.to_pandas(), dtype=object), format="ISO8601",
-                                utc=True, errors="coerce")
-        stamps = pa.chunked_array([pa.array(parsed.astype("datetime64[us, UTC]"),
-                                            type=pa.timestamp("us", "UTC"))])
+    # Records every reader refuses, set aside with the reader's reasons.
+    # the result's times are microseconds (the logger writes no finer)
+    stamps = pc.cast(parse_stamps(col["timestamp"]), pa.timestamp("us", "UTC"), safe=False)
     outcome = pc.fill_null(col["outcome"], "unknown")
-    action = col["action"]
-    bad_action = as_bool(pc.fill_null(pc.equal(pc.utf8_length(action), 0), True))
-    bad_ts = as_bool(pc.is_null(stamps))
-    bad_outcome = ~as_bool(pc.is_in(outcome, value_set=pa.array(OUTCOME_CATEGORIES)))
-    bad = bad_action | bad_ts | bad_outcome
-    if bad.any():
-        for index in np.flatnonzero(bad):
-            if bad_action[index]:
-                reason = "event.action: missing"
-            elif bad_ts[index]:
-                reason = f"@timestamp: unparseable {ts_text[int(index)].as_py()!r:.60}"
-            else:
-                reason = f"event.outcome: unknown value {outcome[int(index)].as_py()!r:.40}"
-            rejected.append(Rejected(path, int(rows[index]), reason))
+    bad = np.zeros(flat.num_rows, dtype=bool)
+    for mask, describe in refusals(col["action"], col["timestamp"],
+                                   as_bool(pc.is_null(stamps)), outcome):
+        for index in np.flatnonzero(mask & ~bad):
+            rejected.append(Rejected(path, int(rows[index]), describe(int(index))))
+        bad |= mask
     bad[failed] = True  # sealed records that do not open were set aside above
     keep = ~bad & match_columns(flt, col, stamps, outcome)
     if not keep.any():

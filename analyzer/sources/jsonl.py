@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SchemaError
-from analyzer.events import FRAME_COLUMNS, OUTCOME_CATEGORIES, duplicate_keys, may_contain
+from analyzer.events import FRAME_COLUMNS, duplicate_keys, may_contain
 from analyzer.sources._base import (
     MAX_LINE_BYTES,
     ReadResult,
@@ -40,6 +40,8 @@ from analyzer.sources.jsonlines import (
     first_of_lists,
     flatten,
     open_sealed,
+    parse_stamps,
+    refusals,
     whole_line_blocks,
 )
 
@@ -155,28 +157,15 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     columns["category"] = first_of_lists(columns["category"])
     columns["roles"] = first_of_lists(columns["roles"])
 
-    # Timestamps: arrow's cast is fast for the normal case; anything it cannot parse is
-    # re-parsed by pandas, and what neither can read is set aside with its line number.
+    # What neither arrow nor pandas can read, or the frame cannot hold, is set aside with
+    # its line number.
     ts_text = columns["timestamp"]
-    try:
-        timestamps = pd.Series(pc.cast(ts_text, pa.timestamp("us", "UTC")).to_pandas())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        timestamps = pd.to_datetime(pd.Series(ts_text.to_pandas()), format="ISO8601",
-                                    utc=True, errors="coerce")
-    timestamps = within_time_range(timestamps)
-    bad_ts = timestamps.isna().to_numpy()
-    outcome = pd.Series(pc.fill_null(columns["outcome"], "unknown").to_pandas())
-    bad_outcome = ~outcome.isin(OUTCOME_CATEGORIES).to_numpy()
-    action = columns["action"]
-    bad_action = pc.fill_null(pc.equal(pc.utf8_length(pc.fill_null(action, "")), 0),
-                              True).to_numpy(zero_copy_only=False)
-    for mask, describe in (
-        (bad_action, lambda i: "event.action: missing"),
-        (bad_ts, lambda i: f"@timestamp: unparseable {ts_text[int(i)].as_py()!r:.60}"),
-        (bad_outcome, lambda i: f"event.outcome: unknown value {outcome.iloc[i]!r:.40}"),
-    ):
+    timestamps = within_time_range(pd.Series(parse_stamps(ts_text).to_pandas()))
+    outcome = pc.fill_null(columns["outcome"], "unknown")
+    for mask, describe in refusals(columns["action"], ts_text, timestamps.isna().to_numpy(),
+                                   outcome):
         for index in np.flatnonzero(mask & keep):
-            rejected.append(Rejected(path, int(numbers[index]), describe(index)))
+            rejected.append(Rejected(path, int(numbers[index]), describe(int(index))))
         keep &= ~mask
 
     kind = pd.Series(pc.fill_null(columns["kind"], "event").to_pandas())

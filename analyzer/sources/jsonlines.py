@@ -15,12 +15,14 @@ A clean file therefore never pays for a Python loop per line.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from analyzer.crypto import ENVELOPE_KEYS, ENVELOPE_PATH, SEALED_COLUMNS
@@ -28,13 +30,14 @@ from analyzer.events import (
     ECS_COLUMNS,
     INTEGER_COLUMNS,
     LIST_COLUMNS,
+    OUTCOME_CATEGORIES,
     duplicate_keys,
 )
 from analyzer.sources._base import MAX_LINE_BYTES, Rejected, overlong, whole_line_blocks
 
 __all__ = ["ENVELOPE_COLUMN", "JsonLinesParser", "check_fields", "ecs_columns", "ecs_schema",
-           "ecs_type", "first_of_lists", "flatten", "nested_schema", "open_sealed", "read_all",
-           "whole_line_blocks"]
+           "ecs_type", "first_of_lists", "flatten", "nested_schema", "open_sealed",
+           "parse_stamps", "read_all", "refusals", "whole_line_blocks"]
 
 BLOCK_BYTES = 32 << 20
 
@@ -91,6 +94,37 @@ def open_sealed(flat: pa.Table, columns: dict[str, pa.ChunkedArray],
     for name, column in values.items():
         columns[name] = pa.chunked_array([pa.array(column, type=columns[name].type)])
     return opened, failed
+
+
+def parse_stamps(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``@timestamp`` strings as UTC times, null where unreadable: arrow's cast to
+    microseconds for the normal case; when it refuses one of them, pandas' ISO 8601 parser,
+    which keeps nanoseconds."""
+    try:
+        return pc.cast(text, pa.timestamp("us", "UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = pd.to_datetime(pd.Series(text.to_pandas(), dtype=object), format="ISO8601",
+                                utc=True, errors="coerce")
+        return pa.chunked_array([pa.array(parsed, type=pa.timestamp("ns", "UTC"))])
+
+
+def refusals(action: pa.ChunkedArray, stamps_text: pa.ChunkedArray, bad_stamps: np.ndarray,
+             outcome: pa.ChunkedArray) -> list[tuple[np.ndarray, Callable[[int], str]]]:
+    """Why a parsed audit record is refused by every reader, in order of precedence: no
+    action, an unreadable time (``bad_stamps``), an unknown outcome (``outcome`` with nulls
+    filled as ``unknown``). Each is the rows it holds for and the reason of a row."""
+    no_action = pc.fill_null(pc.equal(pc.utf8_length(pc.fill_null(action, "")), 0), True)
+    bad_outcome = pc.invert(pc.is_in(outcome, value_set=pa.array(OUTCOME_CATEGORIES)))
+    return [
+        (_bools(no_action), lambda i: "event.action: missing"),
+        (bad_stamps, lambda i: f"@timestamp: unparseable {stamps_text[int(i)].as_py()!r:.60}"),
+        (_bools(bad_outcome),
+         lambda i: f"event.outcome: unknown value {outcome[int(i)].as_py()!r:.40}"),
+    ]
+
+
+def _bools(array: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def flatten(table: pa.Table) -> pa.Table:
