@@ -34,6 +34,7 @@ __all__ = ["DEFAULT_COLUMNS", "PARSER", "QUERY_COLUMNS", "RESULT_SCHEMA", "Batch
            "cipher", "record_columns", "scan_block", "sealed_error"]
 
 _S = pa.string()
+_STAMP = pa.timestamp("us", "UTC")
 #: Columns of every result table, in order: the normalized columns, the chain fields and
 #: ``record``, the full JSON line as it is in the file.
 QUERY_COLUMNS: tuple[str, ...] = (
@@ -49,7 +50,7 @@ _PARSED = (*QUERY_COLUMNS[:-1], "roles")
 
 #: The Arrow schema of every result table (:attr:`Batch.table`).
 RESULT_SCHEMA = pa.schema(
-    [pa.field("timestamp", pa.timestamp("us", "UTC"))]
+    [pa.field("timestamp", _STAMP)]
     + [pa.field(c, _S if c == "category" else ecs_type(c)) for c in QUERY_COLUMNS[1:-1]]
     + [pa.field("record", _S)])
 
@@ -197,8 +198,9 @@ def _select(table: pa.Table, rows: np.ndarray, block: bytes, starts: np.ndarray,
             failed.append(index)
 
     # Records every reader refuses, set aside with the reader's reasons.
-    # the result's times are microseconds (the logger writes no finer)
-    stamps = pc.cast(parse_stamps(col["timestamp"]), pa.timestamp("us", "UTC"), safe=False)
+    stamps = parse_stamps(col["timestamp"])
+    if stamps.type != _STAMP:  # the result's times are microseconds (the logger's own)
+        stamps = pc.cast(stamps, _STAMP, safe=False)
     outcome = pc.fill_null(col["outcome"], "unknown")
     bad = np.zeros(flat.num_rows, dtype=bool)
     for mask, describe in refusals(col["action"], col["timestamp"],
