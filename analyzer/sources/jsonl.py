@@ -151,8 +151,8 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     flat = flatten(table)
     columns = ecs_columns(flat, COLUMNS)
     keep = np.ones(len(numbers), dtype=bool)
-    kid = flat.column(ENVELOPE_COLUMN["kid"])
-    if kid.null_count < len(kid) and not clear_only:
+    sealed = flat.column(ENVELOPE_COLUMN["ct"])
+    if sealed.null_count < len(sealed) and not clear_only:
         _decrypt(flat, columns, decrypt_keys, numbers, keep, path, rejected)
     columns["category"] = first_of_lists(columns["category"])
     columns["roles"] = first_of_lists(columns["roles"])
