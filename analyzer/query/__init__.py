@@ -232,11 +232,12 @@ def _scan_file(file: Path, flt: Filter, literals: tuple[bytes, ...],
 def _counted(table: pa.Table, limit: int | None, stats: ScanStats) -> tuple[pa.Table, bool]:
     """``table`` cut to what ``limit`` still allows and counted; and whether the limit is
     reached."""
-    done = limit is not None and stats.matched + table.num_rows >= limit
-    if done:
-        table = table.slice(0, limit - stats.matched)
+    if limit is None or stats.matched + table.num_rows < limit:
+        stats.matched += table.num_rows
+        return table, False
+    table = table.slice(0, limit - stats.matched)
     stats.matched += table.num_rows
-    return table, done
+    return table, True
 
 
 def _exports(paths: Any) -> list[str]:
