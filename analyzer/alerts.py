@@ -26,18 +26,19 @@ import hashlib
 import ipaddress
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analyzer.errors import SchemaError
 from analyzer.events import AuditEvent, Kind, Level, Outcome
 from analyzer.logger import AuditLogger
-from analyzer.reasons import Reason
+from analyzer.reasons import Reason, reasons_from_json
 
 __all__ = ["ALERT_ACTION", "Alert", "Incident", "alert_id", "alerts_from_scores",
-           "existing_alert_ids", "incidents_of", "write_alerts"]
+           "existing_alert_ids", "incidents_of", "is_alert_record", "write_alerts"]
 
 ALERT_ACTION = "anomaly.detected"
 RULE_NAME = "audit-analyzer: unusual activity for this entity"
@@ -126,6 +127,88 @@ class Alert:
             risk_score=self.risk_score, rule_name=RULE_NAME, rule_id=model_id,
             rule_version=model_version, analyzer={"alert": details}, **who,
         )
+
+    @classmethod
+    def from_record(cls, doc: Mapping[str, Any]) -> Alert:
+        """The alert an audit record holds (the parsed, unsealed form of :meth:`to_event`).
+
+        The one decoder of alert records: the report and the feedback review read alerts
+        through it. Records written by other versions are read leniently (the
+        entity falls back to ``user.name`` or ``source.ip``, the window to ``@timestamp``,
+        the id to :func:`alert_id`); what cannot be read raises :class:`SchemaError` naming
+        the field, and a record that is not an alert says so.
+        """
+        if not is_alert_record(doc):
+            raise SchemaError("event.kind: not an alert record")
+        event = doc["event"]
+        found = doc.get("analyzer")
+        details = found.get("alert") if isinstance(found, Mapping) else None
+        details = details if isinstance(details, Mapping) else {}
+        user, source = _node(doc, "user").get("name"), _node(doc, "source").get("ip")
+        entity_type = str(details.get("entity_type") or ("user" if user else "source_ip"))
+        entity = str(details.get("entity") or user or source or "")
+        start = _time(event.get("start") or doc.get("@timestamp"), "event.start")
+        end = _time(event.get("end"), "event.end") if event.get("end") else start
+        evidence = _node(details, "evidence")
+        suppressed = _node(details, "suppressed") if details.get("suppressed") else None
+        return cls(
+            id=str(event.get("id") or alert_id(entity_type, entity, start, end)),
+            entity_type=entity_type, entity=entity, window_start=start, window_end=end,
+            score=_number(details.get("score"), "analyzer.alert.score"),
+            risk_score=_number(event.get("risk_score"), "event.risk_score"),
+            reasons=tuple(str(r) for r in details.get("reasons") or ()),
+            features=_numbers(details.get("features")),
+            contributions=_numbers(details.get("contributions")),
+            first_sequence=_int_or_none(evidence.get("first_sequence")),
+            last_sequence=_int_or_none(evidence.get("last_sequence")),
+            n_events=_int_or_none(evidence.get("events")) or 0,
+            suppressed_by=None if suppressed is None else str(suppressed.get("rule") or "rule"),
+            suppression_reason=None if suppressed is None else
+            str(suppressed.get("reason") or ""),
+            incident=_text(details.get("incident")),
+            reason_details=reasons_from_json(details.get("reason_details")),
+        )
+
+
+def is_alert_record(doc: Mapping[str, Any]) -> bool:
+    """Whether a parsed record is an alert: its ``event.kind`` is ``alert`` (decided on the
+    parsed field, however the line spells it)."""
+    event = doc.get("event")
+    return isinstance(event, Mapping) and event.get("kind") == "alert"
+
+
+def _node(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    found = doc.get(key)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _time(value: Any, field: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise SchemaError(f"{field}: not a time: {value!r:.60}") from None
+    if pd.isna(stamp):
+        raise SchemaError(f"{field}: missing")
+    return stamp if stamp.tzinfo is not None else stamp.tz_localize("UTC")
+
+
+def _number(value: Any, field: str) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SchemaError(f"{field}: expected a number, got {value!r:.60}")
+    return float(value)
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        return {}
+    return {str(k): v for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _finite(value: Any) -> float | None:
@@ -239,9 +322,9 @@ def existing_alert_ids(path: str | os.PathLike[str]) -> set[str]:
     if not Path(path).exists():
         return found
     for _, doc in records_holding(path, b'"alert"'):
-        event = doc.get("event")
-        if isinstance(event, dict) and event.get("kind") == "alert" and event.get("id"):
-            found.add(str(event["id"]))
+        # only the id counts here: a damaged alert still holds its window's place
+        if is_alert_record(doc) and doc["event"].get("id"):
+            found.add(str(doc["event"]["id"]))
     return found
 
 

@@ -20,19 +20,30 @@ import contextlib
 import hashlib
 import os
 from binascii import b2a_base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
+from analyzer.events import ECS_COLUMNS, ecs_value
 
-__all__ = ["SEALED_MARK", "SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key",
-           "starts_sealed", "trail_is_sealed"]
+__all__ = ["ENVELOPE_KEYS", "ENVELOPE_PATH", "SEALED_COLUMNS", "SEALED_MARK",
+           "SENSITIVE_FIELDS", "RecordCipher", "key_id", "load_encryption_key", "starts_sealed",
+           "trail_is_sealed"]
 
 #: Top-level record fields that are encrypted; everything else stays in clear.
 SENSITIVE_FIELDS = ("analyzer", "message", "resource", "session", "source", "user")
+#: Normalized columns whose values a sealed record holds in its envelope, and where in the
+#: sealed fields (every column of :data:`~analyzer.events.ECS_COLUMNS` under a sensitive
+#: field): what a reader opens to fill them.
+SEALED_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    column: path for column, path in ECS_COLUMNS.items() if path[0] in SENSITIVE_FIELDS
+}
+#: Where a sealed record keeps its envelope, and the envelope's fields a reader needs.
+ENVELOPE_PATH = ("analyzer", "encrypted")
+ENVELOPE_KEYS = ("kid", "nonce", "ct")
 ALGORITHM = "A256GCM"
 #: How a sealed record's line shows it (the logger writes the envelope in canonical form).
 SEALED_MARK = b'"encrypted":{"alg"'
@@ -157,6 +168,31 @@ class RecordCipher:
             raise SchemaError(f"record {event_id}: encrypted fields fail authentication "
                               "(modified, or moved from another record)") from None
         return orjson.loads(plain)
+
+    def open_columns(self, envelopes: Iterable[tuple[Any, Any, Any]], event_ids: Sequence[Any],
+                     values: Mapping[str, list[Any]]) -> tuple[set[int], list[tuple[int, str]]]:
+        """Open the sealed records of a batch of rows into their columns.
+
+        ``envelopes`` gives each row's ``(kid, nonce, ct)`` (``ct`` None: a clear row, left
+        as it is); ``values`` holds one list per column of :data:`SEALED_COLUMNS`, and each
+        opened row's values are written into them in place. Rows are opened one at a time:
+        each has its own nonce and associated data. Returns the rows opened and the rows
+        that fail, with the reason (the caller sets them aside).
+        """
+        opened: set[int] = set()
+        failed: list[tuple[int, str]] = []
+        for index, (kid, nonce, ct) in enumerate(envelopes):
+            if ct is None:
+                continue
+            try:
+                doc = self.open({"kid": kid, "nonce": nonce, "ct": ct}, str(event_ids[index]))
+            except SchemaError as exc:
+                failed.append((index, str(exc)))
+                continue
+            opened.add(index)
+            for name, column in values.items():
+                column[index] = ecs_value(doc, SEALED_COLUMNS[name])
+        return opened, failed
 
     def unseal(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """The record as it was before sealing (``doc`` itself when it is not sealed).

@@ -32,6 +32,7 @@ import orjson
 from analyzer.errors import SchemaError
 
 __all__ = [
+    "ECS_COLUMNS",
     "ECS_VERSION",
     "EXTENSION_FIELDS",
     "FRAME_COLUMNS",
@@ -40,7 +41,9 @@ __all__ = [
     "Kind",
     "Level",
     "Outcome",
+    "column_value",
     "decode_record",
+    "ecs_value",
     "encode_record",
     "format_timestamp",
     "formula_safe",
@@ -387,8 +390,8 @@ _FIELD_DEFAULTS = {
 }
 _FIELD_NAMES = frozenset(_FIELD_DEFAULTS) | {"timestamp"}
 
-#: attribute -> dotted ECS field; the single table the codec, the readers and the ECS
-#: conformance test all use.
+#: attribute -> dotted ECS field; the single table the codec, the readers (through
+#: :data:`ECS_COLUMNS`) and the ECS conformance test all use.
 _ECS_NAME: dict[str, str] = {
     "timestamp": "@timestamp", "message": "message", "level": "log.level",
     "action": "event.action", "kind": "event.kind", "outcome": "event.outcome",
@@ -588,6 +591,46 @@ REQUIRED_FRAME_COLUMNS: tuple[str, ...] = (
     "timestamp", "user", "action", "outcome", "source_ip", "resource",
 )
 OUTCOME_CATEGORIES = tuple(o.value for o in Outcome)
+
+#: column -> the ECS path it is read from in a record: the frame's columns, then ``roles``
+#: (the first role, a column readers add) and ``hash`` (the chain link, a query column).
+#: Derived from the codec's own table, so the ECS reader, ``query``, ``watch`` and ``store``
+#: read every column from where :meth:`AuditEvent.to_ecs` writes it.
+ECS_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    column: tuple(_ECS_NAME["id" if column == "event_id" else column].split("."))
+    for column in (*FRAME_COLUMNS, "roles", "hash")
+}
+#: Columns whose record value is a list (ECS arrays): a column holds the first element.
+LIST_COLUMNS = frozenset({"category", "roles"})
+#: Columns whose record value is an integer; every other column is a string.
+INTEGER_COLUMNS = frozenset({"bytes", "sequence"})
+
+
+def ecs_value(doc: Any, path: tuple[str, ...], default: Any = None) -> Any:
+    """The value at ``path`` of a parsed record, or ``default`` where a level is missing or
+    is not an object.
+
+    >>> ecs_value({"user": {"name": "alice"}}, ECS_COLUMNS["user"]), ecs_value({}, ("a", "b"))
+    ('alice', None)
+    """
+    for key in path:
+        if not isinstance(doc, Mapping) or key not in doc:
+            return default
+        doc = doc[key]
+    return doc
+
+
+def column_value(doc: Any, column: str) -> Any:
+    """The value of ``column`` (of :data:`ECS_COLUMNS`) in a parsed record; for a list
+    column its first element (None for an empty list), as the readers' columns hold it.
+
+    >>> column_value({"event": {"category": ["iam", "session"]}}, "category")
+    'iam'
+    """
+    value = ecs_value(doc, ECS_COLUMNS[column])
+    if column in LIST_COLUMNS and isinstance(value, list):
+        return value[0] if value else None
+    return value
 
 
 def validate_frame(frame: Any, *, source: str = "frame") -> None:

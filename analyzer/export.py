@@ -55,7 +55,7 @@ from analyzer.errors import ConfigError, IntegrityError, SourceError
 from analyzer.files import atomic_write
 from analyzer.integrity import Problem, VerifyReport, key_id, verify_log, verify_series
 from analyzer.query import RESULT_SCHEMA, ScanStats, scan, trail_files
-from analyzer.sources._base import Rejected
+from analyzer.sources import Rejected
 from analyzer.sources.parquet import MANIFEST_NAME, PARTITION, ROW_GROUP_ROWS, read_manifest
 
 __all__ = ["MANIFEST_VERSION", "ExportReport", "export_parquet"]

@@ -157,19 +157,20 @@ def read_alerts(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         ``alert_id, entity_type, entity, window_start, window_end, risk_score, suppressed,
         timestamp`` (times UTC).
     """
+    from analyzer.alerts import Alert, is_alert_record
+
     rows = []
     for doc in _records(paths, b'"alert"', unseal):
-        event = doc.get("event") or {}
-        details = ((doc.get("analyzer") or {}).get("alert") or {})
-        if event.get("kind") != "alert" or not event.get("id"):
+        if not is_alert_record(doc) or not doc["event"].get("id"):
             continue
-        entity_type = details.get("entity_type") or (
-            "user" if (doc.get("user") or {}).get("name") else "source_ip")
-        entity = details.get("entity") or (doc.get("user") or {}).get("name") \
-            or (doc.get("source") or {}).get("ip") or ""
-        rows.append((str(event["id"]), str(entity_type), str(entity), event.get("start"),
-                     event.get("end"), event.get("risk_score"),
-                     bool(details.get("suppressed")), doc.get("@timestamp")))
+        try:
+            alert = Alert.from_record(doc)
+        except SchemaError as exc:
+            log.warning("alert %s left out: %s", doc["event"]["id"], exc)
+            continue
+        rows.append((alert.id, alert.entity_type, alert.entity, alert.window_start,
+                     alert.window_end, alert.risk_score, alert.suppressed,
+                     doc.get("@timestamp")))
     frame = pd.DataFrame(rows, columns=_ALERT_COLUMNS)
     for column in ("window_start", "window_end", "timestamp"):
         frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce") \

@@ -73,6 +73,7 @@ from analyzer.features import (
     detector_features,
     feature_names,
 )
+from analyzer.scoring_math import RISK_PER_DECADE, alert_threshold, risk_from_p
 
 __all__ = ["DEFAULT_ALERTS_PER_DAY", "DEFAULT_MAX_ALERT_SHARE", "DEFAULT_MIN_RISK",
            "SCORE_COLUMNS", "AuditModel", "risk_from_p"]
@@ -91,7 +92,6 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "entity_type", "entity", "window_start", "window_end", "score", "alert", "reasons",
 )
 _EXTRA_COLUMNS = ("risk_score", "first_sequence", "last_sequence", "n_events")
-_RISK_PER_DECADE = 20.0
 # Smallest tail probability reported, so that score = 1 - p stays distinguishable from 1.
 _MIN_P = 1e-12
 # Reasons are written for alerts and for windows this many times over the alert threshold.
@@ -316,7 +316,7 @@ class AuditModel:
         self._check_fitted()
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         _check_budget(budget)
-        return min(1.0, budget / max(self.windows_per_day_, 1e-9))
+        return alert_threshold(budget, self.windows_per_day_)
 
     def score(self, frame: pd.DataFrame, *, alerts_per_day: float | None = None
               ) -> pd.DataFrame:
@@ -449,16 +449,6 @@ def _check_share(value: float) -> None:
         raise ConfigError(f"max_alert_share must be a share in (0, 1], got {value!r}")
 
 
-def risk_from_p(p: np.ndarray) -> np.ndarray:
-    """Risk 0-100 from tail probabilities: ``20 * -log10(p)``, capped, never ``-0.0``.
-
-    >>> risk_from_p(np.array([1.0, 0.1, 1e-3, 1e-9])).tolist()
-    [0.0, 20.0, 60.0, 100.0]
-    """
-    risk = np.minimum(100.0, -np.log10(np.clip(p, 0.0, 1.0)) * _RISK_PER_DECADE)
-    return np.maximum(risk, 0.0).round(1) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
 def _min_risk_for(min_risk: float, n: int) -> float:
     """The minimum risk for windows calibrated on ``n`` windows.
 
@@ -469,7 +459,7 @@ def _min_risk_for(min_risk: float, n: int) -> float:
     >>> _min_risk_for(20.0, 10_000), _min_risk_for(60.0, 10_000), _min_risk_for(20.0, 16)
     (20.0, 60.0, 9.3)
     """
-    reachable = _RISK_PER_DECADE * math.log10(max(n + 1, 2) / 2.0)
+    reachable = RISK_PER_DECADE * math.log10(max(n + 1, 2) / 2.0)
     return float(min_risk) if reachable >= min_risk else round(reachable / 2.0, 1)
 
 

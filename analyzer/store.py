@@ -53,7 +53,14 @@ import orjson
 import pyarrow as pa
 
 from analyzer.errors import ConfigError, SchemaError, SourceError
-from analyzer.events import OUTCOME_CATEGORIES, format_timestamp, parse_timestamp
+from analyzer.events import (
+    ECS_COLUMNS,
+    OUTCOME_CATEGORIES,
+    column_value,
+    ecs_value,
+    format_timestamp,
+    parse_timestamp,
+)
 from analyzer.integrity import (
     GENESIS_HASH,
     ChainHasher,
@@ -204,26 +211,25 @@ def row_from_record(doc: dict[str, Any], raw: bytes | str | None = None) -> tupl
     """
     if not isinstance(doc, dict):
         raise SchemaError("record: not a JSON object")
-    event = doc.get("event")
-    if not isinstance(event, dict):
+    if not isinstance(doc.get("event"), dict):
         raise SchemaError("event: missing")
-    event_id = event.get("id")
+    event_id = ecs_value(doc, ECS_COLUMNS["event_id"])
     if not isinstance(event_id, str) or not event_id:
         raise SchemaError("event.id: missing; the database needs it as the primary key")
-    action = event.get("action")
+    action = ecs_value(doc, ECS_COLUMNS["action"])
     if not isinstance(action, str) or not action:
         raise SchemaError("event.action: missing")
-    outcome = event.get("outcome", "unknown")
+    outcome = ecs_value(doc, ECS_COLUMNS["outcome"], "unknown")
     if outcome not in OUTCOME_CATEGORIES:
         raise SchemaError(f"event.outcome: unknown value {outcome!r:.40}")
-    sequence = event.get("sequence")
+    sequence = ecs_value(doc, ECS_COLUMNS["sequence"])
     if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int)):
         raise SchemaError("event.sequence: expected an integer")
-    stamp = doc.get("@timestamp")
+    stamp = ecs_value(doc, ECS_COLUMNS["timestamp"])
     if not isinstance(stamp, str):
         raise SchemaError("@timestamp: missing")
     time = format_timestamp(parse_timestamp(stamp))
-    ip = _get(doc, "source", "ip")
+    ip = ecs_value(doc, ECS_COLUMNS["source_ip"])
     if ip is not None:
         try:
             ip = str(ipaddress.ip_address(ip))
@@ -232,26 +238,17 @@ def row_from_record(doc: dict[str, Any], raw: bytes | str | None = None) -> tupl
     if raw is None:
         raw = orjson.dumps(doc)
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    return (event_id, sequence, time, _text(_get(doc, "log", "level"), "log.level"),
-            _text(event.get("kind", "event"), "event.kind"),
-            _text(_get(doc, "user", "name"), "user.name"), action, outcome, ip,
-            _text(_get(doc, "resource", "name"), "resource.name"),
-            _text(event.get("hash"), "event.hash"), text)
+    return (event_id, sequence, time, _text(doc, "level"),
+            _text(doc, "kind", "event"), _text(doc, "user"), action, outcome, ip,
+            _text(doc, "resource"), _text(doc, "hash"), text)
 
 
-def _get(doc: dict[str, Any], *path: str) -> Any:
-    node: Any = doc
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _text(value: Any, field: str) -> str | None:
+def _text(doc: dict[str, Any], column: str, default: str | None = None) -> str | None:
+    """The record's string for ``column`` (of :data:`~analyzer.events.ECS_COLUMNS`)."""
+    value = ecs_value(doc, ECS_COLUMNS[column], default)
     if value is None or isinstance(value, str):
         return value
-    raise SchemaError(f"{field}: expected a string, got {value!r:.40}")
+    raise SchemaError(f"{'.'.join(ECS_COLUMNS[column])}: expected a string, got {value!r:.40}")
 
 
 # -- connections ---------------------------------------------------------------------------
@@ -415,12 +412,9 @@ def _rows_to_table(rows: list[tuple[Any, ...]], flt: Filter) -> pa.Table:
         col.update({name: parsed[name] for name in extra})
     else:
         docs = [orjson.loads(r) for r in col["record"].to_pylist()]
-        for name, path in (("message", ("message",)), ("category", ("event", "category")),
-                           ("country", ("source", "geo", "country_iso_code")),
-                           ("host", ("host", "name")), ("session", ("session", "id")),
-                           ("bytes", ("resource", "bytes"))):
+        for name in extra:
             dtype = RESULT_SCHEMA.field(name).type
-            found = [_first(_get(d, *path)) for d in docs]
+            found = [column_value(d, name) for d in docs]
             col[name] = pa.chunked_array([pa.array(
                 [v if _fits(v, dtype) else None for v in found], type=dtype)])
     keep = match_columns(flt, col, stamps, col["outcome"])
@@ -438,12 +432,6 @@ def _fits(value: Any, dtype: pa.DataType) -> bool:
     if pa.types.is_integer(dtype):
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, str)
-
-
-def _first(value: Any) -> Any:
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
 
 
 def read_db_events(url: str | os.PathLike[str], flt: Filter | None = None, *,

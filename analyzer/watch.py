@@ -43,6 +43,7 @@ import pandas as pd
 
 from analyzer.durations import parse_duration
 from analyzer.errors import AnalyzerError, ConfigError
+from analyzer.events import FRAME_COLUMNS, column_value
 from analyzer.files import atomic_write, mode_of
 from analyzer.follow import Cursor, LogTail, cursor_at_end
 from analyzer.series import watch_state_path as state_path
@@ -88,23 +89,8 @@ class WatchStats:
 
 # -- records -> the normalized frame -------------------------------------------------------
 
-_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("user", ("user", "name")), ("action", ("event", "action")),
-    ("outcome", ("event", "outcome")), ("source_ip", ("source", "ip")),
-    ("resource", ("resource", "name")), ("level", ("log", "level")),
-    ("kind", ("event", "kind")), ("country", ("source", "geo", "country_iso_code")),
-    ("host", ("host", "name")), ("session", ("session", "id")),
-    ("bytes", ("resource", "bytes")), ("message", ("message",)),
-    ("sequence", ("event", "sequence")), ("event_id", ("event", "id")),
-)
-
-
-def _get(doc: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
+#: The frame's columns read from each record (``timestamp`` is parsed on its own).
+_COLUMNS = (*(c for c in FRAME_COLUMNS if c != "timestamp"), "roles")
 
 
 def records_to_frame(docs: list[dict[str, Any]], *,
@@ -115,12 +101,10 @@ def records_to_frame(docs: list[dict[str, Any]], *,
     alerts as activity. Records without a readable ``@timestamp`` or action are skipped.
     ``offsets`` (one per record) become an ``_offset`` column of the rows kept.
     """
-    from analyzer.sources._base import build_frame
+    from analyzer.sources import build_frame
 
-    columns: dict[str, list[Any]] = {name: [] for name, _ in _PATHS}
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     stamps: list[str] = []
-    categories: list[str | None] = []
-    roles: list[str | None] = []
     kept: list[int] = []
     for n, doc in enumerate(docs):
         event = doc.get("event")
@@ -129,17 +113,12 @@ def records_to_frame(docs: list[dict[str, Any]], *,
             continue
         kept.append(n)
         stamps.append(doc["@timestamp"])
-        for name, path in _PATHS:
-            columns[name].append(_get(doc, path))
-        category = event.get("category")
-        categories.append(category[0] if isinstance(category, list) and category
-                          else category if isinstance(category, str) else None)
-        role = _get(doc, ("user", "roles"))
-        roles.append(role[0] if isinstance(role, list) and role else None)
+        for name, values in columns.items():
+            values.append(column_value(doc, name))
     timestamps = pd.to_datetime(pd.Series(stamps, dtype="object"), utc=True,
                                 format="ISO8601", errors="coerce")
-    frame = build_frame({**columns, "category": categories, "timestamp": timestamps},
-                        length=len(stamps))
+    roles = columns.pop("roles")
+    frame = build_frame({**columns, "timestamp": timestamps}, length=len(stamps))
     frame["roles"] = pd.Series(roles, dtype="object").astype("category")
     if offsets is not None:
         frame["_offset"] = np.asarray([offsets[n] for n in kept], dtype="int64")

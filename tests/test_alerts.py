@@ -96,3 +96,62 @@ def test_incidents_combine_their_windows_span_entities_and_reasons(scores):
                              "12 resources never touched before by alice (payroll)")
     assert "2 window(s) 2026-02-03 10:00-12:00 UTC, alice" in first.summary
     assert second.entities == ("203.0.113.9",)
+
+
+def _record(alert, *, model_id="m1", model_version="v1"):
+    """The parsed line the logger writes for ``alert`` (through the ECS codec)."""
+    return orjson.loads(orjson.dumps(
+        alert.to_event(model_id=model_id, model_version=model_version).to_ecs()))
+
+
+def test_an_alert_record_decodes_back_to_the_same_alert(scores):
+    import dataclasses
+
+    from analyzer.alerts import Alert
+
+    first, second = alerts_from_scores(scores)
+    suppressed = dataclasses.replace(second, suppressed_by="scanner",
+                                     suppression_reason="known scanner", incident="inc-7")
+    for alert in (first, second, suppressed):
+        assert Alert.from_record(_record(alert)) == alert
+    # a source known by host name only keeps its entity (source.ip must be an address)
+    named = dataclasses.replace(second, entity="build-host")
+    assert Alert.from_record(_record(named)) == named
+
+
+def test_alerts_written_to_the_trail_are_read_back_by_report_and_feedback(tmp_path, scores):
+    from analyzer.feedback import read_alerts
+    from analyzer.report import read_recorded_alerts
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLogger(path) as audit:
+        written = write_alerts(alerts_from_scores(scores), audit, model_id="m",
+                               model_version="1")
+    assert sorted(read_recorded_alerts(path), key=lambda a: a.id) == \
+        sorted(written, key=lambda a: a.id)
+    rows = read_alerts(path).set_index("alert_id")
+    for alert in written:
+        assert rows.loc[alert.id, "entity"] == alert.entity
+        assert rows.loc[alert.id, "window_start"] == alert.window_start
+        assert rows.loc[alert.id, "risk_score"] == alert.risk_score
+
+
+def test_a_malformed_alert_record_is_named_and_skipped_by_its_readers(tmp_path, scores,
+                                                                       caplog):
+    from analyzer.alerts import Alert
+    from analyzer.errors import SchemaError
+    from analyzer.feedback import read_alerts
+    from analyzer.report import read_recorded_alerts
+
+    good, bad = (_record(a) for a in alerts_from_scores(scores))
+    bad["event"]["start"] = "not a time"
+    with pytest.raises(SchemaError, match="event.start: not a time"):
+        Alert.from_record(bad)
+    with pytest.raises(SchemaError, match="not an alert"):
+        Alert.from_record({"event": {"kind": "event", "action": "login"}})
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in (good, bad)))
+    assert [a.id for a in read_recorded_alerts(path)] == [good["event"]["id"]]
+    with caplog.at_level("WARNING", logger="analyzer.feedback"):
+        assert read_alerts(path)["alert_id"].tolist() == [good["event"]["id"]]
+    assert f"alert {bad['event']['id']} left out: event.start: not a time" in caplog.text

@@ -33,6 +33,7 @@ from analyzer.report.html import render_html
 from analyzer.report.i18n import LANGUAGES, get_locale
 from analyzer.report.text import render_text
 from analyzer.report.viewmodel import Integrity, ReportData, ReportView, build_view
+from analyzer.scoring_math import alert_threshold, risk_from_p
 
 __all__ = [
     "LANGUAGES",
@@ -91,47 +92,20 @@ def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
     Only lines that may hold ``"alert"`` are parsed, so the cost is one scan of the file;
     an alert is a record whose parsed ``event.kind`` is ``alert``, however it is spelled.
     """
-    from analyzer.alerts import Alert, alert_id
-    from analyzer.reasons import reasons_from_json
+    from analyzer.alerts import Alert, is_alert_record
+    from analyzer.errors import SchemaError
     from analyzer.sources.jsonl import records_holding
 
     found: dict[str, Alert] = {}
     for _, doc in records_holding(path, b'"alert"'):
+        if not is_alert_record(doc):
+            continue
         try:
-            event = doc["event"]
-            if not isinstance(event, dict) or event.get("kind") != "alert":
-                continue
-            details = (doc.get("analyzer") or {}).get("alert") or {}
-            entity_type = str(details.get("entity_type") or
-                              ("user" if (doc.get("user") or {}).get("name")
-                               else "source_ip"))
-            entity = str(details.get("entity") or (doc.get("user") or {}).get("name")
-                         or (doc.get("source") or {}).get("ip") or "")
-            start = pd.Timestamp(event.get("start") or doc["@timestamp"])
-            end = pd.Timestamp(event.get("end") or start)
-        except (KeyError, TypeError, ValueError):
+            alert = Alert.from_record(doc)
+        except SchemaError:
             continue  # verify reports damaged records; here they are simply not alerts
-        evidence = details.get("evidence") or {}
-        aid = str(event.get("id") or alert_id(entity_type, entity, start, end))
-        found[aid] = Alert(
-            id=aid, entity_type=entity_type, entity=entity, window_start=start,
-            window_end=end, score=float(details.get("score") or 0.0),
-            risk_score=float(event.get("risk_score") or 0.0),
-            reasons=tuple(str(r) for r in details.get("reasons") or ()),
-            features={k: v for k, v in (details.get("features") or {}).items()
-                      if isinstance(v, int | float)},
-            contributions={k: v for k, v in (details.get("contributions") or {}).items()
-                           if isinstance(v, int | float)},
-            first_sequence=_int_or_none(evidence.get("first_sequence")),
-            last_sequence=_int_or_none(evidence.get("last_sequence")),
-            n_events=int(evidence.get("events") or 0),
-            reason_details=reasons_from_json(details.get("reason_details")),
-        )
+        found[alert.id] = alert
     return list(found.values())
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
@@ -155,10 +129,8 @@ def _normalise_scores(scores: pd.DataFrame) -> pd.DataFrame:
     out["reasons"] = reasons if pd.api.types.infer_dtype(reasons) == "string" \
         else reasons.astype(str)
     if "risk_score" not in out.columns:
-        p = (1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0)).clip(lower=1e-12)
-        import numpy as np
-
-        out["risk_score"] = np.minimum(100.0, -np.log10(p) * 20.0).round(1)
+        p = 1.0 - pd.to_numeric(out["score"], errors="coerce").fillna(0).to_numpy()
+        out["risk_score"] = risk_from_p(p)
     return out
 
 
@@ -277,7 +249,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         budget = (meta.get("params") or {}).get("alerts_per_day")
         per_day = meta.get("windows_per_day")
         if budget and per_day:
-            threshold = min(1.0, float(budget) / max(float(per_day), 1e-9))
+            threshold = alert_threshold(budget, per_day)
     self_fit = ""
     if scores is None and model is None and model_path is None and not recorded and len(frame):
         scores, self_fit = _self_fit(frame)

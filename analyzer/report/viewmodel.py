@@ -36,6 +36,7 @@ from analyzer.report.views import (
     TableView,
     Verdict,
 )
+from analyzer.scoring_math import risk_from_p
 
 __all__ = [
     "AlertView",
@@ -193,16 +194,11 @@ def _alerts_intro(data: ReportData, n: int, loc: Locale) -> str:
     return ""
 
 
-def _risk_from_score(score: float) -> float:
-    p = max(1.0 - float(score), 1e-12)
-    return min(100.0, -math.log10(p) * 20.0)
-
-
 def threshold_risk(threshold_p: float | None) -> float | None:
     """The risk score (0-100) of an alert threshold given as a tail probability."""
     if threshold_p is None or not threshold_p > 0:
         return None
-    return min(100.0, -math.log10(min(threshold_p, 1.0)) * 20.0)
+    return float(risk_from_p(threshold_p, decimals=None))
 
 
 def _score_chart(data: ReportData, loc: Locale) -> ChartView | None:

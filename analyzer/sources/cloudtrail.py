@@ -44,8 +44,8 @@ from analyzer.sources._base import (
     arrow_to_frame,
     within_time_range,
 )
-from analyzer.sources._jsonlines import JsonLinesParser, flatten, read_all
 from analyzer.sources.generic import ip_or_empty, read_bytes
+from analyzer.sources.jsonlines import JsonLinesParser, flatten, read_all
 
 __all__ = ["FORMAT", "read", "sniff"]
 

@@ -1,7 +1,7 @@
 """Reader for the project's own audit log (ECS JSON lines) -> the normalized frame.
 
 The file is read in blocks of whole lines, each parsed by
-:class:`~analyzer.sources._jsonlines.JsonLinesParser` against a projection of the fields the
+:class:`~analyzer.sources.jsonlines.JsonLinesParser` against a projection of the fields the
 frame needs (pyarrow first; line by line only for a block it refuses, setting bad lines aside
 with their numbers and reasons). Encrypted records are opened here, one by one.
 """
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import SchemaError
-from analyzer.events import OUTCOME_CATEGORIES, duplicate_keys, may_contain
+from analyzer.events import FRAME_COLUMNS, duplicate_keys, may_contain
 from analyzer.sources._base import (
     MAX_LINE_BYTES,
     ReadResult,
@@ -32,11 +32,16 @@ from analyzer.sources._base import (
     read_failed,
     within_time_range,
 )
-from analyzer.sources._jsonlines import (
+from analyzer.sources.jsonlines import (
+    ENVELOPE_COLUMN,
     JsonLinesParser,
+    ecs_columns,
+    ecs_schema,
     first_of_lists,
     flatten,
-    nested_schema,
+    open_sealed,
+    parse_stamps,
+    refusals,
     whole_line_blocks,
 )
 
@@ -44,40 +49,9 @@ __all__ = ["FORMAT", "read", "records_holding", "sniff"]
 
 FORMAT = "jsonl"
 
-_S = pa.string()
-#: The projection: ECS path -> normalized column, with the type the path must have.
-_FIELDS: tuple[tuple[tuple[str, ...], str, pa.DataType], ...] = (
-    (("@timestamp",), "timestamp", _S),
-    (("user", "name"), "user", _S),
-    (("event", "action"), "action", _S),
-    (("event", "outcome"), "outcome", _S),
-    (("source", "ip"), "source_ip", _S),
-    (("resource", "name"), "resource", _S),
-    (("log", "level"), "level", _S),
-    (("event", "kind"), "kind", _S),
-    (("event", "category"), "category", pa.list_(_S)),
-    (("source", "geo", "country_iso_code"), "country", _S),
-    (("host", "name"), "host", _S),
-    (("session", "id"), "session", _S),
-    (("resource", "bytes"), "bytes", pa.int64()),
-    (("message",), "message", _S),
-    (("event", "sequence"), "sequence", pa.int64()),
-    (("event", "id"), "event_id", _S),
-    (("user", "roles"), "roles", pa.list_(_S)),
-    (("analyzer", "encrypted", "kid"), "_enc_kid", _S),
-    (("analyzer", "encrypted", "nonce"), "_enc_nonce", _S),
-    (("analyzer", "encrypted", "ct"), "_enc_ct", _S),
-)
-#: Normalized columns whose values live inside the encrypted envelope, and where.
-_SEALED: dict[str, tuple[str, ...]] = {
-    "user": ("user", "name"), "source_ip": ("source", "ip"),
-    "country": ("source", "geo", "country_iso_code"), "resource": ("resource", "name"),
-    "bytes": ("resource", "bytes"), "session": ("session", "id"), "message": ("message",),
-    "roles": ("user", "roles"),
-}
-
-
-_SCHEMA = nested_schema((path, dtype) for path, _, dtype in _FIELDS)
+#: The columns read: the normalized frame's, and the first role (an extra column).
+COLUMNS: tuple[str, ...] = (*FRAME_COLUMNS, "roles")
+_SCHEMA = ecs_schema(COLUMNS)
 PARSER = JsonLinesParser(_SCHEMA)
 
 
@@ -175,39 +149,23 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
                include_alerts: bool, *, decrypt_keys: tuple[bytes, ...] = (),
                clear_only: bool = False) -> ReadResult:
     flat = flatten(table)
-    columns: dict[str, pa.ChunkedArray] = {}
-    for path_parts, column, _ in _FIELDS:
-        columns[column] = flat.column(".".join(path_parts))
+    columns = ecs_columns(flat, COLUMNS)
     keep = np.ones(len(numbers), dtype=bool)
-    sealed = columns.pop("_enc_ct")
-    nonce, kid = columns.pop("_enc_nonce"), columns.pop("_enc_kid")
+    sealed = flat.column(ENVELOPE_COLUMN["ct"])
     if sealed.null_count < len(sealed) and not clear_only:
-        _decrypt(columns, sealed, nonce, kid, decrypt_keys, numbers, keep, path, rejected)
+        _decrypt(flat, columns, decrypt_keys, numbers, keep, path, rejected)
     columns["category"] = first_of_lists(columns["category"])
     columns["roles"] = first_of_lists(columns["roles"])
 
-    # Timestamps: arrow's cast is fast for the normal case; anything it cannot parse is
-    # re-parsed by pandas, and what neither can read is set aside with its line number.
+    # What neither arrow nor pandas can read, or the frame cannot hold, is set aside with
+    # its line number.
     ts_text = columns["timestamp"]
-    try:
-        timestamps = pd.Series(pc.cast(ts_text, pa.timestamp("us", "UTC")).to_pandas())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        timestamps = pd.to_datetime(pd.Series(ts_text.to_pandas()), format="ISO8601",
-                                    utc=True, errors="coerce")
-    timestamps = within_time_range(timestamps)
-    bad_ts = timestamps.isna().to_numpy()
-    outcome = pd.Series(pc.fill_null(columns["outcome"], "unknown").to_pandas())
-    bad_outcome = ~outcome.isin(OUTCOME_CATEGORIES).to_numpy()
-    action = columns["action"]
-    bad_action = pc.fill_null(pc.equal(pc.utf8_length(pc.fill_null(action, "")), 0),
-                              True).to_numpy(zero_copy_only=False)
-    for mask, describe in (
-        (bad_action, lambda i: "event.action: missing"),
-        (bad_ts, lambda i: f"@timestamp: unparseable {ts_text[int(i)].as_py()!r:.60}"),
-        (bad_outcome, lambda i: f"event.outcome: unknown value {outcome.iloc[i]!r:.40}"),
-    ):
+    timestamps = within_time_range(pd.Series(parse_stamps(ts_text).to_pandas()))
+    outcome = pc.fill_null(columns["outcome"], "unknown")
+    for mask, describe in refusals(columns["action"], ts_text, timestamps.isna().to_numpy(),
+                                   outcome):
         for index in np.flatnonzero(mask & keep):
-            rejected.append(Rejected(path, int(numbers[index]), describe(index)))
+            rejected.append(Rejected(path, int(numbers[index]), describe(int(index))))
         keep &= ~mask
 
     kind = pd.Series(pc.fill_null(columns["kind"], "event").to_pandas())
@@ -225,35 +183,18 @@ def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[R
     return ReadResult(frame, tuple(rejected), skipped_alerts, alert_ids)
 
 
-def _decrypt(columns: dict[str, Any], sealed: pa.ChunkedArray, nonce: pa.ChunkedArray,
-             kid: pa.ChunkedArray, keys: tuple[bytes, ...], numbers: np.ndarray,
-             keep: np.ndarray, path: str, rejected: list[Rejected]) -> None:
-    """Open the encrypted envelopes in place of the clear columns (one record at a time:
-    each has its own nonce and associated data)."""
+def _decrypt(flat: pa.Table, columns: dict[str, Any], keys: tuple[bytes, ...],
+             numbers: np.ndarray, keep: np.ndarray, path: str, rejected: list[Rejected]) -> None:
+    """Open the encrypted envelopes in place of the clear columns; a record that does not
+    open is set aside with its line number."""
     from analyzer.crypto import RecordCipher
 
-    kids = sorted({k for k in kid.to_pylist() if k})
+    kids = sorted({k for k in flat.column(ENVELOPE_COLUMN["kid"]).to_pylist() if k})
     if not keys:
         raise SchemaError(f"{path}: records are encrypted (key id {', '.join(kids)}); pass the "
                           "encryption key (--encryption-key-file), or read the clear fields "
                           "only (--clear-only)")
-    cipher = RecordCipher(keys=keys)
-    values = {name: columns[name].to_pylist() for name in _SEALED}
-    ids = columns["event_id"].to_pylist()
-    for index, (ct, nc, kd) in enumerate(zip(sealed.to_pylist(), nonce.to_pylist(),
-                                              kid.to_pylist(), strict=True)):
-        if ct is None:
-            continue
-        try:
-            doc = cipher.open({"ct": ct, "nonce": nc, "kid": kd}, str(ids[index]))
-        except SchemaError as exc:
-            keep[index] = False
-            rejected.append(Rejected(path, int(numbers[index]), str(exc)))
-            continue
-        for name, where in _SEALED.items():
-            node: Any = doc
-            for key in where:
-                node = node.get(key) if isinstance(node, dict) else None
-            values[name][index] = node
-    for name, column in values.items():
-        columns[name] = pa.chunked_array([pa.array(column, type=columns[name].type)])
+    _, failed = open_sealed(flat, columns, RecordCipher(keys=keys))
+    for index, reason in failed:
+        keep[index] = False
+        rejected.append(Rejected(path, int(numbers[index]), reason))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.events import infer_category
-from analyzer.sources._base import build_frame
+from analyzer.sources import build_frame
 from analyzer.synth._catalogue import (
     _ACTION_NAMES,
     DAY_S,

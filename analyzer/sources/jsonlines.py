@@ -1,5 +1,10 @@
 """JSON lines into a projected Arrow table: what the JSON readers (and ``query``) share.
 
+The projection of audit records is built from the one ECS table
+(:data:`~analyzer.events.ECS_COLUMNS`, :func:`ecs_schema`), and sealed records are opened
+into the same columns (:func:`open_sealed`), so the ECS reader and ``query`` read the same
+fields from the same places.
+
 pyarrow's JSON parser reads a buffer of lines with an explicit schema that projects only the
 fields a reader needs, so most of the work is C++. When it refuses the buffer (a malformed
 line, a wrong type, an over-long or blank line), the lines are checked one by one: the bad
@@ -10,19 +15,29 @@ A clean file therefore never pays for a Python loop per line.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from analyzer.events import duplicate_keys
+from analyzer.crypto import ENVELOPE_KEYS, ENVELOPE_PATH, SEALED_COLUMNS
+from analyzer.events import (
+    ECS_COLUMNS,
+    INTEGER_COLUMNS,
+    LIST_COLUMNS,
+    OUTCOME_CATEGORIES,
+    duplicate_keys,
+)
 from analyzer.sources._base import MAX_LINE_BYTES, Rejected, overlong, whole_line_blocks
 
-__all__ = ["JsonLinesParser", "check_fields", "first_of_lists", "flatten", "nested_schema",
-           "read_all", "whole_line_blocks"]
+__all__ = ["ENVELOPE_COLUMN", "JsonLinesParser", "check_fields", "ecs_columns", "ecs_schema",
+           "ecs_type", "first_of_lists", "flatten", "nested_schema", "open_sealed",
+           "parse_stamps", "read_all", "refusals", "whole_line_blocks"]
 
 BLOCK_BYTES = 32 << 20
 
@@ -41,6 +56,75 @@ def nested_schema(fields: Iterable[tuple[tuple[str, ...], pa.DataType]]) -> pa.S
                 for k, v in node.items()]
 
     return pa.schema(build(tree))
+
+
+def ecs_type(column: str) -> pa.DataType:
+    """The Arrow type a column of :data:`~analyzer.events.ECS_COLUMNS` is parsed as."""
+    if column in LIST_COLUMNS:
+        return pa.list_(pa.string())
+    return pa.int64() if column in INTEGER_COLUMNS else pa.string()
+
+
+def ecs_schema(columns: Iterable[str]) -> pa.Schema:
+    """The projection of audit records that reads ``columns`` (names of
+    :data:`~analyzer.events.ECS_COLUMNS`) and the envelope of sealed records."""
+    return nested_schema([*((ECS_COLUMNS[c], ecs_type(c)) for c in columns),
+                          *(((*ENVELOPE_PATH, key), pa.string()) for key in ENVELOPE_KEYS)])
+
+
+#: The flattened column of the envelope field ``key`` (``kid``, ``nonce``, ``ct``).
+ENVELOPE_COLUMN = {key: ".".join((*ENVELOPE_PATH, key)) for key in ENVELOPE_KEYS}
+
+
+def ecs_columns(flat: pa.Table, columns: Iterable[str]) -> dict[str, pa.ChunkedArray]:
+    """``columns`` of a table parsed with :func:`ecs_schema` and flattened, by name."""
+    return {c: flat.column(".".join(ECS_COLUMNS[c])) for c in columns}
+
+
+def open_sealed(flat: pa.Table, columns: dict[str, pa.ChunkedArray],
+                cipher: Any) -> tuple[set[int], list[tuple[int, str]]]:
+    """Open the sealed records of ``flat`` (parsed with :func:`ecs_schema`, flattened) into
+    ``columns`` in place of their clear values, through
+    :meth:`~analyzer.crypto.RecordCipher.open_columns`; returns the rows opened and the
+    rows that fail with the reason. ``columns`` must hold ``event_id``."""
+    envelopes = zip(*(flat.column(ENVELOPE_COLUMN[key]).to_pylist() for key in ENVELOPE_KEYS),
+                    strict=True)
+    values = {name: columns[name].to_pylist() for name in SEALED_COLUMNS if name in columns}
+    opened, failed = cipher.open_columns(envelopes, columns["event_id"].to_pylist(), values)
+    for name, column in values.items():
+        columns[name] = pa.chunked_array([pa.array(column, type=columns[name].type)])
+    return opened, failed
+
+
+def parse_stamps(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``@timestamp`` strings as UTC times, null where unreadable: arrow's cast to
+    microseconds for the normal case; when it refuses one of them, pandas' ISO 8601 parser,
+    which keeps nanoseconds."""
+    try:
+        return pc.cast(text, pa.timestamp("us", "UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = pd.to_datetime(pd.Series(text.to_pandas(), dtype=object), format="ISO8601",
+                                utc=True, errors="coerce")
+        return pa.chunked_array([pa.array(parsed, type=pa.timestamp("ns", "UTC"))])
+
+
+def refusals(action: pa.ChunkedArray, stamps_text: pa.ChunkedArray, bad_stamps: np.ndarray,
+             outcome: pa.ChunkedArray) -> list[tuple[np.ndarray, Callable[[int], str]]]:
+    """Why a parsed audit record is refused by every reader, in order of precedence: no
+    action, an unreadable time (``bad_stamps``), an unknown outcome (``outcome`` with nulls
+    filled as ``unknown``). Each is the rows it holds for and the reason of a row."""
+    no_action = pc.fill_null(pc.equal(pc.utf8_length(pc.fill_null(action, "")), 0), True)
+    bad_outcome = pc.invert(pc.is_in(outcome, value_set=pa.array(OUTCOME_CATEGORIES)))
+    return [
+        (_bools(no_action), lambda i: "event.action: missing"),
+        (bad_stamps, lambda i: f"@timestamp: unparseable {stamps_text[int(i)].as_py()!r:.60}"),
+        (_bools(bad_outcome),
+         lambda i: f"event.outcome: unknown value {outcome[int(i)].as_py()!r:.40}"),
+    ]
+
+
+def _bools(array: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def flatten(table: pa.Table) -> pa.Table:
