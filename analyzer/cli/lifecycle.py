@@ -107,7 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from analyzer.cli.analysis import _read
 
         args.inputs = [str(args.input)]
-        frame = _read(args, "evaluate").frame
+        frame = _read(args, "evaluate", database=False).frame
         model = load_model_from_args(args)
         scores = model.score(frame, alerts_per_day=args.alerts_per_day)
         budget = args.alerts_per_day or model.alerts_per_day

@@ -88,6 +88,8 @@ class ReadResult:
     skipped: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     #: one-line notices a person should see (an inferred year, host names as clients)
     notes: tuple[str, ...] = ()
+    #: the format of each file read, in order (set by :func:`analyzer.sources.read_events`)
+    formats: tuple[str, ...] = ()
 
     @property
     def n_skipped(self) -> int:
