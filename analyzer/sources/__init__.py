@@ -354,8 +354,9 @@ def _combine(results: list[ReadResult]) -> ReadResult:
     frames = [r.frame for r in results if len(r.frame)]
     frame = (pd.concat(frames, ignore_index=True) if frames else empty_frame())
     if len(frames) > 1:
-        for column in frame.columns:
-            if isinstance(frames[0][column].dtype, pd.CategoricalDtype):
+        for column in frame.columns:  # a reader's extra columns are not in every frame
+            if any(isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames
+                   if column in f.columns):
                 frame[column] = frame[column].astype("category")
         frame["outcome"] = frame["outcome"].cat.set_categories(["success", "failure",
                                                                 "unknown"])
