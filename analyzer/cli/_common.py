@@ -77,7 +77,7 @@ def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
 def sealing_key(args: argparse.Namespace) -> bytes | None:
     """The key a command seals what it writes into the trail with: the (first) key of
     ``--encryption-key-file``. An encrypted trail refuses a writer without it."""
-    keys = read_encryption_keys(getattr(args, "encryption_key_file", None))
+    keys = read_encryption_keys(args.encryption_key_file)
     return keys[0] if keys else None
 
 
@@ -345,10 +345,10 @@ def rejected_destination(args: argparse.Namespace, output: Path | None) -> Path 
     """Where the lines a read set aside go: ``--rejected``, else beside the command's output
     file, else ``<first input>.rejected`` in the current folder, never beside the inputs
     (they may be read-only, like /var/log, and are read again by the next run)."""
-    inputs = getattr(args, "inputs", None) or []
+    inputs = args.inputs or []
     name = Path(str(inputs[0]).rstrip("/")).name if inputs else "input"
     name = ("".join(c for c in name if c not in "*?[]") or "input") + ".rejected"
-    chosen = getattr(args, "rejected", None)
+    chosen = args.rejected
     if chosen is not None:
         return Path(chosen) / name if Path(chosen).is_dir() else Path(chosen)
     if output is not None and str(output) != "-":
