@@ -436,9 +436,12 @@ def _scored(frame: pd.DataFrame, model: AuditModel | None, alerts_per_day: float
             model.max_alert_share = max_alert_share
         return model, model.score(frame, alerts_per_day=alerts_per_day), False
     progress(Step("training and scoring", len(frame)))
-    budget = {} if alerts_per_day is None else {"alerts_per_day": alerts_per_day}
-    share = {} if max_alert_share is None else {"max_alert_share": max_alert_share}
-    model = AuditModel(**budget, **share)
+    params: dict[str, Any] = {}  # what the user chose; the model's defaults otherwise
+    if alerts_per_day is not None:
+        params["alerts_per_day"] = alerts_per_day
+    if max_alert_share is not None:
+        params["max_alert_share"] = max_alert_share
+    model = AuditModel(**params)
     return model, model.fit_score(frame), True
 
 

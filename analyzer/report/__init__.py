@@ -48,6 +48,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from analyzer.pipeline import TrailRead
+    from analyzer.sources import ReaderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      model_path: str | os.PathLike[str] | None = None,
                      key: bytes | None = None, format: str | None = None,
                      generated: str | None = None,
-                     read_options: dict[str, Any] | None = None,
+                     read_options: ReaderOptions | dict[str, Any] | None = None,
                      db: str | None = None, since: Any = None,
                      until: Any = None, trail: TrailRead | None = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
@@ -249,6 +250,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         result = trail.reading
         integrity = _integrity_of(trail, files, key)
     frame = result.frame
+    records = trail.alert_records if trail is not None else ()
     recorded: list[Any] = []
     if "kind" in frame.columns and len(frame):
         is_alert = (frame["kind"].astype("string") == "alert").fillna(False).to_numpy()
@@ -256,7 +258,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
             frame = frame[~is_alert].reset_index(drop=True)
             for file in files:
                 recorded.extend(alerts_of_records(
-                    doc for path, doc in trail.alert_records if path == str(file)))
+                    doc for path, doc in records if path == str(file)))
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None

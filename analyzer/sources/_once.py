@@ -15,7 +15,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from analyzer.sources._base import ReadResult, overlong, read_failed, whole_line_blocks
 
@@ -61,7 +61,8 @@ def read_jsonl_once(file: Path, handle: IO[bytes], seekable: bool, *,
     tracked = _Tracked(handle)
 
     def fed() -> Iterator[tuple[int, memoryview]]:
-        for offset, block, end in whole_line_blocks(tracked, seekable=seekable):
+        for offset, block, end in whole_line_blocks(cast(IO[bytes], tracked),
+                                                     seekable=seekable):
             view = memoryview(block)[:end]
             reading.feed(view)
             if progress is not None:
