@@ -37,7 +37,16 @@ import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
 from analyzer.events import FORMULA_START, formula_safe
-from analyzer.sources import Line, ReaderOptions, ReadResult, expand_paths, read_events
+from analyzer.sources import (
+    Block,
+    Blocks,
+    Line,
+    ReaderOptions,
+    ReadResult,
+    block_lines,
+    expand_paths,
+    read_events,
+)
 
 if TYPE_CHECKING:
     from analyzer.alerts import Alert
@@ -132,12 +141,13 @@ def read_trail(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     found: list[tuple[str, dict[str, Any]]] = []
     verdict: dict[str, Any] = {}
 
-    def tap(path: Path, lines: Iterator[Line]) -> None:
+    def tap(path: Path, blocks: Blocks) -> None:
+        stream: Iterator[Block] = blocks
         if alert_records:
-            lines = _collecting(lines, found, str(path))
+            stream = _collecting(blocks, found, str(path))
         if verify and len(files) == 1:
-            verdict.update(_check_chain(path, lines, key))
-        for _ in lines:  # past where the chain check stopped: the alerts there count too
+            verdict.update(_check_chain(path, blocks.lines(stream), key))
+        for _ in stream:  # past where the chain check stopped: the alerts there count too
             pass
 
     base = ReaderOptions.of(options)
@@ -157,20 +167,22 @@ def _reading_progress(progress: Progress | None) -> Callable[[int, float | None]
     return lambda records, share: progress(Step("reading", records, share=share))
 
 
-def _collecting(lines: Iterator[Line], found: list[tuple[str, dict[str, Any]]],
-                where: str) -> Iterator[Line]:
-    """``lines`` as they are, keeping the alert records among them (decided on the parsed
-    ``event.kind``; the bytes only spare parsing the others)."""
+def _collecting(blocks: Iterator[Block], found: list[tuple[str, dict[str, Any]]],
+                where: str) -> Iterator[Block]:
+    """``blocks`` as they are, keeping the alert records among their lines (decided on the
+    parsed ``event.kind``; the bytes only spare looking into the blocks without any)."""
+    from analyzer.events import may_contain
     from analyzer.sources.jsonl import record_holding
 
-    for line in lines:
-        raw = line[1]
-        if raw is not None:
-            doc = record_holding(raw, b'"alert"')
-            event = doc.get("event") if doc is not None else None
-            if doc is not None and isinstance(event, dict) and event.get("kind") == "alert":
-                found.append((where, doc))
-        yield line
+    literal = b'"alert"'
+    for data, end in blocks:
+        if may_contain(data, literal):  # (what follows ``end`` is looked at again, no harm)
+            for raw in block_lines(data, end):
+                doc = record_holding(raw, literal) if raw is not None else None
+                event = doc.get("event") if doc is not None else None
+                if doc is not None and isinstance(event, dict) and event.get("kind") == "alert":
+                    found.append((where, doc))
+        yield data, end
 
 
 def _check_chain(path: Path, lines: Iterator[Line], key: bytes | None) -> dict[str, Any]:

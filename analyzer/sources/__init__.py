@@ -32,11 +32,21 @@ from analyzer.sources._base import (
     within_period,
     write_rejected,
 )
-from analyzer.sources._once import Line, LineTap, ReadProgress, read_jsonl_once
+from analyzer.sources._once import (
+    Block,
+    Blocks,
+    Line,
+    LineTap,
+    ReadProgress,
+    block_lines,
+    read_jsonl_once,
+)
 from analyzer.sources.options import ReaderOptions
 
 __all__ = [
     "FORMATS",
+    "Block",
+    "Blocks",
     "Line",
     "LineTap",
     "ReadProgress",
@@ -44,6 +54,7 @@ __all__ = [
     "ReaderOptions",
     "Rejected",
     "archive_accounting",
+    "block_lines",
     "build_frame",
     "detect_format",
     "empty_frame",
@@ -244,8 +255,8 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         read takes is a :class:`~analyzer.errors.ConfigError`. A function of the format's
         name gives each format its own (the report keeps the alerts of audit logs only).
     tap
-        ``tap(path, lines)``, called for each audit log (``jsonl``) with its lines, in the
-        same pass as the read (see :mod:`analyzer.sources._once`).
+        ``tap(path, blocks)``, called for each audit log (``jsonl``) with its blocks of
+        whole lines, in the same pass as the read (see :class:`Blocks`).
     progress
         ``progress(records, share)`` as the read goes (per block of an audit log, per file
         of other formats).
