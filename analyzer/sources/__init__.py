@@ -11,7 +11,7 @@ import dataclasses
 import glob
 import importlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -231,7 +231,8 @@ def reader_options_of(name: str) -> frozenset[str]:
 
 def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                 format: str | None = None, since: Any = None, until: Any = None,
-                options: ReaderOptions | Callable[[str], ReaderOptions] | None = None,
+                options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
+                | None = None,
                 tap: LineTap | None = None,
                 progress: ReadProgress | None = None, **more: Any) -> ReadResult:
     """Read one or more logs into one normalized frame, sorted by time.
@@ -310,12 +311,13 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     return within_period(result, since, until)
 
 
-def _options_by_format(options: ReaderOptions | Callable[[str], ReaderOptions] | None,
-                       more: dict[str, Any]) -> Callable[[str], ReaderOptions]:
-    if options is None or isinstance(options, ReaderOptions):
-        chosen = ReaderOptions.of(options, **more)
-        return lambda name: chosen
-    return lambda name: ReaderOptions.of(options(name), **more)
+def _options_by_format(options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
+                       | None, more: dict[str, Any]) -> Callable[[str], ReaderOptions]:
+    if callable(options) and not isinstance(options, ReaderOptions):
+        by_format = options
+        return lambda name: ReaderOptions.of(by_format(name), **more)
+    chosen = ReaderOptions.of(options, **more)
+    return lambda name: chosen
 
 
 def _read_path(path: Path | str, format: str | None, since: Any, until: Any,
