@@ -243,3 +243,15 @@ def test_progress_draws_each_step():
     assert "reading: 4,000 records (4,000/s)" in text
     assert "training on 5,000 events..." in text
     assert "scored: 300 windows (150/s)" in text
+
+
+def test_a_gzip_log_is_opened_once_too(trail, tmp_path):
+    import gzip
+
+    log = tmp_path / "audit.jsonl.gz"
+    log.write_bytes(gzip.compress(trail.read_bytes()))
+    with opens_of(log) as counts:
+        one = read_trail(log, verify=True, alert_records=True)
+    assert counts == {"read": 1, "logger": 0}
+    assert one.verification == verify_log(log) and one.verification.ok
+    assert one.reading.frame.equals(read_events(trail, include_alerts=True).frame)
