@@ -363,7 +363,8 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
                 scores_path: Path | None = None, raw_csv: bool = False,
                 write_back: WriteBack | Callable[[ReadResult], WriteBack | None] | None = None,
                 check_drift: bool = True, progress: Progress | None = None,
-                on_read: Callable[[ReadResult], None] | None = None) -> ScoreRun:
+                on_read: Callable[[ReadResult], None] | None = None,
+                on_scored: Callable[[ScoreRun], None] | None = None) -> ScoreRun:
     """Score a trail's windows, and record its alerts in the trail.
 
     Parameters
@@ -391,6 +392,8 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         Told what the run is doing (:class:`Step`).
     on_read
         Called with the read's result as soon as it is read (before scoring).
+    on_scored
+        Called with the run once scored, before anything is written (``written`` empty).
     """
     from analyzer.alerts import alerts_from_scores
 
@@ -418,9 +421,12 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         from analyzer.drift import drift_report
 
         drift = drift_report(model, scores)
+    alerts = tuple(alerts_from_scores(scores))
+    if on_scored is not None:
+        on_scored(ScoreRun(reading, model, fitted, model_id, model_version, scores, alerts,
+                           drift=drift, notes=notes))
     if scores_path is not None:
         write_scores(scores, scores_path, raw=raw_csv)
-    alerts = tuple(alerts_from_scores(scores))
     target = write_back(reading) if callable(write_back) and alerts else write_back
     written: tuple[Alert, ...] = ()
     if alerts and isinstance(target, WriteBack):

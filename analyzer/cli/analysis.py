@@ -257,8 +257,8 @@ def run_score(args: argparse.Namespace) -> int:
                       max_alert_share=args.max_alert_share, suppressions=suppressions,
                       scores_path=args.scores, raw_csv=args.raw_csv,
                       write_back=lambda result: _write_back_target(args, result),
-                      progress=show_steps(progress), on_read=on_read)
-    progress.done()
+                      progress=show_steps(progress), on_read=on_read,
+                      on_scored=lambda scored: _say_scored(scored, progress))
     _say_score_run(run, args)
     return 1 if run.active and args.fail_on_alert else 0
 
@@ -278,14 +278,19 @@ def _scoring_model(args: argparse.Namespace) -> Any:
     return load_model_from_args(args) if args.model is not None else None
 
 
-def _say_score_run(run: ScoreRun, args: argparse.Namespace) -> None:
-    """What ``score`` prints once the run is done, from what it returned."""
+def _say_scored(run: ScoreRun, progress: Progress) -> None:
+    """What ``score`` says once the windows are scored, before it writes anything."""
+    progress.done()
     if run.fitted:
         say(_warm_up_note(run.model))
     for note in run.notes:
         say(f"note: {note}")
     if run.drift is not None and run.drift.stale:
         say(run.drift.warning)
+
+
+def _say_score_run(run: ScoreRun, args: argparse.Namespace) -> None:
+    """What ``score`` prints once the run is done, from what it returned."""
     alerts, silenced = run.active, run.suppressed
     _print_alerts(alerts, len(run.scores))
     if silenced:
