@@ -170,6 +170,14 @@ def _read(args: argparse.Namespace, command: str, *, output: Path | None = None,
     return result
 
 
+def _accounted(command: str, result: ReadResult, args: argparse.Namespace,
+               progress: Progress, output: Path | None) -> None:
+    """The read's line of accounting (and its rejected lines set aside), once it is read:
+    on a line of its own, not on top of the progress line."""
+    progress.done()
+    report_read(command, result, args, output=output)
+
+
 def _warm_up_note(model: object) -> str:
     meta = model.metadata  # type: ignore[attr-defined]
     until = pd.Timestamp(meta["warm_up_until"])
@@ -206,8 +214,8 @@ def run_train(args: argparse.Namespace) -> int:
     run = train_trail(source, AuditModel(window=args.window, step=args.step, **_budget(args),
                                          privileged_actions=args.privileged),
                       **how, exclude_alerts=exclude, progress=show_steps(progress),
-                      on_read=lambda result: report_read("train", result, args,
-                                                         output=output))
+                      on_read=lambda result: _accounted("train", result, args, progress,
+                                                        output))
     model = run.model
     if args.register is not None:
         from analyzer.registry import ModelRegistry
@@ -247,9 +255,8 @@ def run_score(args: argparse.Namespace) -> int:
     source, how = _source(args, "score")
 
     def on_read(result: ReadResult) -> None:
-        report_read("score", result, args, output=args.scores or args.audit_log)
+        _accounted("score", result, args, progress, args.scores or args.audit_log)
         if model is None:
-            progress.done()
             say(f"no --model given: fitting a model on the input itself ({len(result.frame):,}"
                 " events); each window is judged against the events before it")
 
