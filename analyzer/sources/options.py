@@ -37,7 +37,7 @@ class ReaderOptions:
     """What the readers are told beyond the file: header mappings, syslog year, keys...
 
     Only the options set (different from their default) are passed on, each to the readers
-    that declare it. See :doc:`docs/formats.md <formats>` for what each format takes.
+    that declare it (``docs/formats.md`` lists what each format takes).
     """
 
     #: csv: header -> column; generic: the declarative mapping (a dict or a JSON file)
