@@ -430,14 +430,9 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
     target = write_back(reading) if callable(write_back) and alerts else write_back
     written: tuple[Alert, ...] = ()
     if alerts and isinstance(target, WriteBack):
-        known = target.known_ids
-        if known is None and _is_input(target.destination, source):
-            # the alerts go back into the log just read: its reading already found the ids
-            # of the alerts it holds, no second pass over the trail
-            known = reading.alert_ids
-        written = _write_back(alerts, target, target.model_id or model_id,
-                              target.model_version or model_version,
-                              None if known is None else set(known))
+        written = _write_back(alerts, target, model_id, model_version,
+                              reading.alert_ids if _is_input(target.destination, source)
+                              else None)
     return ScoreRun(reading, model, fitted, model_id, model_version, scores, alerts, written,
                     target.destination if isinstance(target, WriteBack) else None, drift,
                     notes)
@@ -471,14 +466,18 @@ def _is_input(destination: Path, source: Source) -> bool:
 
 
 def _write_back(alerts: tuple[Alert, ...], target: WriteBack, model_id: str,
-                model_version: str, known: set[str] | None) -> tuple[Alert, ...]:
+                model_version: str, read_ids: frozenset[str] | None) -> tuple[Alert, ...]:
+    """Record ``alerts`` not already in the target; ``read_ids``: the alert ids the read
+    found when the target is the log just read (no second pass over the trail for them)."""
     from analyzer.alerts import write_alerts
     from analyzer.logger import AuditLogger
 
+    known = target.known_ids if target.known_ids is not None else read_ids
     with AuditLogger(target.destination, key=target.key, name="audit.analyzer",
                      service="audit-analyzer", encryption_key=target.encryption_key) as audit:
-        return tuple(write_alerts(alerts, audit, model_id=model_id,
-                                  model_version=model_version, skip_ids=known))
+        return tuple(write_alerts(alerts, audit, model_id=target.model_id or model_id,
+                                  model_version=target.model_version or model_version,
+                                  skip_ids=None if known is None else set(known)))
 
 
 def write_scores(scores: pd.DataFrame, path: Path, *, raw: bool = False) -> None:
