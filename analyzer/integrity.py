@@ -73,6 +73,7 @@ __all__ = [
     "lock_path",
     "previous_of",
     "read_checkpoints",
+    "verify_lines",
     "verify_log",
     "verify_series",
     "write_checkpoint",
@@ -506,6 +507,15 @@ def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
     return _checkpoint_verdict(report, table)
 
 
+def verify_lines(path: str | os.PathLike[str], lines: Iterable[tuple[int, bytes | None, bool]],
+                 *, key: bytes | None = None) -> VerifyReport:
+    """:func:`verify_log` over lines another reader gives, in the pass it makes anyway
+    (:func:`analyzer.sources.read_events` with a ``tap``): ``(number, bytes without the
+    newline or None when over the limit, ended with a newline?)``. Stops at the first
+    record that does not hold; the caller reads the rest for its own purpose."""
+    return _verify_file(Path(path), ChainHasher(key), None, {}, set(), iter(lines))
+
+
 def verify_series(paths: Iterable[str | os.PathLike[str]], *, key: bytes | None = None,
                   checkpoint: CheckpointsArg = None) -> VerifyReport:
     """Verify rotated files as one chain: in order, none missing, none truncated.
@@ -598,7 +608,9 @@ def _boundary_problem(before: VerifyReport, file: Path, previous_file: Path,
 
 
 def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None,
-                 checkpoints: dict[int, list[Checkpoint]], deleted: set[int]) -> VerifyReport:
+                 checkpoints: dict[int, list[Checkpoint]], deleted: set[int],
+                 lines: Iterator[tuple[int, bytes | None, bool]] | None = None
+                 ) -> VerifyReport:
     """Stream one file; ``start`` is where the previous file of a series ended.
 
     ``deleted`` collects the last sequences of files whose retention deletion is recorded.
@@ -607,7 +619,8 @@ def _verify_file(log_path: Path, hasher: ChainHasher, start: VerifyReport | None
     prev_seq = 0 if start is None else start.head_sequence
     records = 0
     checked = start.checkpoint_checked if start is not None else False
-    lines = _lines(log_path)
+    if lines is None:
+        lines = _lines(log_path)
 
     def broken(problem: Problem, rec_line: int | None, seq: int | None,
                detail: str) -> VerifyReport:

@@ -443,9 +443,14 @@ def _entity_digest(entity: str) -> str:
 
 
 def model_scorer(model: Any, *, alerts_per_day: float | None = None) -> ScoreFn:
-    """``score_windows`` for a fitted :class:`~analyzer.model.AuditModel`."""
+    """``score_windows`` for a fitted :class:`~analyzer.model.AuditModel`: the one scoring
+    entry point (:func:`analyzer.pipeline.score_trail`) over the events of the open windows;
+    the watcher writes the alerts itself (first alerts and updates)."""
+    from analyzer.pipeline import score_trail
+
     def score(events: pd.DataFrame) -> pd.DataFrame:
-        return model.score(events, alerts_per_day=alerts_per_day)
+        return score_trail(events, model, alerts_per_day=alerts_per_day,
+                           check_drift=False).scores
     return score
 
 

@@ -10,7 +10,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from analyzer.errors import ConfigError, ModelLoadError, SourceError
 from analyzer.events import printable
@@ -19,7 +19,8 @@ from analyzer.integrity import load_key
 from analyzer.series import rejected_path
 
 if TYPE_CHECKING:
-    from analyzer.sources import ReadResult
+    from analyzer.pipeline import Step
+    from analyzer.sources import ReaderOptions, ReadResult
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str,
@@ -77,7 +78,7 @@ def read_encryption_keys(paths: list[Path] | Path | None) -> tuple[bytes, ...]:
 def sealing_key(args: argparse.Namespace) -> bytes | None:
     """The key a command seals what it writes into the trail with: the (first) key of
     ``--encryption-key-file``. An encrypted trail refuses a writer without it."""
-    keys = read_encryption_keys(getattr(args, "encryption_key_file", None))
+    keys = read_encryption_keys(args.encryption_key_file)
     return keys[0] if keys else None
 
 
@@ -117,9 +118,10 @@ class Progress:
             sys.stderr.flush()
 
     def count(self, what: str, done: int, total: int | None = None, *,
-              unit: str = "events", share: float | None = None, final: bool = False) -> None:
-        """Show ``done`` of ``total`` ``unit`` with the rate since the first count, and the
-        time left from ``total`` or from ``share`` (0..1) when given."""
+              unit: str = "events", share: float | None = None, final: bool = False,
+              elapsed: float | None = None) -> None:
+        """Show ``done`` of ``total`` ``unit`` with the rate since the first count (or over
+        ``elapsed`` seconds), and the time left from ``total`` or from ``share`` (0..1)."""
         if not self.enabled:
             return
         now = self._clock()
@@ -129,7 +131,7 @@ class Progress:
             return
         self._shown = now
         self(self.describe(what, done, total, unit=unit, share=share,
-                           elapsed=now - self._started))
+                           elapsed=now - self._started if elapsed is None else elapsed))
 
     @staticmethod
     def describe(what: str, done: int, total: int | None = None, *, unit: str = "events",
@@ -152,6 +154,22 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+
+
+def show_steps(progress: Progress) -> Callable[[Step], None]:
+    """Draw a pipeline run's :class:`~analyzer.pipeline.Step` s with ``progress``: records
+    read with their rate and the time left, the stage, the windows scored and their rate."""
+    def show(step: Step) -> None:
+        if step.stage == "reading":
+            progress.count("reading", step.done, unit="records", share=step.share)
+        elif step.stage == "scored":
+            progress.count("scored", step.done, unit=step.unit, elapsed=step.elapsed,
+                           final=True)
+        elif step.stage == "training":
+            progress(f"training on {step.done:,} events...")
+        else:
+            progress(f"{step.stage} {step.done:,} events...")
+    return show
 
 
 def say(message: str) -> None:
@@ -283,28 +301,34 @@ def add_reader_options(parser: argparse.ArgumentParser, *, decrypt: bool) -> Non
     add_rejected_option(parser)
 
 
-def reader_options(args: argparse.Namespace) -> dict:
-    """Reader options from :func:`add_reader_options`, only those the user set."""
-    options: dict = {}
-    if getattr(args, "map", None):
+def reader_options(args: argparse.Namespace, *, decrypt: bool) -> ReaderOptions:
+    """Reader options from :func:`add_reader_options`, only those the user set.
+
+    ``decrypt``: as given to :func:`add_reader_options`. Only commands that read encrypted
+    trails take keys for their input; on the others (ingest) the encryption key is for what
+    they write.
+    """
+    from analyzer.sources import ReaderOptions
+
+    options: dict[str, Any] = {}
+    if args.map:
         options["mapping"] = parse_mapping(args.map)
-    if getattr(args, "set", None):
+    if args.set:
         options["constants"] = parse_mapping(args.set, option="--set", shape="COLUMN=VALUE")
-    if getattr(args, "mapping", None):
+    if args.mapping:
         options["mapping"] = str(args.mapping)
-    for name in ("year", "tz"):
-        if getattr(args, name, None) is not None:
-            options[name] = getattr(args, name)
-    if getattr(args, "all_events", False):
+    if args.year is not None:
+        options["year"] = args.year
+    if args.tz is not None:
+        options["tz"] = args.tz
+    if args.all_events:
         options["all_events"] = True
-    # Only commands that read encrypted trails have --clear-only; on the others (ingest) the
-    # encryption key is for what they write, not for their input.
-    if hasattr(args, "clear_only"):
+    if decrypt:
         if args.clear_only:
             options["clear_only"] = True
         if args.encryption_key_file:
             options["decrypt_keys"] = read_encryption_keys(args.encryption_key_file)
-    return options
+    return ReaderOptions(**options)
 
 
 # -- where rejected lines go, and the accounting line of a read -----------------------------
@@ -322,10 +346,10 @@ def rejected_destination(args: argparse.Namespace, output: Path | None) -> Path 
     """Where the lines a read set aside go: ``--rejected``, else beside the command's output
     file, else ``<first input>.rejected`` in the current folder, never beside the inputs
     (they may be read-only, like /var/log, and are read again by the next run)."""
-    inputs = getattr(args, "inputs", None) or []
+    inputs = args.inputs or []
     name = Path(str(inputs[0]).rstrip("/")).name if inputs else "input"
     name = rejected_path("".join(c for c in name if c not in "*?[]") or "input").name
-    chosen = getattr(args, "rejected", None)
+    chosen = args.rejected
     if chosen is not None:
         return Path(chosen) / name if Path(chosen).is_dir() else Path(chosen)
     if output is not None and str(output) != "-":

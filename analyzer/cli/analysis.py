@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,12 +25,17 @@ from analyzer.cli._common import (
     report_read,
     say,
     sealing_key,
+    show_steps,
     signing_key_for_saving,
 )
-from analyzer.errors import ConfigError, SourceError
-from analyzer.events import FORMULA_START, formula_safe, printable
+from analyzer.errors import ConfigError
+from analyzer.events import printable
 from analyzer.features import TIME_HISTORY_DAYS
+from analyzer.pipeline import ScoreRun, TrailRead, WriteBack, write_scores
+from analyzer.series import checkpoint_path
 from analyzer.sources import ReadResult, expand_paths, read_events
+
+__all__ = ["register", "run_demo", "run_score", "run_train", "write_scores"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,40 +131,52 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     add_reader_options(p, decrypt=True)
 
 
-def _read(args: argparse.Namespace, command: str, *,
-          output: Path | None = None) -> ReadResult:
-    """Read the command's input (files or ``--db``), set aside its rejected lines beside
-    ``output`` (or ``--rejected``) and print the one line of accounting."""
+def _source(args: argparse.Namespace, command: str, *,
+            database: bool = True) -> tuple[Any, dict[str, Any]]:
+    """What the command reads, and how: its files (read by the pipeline, each opened once)
+    with the reader options and period, or the rows of ``--db`` (read here).
+
+    ``database``: the command has the ``--db`` and filter options (``evaluate`` reads files
+    only)."""
     from analyzer.cli.query import filter_from_args
 
-    # commands that share this reader without the database options (evaluate) read files
-    flt = filter_from_args(args) if hasattr(args, "db") else None
-    if getattr(args, "db", None):
+    flt = filter_from_args(args) if database else None
+    if database and args.db:
         if args.inputs:
             raise ConfigError("give log files or --db, not both")
         from analyzer.store import read_db_events
 
-        result = read_db_events(args.db, flt)
-    else:
-        if not args.inputs:
-            raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
-        period = {}
-        if flt is not None:
-            period = {"since": flt.since, "until": flt.until}
-            if dataclasses.replace(flt, since=None, until=None) != type(flt)():
-                raise ConfigError("on log files only --since and --until select records; "
-                                  "the other filters select rows of --db (to cut a log "
-                                  "file, use 'audit-analyzer query' first)")
-        result = read_events(args.inputs, format=args.format, **period,
-                             **reader_options(args))
+        return read_db_events(args.db, flt), {}
+    if not args.inputs:
+        raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
+    period = {}
+    if flt is not None:
+        period = {"since": flt.since, "until": flt.until}
+        if dataclasses.replace(flt, since=None, until=None) != type(flt)():
+            raise ConfigError("on log files only --since and --until select records; "
+                              "the other filters select rows of --db (to cut a log "
+                              "file, use 'audit-analyzer query' first)")
+    return args.inputs, {"format": args.format,
+                         "options": reader_options(args, decrypt=True), **period}
+
+
+def _read(args: argparse.Namespace, command: str, *, output: Path | None = None,
+          database: bool = True) -> ReadResult:
+    """Read the command's input (files or ``--db``), set aside its rejected lines beside
+    ``output`` (or ``--rejected``) and print the one line of accounting."""
+    source, how = _source(args, command, database=database)
+    result = source if isinstance(source, ReadResult) else read_events(source, **how)
     # one line of accounting at normal verbosity, so nothing is dropped silently
     report_read(command, result, args, output=output)
     return result
 
 
-def _share(args: argparse.Namespace) -> dict[str, float]:
-    share = getattr(args, "max_alert_share", None)
-    return {} if share is None else {"max_alert_share": share}
+def _accounted(command: str, result: ReadResult, args: argparse.Namespace,
+               progress: Progress, output: Path | None) -> None:
+    """The read's line of accounting (and its rejected lines set aside), once it is read:
+    on a line of its own, not on top of the progress line."""
+    progress.done()
+    report_read(command, result, args, output=output)
 
 
 def _warm_up_note(model: object) -> str:
@@ -179,6 +197,7 @@ def _budget(args: argparse.Namespace) -> dict[str, float]:
 def run_train(args: argparse.Namespace) -> int:
     from analyzer.model import AuditModel
     from analyzer.persistence import save_model
+    from analyzer.pipeline import train_trail
 
     progress = Progress()
     if (args.model is None) == (args.register is None):
@@ -188,26 +207,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_writable(args.model, "model")
     progress("reading...")
-    result = _read(args, "train", output=output)
-    frame = result.frame
+    source, how = _source(args, "train")
+    exclude = None
     if args.exclude_alerts is not None:
-        from analyzer.feedback import leave_out_alerts, read_alerts, read_feedback
-
-        trail = expand_paths(args.inputs) if args.exclude_alerts is True \
+        exclude = expand_paths(args.inputs) if args.exclude_alerts is True \
             else [Path(args.exclude_alerts)]
-        keys = reader_options(args).get("decrypt_keys")
-        unseal = None
-        if keys:
-            from analyzer.crypto import RecordCipher
-
-            unseal = RecordCipher(keys=keys).unseal
-        left = leave_out_alerts(frame, alerts=read_alerts(trail, unseal=unseal),
-                                feedback=read_feedback(trail, unseal=unseal))
-        frame = left.frame
-        say(left.summary())
-    progress(f"training on {len(frame):,} events...")
-    model = AuditModel(window=args.window, step=args.step, **_budget(args),
-                       privileged_actions=args.privileged).fit(frame)
+    run = train_trail(source, AuditModel(window=args.window, step=args.step, **_budget(args),
+                                         privileged_actions=args.privileged),
+                      **how, exclude_alerts=exclude, progress=show_steps(progress),
+                      on_read=lambda result: _accounted("train", result, args, progress,
+                                                        output))
+    model = run.model
     if args.register is not None:
         from analyzer.registry import ModelRegistry
 
@@ -217,6 +227,8 @@ def run_train(args: argparse.Namespace) -> int:
         path = args.model
         model_id = save_model(model, path, key=key).model_id
     progress.done()
+    if run.left_out is not None:
+        say(run.left_out.summary())
     meta = model.metadata
     say(f"trained on {meta['n_events']:,} events ({meta['training_start'][:10]} to "
         f"{meta['training_end'][:10]}), {meta['n_windows']:,} windows; "
@@ -228,7 +240,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from analyzer.model import AuditModel
+    from analyzer.pipeline import score_trail
 
     suppressions = None
     if args.suppressions is not None:
@@ -236,6 +248,32 @@ def run_score(args: argparse.Namespace) -> int:
 
         # a malformed file stops the run before anything is read or scored
         suppressions = read_suppressions(args.suppressions)
+    model = _scoring_model(args)
+    if args.scores is not None:
+        check_writable(args.scores, "scores")
+    progress = Progress()
+    progress("reading...")
+    source, how = _source(args, "score")
+
+    def on_read(result: ReadResult) -> None:
+        _accounted("score", result, args, progress, args.scores or args.audit_log)
+        if model is None:
+            say(f"no --model given: fitting a model on the input itself ({len(result.frame):,}"
+                " events); each window is judged against the events before it")
+
+    run = score_trail(source, model, **how, alerts_per_day=args.alerts_per_day,
+                      max_alert_share=args.max_alert_share, suppressions=suppressions,
+                      scores_path=args.scores, raw_csv=args.raw_csv,
+                      write_back=lambda result: _write_back_target(args, result),
+                      progress=show_steps(progress), on_read=on_read,
+                      on_scored=lambda scored: _say_scored(scored, progress))
+    _say_score_run(run, args)
+    return 1 if run.active and args.fail_on_alert else 0
+
+
+def _scoring_model(args: argparse.Namespace) -> Any:
+    """The model ``score`` uses: ``--model``, else the registry's current one, else none
+    (fitted on the input itself)."""
     if args.model is None:
         from analyzer.registry import ModelRegistry
 
@@ -244,156 +282,62 @@ def run_score(args: argparse.Namespace) -> int:
             # the pointer must name what was last promoted, unchanged since (else refused)
             current = args.model = registry.checked_current()
             say(f"no --model given: using the registry's current model {current}")
-    if args.scores is not None:
-        check_writable(args.scores, "scores")
-    progress = Progress()
-    progress("reading...")
-    result = _read(args, "score", output=args.scores or args.audit_log)
-    frame = result.frame
-    fitted_here = args.model is None
-    if args.model is not None:
-        model = load_model_from_args(args)
-        model_id = model.metadata.get("model_id", "unknown")
-        model_version = model.metadata.get("created", "")
-        progress("scoring...")
-        if args.max_alert_share is not None:
-            model.max_alert_share = args.max_alert_share
-        scores = model.score(frame, alerts_per_day=args.alerts_per_day)
-    else:
-        say(f"no --model given: fitting a model on the input itself ({len(frame):,} events); "
-            "each window is judged against the events before it")
-        progress("training and scoring...")
-        model = AuditModel(**_budget(args), **_share(args))
-        scores = model.fit_score(frame)
-        model_id, model_version = "self-fit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        say(_warm_up_note(model))
-    if suppressions is not None:
-        from analyzer.suppression import apply_suppressions
+    # loaded before the input is read: a refused model stops the run before the work
+    return load_model_from_args(args) if args.model is not None else None
 
-        for note in suppressions.notes():
-            say(f"note: {note}")
-        scores = apply_suppressions(scores, suppressions, events=frame)
+
+def _say_scored(run: ScoreRun, progress: Progress) -> None:
+    """What ``score`` says once the windows are scored, before it writes anything."""
     progress.done()
-    if not fitted_here:
-        from analyzer.drift import drift_report
+    if run.fitted:
+        say(_warm_up_note(run.model))
+    for note in run.notes:
+        say(f"note: {note}")
+    if run.drift is not None and run.drift.stale:
+        say(run.drift.warning)
 
-        drift = drift_report(model, scores)
-        if drift.stale:
-            say(drift.warning)
-    if args.scores:
-        write_scores(scores, args.scores, raw=args.raw_csv)
-    recorded = _alerts_of(scores)
-    alerts = [a for a in recorded if not a.suppressed]
-    silenced = [a for a in recorded if a.suppressed]
-    destination = _write_back_target(args)
-    written = []
-    if recorded and destination is not None:
-        # when the alerts go back into the scored log, its reading already found the ids of
-        # the alerts it holds: no second pass over the trail
-        known = set(result.alert_ids) if [destination] == _input_files(args) else None
-        written = _write_back(recorded, destination, args, model_id, model_version, known)
-    _print_alerts(alerts, len(scores))
+
+def _say_score_run(run: ScoreRun, args: argparse.Namespace) -> None:
+    """What ``score`` prints once the run is done, from what it returned."""
+    alerts, silenced = run.active, run.suppressed
+    _print_alerts(alerts, len(run.scores))
     if silenced:
         say(f"{len(silenced)} alert(s) suppressed (recorded at WARNING when written back): "
             + "; ".join(f"{a.entity} by {a.suppressed_by} ({a.suppression_reason})"
                         for a in silenced[:5]) + (" ..." if len(silenced) > 5 else ""))
-    if result.skipped_alerts:
-        say(f"({result.skipped_alerts:,} earlier alert records in the input were not scored)")
-    if recorded:
-        if destination is None:
+    if run.reading.skipped_alerts:
+        say(f"({run.reading.skipped_alerts:,} earlier alert records in the input were not "
+            "scored)")
+    if run.alerts:
+        if run.destination is None:
             say("alerts not written back: the input is not a chained audit log; pass "
                 "--audit-log PATH to record them" if not args.no_write_back
                 else "alerts not written back (--no-write-back)")
         else:
-            dup = len(recorded) - len(written)
-            quiet = sum(a.suppressed for a in written)
-            say(f"{len(written) - quiet} alert(s) written to {destination} at CRITICAL"
+            dup = len(run.alerts) - len(run.written)
+            quiet = sum(a.suppressed for a in run.written)
+            say(f"{len(run.written) - quiet} alert(s) written to {run.destination} at CRITICAL"
                 + (f", {quiet} suppressed at WARNING" if quiet else "")
                 + (f" ({dup} already there)" if dup else ""))
     if args.scores:
-        say(f"scores of {len(scores):,} windows written to {args.scores}")
-    return 1 if alerts and args.fail_on_alert else 0
+        say(f"scores of {len(run.scores):,} windows written to {args.scores}")
 
 
-def _alerts_of(scores: pd.DataFrame) -> list:
-    from analyzer.alerts import alerts_from_scores
-
-    return alerts_from_scores(scores)
-
-
-def _write_back_target(args: argparse.Namespace) -> Path | None:
+def _write_back_target(args: argparse.Namespace, result: ReadResult) -> WriteBack | None:
+    """Where ``score`` records its alerts: ``--audit-log``, else the input itself when it
+    is one chained audit log (known from its reading: no second look at the file)."""
     if args.no_write_back:
         return None
-    if args.audit_log is not None:
-        return args.audit_log
-    if args.db:
+    destination = args.audit_log
+    if destination is None and not args.db:
+        paths = expand_paths(args.inputs)
+        if len(paths) == 1 and result.formats == ("jsonl",):
+            destination = paths[0]
+    if destination is None:
         return None
-    paths = expand_paths(args.inputs)
-    if len(paths) == 1 and (args.format or "") in ("", "jsonl"):
-        from analyzer.sources import detect_format
-
-        if detect_format(paths[0]) == "jsonl":
-            return paths[0]
-    return None
-
-
-def _input_files(args: argparse.Namespace) -> list[Path]:
-    return [] if getattr(args, "db", None) else expand_paths(args.inputs)
-
-
-def _write_back(alerts: list, destination: Path, args: argparse.Namespace, model_id: str,
-                model_version: str, known: set[str] | None) -> list:
-    from analyzer.alerts import write_alerts
-    from analyzer.logger import AuditLogger
-
-    key = read_key_file(args.key_file)
     # alerts name users and addresses: on an encrypted trail they are sealed like the rest
-    with AuditLogger(destination, key=key, name="audit.analyzer", service="audit-analyzer",
-                     encryption_key=sealing_key(args)) as audit:
-        return write_alerts(alerts, audit, model_id=model_id, model_version=model_version,
-                            skip_ids=known)
-
-
-def write_scores(scores: pd.DataFrame, path: Path, *, raw: bool = False) -> None:
-    """The scores file (DESIGN contract 6): CSV, or Parquet by extension.
-
-    In CSV, text a spreadsheet would run as a formula (an entity named ``=cmd|...``) gets a
-    leading ``'`` unless ``raw`` (see :func:`~analyzer.events.formula_safe`).
-    """
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".pq", ".csv", ".txt", ""):
-        raise ConfigError(f"{path}: scores file must end in .csv or .parquet")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix in (".parquet", ".pq"):
-            scores.to_parquet(path, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.csv as pacsv
-
-            if not raw:
-                scores = _formula_safe_text(scores)
-            # arrow's writer: six times faster than pandas' on wide float frames
-            pacsv.write_csv(pa.Table.from_pandas(scores, preserve_index=False), path)
-    except OSError as exc:  # arrow's errors do not carry the path: name it here
-        raise SourceError(f"{path}: cannot write the scores: {exc.strerror or exc}") from None
-
-
-def _formula_safe_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with :func:`formula_safe` applied to its text columns (numbers untouched)."""
-    out = frame
-    for name in frame.columns:
-        column = frame[name]
-        if not (column.dtype == object or isinstance(column.dtype, pd.CategoricalDtype |
-                                                      pd.StringDtype)):
-            continue
-        text = column.astype("string")
-        risky = text.str.match(FORMULA_START.pattern, na=False)
-        if risky.any():
-            if out is frame:
-                out = frame.copy()
-            out[name] = text.where(~risky, text.map(formula_safe, na_action="ignore"))
-    return out
+    return WriteBack(Path(destination), key=read_key_file(args.key_file),
+                     encryption_key=sealing_key(args))
 
 
 def _print_alerts(alerts: list, n_windows: int) -> None:
@@ -419,24 +363,15 @@ def _print_alerts(alerts: list, n_windows: int) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from analyzer import synth
-    from analyzer.alerts import write_alerts
-    from analyzer.integrity import checkpoint_path, verify_log
-    from analyzer.logger import AuditLogger
     from analyzer.model import AuditModel
     from analyzer.persistence import save_model
+    from analyzer.pipeline import read_trail, score_trail, train_trail
 
     started = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "audit.jsonl"
-    for stale in (log, checkpoint_path(log)):
-        stale.unlink(missing_ok=True)
-    key_file = out / "audit.key"
-    if not key_file.exists():
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-    key = read_key_file(key_file)
+    key = _demo_key(out, log)
     progress = Progress()
 
     progress("generating the organisation...")
@@ -449,48 +384,64 @@ def run_demo(args: argparse.Namespace) -> int:
         f"accounts over {args.days} days to {log}")
 
     progress("reading the trail back...")
-    frame = read_events(log).frame
+    reading = read_events(log)
+    frame = reading.frame
     train = frame[frame["timestamp"] < org.train_end]
     test = frame[frame["timestamp"] >= org.train_end]
     progress(f"training on {len(train):,} events...")
-    model = AuditModel(**_budget(args)).fit(train)
+    model = train_trail(train, AuditModel(**_budget(args))).model
     model_path = out / "model.joblib"
     info = save_model(model, model_path, key=key)
     say(f"2. trained on the first {config.train_days} days ({len(train):,} events); model "
         f"{info.model_id} in {model_path}")
 
     progress("scoring the last week...")
-    scores = model.score(test)
-    write_scores(scores, out / "scores.csv")
-    alerts = _alerts_of(scores)
-    with AuditLogger(log, key=key, name="audit.analyzer", service="audit-analyzer") as audit:
-        written = write_alerts(alerts, audit, model_id=info.model_id,
-                               model_version=info.created)
+    # the log was just read: the alerts it holds are known, no second pass to find them
+    run = score_trail(dataclasses.replace(reading, frame=test), model, check_drift=False,
+                      scores_path=out / "scores.csv",
+                      write_back=WriteBack(log, key=key, model_id=info.model_id,
+                                           model_version=info.created,
+                                           known_ids=reading.alert_ids))
     progress.done()
-    say(f"3. scored {len(scores):,} windows of the last {config.attack_days} days; "
-        f"{len(written)} alert(s) written back at CRITICAL:")
-    _print_alerts(alerts, len(scores))
+    say(f"3. scored {len(run.scores):,} windows of the last {config.attack_days} days; "
+        f"{len(run.written)} alert(s) written back at CRITICAL:")
+    _print_alerts(list(run.alerts), len(run.scores))
 
-    report = verify_log(log, key=key)
+    # one pass over the finished trail serves the verdict and the report
+    trail = read_trail(log, key=key, verify=True, alert_records=True)
+    report = trail.verification
+    assert report is not None  # the demo's own log is one chained audit log
     say(f"4. verify: {report.summary()}")
 
     from analyzer.evaluation import evaluate
 
-    evaluation = evaluate(scores, org.labels, alerts_per_day=model.alerts_per_day)
+    evaluation = evaluate(run.scores, org.labels, alerts_per_day=model.alerts_per_day)
     say("5. against the injected attack scenarios (labels.csv):")
     say(evaluation.to_text())
-    _write_reports(out, log, scores, model_path, key)
+    _write_reports(out, log, run.scores, model_path, key, trail)
     say(f"done in {time.perf_counter() - started:.0f} s; files in {out}/")
     return 0 if report.ok else 1
 
 
+def _demo_key(out: Path, log: Path) -> bytes | None:
+    """A fresh demo log, and the demo's integrity key (made once, private)."""
+    for stale in (log, checkpoint_path(log)):
+        stale.unlink(missing_ok=True)
+    key_file = out / "audit.key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return read_key_file(key_file)
+
+
 def _write_reports(out: Path, log: Path, scores: pd.DataFrame, model_path: Path,
-                   key: bytes | None) -> None:
+                   key: bytes | None, trail: TrailRead) -> None:
     """report.html and report.txt, when the reporting module is present."""
     try:
         from analyzer import report
     except ImportError:
         return
-    report.write_reports(log, scores=scores, model_path=model_path, key=key,
+    report.write_reports(log, scores=scores, model_path=model_path, key=key, trail=trail,
                          html_path=out / "report.html", text_path=out / "report.txt")
     say(f"6. reports: {out / 'report.html'} and {out / 'report.txt'}")

@@ -107,9 +107,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from analyzer.cli.analysis import _read
 
         args.inputs = [str(args.input)]
-        frame = _read(args, "evaluate").frame
+        from analyzer.pipeline import score_trail
+
+        reading = _read(args, "evaluate", database=False)
         model = load_model_from_args(args)
-        scores = model.score(frame, alerts_per_day=args.alerts_per_day)
+        scores = score_trail(reading, model, alerts_per_day=args.alerts_per_day,
+                             check_drift=False).scores
         budget = args.alerts_per_day or model.alerts_per_day
     else:
         scores = _read_scores(args.input)

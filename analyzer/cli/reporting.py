@@ -83,7 +83,7 @@ def run_report(args: argparse.Namespace) -> int:
     data = load_report_data(args.log, scores=scores, model=model,
                             model_path=args.model if model is None else None,
                             key=read_key_file(args.key_file), format=args.format,
-                            read_options=reader_options(args), db=args.db,
+                            read_options=reader_options(args, decrypt=True), db=args.db,
                             since=parse_time(args.since) if args.since else None,
                             until=parse_time(args.until) if args.until else None)
     progress.done()

@@ -111,10 +111,10 @@ def run_log(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
-    options = reader_options(args)
+    options = reader_options(args, decrypt=False)
     progress = Progress()
     progress("reading...")
-    result = read_events(args.inputs, format=args.format, **options)
+    result = read_events(args.inputs, format=args.format, options=options)
     frame = result.frame
     if not len(frame) and result.rejected and len(result.rejected) == result.records:
         # nothing at all could be read: the wrong format, not a few bad lines

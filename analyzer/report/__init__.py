@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
@@ -47,6 +47,10 @@ __all__ = [
     "render_text",
     "write_reports",
 ]
+
+if TYPE_CHECKING:
+    from analyzer.pipeline import TrailRead
+    from analyzer.sources import ReaderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +96,19 @@ def read_recorded_alerts(path: str | os.PathLike[str]) -> list[Any]:
     Only lines that may hold ``"alert"`` are parsed, so the cost is one scan of the file;
     an alert is a record whose parsed ``event.kind`` is ``alert``, however it is spelled.
     """
-    from analyzer.alerts import Alert, is_alert_record
-    from analyzer.errors import SchemaError
     from analyzer.sources.jsonl import records_holding
 
+    return alerts_of_records(doc for _, doc in records_holding(path, b'"alert"'))
+
+
+def alerts_of_records(records: Iterable[dict[str, Any]]) -> list[Any]:
+    """The :class:`analyzer.alerts.Alert` of each alert record among ``records`` (parsed
+    log records), one per ``event.id`` (the last written wins, in the order first seen)."""
+    from analyzer.alerts import Alert, is_alert_record
+    from analyzer.errors import SchemaError
+
     found: dict[str, Alert] = {}
-    for _, doc in records_holding(path, b'"alert"'):
+    for doc in records:
         if not is_alert_record(doc):
             continue
         try:
@@ -165,9 +176,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      model_path: str | os.PathLike[str] | None = None,
                      key: bytes | None = None, format: str | None = None,
                      generated: str | None = None,
-                     read_options: dict[str, Any] | None = None,
+                     read_options: ReaderOptions | dict[str, Any] | None = None,
                      db: str | None = None, since: Any = None,
-                     until: Any = None) -> ReportData:
+                     until: Any = None, trail: TrailRead | None = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
 
     Parameters
@@ -195,37 +206,37 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     since, until
         Report on the records at or after ``since`` and before ``until`` only (decided on
         each record's time; the chain is still verified whole).
+    trail
+        The log as a command already read it with :func:`analyzer.pipeline.read_trail`
+        (``verify=True, alert_records=True``); by default it is read here, once: one pass
+        over the file serves the events, the recorded alerts and the chain's verdict.
     """
-    from analyzer.sources import detect_format, expand_paths, read_events
+    from analyzer.sources import expand_paths
 
     if db is not None:
         from analyzer.query import Filter
         from analyzer.store import read_db_events, verify_db
 
-        files, fmt = [], "db"
+        files: list[Any] = []
         result = read_db_events(db, Filter(since=since, until=until), include_alerts=True)
-        db_integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
+        integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
     else:
         files = expand_paths(paths)
-        fmt = format or detect_format(files[0])
-        options = dict(read_options or {})
-        if fmt == "jsonl":
-            options["include_alerts"] = True
-        result = read_events(files, format=fmt, since=since, until=until, **options)
+        if trail is None:
+            trail = _read_once(files, format=format, read_options=read_options, key=key,
+                               since=since, until=until)
+        result = trail.reading
+        integrity = _integrity_of(trail, files, key)
     frame = result.frame
+    records = trail.alert_records if trail is not None else ()
     recorded: list[Any] = []
     if "kind" in frame.columns and len(frame):
         is_alert = (frame["kind"].astype("string") == "alert").fillna(False).to_numpy()
         if is_alert.any():
             frame = frame[~is_alert].reset_index(drop=True)
             for file in files:
-                recorded.extend(read_recorded_alerts(file))
-    if db is not None:
-        integrity = db_integrity
-    elif len(files) == 1:
-        integrity = check_integrity(files[0], key=key, fmt=fmt)
-    else:
-        integrity = Integrity("not_chained")
+                recorded.extend(alerts_of_records(
+                    doc for path, doc in records if path == str(file)))
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None
@@ -269,6 +280,27 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     )
 
 
+def _read_once(files: list[Any], *, format: str | None, read_options: Any, key: bytes | None,
+               since: Any, until: Any) -> TrailRead:
+    """The report's one pass over its log(s): events with the alerts of audit logs kept,
+    their alert records, and the chain's verdict of a single log."""
+    from analyzer.pipeline import read_trail
+    from analyzer.sources import ReaderOptions
+
+    return read_trail(files, format=format, since=since, until=until, key=key,
+                      options=ReaderOptions.of(read_options), verify=len(files) == 1,
+                      alert_records=True)
+
+
+def _integrity_of(trail: TrailRead, files: list[Any], key: bytes | None) -> Integrity:
+    """The verdict on the chain of the one log read (several files: not judged here)."""
+    if len(files) != 1 or trail.reading.formats[:1] != ("jsonl",) or not trail.chained:
+        return Integrity("not_chained")
+    if trail.verification is None:  # a read made without verifying: verify it now
+        return check_integrity(Path(files[0]), key=key)
+    return _verdict(trail.verification, keyed=bool(key))
+
+
 def _self_fit(frame: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     """Score a log against its own earlier events, as ``score`` does without ``--model``."""
     from analyzer.errors import AnalyzerError
@@ -294,7 +326,8 @@ def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = 
                   model_path: str | os.PathLike[str] | None = None, key: bytes | None = None,
                   html_path: str | os.PathLike[str] | None = None,
                   text_path: str | os.PathLike[str] | None = None, lang: str = "en",
-                  model: Any = None, top: int = 10) -> ReportView:
+                  model: Any = None, top: int = 10, trail: TrailRead | None = None
+                  ) -> ReportView:
     """Write the HTML and/or text report of ``log``; return the view they were made from.
 
     Parameters
@@ -316,11 +349,14 @@ def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = 
         A loaded model, to score the log when no scores are given.
     top
         Rows in the "top" tables.
+    trail
+        ``log`` as already read (see :func:`load_report_data`): not read again.
     """
     get_locale(lang)  # an unknown language is an error before any work
     if top < 1:
         raise ConfigError(f"top must be at least 1, got {top}")
-    data = load_report_data(log, scores=scores, model=model, model_path=model_path, key=key)
+    data = load_report_data(log, scores=scores, model=model, model_path=model_path, key=key,
+                            trail=trail)
     view = build_view(data, top=top, lang=lang)
     for path, render in ((html_path, render_html), (text_path, render_text)):
         if path is None:

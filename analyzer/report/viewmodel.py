@@ -14,8 +14,6 @@ and :mod:`~analyzer.report.compliance`. The types are in :mod:`~analyzer.report.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 

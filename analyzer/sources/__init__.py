@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import importlib
-import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,19 +36,37 @@ from analyzer.sources._base import (
     within_period,
     write_rejected,
 )
+from analyzer.sources._once import (
+    Block,
+    Blocks,
+    Line,
+    LineTap,
+    ReadProgress,
+    block_lines,
+    read_jsonl_once,
+)
+from analyzer.sources.options import ReaderOptions
 
 __all__ = [
     "FORMATS",
+    "Block",
+    "Blocks",
+    "Line",
+    "LineTap",
+    "ReadProgress",
     "ReadResult",
+    "ReaderOptions",
     "Rejected",
     "archive_accounting",
     "arrow_to_frame",
+    "block_lines",
     "build_frame",
     "detect_format",
     "empty_frame",
     "expand_paths",
     "is_side_file",
     "read_events",
+    "reader_options_of",
     "within_period",
     "write_rejected",
 ]
@@ -93,11 +110,19 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if _parquet_source(path):  # an export folder or a URL: read whole, never sniffed
         return "parquet"
     file = Path(path)
+    _check_path(file)
+    return _format_of(file, _head(file))
+
+
+def _check_path(file: Path) -> None:
     if not file.exists():
         raise SourceError(f"{file}: no such file")
     if file.is_dir():
         raise SourceError(f"{file}: is a directory, expected a log file")
-    head = _head(file)
+
+
+def _format_of(file: Path, head: bytes) -> str:
+    """The format of ``file`` whose first bytes are ``head``."""
     if not head.strip():
         return "jsonl" if file.suffix in (".jsonl", ".json", ".log", "") else "csv"
     if file.suffix.lower() == ".csv":
@@ -191,20 +216,21 @@ def archive_accounting(archives: list[Path]) -> tuple[dict[str, dict[str, int]],
     return ({"unreadable archive": counts} if counts else {}), tuple(notes)
 
 
-def _options_for(module: ModuleType, options: dict[str, Any]) -> dict[str, Any]:
-    """The options ``module.read`` accepts.
-
-    Options for other formats (``year=`` for sshd while reading a CSV in the same call) are
-    left out for this file, so one command line can read a mix of formats.
-    """
-    accepted = inspect.signature(module.read).parameters
-    return {k: v for k, v in options.items() if k in accepted}
+def reader_options_of(name: str) -> frozenset[str]:
+    """The :class:`ReaderOptions` the reader of format ``name`` declares it takes."""
+    return frozenset(getattr(_module(name), "OPTIONS", frozenset()))
 
 
 def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                 format: str | None = None, since: Any = None, until: Any = None,
-                **options: Any) -> ReadResult:
+                options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
+                | None = None,
+                tap: LineTap | None = None,
+                progress: ReadProgress | None = None, **more: Any) -> ReadResult:
     """Read one or more logs into one normalized frame, sorted by time.
+
+    Each file is opened once: its first bytes name its format, and an audit log is read
+    from the same handle.
 
     Parameters
     ----------
@@ -216,8 +242,19 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         Keep only records at or after ``since`` and before ``until`` (datetimes; naive means
         UTC), judged on each record's own time; the others are counted as skipped.
         Archives in folders and globs are not read and are counted as skipped too.
-    **options
-        Passed to the format's reader (e.g. ``mapping=`` for CSV, ``year=`` for sshd).
+    options
+        :class:`ReaderOptions` for the formats' readers (``mapping=`` for CSV, ``year=``
+        for sshd ...); each reader gets those it declares. An option that none of the files
+        read takes is a :class:`~analyzer.errors.ConfigError`. A function of the format's
+        name gives each format its own (the report keeps the alerts of audit logs only).
+    tap
+        ``tap(path, blocks)``, called for each audit log (``jsonl``) with its blocks of
+        whole lines, in the same pass as the read (see :class:`Blocks`).
+    progress
+        ``progress(records, share)`` as the read goes (per block of an audit log, per file
+        of other formats).
+    **more
+        Options by keyword, as in :class:`ReaderOptions` (checked by name).
 
     Examples
     --------
@@ -230,15 +267,33 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     >>> result.frame[["user", "action", "outcome"]].to_dict("records")
     [{'user': 'alice', 'action': 'login', 'outcome': 'success'}]
     """
+    pick = _options_by_format(options, more)
     archives: list[Path] = []
-    results = []
-    for path in expand_paths(paths, archives=archives):
-        name = format or detect_format(path)
-        module = _module(name)
-        # since/until go to readers that can prune by them (parquet's day partitions); the
-        # records are filtered on their own time below either way
-        period = {"since": since, "until": until}
-        results.append(module.read(path, **_options_for(module, {**options, **period})))
+    files = expand_paths(paths, archives=archives)
+    declared: dict[str, frozenset[str]] = {}
+
+    def checked(name: str) -> dict[str, Any]:
+        """The options for a file of format ``name``; once every file's format is known
+        (before the last is read), an option none of them takes is refused."""
+        declared.setdefault(name, reader_options_of(name))
+        if len(results) == len(files) - 1:
+            for seen in declared:
+                pick(seen).check_applies(declared)
+        return pick(name).for_reader(declared[name])
+
+    results: list[ReadResult] = []
+    records = 0  # in the files read so far
+    for path in files:
+        def step(count: int, share: float | None, index: int = len(results),
+                 before: int = records) -> None:
+            if progress is not None:  # the share of the whole input, by files
+                progress(before + count, None if share is None else
+                         (index + share) / len(files))
+
+        result = _read_path(path, format, since, until, checked, tap, step)
+        records += result.records if result.records is not None else len(result.frame)
+        results.append(result)
+        step(0, 1.0, before=records)
     result = _combine(results)
     if archives:
         skipped, notes = archive_accounting(archives)
@@ -246,6 +301,51 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
             result, records=None if result.records is None else result.records + len(archives),
             skipped=merge_skipped(result.skipped, skipped), notes=result.notes + notes)
     return within_period(result, since, until)
+
+
+def _options_by_format(options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
+                       | None, more: dict[str, Any]) -> Callable[[str], ReaderOptions]:
+    if callable(options) and not isinstance(options, ReaderOptions):
+        by_format = options
+        return lambda name: ReaderOptions.of(by_format(name), **more)
+    chosen = ReaderOptions.of(options, **more)
+    return lambda name: chosen
+
+
+def _read_path(path: Path | str, format: str | None, since: Any, until: Any,
+               checked: Any, tap: LineTap | None, progress: ReadProgress) -> ReadResult:
+    """One file (or Parquet export), opened once; its result names its format."""
+    # since/until go to readers that can prune by them (parquet's day partitions); the
+    # records are filtered on their own time in read_events either way
+    period = {"since": since, "until": until}
+    if format not in (None, "jsonl") or _parquet_source(path):
+        name = format or "parquet"
+        module = _module(name)
+        accepts = {"since", "until"} if name == "parquet" else set()
+        result = module.read(path, **checked(name),
+                             **{k: v for k, v in period.items() if k in accepts})
+        return dataclasses.replace(result, formats=(name,))
+    file = Path(path)
+    _check_path(file)
+    handle, seekable = open_log(file)  # the one open of this file
+    try:
+        head = handle.read(_HEAD_BYTES)
+        handle.seek(0)
+    except (OSError, EOFError) as exc:  # a truncated or damaged gzip file
+        handle.close()
+        raise read_failed(file, exc) from None
+    try:
+        name = format or _format_of(file, head)
+        options = checked(name)
+    except BaseException:
+        handle.close()
+        raise
+    if name != "jsonl":
+        handle.close()  # the other readers open their file themselves
+        return dataclasses.replace(_module(name).read(file, **options), formats=(name,))
+    result = read_jsonl_once(file, handle, seekable, options=options, tap=tap,
+                             progress=progress)
+    return dataclasses.replace(result, formats=(name,))
 
 
 def _combine(results: list[ReadResult]) -> ReadResult:
@@ -259,8 +359,9 @@ def _combine(results: list[ReadResult]) -> ReadResult:
     frames = [r.frame for r in results if len(r.frame)]
     frame = (pd.concat(frames, ignore_index=True) if frames else empty_frame())
     if len(frames) > 1:
-        for column in frame.columns:
-            if isinstance(frames[0][column].dtype, pd.CategoricalDtype):
+        for column in frame.columns:  # a reader's extra columns are not in every frame
+            if any(isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames
+                   if column in f.columns):
                 frame[column] = frame[column].astype("category")
         frame["outcome"] = frame["outcome"].cat.set_categories(["success", "failure",
                                                                 "unknown"])
@@ -271,4 +372,5 @@ def _combine(results: list[ReadResult]) -> ReadResult:
                       frozenset().union(*(r.alert_ids for r in results)),
                       records=sum(r.records or 0 for r in results) if counted else None,
                       skipped=merge_skipped(*(r.skipped for r in results)),
-                      notes=tuple(n for r in results for n in r.notes))
+                      notes=tuple(n for r in results for n in r.notes),
+                      formats=tuple(f for r in results for f in r.formats))

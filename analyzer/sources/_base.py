@@ -88,6 +88,8 @@ class ReadResult:
     skipped: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     #: one-line notices a person should see (an inferred year, host names as clients)
     notes: tuple[str, ...] = ()
+    #: the format of each file read, in order (set by :func:`analyzer.sources.read_events`)
+    formats: tuple[str, ...] = ()
 
     @property
     def n_skipped(self) -> int:
@@ -221,6 +223,21 @@ def read_failed(path: str | os.PathLike[str], exc: BaseException) -> SourceError
     return SourceError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or text}")
 
 
+class _Gunzip(gzip.GzipFile):
+    """A gzip stream over the file already open: closing it closes the file (a gzip log is
+    opened once, like any other)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
 def open_log(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
     """Open a log for reading in binary, gunzipping a gzip file; and whether it can seek.
 
@@ -248,8 +265,7 @@ def open_log(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
     except OSError as exc:
         raise read_failed(file, exc) from None
     if head.startswith(_GZIP_MAGIC):
-        handle.close()
-        return gzip.open(file, "rb"), False
+        return _Gunzip(handle), False
     if file.suffix.lower() == ".gz":
         handle.close()
         raise SourceError(f"{file}: not a gzip file (a .gz name without gzip content)")

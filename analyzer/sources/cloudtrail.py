@@ -47,11 +47,13 @@ from analyzer.sources._base import (
 from analyzer.sources.generic import ip_or_empty, read_bytes
 from analyzer.sources.jsonlines import JsonLinesParser, flatten, read_all
 
-__all__ = ["FORMAT", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "read", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "cloudtrail"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset()
 
 _S = pa.string()
 _SCHEMA = pa.schema([

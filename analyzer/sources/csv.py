@@ -45,9 +45,11 @@ from analyzer.sources._base import (
 )
 from analyzer.sources.generic import dig
 
-__all__ = ["FORMAT", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONAL_COLUMNS", "OPTIONS", "REQUIRED_COLUMNS", "read", "sniff"]
 
 FORMAT = "csv"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"mapping", "constants", "delimiter"})
 REQUIRED_COLUMNS = ("timestamp", "user", "action", "resource", "outcome", "source_ip")
 OPTIONAL_COLUMNS = ("bytes", "country", "host", "session", "level", "message", "category")
 _KNOWN = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)

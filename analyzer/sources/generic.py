@@ -55,10 +55,12 @@ from analyzer.sources._base import (
     within_time_range,
 )
 
-__all__ = ["FORMAT", "dig", "ip_or_empty", "json_records", "load_mapping", "read",
-           "read_bytes", "rows_to_frame", "sniff", "split_lines"]
+__all__ = ["FORMAT", "OPTIONS", "dig", "ip_or_empty", "json_records", "load_mapping",
+           "read", "read_bytes", "rows_to_frame", "sniff", "split_lines"]
 
 FORMAT = "generic"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"mapping"})
 
 #: Loose shape of an IPv4 or IPv6 address: enough to tell an address from a host name.
 _IP_SHAPE = r"^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?)$"

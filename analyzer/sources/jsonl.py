@@ -45,9 +45,12 @@ from analyzer.sources.jsonlines import (
     whole_line_blocks,
 )
 
-__all__ = ["FORMAT", "read", "records_holding", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "Reading", "read", "record_holding",
+           "records_holding", "sniff"]
 
 FORMAT = "jsonl"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"include_alerts", "decrypt_keys", "clear_only"})
 
 #: The columns read: the normalized frame's, and the first role (an extra column).
 COLUMNS: tuple[str, ...] = (*FRAME_COLUMNS, "roles")
@@ -84,30 +87,58 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
     file = Path(path)
-    tables: list[pa.Table] = []
-    line_numbers: list[np.ndarray] = []
-    rejected: list[Rejected] = []
-    first_line = 1
-    records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
+    reading = Reading(file, include_alerts=include_alerts, decrypt_keys=decrypt_keys,
+                      clear_only=clear_only)
     handle, seekable = open_log(file)
     try:
         with handle:
             for _, block, end in whole_line_blocks(handle, seekable=seekable):
-                local: list[Rejected] = []
-                table, rows, n_lines = PARSER.parse(memoryview(block)[:end], str(file), local)
-                rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
-                records += table.num_rows + len(local)
-                if table.num_rows:
-                    tables.append(table)
-                    line_numbers.append(rows + first_line)
-                first_line += n_lines
+                reading.feed(memoryview(block)[:end])
     except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
         raise read_failed(file, exc) from None
-    table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
-    numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
-    result = _to_result(table, numbers, str(file), rejected, include_alerts,
-                        decrypt_keys=decrypt_keys, clear_only=clear_only)
-    return dataclasses.replace(result, records=records)
+    return reading.result()
+
+
+class Reading:
+    """An audit log parsed block by block as its bytes arrive: what :func:`read` does.
+
+    A caller that reads the file's bytes for another purpose as well (verifying the chain
+    and finding the recorded alerts in the same pass, as the report does) feeds the blocks
+    here instead of opening the file a second time. Options as in :func:`read`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, include_alerts: bool = False,
+                 decrypt_keys: tuple[bytes, ...] = (), clear_only: bool = False) -> None:
+        self.path = str(Path(path))
+        self._include_alerts = include_alerts
+        self._decrypt_keys = decrypt_keys
+        self._clear_only = clear_only
+        self._tables: list[pa.Table] = []
+        self._line_numbers: list[np.ndarray] = []
+        self._rejected: list[Rejected] = []
+        self._first_line = 1
+        self.records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
+
+    def feed(self, block: memoryview) -> None:
+        """Parse one block of whole lines (the lines that follow the last block fed)."""
+        local: list[Rejected] = []
+        table, rows, n_lines = PARSER.parse(block, self.path, local)
+        self._rejected.extend(dataclasses.replace(r, line=self._first_line + r.line)
+                              for r in local)
+        self.records += table.num_rows + len(local)
+        if table.num_rows:
+            self._tables.append(table)
+            self._line_numbers.append(rows + self._first_line)
+        self._first_line += n_lines
+
+    def result(self) -> ReadResult:
+        """The frame of every block fed, with the lines set aside and the alerts skipped."""
+        table = pa.concat_tables(self._tables) if self._tables else _SCHEMA.empty_table()
+        numbers = np.concatenate(self._line_numbers) if self._line_numbers else \
+            np.empty(0, dtype=np.int64)
+        result = _to_result(table, numbers, self.path, self._rejected, self._include_alerts,
+                            decrypt_keys=self._decrypt_keys, clear_only=self._clear_only)
+        return dataclasses.replace(result, records=self.records)
 
 
 def records_holding(path: str | os.PathLike[str], literal: bytes
@@ -133,16 +164,25 @@ def records_holding(path: str | os.PathLike[str], literal: bytes
                     while (rest := handle.readline(1 << 16)) and not rest.endswith(b"\n"):
                         pass  # an over-long line: read past it, never hold it
                     continue
-                if not may_contain(line, literal):
-                    continue
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(doc, dict) and not duplicate_keys(line.rstrip(b"\r\n"), doc):
+                doc = record_holding(line, literal)
+                if doc is not None:
                     yield number, doc
     except (OSError, EOFError, zlib.error) as exc:
         raise read_failed(file, exc) from None
+
+
+def record_holding(line: bytes, literal: bytes) -> dict[str, Any] | None:
+    """The record of one line (within the line limit) if it may hold ``literal``: the test
+    :func:`records_holding` applies to each line, for a caller that has the lines."""
+    if not may_contain(line, literal):
+        return None
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and not duplicate_keys(line.rstrip(b"\r\n"), doc):
+        return doc
+    return None
 
 
 def _to_result(table: pa.Table, numbers: np.ndarray, path: str, rejected: list[Rejected],

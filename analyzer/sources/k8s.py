@@ -30,9 +30,11 @@ import orjson
 from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
 from analyzer.sources.generic import json_records, read_bytes, rows_to_frame
 
-__all__ = ["FORMAT", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "read", "sniff"]
 
 FORMAT = "k8s"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"stages"})
 
 _FINAL_STAGES = ("ResponseComplete", "Panic")
 #: Subresources that upgrade the connection (SPDY / WebSocket): the API server logs them at

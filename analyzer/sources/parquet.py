@@ -31,10 +31,13 @@ from analyzer.errors import SchemaError, SourceError
 from analyzer.events import FRAME_COLUMNS
 from analyzer.sources._base import ReadResult, arrow_to_frame, empty_frame
 
-__all__ = ["FORMAT", "MANIFEST_NAME", "PARTITION", "ROW_GROUP_ROWS", "Days", "check_clear",
-           "day_filter", "is_source", "open_days", "read", "read_manifest", "sniff"]
+__all__ = ["FORMAT", "MANIFEST_NAME", "OPTIONS", "PARTITION", "ROW_GROUP_ROWS", "Days",
+           "check_clear", "day_filter", "is_source", "open_days", "read", "read_manifest",
+           "sniff"]
 
 FORMAT = "parquet"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"include_alerts", "clear_only"})
 
 #: The manifest written beside the partitions (its ``_`` prefix keeps it out of readers'
 #: globs: pyarrow, Spark and Athena skip files starting with ``_`` or ``.``).

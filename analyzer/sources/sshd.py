@@ -64,9 +64,11 @@ from analyzer.sources._base import (
 )
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
-__all__ = ["ACCOUNT", "FORMAT", "PROGRAMS", "RULES", "Rule", "read", "sniff"]
+__all__ = ["ACCOUNT", "FORMAT", "OPTIONS", "PROGRAMS", "RULES", "Rule", "read", "sniff"]
 
 FORMAT = "sshd"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"year", "tz"})
 
 # Syslog header: BSD time ("Dec 10 06:55:46") or RFC 3339 time (rsyslog's high-precision
 # template), host, then an optional tag "prog(sub)[pid]: ". The tag is optional so that

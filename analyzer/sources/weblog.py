@@ -38,9 +38,11 @@ from analyzer.sources._base import (
 )
 from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
 
-__all__ = ["FORMAT", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "read", "sniff"]
 
 FORMAT = "weblog"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset()
 
 _LINE = (r'^(?P<ip>\S+) (?P<ident>\S+) (?P<user>.*?) \[(?P<time>[^\]]+)\] '
          r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes>\d+|-)'

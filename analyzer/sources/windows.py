@@ -43,9 +43,11 @@ import pandas as pd
 from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
 from analyzer.sources.generic import dig, json_records, read_bytes, rows_to_frame
 
-__all__ = ["ACTIONS", "DCSYNC_RIGHTS", "FORMAT", "read", "sniff"]
+__all__ = ["ACTIONS", "DCSYNC_RIGHTS", "FORMAT", "OPTIONS", "read", "sniff"]
 
 FORMAT = "windows"
+#: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
+OPTIONS: frozenset[str] = frozenset({"all_events"})
 
 SECURITY = "security"
 SYSTEM = "system"
