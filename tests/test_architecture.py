@@ -46,6 +46,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The SQL destinations write the store's table: they are the store's writers.
     ("query and store", ("analyzer.query", "analyzer.store", "analyzer.sql", "analyzer.export",
                          "analyzer.sinks.sqlite", "analyzer.sinks.postgres")),
+    # One entry point that reads, scores and writes back, shared by the CLI, demo, watch,
+    # notebooks and the report's own reading.
+    ("pipeline", ("analyzer.pipeline",)),
     ("report", ("analyzer.report",)),
     ("live", ("analyzer.watch", "analyzer.metrics", "analyzer.chain_monitor")),
     ("synth", ("analyzer.synth",)),

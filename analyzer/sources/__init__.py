@@ -221,6 +221,18 @@ def reader_options_of(name: str) -> frozenset[str]:
     return frozenset(getattr(_module(name), "OPTIONS", frozenset()))
 
 
+def _takers(option: str) -> list[str]:
+    """The formats whose reader declares ``option`` (imported on demand)."""
+    out = []
+    for name in FORMATS:
+        try:
+            if option in reader_options_of(name):
+                out.append(name)
+        except ConfigError:  # an adapter not shipped in this build
+            continue
+    return out
+
+
 def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                 format: str | None = None, since: Any = None, until: Any = None,
                 options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
@@ -278,7 +290,7 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         declared.setdefault(name, reader_options_of(name))
         if len(results) == len(files) - 1:
             for seen in declared:
-                pick(seen).check_applies(declared)
+                pick(seen).check_applies(declared, _takers)
         return pick(name).for_reader(declared[name])
 
     results: list[ReadResult] = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from analyzer.errors import ConfigError
@@ -84,32 +84,20 @@ class ReaderOptions:
         """The options set that a reader declaring ``accepted`` takes, as keywords."""
         return {name: value for name, value in self.given().items() if name in accepted}
 
-    def check_applies(self, readers: Mapping[str, Collection[str]]) -> None:
-        """Refuse an option that none of ``readers`` (format -> declared options) takes."""
+    def check_applies(self, readers: Mapping[str, Collection[str]],
+                      takers: Callable[[str], Iterable[str]]) -> None:
+        """Refuse an option that none of ``readers`` (format -> declared options) takes;
+        ``takers(option)`` names the formats that do, for the message."""
         taken = set().union(*readers.values()) if readers else set()
         for name in self.given():
             if name not in taken and name not in _KEY_RING:
                 raise ConfigError(
                     f"reader option {name!r} does not apply to "
-                    f"{_names(readers)} (it is for {_names(_takers(name))})")
+                    f"{_names(readers)} (it is for {_names(takers(name))})")
 
 
 def _names(formats: Iterable[str]) -> str:
     return ", ".join(sorted(formats)) or "no format"
-
-
-def _takers(option: str) -> list[str]:
-    """The formats whose reader declares ``option`` (imported on demand)."""
-    from analyzer.sources import FORMATS, reader_options_of
-
-    out = []
-    for name in FORMATS:
-        try:
-            if option in reader_options_of(name):
-                out.append(name)
-        except ConfigError:  # an adapter not shipped in this build
-            continue
-    return out
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ReaderOptions))
