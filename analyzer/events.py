@@ -32,6 +32,7 @@ import orjson
 from analyzer.errors import SchemaError
 
 __all__ = [
+    "CANONICAL",
     "ECS_COLUMNS",
     "ECS_VERSION",
     "EXTENSION_FIELDS",
@@ -438,7 +439,10 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} in an audit record")
 
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+#: The orjson options of the canonical encoding: sorted keys (and non-string keys written as
+#: strings). The chain covers these bytes, so everything that writes or re-encodes a record
+#: for its hash uses this one set.
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def encode_record(doc: Mapping[str, Any]) -> bytes:
@@ -448,7 +452,7 @@ def encode_record(doc: Mapping[str, Any]) -> bytes:
     always one line.
     """
     try:
-        return orjson.dumps(doc, default=json_default, option=_CANONICAL)
+        return orjson.dumps(doc, default=json_default, option=CANONICAL)
     except TypeError as exc:
         raise SchemaError(str(exc.__cause__ or exc)) from exc
 

@@ -48,7 +48,7 @@ from typing import IO, Any
 import orjson
 
 from analyzer.errors import ConfigError, IntegrityError, SourceError
-from analyzer.events import MAX_LINE_BYTES, duplicate_key
+from analyzer.events import CANONICAL, MAX_LINE_BYTES, duplicate_key
 from analyzer.files import PRIVATE, append_side
 
 # The trail's file names are analyzer.series's; these three were always found here too.
@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 GENESIS_HASH = "0" * 64
-_CANONICAL = orjson.OPT_SORT_KEYS
 _KEY_ID_LABEL = b"audit-analyzer key id"
 
 
@@ -198,7 +197,7 @@ def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
     event = doc.get("event")
     if isinstance(event, Mapping) and "hash" in event:
         doc = {**doc, "event": {k: v for k, v in event.items() if k != "hash"}}
-    return orjson.dumps(doc, option=_CANONICAL)
+    return orjson.dumps(doc, option=CANONICAL)
 
 
 def load_key(source: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -251,7 +250,7 @@ class Checkpoint:
     log: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(dataclasses.asdict(self), option=_CANONICAL)
+        return orjson.dumps(dataclasses.asdict(self), option=CANONICAL)
 
 
 def write_checkpoint(destination: str | os.PathLike[str], checkpoint: Checkpoint, *,

@@ -32,7 +32,6 @@ from analyzer.events import (
 )
 
 __all__ = [
-    "CANONICAL",
     "CATEGORY_PARTS",
     "ECS",
     "ECS_PART",
@@ -48,9 +47,6 @@ __all__ = [
     "stamp",
     "valid_ip",
 ]
-
-CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
 
 @functools.lru_cache(maxsize=8192)
 def valid_ip(value: str) -> str:

@@ -31,6 +31,7 @@ from analyzer.errors import (
     SchemaError,
 )
 from analyzer.events import (
+    CANONICAL,
     ECS_CATEGORIES,
     MAX_RECORD_BYTES,
     AuditEvent,
@@ -52,7 +53,6 @@ from analyzer.integrity import (
     write_checkpoint,
 )
 from analyzer.logger._encoding import (
-    CANONICAL,
     CATEGORY_PARTS,
     ECS,
     ECS_PART,
