@@ -316,49 +316,11 @@ def drift_report(model: Any, recent: pd.DataFrame, *, reference: pd.DataFrame | 
     ref_windows = None
     if reference is not None:
         ref_windows = model.extractor_.transform(reference, details=False)
-    etypes = windows["entity_type"].astype(str).to_numpy()
     starts = pd.to_datetime(windows["window_start"], utc=True) if len(windows) else None
     ends = pd.to_datetime(windows["window_end"], utc=True) if len(windows) else None
     short = starts is None or ends.max() - starts.min() < pd.Timedelta(days=7)
-    rows: list[tuple[str, str, float, int, int]] = []
-    skipped: list[str] = []
-    calendar: list[str] = []
-    for etype in ENTITY_TYPES:
-        detector = model.detectors_.get(etype)
-        mine = windows[etypes == etype]
-        names = detector_features(etype) if detector is not None else []
-        tails = dict(zip(names, detector.tails_, strict=True)) if detector is not None else {}
-        if ref_windows is not None:
-            names = [n for n in feature_names(etype) if n in ref_windows.columns]
-            ref_mine = ref_windows[ref_windows["entity_type"].astype(str) == etype]
-        for name in names:
-            column = _column(mine, name)
-            if column is None:
-                continue
-            if short and name in _CALENDAR_FEATURES:
-                calendar.append(name)
-                continue
-            if name in _NOVELTY_FEATURES or ref_windows is None:
-                if name not in tails:
-                    continue
-                if ref_windows is None and name in AS_SEEN_FEATURES:
-                    skipped.append(name)
-                    continue
-                table = tails[name]
-                values = table.values
-                counts = -np.diff(np.append(table.at_least, 0.0))
-                n_ref = int(table.n)
-            else:
-                values = ref_mine[name].to_numpy(dtype=np.float64)
-                counts = None
-                n_ref = len(values)
-            recent_values = column.to_numpy(dtype=np.float64)
-            if n_ref < min_windows or len(recent_values) < min_windows:
-                psi = math.nan
-            else:
-                psi = population_stability_index(values, recent_values,
-                                                  reference_counts=counts, bins=bins)
-            rows.append((etype, name, psi, n_ref, len(recent_values)))
+    rows, skipped, calendar = _feature_shifts(model, windows, ref_windows, short=short,
+                                              bins=bins, min_windows=min_windows)
     features = pd.DataFrame(rows, columns=["entity_type", "feature", "psi",
                                            "reference_windows", "recent_windows"])
     features["drifted"] = features["psi"].fillna(0.0) > psi_threshold
@@ -380,6 +342,60 @@ def drift_report(model: Any, recent: pd.DataFrame, *, reference: pd.DataFrame | 
     if report.stale:
         log.info("%s", report.warning)
     return report
+
+
+def _feature_shifts(model: Any, windows: pd.DataFrame, ref_windows: pd.DataFrame | None, *,
+                    short: bool, bins: int, min_windows: int
+                    ) -> tuple[list[tuple[str, str, float, int, int]], list[str], list[str]]:
+    """The PSI of every feature the recent ``windows`` can be compared on.
+
+    Returns the rows ``(entity type, feature, psi, reference windows, recent windows)``, the
+    features left out because they were fitted "as seen so far" and no training frame was
+    given, and those left out because they depend on the weekdays of a ``short`` period.
+    """
+    etypes = windows["entity_type"].astype(str).to_numpy()
+    rows: list[tuple[str, str, float, int, int]] = []
+    skipped: list[str] = []
+    calendar: list[str] = []
+    for etype in ENTITY_TYPES:
+        detector = model.detectors_.get(etype)
+        mine = windows[etypes == etype]
+        names = detector_features(etype) if detector is not None else []
+        tails = dict(zip(names, detector.tails_, strict=True)) if detector is not None else {}
+        ref_mine = None
+        if ref_windows is not None:
+            names = [n for n in feature_names(etype) if n in ref_windows.columns]
+            ref_mine = ref_windows[ref_windows["entity_type"].astype(str) == etype]
+        for name in names:
+            column = _column(mine, name)
+            if column is None:
+                continue
+            if short and name in _CALENDAR_FEATURES:
+                calendar.append(name)
+                continue
+            if name in _NOVELTY_FEATURES or ref_mine is None:
+                if name not in tails:
+                    continue
+                if ref_mine is None and name in AS_SEEN_FEATURES:
+                    skipped.append(name)
+                    continue
+                # the detector's fitted distribution: its distinct values and their counts
+                table = tails[name]
+                values = table.values
+                counts = -np.diff(np.append(table.at_least, 0.0))
+                n_ref = int(table.n)
+            else:
+                values = ref_mine[name].to_numpy(dtype=np.float64)
+                counts = None
+                n_ref = len(values)
+            recent_values = column.to_numpy(dtype=np.float64)
+            if n_ref < min_windows or len(recent_values) < min_windows:
+                psi = math.nan
+            else:
+                psi = population_stability_index(values, recent_values,
+                                                  reference_counts=counts, bins=bins)
+            rows.append((etype, name, psi, n_ref, len(recent_values)))
+    return rows, skipped, calendar
 
 
 def _recent_windows(model: Any, recent: pd.DataFrame) -> pd.DataFrame:
