@@ -211,6 +211,37 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         (``verify=True, alert_records=True``); by default it is read here, once: one pass
         over the file serves the events, the recorded alerts and the chain's verdict.
     """
+    files, result, integrity, trail = _read_source(
+        paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
+        since=since, until=until)
+    frame, recorded = _set_alerts_aside(
+        result.frame, files, trail.alert_records if trail is not None else ())
+    meta, threshold, privileged, drift, scores = _model_facts(model, model_path, scores, frame)
+    self_fit = ""
+    if scores is None and model is None and model_path is None and not recorded and len(frame):
+        scores, self_fit = _self_fit(frame)
+    if scores is not None:
+        scores = _normalise_scores(scores)
+    from analyzer import __version__
+
+    return ReportData(
+        frame=frame, source=db if db is not None else ", ".join(str(f) for f in files),
+        integrity=integrity,
+        scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
+        drift=drift,
+        privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
+        reading=result, self_fit=self_fit,
+        generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+    )
+
+
+def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                 db: str | None, trail: TrailRead | None, format: str | None,
+                 read_options: Any, key: bytes | None, since: Any, until: Any
+                 ) -> tuple[list[Any], Any, Integrity, TrailRead | None]:
+    """The files, the read result, the chain's verdict and the trail read (``None`` for a
+    database) of what the report is about: the log(s) at ``paths`` or the database ``db``."""
     from analyzer.sources import expand_paths
 
     if db is not None:
@@ -227,8 +258,14 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                                since=since, until=until)
         result = trail.reading
         integrity = _integrity_of(trail, files, key)
-    frame = result.frame
-    records = trail.alert_records if trail is not None else ()
+    return files, result, integrity, trail
+
+
+def _set_alerts_aside(frame: pd.DataFrame, files: list[Any],
+                      records: Iterable[tuple[str, dict[str, Any]]]
+                      ) -> tuple[pd.DataFrame, list[Any]]:
+    """The frame without the alert records the log already holds, and those alerts (of the
+    files read, in their order)."""
     recorded: list[Any] = []
     if "kind" in frame.columns and len(frame):
         is_alert = (frame["kind"].astype("string") == "alert").fillna(False).to_numpy()
@@ -237,6 +274,14 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
             for file in files:
                 recorded.extend(alerts_of_records(
                     doc for path, doc in records if path == str(file)))
+    return frame, recorded
+
+
+def _model_facts(model: Any, model_path: str | os.PathLike[str] | None,
+                 scores: pd.DataFrame | None, frame: pd.DataFrame
+                 ) -> tuple[dict[str, Any] | None, float | None, Any, str, pd.DataFrame | None]:
+    """What the model says in the report: its metadata, alert threshold, privileged actions
+    and staleness warning, and the scores (the frame scored with ``model`` when not given)."""
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None
@@ -261,23 +306,7 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         per_day = meta.get("windows_per_day")
         if budget and per_day:
             threshold = alert_threshold(budget, per_day)
-    self_fit = ""
-    if scores is None and model is None and model_path is None and not recorded and len(frame):
-        scores, self_fit = _self_fit(frame)
-    if scores is not None:
-        scores = _normalise_scores(scores)
-    from analyzer import __version__
-
-    return ReportData(
-        frame=frame, source=db if db is not None else ", ".join(str(f) for f in files),
-        integrity=integrity,
-        scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
-        drift=drift,
-        privileged=tuple(privileged) if privileged else None, rejected=len(result.rejected),
-        reading=result, self_fit=self_fit,
-        generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        version=__version__,
-    )
+    return meta, threshold, privileged, drift, scores
 
 
 def _read_once(files: list[Any], *, format: str | None, read_options: Any, key: bytes | None,
