@@ -305,49 +305,16 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
     -------
     EvaluationReport
     """
-    missing = [c for c in _SCORE_COLUMNS if c not in scores.columns]
-    if missing:
-        raise SchemaError(f"scores lack column(s): {', '.join(missing)}")
-    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
-    if missing:
-        raise SchemaError(f"labels lack column(s): {', '.join(missing)}")
-    if not alerts_per_day > 0:
-        raise SchemaError("alerts_per_day must be positive")
+    _check_inputs(scores, labels, alerts_per_day)
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    frame = pd.DataFrame({
-        "entity_type": scores["entity_type"].astype(str).to_numpy(),
-        "entity": scores["entity"].astype(str).to_numpy(),
-        "window_start": _utc(scores["window_start"]),
-    })
-    frame["window_end"] = _utc(scores["window_end"]) if "window_end" in scores.columns \
-        else frame["window_start"]
-    score = pd.to_numeric(scores["score"], errors="coerce").to_numpy(dtype=float)
-    # an unscored window (NaN) ranks last rather than breaking the metrics
-    score = np.where(np.isfinite(score), score, -np.inf)
+    frame, score = _scored_windows(scores)
     n = len(frame)
-
-    labels = labels.loc[:, list(LABEL_COLUMNS)].reset_index(drop=True)
-    labels["entity_type"] = labels["entity_type"].astype(str)
-    labels["entity"] = labels["entity"].astype(str)
-    labels["window_start"] = _utc(labels["window_start"])
-    labels = labels.drop_duplicates().reset_index(drop=True)
-    labels["label_id"] = np.arange(len(labels))
-
+    labels = _label_table(labels)
     matches = _match(frame, labels)
     positive = np.zeros(n, dtype=bool)
     positive[matches["row"].to_numpy()] = True
-
-    # ranks: 1 = highest score; ties broken by order, so the budget is exactly the budget.
-    # The budget counts what an analyst reviews: the windows of one incident (scores'
-    # ``incident`` column, as the model groups them) count once, at their best window's
-    # place, so a loud incident of twenty windows does not use up twenty alerts.
-    order = np.argsort(-score, kind="stable")
-    units = _review_units(scores, n)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = pd.factorize(units[order])[0] + 1
-    days = int(frame["window_start"].dt.floor("D").nunique()) if n else 0
-    budget = min(int(rank.max()) if n else 0, math.ceil(alerts_per_day * max(days, 1)))
+    rank, days, budget = _ranks(scores, frame, score, alerts_per_day)
     in_budget = rank <= budget
 
     both = 0 < positive.sum() < n
@@ -376,6 +343,61 @@ def evaluate(scores: pd.DataFrame, labels: pd.DataFrame, *,
         precision_at_budget=precision, recall_at_budget=recall, instances=instances,
         alerts=alerts, alert_precision=alert_precision, alert_recall=alert_recall,
         warnings=warnings)
+
+
+def _check_inputs(scores: pd.DataFrame, labels: pd.DataFrame, alerts_per_day: float) -> None:
+    missing = [c for c in _SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise SchemaError(f"scores lack column(s): {', '.join(missing)}")
+    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
+    if missing:
+        raise SchemaError(f"labels lack column(s): {', '.join(missing)}")
+    if not alerts_per_day > 0:
+        raise SchemaError("alerts_per_day must be positive")
+
+
+def _scored_windows(scores: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The windows (entity type, entity, UTC start and end) and their scores, an unscored
+    window (NaN) at ``-inf`` so that it ranks last rather than breaking the metrics."""
+    frame = pd.DataFrame({
+        "entity_type": scores["entity_type"].astype(str).to_numpy(),
+        "entity": scores["entity"].astype(str).to_numpy(),
+        "window_start": _utc(scores["window_start"]),
+    })
+    frame["window_end"] = _utc(scores["window_end"]) if "window_end" in scores.columns \
+        else frame["window_start"]
+    score = pd.to_numeric(scores["score"], errors="coerce").to_numpy(dtype=float)
+    return frame, np.where(np.isfinite(score), score, -np.inf)
+
+
+def _label_table(labels: pd.DataFrame) -> pd.DataFrame:
+    """The distinct labels with UTC times and a ``label_id`` each."""
+    labels = labels.loc[:, list(LABEL_COLUMNS)].reset_index(drop=True)
+    labels["entity_type"] = labels["entity_type"].astype(str)
+    labels["entity"] = labels["entity"].astype(str)
+    labels["window_start"] = _utc(labels["window_start"])
+    labels = labels.drop_duplicates().reset_index(drop=True)
+    labels["label_id"] = np.arange(len(labels))
+    return labels
+
+
+def _ranks(scores: pd.DataFrame, frame: pd.DataFrame, score: np.ndarray,
+           alerts_per_day: float) -> tuple[np.ndarray, int, int]:
+    """Every window's review rank, the days scored and the alert budget in ranks.
+
+    Ranks: 1 = highest score; ties broken by order, so the budget is exactly the budget.
+    The budget counts what an analyst reviews: the windows of one incident (scores'
+    ``incident`` column, as the model groups them) count once, at their best window's
+    place, so a loud incident of twenty windows does not use up twenty alerts.
+    """
+    n = len(frame)
+    order = np.argsort(-score, kind="stable")
+    units = _review_units(scores, n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = pd.factorize(units[order])[0] + 1
+    days = int(frame["window_start"].dt.floor("D").nunique()) if n else 0
+    budget = min(int(rank.max()) if n else 0, math.ceil(alerts_per_day * max(days, 1)))
+    return rank, days, budget
 
 
 def _review_units(scores: pd.DataFrame, n: int) -> np.ndarray:
