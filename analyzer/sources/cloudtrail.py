@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -192,60 +193,80 @@ def _frame(table: pa.Table, numbers: np.ndarray, where: str,
     failed = pc.or_(pc.not_equal(pc.fill_null(col("errorCode"), ""), ""),
                     pc.equal(pc.fill_null(col("responseElements.ConsoleLogin"), ""),
                              "Failure"))
-    outcome = pc.if_else(failed, "failure", "success")
-
     arn = pc.fill_null(col("userIdentity.arn"), "")
+    user = _user(col, arn)
+    columns = {
+        "user": user, "action": action,
+        "outcome": pc.if_else(failed, "failure", "success"),
+        "source_ip": ip_or_empty(col("sourceIPAddress")), "resource": _resource(col),
+        "session": col("userIdentity.accessKeyId"), "bytes": _bytes_moved(col),
+        "category": _category(source, name, console_login),
+        "kind": pa.array(["event"] * n, type=_S),
+        "message": _message(col, name, pc.if_else(pc.equal(arn, ""), user, arn), failed),
+        "event_id": col("eventID"), "user_kind": _user_kind(col),
+    }
+    return arrow_to_frame(columns, timestamps=timestamps, keep=keep)
+
+
+def _user(col: Callable[[str], pa.Array], arn: pa.Array) -> pa.Array:
+    """The ARN's name part (``alice`` for ``...:user/path/alice``, ``Role/session`` for an
+    assumed role), else the user name, the invoking service or the principal id."""
     from_arn = pc.replace_substring_regex(arn, _IDENTITY_PREFIX, "")
     from_arn = pc.if_else(pc.starts_with(arn, "arn:"), from_arn, "")
-    user = _first_non_empty(from_arn, col("userIdentity.userName"),
+    return _first_non_empty(from_arn, col("userIdentity.userName"),
                             col("userIdentity.invokedBy"), col("userIdentity.principalId"))
 
-    resource = _first_non_empty(_first_arn(col("resources"), "ARN"),
-                                _first_arn(col("resources"), "ARNPrefix"),
-                                _s3_arn(col("requestParameters.bucketName"),
-                                        col("requestParameters.key")),
-                                col("requestParameters.roleArn"),
-                                col("requestParameters.policyArn"),
-                                col("requestParameters.userName"),
-                                col("requestParameters.roleName"),
-                                col("requestParameters.groupName"))
 
+def _resource(col: Callable[[str], pa.Array]) -> pa.Array:
+    """What was acted on: the first resource ARN, the S3 object, else the IAM object named
+    in the request."""
+    return _first_non_empty(_first_arn(col("resources"), "ARN"),
+                            _first_arn(col("resources"), "ARNPrefix"),
+                            _s3_arn(col("requestParameters.bucketName"),
+                                    col("requestParameters.key")),
+                            col("requestParameters.roleArn"),
+                            col("requestParameters.policyArn"),
+                            col("requestParameters.userName"),
+                            col("requestParameters.roleName"),
+                            col("requestParameters.groupName"))
+
+
+def _bytes_moved(col: Callable[[str], pa.Array]) -> pa.Array:
+    """Bytes transferred in and out (null where the record says neither)."""
     moved = pc.add(pc.fill_null(col("additionalEventData.bytesTransferredIn"), 0.0),
                    pc.fill_null(col("additionalEventData.bytesTransferredOut"), 0.0))
     has_bytes = pc.or_(pc.is_valid(col("additionalEventData.bytesTransferredIn")),
                        pc.is_valid(col("additionalEventData.bytesTransferredOut")))
-    nbytes = pc.if_else(has_bytes, pc.cast(pc.round(moved), pa.int64()),
-                        pa.scalar(None, pa.int64()))
+    return pc.if_else(has_bytes, pc.cast(pc.round(moved), pa.int64()),
+                      pa.scalar(None, pa.int64()))
 
+
+def _category(source: pa.Array, name: pa.Array, console_login: pa.Array) -> pa.Array:
     category = pc.if_else(pc.is_in(source, value_set=pa.array(_IAM_SOURCES)), "iam", "api")
     category = pc.if_else(pc.and_(pc.equal(source, "s3.amazonaws.com"),
                                   pc.is_in(name, value_set=pa.array(_S3_OBJECT_EVENTS))),
                           "file", category)
-    category = pc.if_else(console_login, "authentication", category)
+    return pc.if_else(console_login, "authentication", category)
 
+
+def _user_kind(col: Callable[[str], pa.Array]) -> pa.Array:
     identity_type = pc.fill_null(col("userIdentity.type"), "")
     anonymous = pc.or_(pc.equal(identity_type, "Anonymous"), pc.is_in(
         pc.fill_null(col("userIdentity.accountId"), ""), value_set=pa.array([_ANONYMOUS])))
-    user_kind = pc.if_else(anonymous, "anonymous",
-                           pc.if_else(pc.equal(identity_type, "AWSService"), "machine", ""))
+    return pc.if_else(anonymous, "anonymous",
+                      pc.if_else(pc.equal(identity_type, "AWSService"), "machine", ""))
 
-    who = pc.if_else(pc.equal(arn, ""), user, arn)
+
+def _message(col: Callable[[str], pa.Array], name: pa.Array, who: pa.Array,
+             failed: pa.Array) -> pa.Array:
+    """``<event> by <who> from <address> in <region>``, with the error of a failure."""
     message = pc.binary_join_element_wise(
         name, "by", who, "from", pc.fill_null(col("sourceIPAddress"), "-"),
         "in", pc.fill_null(col("awsRegion"), "-"), " ")
     error = pc.binary_join_element_wise(pc.fill_null(col("errorCode"), ""),
                                         pc.fill_null(col("errorMessage"), ""), ": ")
-    message = pc.if_else(failed, pc.binary_join_element_wise(
+    return pc.if_else(failed, pc.binary_join_element_wise(
         message, pc.if_else(pc.equal(error, ": "), "Failure", error), " - "), message)
-
-    columns = {
-        "user": user, "action": action, "outcome": outcome,
-        "source_ip": ip_or_empty(col("sourceIPAddress")), "resource": resource,
-        "session": col("userIdentity.accessKeyId"), "bytes": nbytes, "category": category,
-        "kind": pa.array(["event"] * n, type=_S), "message": message,
-        "event_id": col("eventID"), "user_kind": user_kind,
-    }
-    return arrow_to_frame(columns, timestamps=timestamps, keep=keep)
 
 
 def _timestamps(text: pa.Array) -> pd.Series:
