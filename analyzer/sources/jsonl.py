@@ -13,7 +13,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -40,7 +40,7 @@ from analyzer.sources._jsonlines import (
     whole_line_blocks,
 )
 
-__all__ = ["FORMAT", "read", "records_holding", "sniff"]
+__all__ = ["FORMAT", "read", "read_handle", "records_holding", "sniff"]
 
 FORMAT = "jsonl"
 
@@ -110,28 +110,41 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
     file = Path(path)
+    handle, seekable = open_log(file)
+    try:
+        with handle:
+            return read_handle(handle, str(file), seekable=seekable,
+                               include_alerts=include_alerts, decrypt_keys=decrypt_keys,
+                               clear_only=clear_only)
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
+        raise read_failed(file, exc) from None
+
+
+def read_handle(handle: IO[bytes], where: str, *, seekable: bool = False,
+                include_alerts: bool = False, decrypt_keys: tuple[bytes, ...] = (),
+                clear_only: bool = False) -> ReadResult:
+    """Read the audit records of an open binary stream (see :func:`read`).
+
+    ``where`` names the source in rejected lines, numbered from 1 at the stream's start:
+    a caller reading part of a file (the Dask engine's byte ranges) shifts them.
+    """
     tables: list[pa.Table] = []
     line_numbers: list[np.ndarray] = []
     rejected: list[Rejected] = []
     first_line = 1
     records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
-    handle, seekable = open_log(file)
-    try:
-        with handle:
-            for _, block, end in whole_line_blocks(handle, seekable=seekable):
-                local: list[Rejected] = []
-                table, rows, n_lines = PARSER.parse(memoryview(block)[:end], str(file), local)
-                rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
-                records += table.num_rows + len(local)
-                if table.num_rows:
-                    tables.append(table)
-                    line_numbers.append(rows + first_line)
-                first_line += n_lines
-    except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
-        raise read_failed(file, exc) from None
+    for _, block, end in whole_line_blocks(handle, seekable=seekable):
+        local: list[Rejected] = []
+        table, rows, n_lines = PARSER.parse(memoryview(block)[:end], where, local)
+        rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
+        records += table.num_rows + len(local)
+        if table.num_rows:
+            tables.append(table)
+            line_numbers.append(rows + first_line)
+        first_line += n_lines
     table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
     numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
-    result = _to_result(table, numbers, str(file), rejected, include_alerts,
+    result = _to_result(table, numbers, where, rejected, include_alerts,
                         decrypt_keys=decrypt_keys, clear_only=clear_only)
     return dataclasses.replace(result, records=records)
 

@@ -26,13 +26,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from analyzer.errors import SchemaError, SourceError
 from analyzer.events import FRAME_COLUMNS
 from analyzer.sources._base import ReadResult, arrow_to_frame, empty_frame
 
 __all__ = ["FORMAT", "MANIFEST_NAME", "PARTITION", "ROW_GROUP_ROWS", "Days", "check_clear",
-           "day_filter", "is_source", "open_days", "read", "read_manifest", "sniff"]
+           "day_filter", "is_source", "open_days", "read", "read_manifest", "read_row_groups",
+           "row_groups", "sniff"]
 
 FORMAT = "parquet"
 
@@ -244,3 +246,42 @@ def _to_result(table: pa.Table, include_alerts: bool, notes: tuple[str, ...]) ->
                             if c != "timestamp"}, timestamps=stamps)
     return ReadResult(frame, (), skipped_alerts, alert_ids, records=records, notes=notes)
 
+
+
+# -- parts of an export, for a distributed reader (analyzer.engine) ----------------------------
+
+def row_groups(source: str | os.PathLike[str], since: Any = None, until: Any = None
+               ) -> tuple[Days, list[tuple[str, int]]]:
+    """The days of ``source`` that a read of ``[since, until)`` opens, and for each of their
+    files its number of row groups (read from the files' footers only)."""
+    text = os.fspath(source)
+    days = open_days(text, since, until)
+    filesystem, _ = _filesystem(text)
+    counts = []
+    try:
+        for file in days.files:
+            counts.append((file, pq.ParquetFile(file, filesystem=filesystem).num_row_groups))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+    return days, counts
+
+
+def read_row_groups(source: str | os.PathLike[str], file: str, groups: tuple[int, ...], *,
+                    include_alerts: bool = False) -> ReadResult:
+    """Read row groups ``groups`` of ``file`` (a path from :func:`row_groups`) of the export
+    ``source`` into the normalized frame, as :func:`read` does for the whole export. The
+    manifest's ``--clear-only`` check is the caller's, once (:func:`check_clear`)."""
+    text = os.fspath(source)
+    filesystem, _ = _filesystem(text)
+    try:
+        parquet = pq.ParquetFile(file, filesystem=filesystem)
+        columns = [c for c in FRAME_COLUMNS if c in parquet.schema_arrow.names]
+        table = parquet.read_row_groups(list(groups), columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{file}: not a readable Parquet file: {exc}") from None
+    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
+               if c not in columns]
+    if missing:
+        raise SchemaError(f"{file}: not an audit-analyzer export: missing column(s) "
+                          f"{', '.join(missing)}")
+    return _to_result(table, include_alerts, ())
