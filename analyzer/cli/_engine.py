@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,9 @@ def engine_from_args(args: argparse.Namespace) -> DaskEngine | None:
         raise ConfigError("--engine dask needs the dask extra: pip install "
                           "'audit-analyzer[dask]'")
     address = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    if getattr(args, "verbose", 0) < 2:
+        # distributed logs every worker's coming and going at INFO: not the user's business
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     engine = DaskEngine.connect(address)
     from analyzer.cli._common import say
 
