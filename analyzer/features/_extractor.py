@@ -224,9 +224,10 @@ class FeatureExtractor:
             known_days = getattr(self, "active_days_", None)
             days = None if known_days is None else np.unique(np.r_[known_days, days])
         cred = stats.tables["cred_address"]
+        known = {f: len(v) for f, v in stats.names.items()} if fitting else stats.known
         return WindowContext(
             window=window, step=step, fitting=fitting, profile=self, names=stats.names,
-            known=stats.known, first=first, last={}, org=org,
+            known=known, first=first, last={}, org=org,
             storm=fam.storm_windows(org, typical, step), days=days,
             fail_origin={e: o for e in ENTITY_TYPES
                          if (o := fail_origin(stats, e, window, step)) is not None},

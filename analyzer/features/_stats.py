@@ -165,7 +165,8 @@ def stats_of(ev: EventArrays, spec: StatsSpec) -> PartialStats:
         first("country", ("country",), rows, how="sum", values=np.ones(len(rows), np.int64))
     names = {f: ev.names[f] for f in FIELDS}
     names["credential"] = ev.evidence.credential_names
-    known = dict(ev.known)
+    # when fitting, no value is known beforehand: merged vocabularies are sorted unions
+    known = {f: 0 if spec.fitting else ev.known[f] for f in FIELDS}
     known["credential"] = 0
     return PartialStats(names=names, known=known, tables=tables, n=ev.n,
                         bounds=_bounds(ev))
