@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,3 +100,105 @@ def test_keys_never_go_to_a_worker() -> None:
     with pytest.raises(ConfigError, match="never sent to a worker"):
         worker_options({"decrypt_keys": (b"k" * 32,), "clear_only": False})
     assert worker_options({"clear_only": True, "decrypt_keys": ()}) == {"clear_only": True}
+
+
+# -- train + score on a LocalCluster: what the local engine gives ------------------------------
+
+@pytest.fixture(scope="module")
+def scheduler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def _alerts(log: Path) -> list[dict]:
+    """The alert records written back, without what differs between two runs (when they
+    were written, their chain, the model's id)."""
+    out = []
+    for line in log.read_text().splitlines():
+        doc = json.loads(line)
+        if doc.get("event", {}).get("kind") != "alert":
+            continue
+        event = {k: v for k, v in doc["event"].items()
+                 if k not in ("id", "sequence", "hash", "created", "ingested")}
+        out.append({"event": event, "user": doc.get("user"), "source": doc.get("source"),
+                    "message": doc["message"], "analyzer": doc.get("analyzer", {}).get("alert")
+                    or {k: v for k, v in doc.get("analyzer", {}).items() if k != "chain"}})
+    return out
+
+
+def _train_and_score(inputs: list[str], out: Path, engine: list[str]) -> tuple[pd.DataFrame,
+                                                                             list[dict]]:
+    from analyzer.cli import main
+
+    model, scores, alerts = out / "model.joblib", out / "scores.csv", out / "alerts.jsonl"
+    assert main(["train", *inputs, "--model", str(model), *engine]) == 0
+    assert main(["score", *inputs, "--model", str(model), "--scores", str(scores),
+                 "--audit-log", str(alerts), *engine]) == 0
+    return pd.read_csv(scores, keep_default_na=False), _alerts(alerts)
+
+
+def _same_scores(dask: pd.DataFrame, local: pd.DataFrame) -> None:
+    assert list(dask.columns) == list(local.columns)
+    assert len(dask) == len(local) > 100
+    numbers = [c for c in local.columns if pd.api.types.is_float_dtype(local[c])]
+    others = [c for c in local.columns if c not in numbers]
+    pd.testing.assert_frame_equal(dask[others], local[others])
+    np.testing.assert_allclose(dask[numbers].to_numpy(), local[numbers].to_numpy(),
+                               rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_dask_engine_scores_a_rotated_series_as_the_local_engine(
+        series: Path, scheduler: str, tmp_path: Path) -> None:
+    inputs = [str(series) + "*"]
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score(inputs, tmp_path / "local", [])
+    dask = _train_and_score(inputs, tmp_path / "dask", ["--scheduler", scheduler])
+    _same_scores(dask[0], local[0])
+    assert local[1], "the synthetic attacks should alert"
+    assert dask[1] == local[1]
+
+
+@pytest.mark.slow
+def test_dask_engine_scores_a_parquet_export_as_the_local_engine(
+        series: Path, scheduler: str, tmp_path: Path) -> None:
+    from analyzer.cli import main
+
+    export = tmp_path / "export"
+    assert main(["export", *map(str, _files(series)), "--parquet", str(export)]) == 0
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score([str(export)], tmp_path / "local", [])
+    dask = _train_and_score([str(export)], tmp_path / "dask",
+                            ["--engine", "dask", "--scheduler", scheduler])
+    _same_scores(dask[0], local[0])
+    assert local[1] and dask[1] == local[1]
+
+
+def test_without_the_extra_the_dask_engine_is_one_line(monkeypatch, capsys,
+                                                       series: Path) -> None:
+    import analyzer.engine
+    from analyzer.cli import main
+
+    monkeypatch.setattr(analyzer.engine, "dask_available", lambda: False)
+    code = main(["score", str(series), "--model", "m.joblib", "--engine", "dask"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["audit-analyzer score: error: --engine dask needs the dask extra: "
+                   "pip install 'audit-analyzer[dask]'"]
+
+
+def test_an_encrypted_trail_needs_consent_to_decrypt_for_the_workers(
+        capsys, series: Path, tmp_path: Path) -> None:
+    from analyzer.cli import main
+
+    key = tmp_path / "enc.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    code = main(["train", str(series), "--model", str(tmp_path / "m.joblib"),
+                 "--engine", "dask", "--encryption-key-file", str(key)])
+    assert code == 2
+    assert "--decrypt-on-workers" in capsys.readouterr().err
