@@ -379,9 +379,10 @@ class AuditModel:
         windows = self.extractor_.transform(frame)
         return self._score_windows(windows, budget, self._typical_rows)
 
-    def _score_windows(self, windows: pd.DataFrame, budget: float, typical_of: Any
-                       ) -> pd.DataFrame:
-        limit = self.threshold(budget)
+    def window_rarity(self, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """Each window's detector output: tail probability, combined rarity, minimum risk
+        and per-feature contributions (one row each, independent of the other rows, so a
+        table may be scored in parts: the Dask engine maps this over its workers)."""
         n = len(windows)
         all_names = [f.name for f in FEATURES]
         p = np.ones(n)
@@ -400,6 +401,16 @@ class AuditModel:
             rarity[rows] = combined
             min_risk[rows] = _min_risk_for(self.min_risk, detector.score_tail_.n)
             contrib[np.ix_(rows, [col[x] for x in names])] = surprisal
+        return p, rarity, min_risk, contrib
+
+    def _score_windows(self, windows: pd.DataFrame, budget: float, typical_of: Any,
+                       rarity_of: tuple[np.ndarray, ...] | None = None) -> pd.DataFrame:
+        limit = self.threshold(budget)
+        n = len(windows)
+        all_names = [f.name for f in FEATURES]
+        col = {name: j for j, name in enumerate(all_names)}
+        etypes = windows["entity_type"].astype(str).to_numpy()
+        p, rarity, min_risk, contrib = rarity_of or self.window_rarity(windows)
         p = _break_ties(np.clip(p, _MIN_P, 1.0), rarity, contrib.sum(axis=1))
         risk = risk_from_p(p)
         candidate = (p <= limit) & (risk >= min_risk)

@@ -38,6 +38,9 @@ _NS_PER_DAY = 86_400 * 10**9
 #: At most this many events in one block of phase 2 (a worker holds them with their
 #: look-back as compact arrays, ~60 bytes an event).
 BLOCK_EVENTS = 2_000_000
+#: Windows are scored in parts of at least this many rows (smaller ones cost more to send
+#: than to score).
+SCORE_ROWS_MIN = 20_000
 
 
 class DaskEngine:
@@ -109,7 +112,25 @@ class DaskEngine:
                                         options=options or {}, decrypt_keys=decrypt_keys)
         model._check_fitted()
         budget = model.alerts_per_day if alerts_per_day is None else alerts_per_day
-        return model._score_windows(windows, budget, model._typical_rows), result
+        rarity = self._map_rarity(model, windows)
+        return model._score_windows(windows, budget, model._typical_rows, rarity), result
+
+    def _map_rarity(self, model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """The detectors' output for every window, computed by the workers over parts of
+        the window table (each row's output depends on that row alone)."""
+        from analyzer.features import FEATURES
+
+        client = self.client
+        columns = ["entity_type", *(f.name for f in FEATURES)]
+        size = max(SCORE_ROWS_MIN, -(-len(windows) // (2 * max(self.n_workers, 1))))
+        shared = client.scatter(model, broadcast=True)
+        parts = [client.submit(_window_rarity, shared, windows[columns].iloc[lo:lo + size],
+                               pure=False)
+                 for lo in range(0, len(windows), size)]
+        done = client.gather(parts)
+        if not done:
+            return model.window_rarity(windows)
+        return tuple(np.concatenate([d[j] for d in done]) for j in range(len(done[0])))
 
     def _windows(self, fx: Any, inputs: Sequence[str], *, fitting: bool, format: str | None,
                  since: Any, until: Any, options: dict[str, Any],
@@ -250,6 +271,10 @@ def _block_inputs(ctx: Any, arrays: Sequence[Any], lo: int | None, hi: int | Non
     source, user = joined.codes["source_ip"], joined.codes["user"]
     failed = np.flatnonzero((slot < lo) & joined.fail & (source >= 0) & (user >= 0))
     return events, Failures(joined.t[failed], source[failed], user[failed])
+
+
+def _window_rarity(model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    return model.window_rarity(windows.reset_index(drop=True))
 
 
 def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
