@@ -112,12 +112,13 @@ def scheduler():
         yield cluster.scheduler_address
 
 
-def _alerts(log: Path) -> list[dict]:
+def _alerts(log: Path, unseal=None) -> list[dict]:
     """The alert records written back, without what differs between two runs (when they
-    were written, their chain, the model's id)."""
+    were written, their chain, the model's id); opened with ``unseal`` when sealed."""
     out = []
     for line in log.read_text().splitlines():
         doc = json.loads(line)
+        doc = unseal(doc) if unseal is not None else doc
         if doc.get("event", {}).get("kind") != "alert":
             continue
         event = {k: v for k, v in doc["event"].items()
@@ -128,15 +129,15 @@ def _alerts(log: Path) -> list[dict]:
     return out
 
 
-def _train_and_score(inputs: list[str], out: Path, engine: list[str]) -> tuple[pd.DataFrame,
-                                                                             list[dict]]:
+def _train_and_score(inputs: list[str], out: Path, engine: list[str], unseal=None
+                     ) -> tuple[pd.DataFrame, list[dict]]:
     from analyzer.cli import main
 
     model, scores, alerts = out / "model.joblib", out / "scores.csv", out / "alerts.jsonl"
     assert main(["train", *inputs, "--model", str(model), *engine]) == 0
     assert main(["score", *inputs, "--model", str(model), "--scores", str(scores),
                  "--audit-log", str(alerts), *engine]) == 0
-    return pd.read_csv(scores, keep_default_na=False), _alerts(alerts)
+    return pd.read_csv(scores, keep_default_na=False), _alerts(alerts, unseal)
 
 
 def _same_scores(dask: pd.DataFrame, local: pd.DataFrame) -> None:
@@ -202,3 +203,34 @@ def test_an_encrypted_trail_needs_consent_to_decrypt_for_the_workers(
                  "--engine", "dask", "--encryption-key-file", str(key)])
     assert code == 2
     assert "--decrypt-on-workers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decrypt_on_workers_scores_an_encrypted_trail_as_the_local_engine(
+        org, scheduler: str, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from analyzer.cli import main
+
+    enc = tmp_path / "enc.key"
+    enc.write_text("ab" * 32)
+    enc.chmod(0o600)
+    data = tmp_path / "input.csv"
+    events = org.events[org.events["timestamp"] < org.events["timestamp"].min()
+                        + pd.Timedelta(days=4)]
+    events.assign(timestamp=events["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(
+        data, index=False)
+    log = tmp_path / "audit.jsonl"
+    keys = ["--encryption-key-file", str(enc)]
+    assert main(["ingest", str(data), "--log", str(log), *keys]) == 0
+    assert "alice" not in log.read_text()  # the trail is sealed
+    from analyzer.crypto import RecordCipher
+
+    unseal = RecordCipher(keys=(bytes.fromhex("ab" * 32),)).unseal
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score([str(log), *keys], tmp_path / "local", [], unseal)
+    dask = _train_and_score([str(log), *keys], tmp_path / "dask",
+                            ["--scheduler", scheduler, "--decrypt-on-workers"], unseal)
+    _same_scores(dask[0], local[0])
+    assert local[1] and dask[1] == local[1]
+    assert local[1][0]["source"] or local[1][0]["user"]  # opened: who is in clear
