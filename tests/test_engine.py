@@ -234,3 +234,16 @@ def test_decrypt_on_workers_scores_an_encrypted_trail_as_the_local_engine(
     _same_scores(dask[0], local[0])
     assert local[1] and dask[1] == local[1]
     assert local[1][0]["source"] or local[1][0]["user"]  # opened: who is in clear
+
+
+def test_a_jsonl_url_is_cut_into_byte_ranges_like_a_local_file(series: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    data = _files(series)[0].read_bytes()
+    with fsspec.open("memory://trail/audit.jsonl", "wb") as handle:
+        handle.write(data)
+    parts = plan_partitions(["memory://trail/audit.jsonl*"], target_bytes=256 << 10)
+    assert len(parts) > 3 and {p.kind for p in parts} == {"range"}
+    frame, _ = _read_all(parts)
+    frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+    assert frame["event_id"].tolist() == read_events(_files(series)[0]).frame[
+        "event_id"].tolist()
