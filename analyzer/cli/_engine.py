@@ -68,14 +68,23 @@ def engine_from_args(args: argparse.Namespace) -> DaskEngine | None:
                           "'audit-analyzer[dask]'")
     address = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
     if getattr(args, "verbose", 0) < 2:
-        # distributed logs every worker's coming and going at INFO: not the user's business
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+        _quiet_distributed()
     engine = DaskEngine.connect(address)
     from analyzer.cli._common import say
 
     say(f"Dask engine: {engine.n_workers} worker(s) at "
         f"{address or 'a local cluster'}; dashboard: {engine.dashboard_link or 'none'}")
     return engine
+
+
+def _quiet_distributed() -> None:
+    """distributed logs every worker's coming and going at INFO, on loggers it sets to INFO
+    itself when imported: only warnings reach the terminal (``-vv`` shows them all)."""
+    import distributed  # noqa: F401 - its import sets the levels overridden here
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ import itertools
 import logging
 import operator
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,6 +139,7 @@ class DaskEngine:
         """The window table of ``inputs`` (phase 1 and 2 on the workers, the table pass
         here) and the read's accounting."""
         client = self.client
+        clock = time.perf_counter()
         parts = plan_partitions(inputs, format=format, since=since, until=until)
         spec = fx.stats_spec(fitting=fitting)
         sent = worker_options(options)
@@ -156,8 +158,11 @@ class DaskEngine:
         events = [client.submit(operator.getitem, f, 2) for f in mapped]
         del mapped
         result = self._accounting(parts, reads)
+        logger.info("phase 1: %d partitions read and mapped in %.1f s", len(parts),
+                    time.perf_counter() - clock)
         ctx = fx.finalize_stats(_merge_tree(client, stats).result(), fitting=fitting)
         del stats
+        logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
         shared = client.scatter(ctx, broadcast=True)
         back = _look_back(ctx)
         target = min(BLOCK_EVENTS, max(1, len(result.frame) // (4 * max(self.n_workers, 1))))
@@ -169,7 +174,11 @@ class DaskEngine:
                                         pure=False))
         done = client.gather(blocks)
         del blocks, events
-        return fx.finish_windows(ctx, done, details=not fitting), result
+        logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
+        windows = fx.finish_windows(ctx, done, details=not fitting)
+        logger.info("window table (%d windows) at %.1f s", len(windows),
+                    time.perf_counter() - clock)
+        return windows, result
 
     @staticmethod
     def _accounting(parts: list[Partition], reads: list[_Read]) -> ReadResult:
