@@ -247,3 +247,38 @@ def test_a_jsonl_url_is_cut_into_byte_ranges_like_a_local_file(series: Path) -> 
     frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     assert frame["event_id"].tolist() == read_events(_files(series)[0]).frame[
         "event_id"].tolist()
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], "tcp://10.0.0.5:8786", None),  # the variable alone never switches the engine on
+    (["--engine", "dask"], "tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
+    (["--engine", "dask"], None, "local cluster"),
+    (["--scheduler", "tcp://10.0.0.9:8786"], "tcp://10.0.0.5:8786", "tcp://10.0.0.9:8786"),
+    (["--engine", "local"], "tcp://10.0.0.5:8786", None),
+])
+def test_the_scheduler_comes_from_the_flag_then_the_environment(monkeypatch, argv, env,
+                                                                 expected) -> None:
+    import analyzer.engine
+    from analyzer.cli import _engine, build_parser
+
+    asked = []
+
+    class Engine:
+        n_workers, dashboard_link = 2, None
+
+        @classmethod
+        def connect(cls, address):
+            asked.append(address or "local cluster")
+            return cls()
+
+    monkeypatch.setattr(analyzer.engine, "DaskEngine", Engine)
+    monkeypatch.setattr(analyzer.engine, "dask_available", lambda: True)
+    monkeypatch.setattr(_engine, "_quiet_distributed", lambda: None)
+    if env is None:
+        monkeypatch.delenv(_engine.SCHEDULER_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(_engine.SCHEDULER_VARIABLE, env)
+    args = build_parser().parse_args(["score", "x.jsonl", "--model", "m.joblib", *argv])
+    engine = _engine.engine_from_args(args)
+    assert (engine is None) == (expected is None)
+    assert asked == ([] if expected is None else [expected])
