@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -26,10 +27,19 @@ from analyzer.cli._common import (
     sealing_key,
     signing_key_for_saving,
 )
+from analyzer.cli._engine import (
+    add_engine_options,
+    engine_from_args,
+    fit_on_engine,
+    score_on_engine,
+)
 from analyzer.errors import ConfigError, SourceError
 from analyzer.events import FORMULA_START, formula_safe, printable
 from analyzer.features import TIME_HISTORY_DAYS
 from analyzer.sources import ReadResult, expand_paths, read_events
+
+if TYPE_CHECKING:
+    from analyzer.model import AuditModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -123,6 +133,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                         "postgresql://audit@db/audit), selected with the filters below")
     add_filter_options(p)
     add_reader_options(p, decrypt=True)
+    add_engine_options(p)
 
 
 def _read(args: argparse.Namespace, command: str, *,
@@ -178,7 +189,6 @@ def _budget(args: argparse.Namespace) -> dict[str, float]:
 
 def run_train(args: argparse.Namespace) -> int:
     from analyzer.model import AuditModel
-    from analyzer.persistence import save_model
 
     progress = Progress()
     if (args.model is None) == (args.register is None):
@@ -187,7 +197,14 @@ def run_train(args: argparse.Namespace) -> int:
     output = args.model if args.model is not None else args.models / args.register
     if args.model is not None:
         check_writable(args.model, "model")
+    engine = engine_from_args(args)
     progress("reading...")
+    if engine is not None:  # read and fit on a Dask cluster (analyzer.engine)
+        model = fit_on_engine(engine, AuditModel(window=args.window, step=args.step,
+                                                 **_budget(args),
+                                                 privileged_actions=args.privileged),
+                              args, output=output)
+        return _saved(model, args, key, progress)
     result = _read(args, "train", output=output)
     frame = result.frame
     if args.exclude_alerts is not None:
@@ -208,6 +225,14 @@ def run_train(args: argparse.Namespace) -> int:
     progress(f"training on {len(frame):,} events...")
     model = AuditModel(window=args.window, step=args.step, **_budget(args),
                        privileged_actions=args.privileged).fit(frame)
+    return _saved(model, args, key, progress)
+
+
+def _saved(model: AuditModel, args: argparse.Namespace, key: bytes | None,
+           progress: Progress) -> int:
+    """Save (or register) the model ``train`` fitted and say where it went."""
+    from analyzer.persistence import save_model
+
     if args.register is not None:
         from analyzer.registry import ModelRegistry
 
@@ -247,9 +272,12 @@ def run_score(args: argparse.Namespace) -> int:
     if args.scores is not None:
         check_writable(args.scores, "scores")
     progress = Progress()
+    engine = engine_from_args(args)
     progress("reading...")
-    result = _read(args, "score", output=args.scores or args.audit_log)
-    frame = result.frame
+    # the Dask engine reads on the cluster as it scores: nothing is read here
+    result = _read(args, "score", output=args.scores or args.audit_log) if engine is None \
+        else None
+    frame = None if result is None else result.frame
     fitted_here = args.model is None
     if args.model is not None:
         model = load_model_from_args(args)
@@ -258,7 +286,11 @@ def run_score(args: argparse.Namespace) -> int:
         progress("scoring...")
         if args.max_alert_share is not None:
             model.max_alert_share = args.max_alert_share
-        scores = model.score(frame, alerts_per_day=args.alerts_per_day)
+        if engine is not None:
+            scores, result = score_on_engine(engine, model, args,
+                                             output=args.scores or args.audit_log)
+        else:
+            scores = model.score(frame, alerts_per_day=args.alerts_per_day)
     else:
         say(f"no --model given: fitting a model on the input itself ({len(frame):,} events); "
             "each window is judged against the events before it")
