@@ -79,10 +79,12 @@ def _reduced(fields: tuple[str, ...], cols: Sequence[np.ndarray], values: np.nda
                         np.zeros(0, dtype=np.int64), how)
     lows = [int(c.min()) for c in cols]
     widths = [int(c.max()) - lo + 1 for c, lo in zip(cols, lows, strict=True)]
+    if len(cols) == 1 and widths[0] <= 4 * n + 1024:
+        return _dense(fields, cols[0] - lows[0], lows[0], widths[0], values, how)
     packed = np.zeros(n, dtype=np.int64)
     for c, lo, w in zip(cols, lows, widths, strict=True):
         packed = packed * w + (c - lo)
-    order = np.argsort(packed, kind="stable")
+    order = np.argsort(packed)  # any order within a key: min, max and sum do not care
     packed, values = packed[order], values[order]
     starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
     reduced = _REDUCE[how].reduceat(values, starts)
@@ -92,6 +94,19 @@ def _reduced(fields: tuple[str, ...], cols: Sequence[np.ndarray], values: np.nda
         keys[:, j] = distinct % widths[j] + lows[j]
         distinct = distinct // widths[j]
     return KeyTable(fields, keys, reduced.astype(np.int64), how)
+
+
+def _dense(fields: tuple[str, ...], offset: np.ndarray, low: int, width: int,
+           values: np.ndarray, how: str) -> KeyTable:
+    """:func:`_reduced` of one column of small range: an array per value, no sort."""
+    present = np.bincount(offset, minlength=width) > 0
+    if how == "sum":
+        out = np.bincount(offset, values, minlength=width).astype(np.int64)
+    else:
+        out = np.full(width, _NEVER if how == "min" else _BEFORE_ALL, dtype=np.int64)
+        (np.minimum if how == "min" else np.maximum).at(out, offset, values)
+    keys = np.flatnonzero(present)
+    return KeyTable(fields, (keys + low)[:, None].astype(np.int64), out[keys], how)
 
 
 @dataclasses.dataclass(slots=True)
@@ -248,6 +263,8 @@ class Lookup:
     keys: np.ndarray
     values: np.ndarray
     width: int
+    # the keys' hash index, built on first use (probing it beats a binary search per row)
+    index: pd.Index | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, table: KeyTable, widths: dict[str, int]) -> Lookup:
@@ -268,8 +285,10 @@ class Lookup:
         ok = first >= 0 if second is None else (first >= 0) & (second >= 0)
         if not len(self.keys) or not ok.any():
             return out
-        pos = np.minimum(np.searchsorted(self.keys, query[ok]), len(self.keys) - 1)
-        found = self.keys[pos] == query[ok]
+        if self.index is None:
+            self.index = pd.Index(self.keys)
+        pos = self.index.get_indexer(query[ok])
+        found = pos >= 0
         hits = np.flatnonzero(ok)
         out[hits[found]] = self.values[pos[found]]
         return out
