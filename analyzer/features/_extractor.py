@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from analyzer.errors import ConfigError
 from analyzer.features import _families as fam
-from analyzer.features._evidence import credential_first_times
 from analyzer.features._events import FIELDS, EventArrays, prepare
+from analyzer.features._evidence import credential_first_times
 from analyzer.features._stats import (
     NOVELTY_PAIRS,
     Lookup,
@@ -71,7 +72,7 @@ def _parse_span(value: str | pd.Timedelta | None, name: str) -> int:
     return ns
 
 
-class FeatureExtractor:
+class FeatureExtractor(BaseEstimator):
     """Turns an events frame into per-window features, comparing each entity to its past.
 
     Parameters
@@ -115,7 +116,8 @@ class FeatureExtractor:
         self.privileged_actions = privileged_actions
         self.n_peers = n_peers
 
-    # sklearn-style plumbing, so the extractor shows its parameters like any estimator
+    # a scikit-learn estimator (parameters in __init__, learned attributes end in "_"); the
+    # parameters and errors stay this project's own (ConfigError) and the repr shows them all
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"window": self.window, "step": self.step,
                 "privileged_actions": self.privileged_actions, "n_peers": self.n_peers}

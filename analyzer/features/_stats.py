@@ -226,7 +226,7 @@ def merge_stats(a: PartialStats, b: PartialStats) -> PartialStats:
         names[f] = np.concatenate([a.names[f][:k], new.astype(object)]).astype(object)
         maps[f] = (_mapping(a.names[f], names[f]), _mapping(b.names[f], names[f]))
     tables = {}
-    for name in a.tables.keys() | b.tables.keys():
+    for name in [*a.tables, *(n for n in b.tables if n not in a.tables)]:
         sides = [(s.tables[name], j) for j, s in enumerate((a, b)) if name in s.tables]
         proto = sides[0][0]
         cols = []
