@@ -337,12 +337,11 @@ def _credentials(user: np.ndarray, user_names: np.ndarray, host: np.ndarray,
     first = _first_of(group)  # one name per distinct credential, never per event
     u, h, s = (key[c].to_numpy()[first] for c in ("u", "h", "s"))
     hosts = _lookup(np.asarray(host_names, dtype=object), h, "")
-    text = (pd.Series(user_names[u], dtype=object).astype(str) + "\x1f"
-            + pd.Series(hosts, dtype=object).astype(str) + "\x1f"
-            + pd.Series(session_names[s], dtype=object).astype(str))
+    text = np.array([f"{a}\x1f{b}\x1f{c}" for a, b, c in  # one per credential, not event
+                     zip(user_names[u], hosts, session_names[s], strict=True)], dtype=object)
     codes = np.full(n, -1, dtype=np.int64)
     codes[has] = group
-    return _sorted_codes(codes, text.to_numpy(dtype=object))
+    return _sorted_codes(codes, text)
 
 
 def _who_holds(frame: pd.DataFrame, entry: np.ndarray, user_codes: np.ndarray,

@@ -324,13 +324,17 @@ class WindowContext:
     peer_first: dict[str, Lookup]
     period: tuple[int, int] | None
     n_events: int
+    # the vocabularies as pd.Index, built on first use by encode
+    indexes: dict[str, pd.Index] = dataclasses.field(default_factory=dict, repr=False)
 
     def encode(self, parts: Sequence[EventArrays]) -> EventArrays:
         """Time-ordered chunks' arrays as one block in the context's vocabularies."""
         from analyzer.features._events import concat_events
 
-        return concat_events(parts, {f: self.names[f] for f in FIELDS},
-                             {f: self.known[f] for f in FIELDS}, self.names["credential"])
+        if not self.indexes:
+            self.indexes.update({f: pd.Index(v, dtype=object) for f, v in self.names.items()})
+        return concat_events(parts, self.names, {f: self.known[f] for f in FIELDS},
+                             self.indexes)
 
 
 def org_table(stats: PartialStats, step: int) -> pd.DataFrame:
