@@ -39,10 +39,16 @@ import numpy as np
 import pandas as pd
 
 from analyzer.events import REQUIRED_FRAME_COLUMNS
-from analyzer.features import FeatureExtractor
-from analyzer.features._events import EventArrays
-from analyzer.features._stats import PartialStats, WindowContext, chunk_stats, merge_stats
-from analyzer.features._windows import Block, Failures
+from analyzer.features import (
+    Block,
+    EventArrays,
+    Failures,
+    FeatureExtractor,
+    PartialStats,
+    WindowContext,
+    chunk_stats,
+    merge_stats,
+)
 
 if TYPE_CHECKING:
     from analyzer.model import AuditModel

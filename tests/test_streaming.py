@@ -17,9 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyzer.features import FeatureExtractor
-from analyzer.features._stats import chunk_stats, merge_stats
-from analyzer.features._windows import Failures, window_block
+from analyzer.features import Failures, FeatureExtractor, chunk_stats, merge_stats
 from analyzer.model import AuditModel
 from analyzer.sources import read_events
 from analyzer.streaming import frame_chunks, stream_windows
@@ -140,8 +138,8 @@ def test_statistics_merge_in_any_grouping(org):
     events = ctx.encode([e for _, e in parts])
     bounds = sorted({int(e.t.min() // ctx.step) for _, e in parts[1:]})
     edges = [None, *bounds, None]
-    blocks = [window_block(ctx, events, lo=lo, hi=hi, failures=_failures_before(events, lo, ctx),
-                           details=True)
+    blocks = [fx.window_block(ctx, events, lo=lo, hi=hi,
+                              failures=_failures_before(events, lo, ctx), details=True)
               for lo, hi in reversed(list(itertools.pairwise(edges)))]
     table = fx.finish_windows(ctx, blocks[::-1], details=True)
     _same(FeatureExtractor().fit_transform(train, details=True), table)

@@ -167,9 +167,9 @@ def union_names(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 def concat_events(parts: Sequence[EventArrays], names: dict[str, np.ndarray],
                   known: dict[str, int], indexes: dict[str, pd.Index]) -> EventArrays:
-    """Time-ordered arrays in one vocabulary: ``names`` for the coded fields (and
-    ``credential``), ``known`` of them fitted, ``indexes`` their ``pd.Index``; phrases,
-    paths and agents over the sorted union of the parts' (their codes only order and
+    """Time-ordered arrays in one vocabulary: ``names`` for the coded fields (and the
+    credentials, paths and agents), ``known`` of them fitted, ``indexes`` their
+    ``pd.Index``; phrases over the sorted union of the parts' (their codes only order and
     count)."""
     if len(parts) == 1 and all(parts[0].names[f] is names[f] for f in FIELDS):
         return parts[0]
@@ -179,8 +179,9 @@ def concat_events(parts: Sequence[EventArrays], names: dict[str, np.ndarray],
     ev: dict[str, np.ndarray] = {}
     for code, label in _EVIDENCE_CODED:
         labels = [getattr(p.evidence, label) for p in parts]
-        if code == "credential":
-            target, index = names["credential"], indexes["credential"]
+        field = label.removesuffix("_names")
+        if field in names:  # the log's vocabulary (credentials, paths, agents)
+            target, index = names[field], indexes[field]
         elif all(x is labels[0] for x in labels):
             target = index = labels[0]
         else:

@@ -40,6 +40,7 @@ from analyzer.features._windows import (
     TIME_HISTORY_DAYS,
     WEEKDAY_HISTORY_DAYS,
     Block,
+    Failures,
     finish_windows,
     surprisal,
     weekday,
@@ -229,7 +230,7 @@ class FeatureExtractor(BaseEstimator):
         known = {f: len(v) for f, v in stats.names.items()} if fitting else stats.known
         return WindowContext(
             window=window, step=step, fitting=fitting, profile=self, names=stats.names,
-            known=known, first=first, last={}, org=org,
+            known=known, first=first, org=org,
             storm=fam.storm_windows(org, typical, step), days=days,
             fail_origin={e: o for e in ENTITY_TYPES
                          if (o := fail_origin(stats, e, window, step)) is not None},
@@ -240,9 +241,10 @@ class FeatureExtractor(BaseEstimator):
             n_events=stats.n)
 
     def window_block(self, ctx: WindowContext, events: EventArrays, *, lo: int | None = None,
-                     hi: int | None = None, details: bool = True, **kw: Any) -> Block:
+                     hi: int | None = None, failures: Failures | None = None,
+                     details: bool = True) -> Block:
         """Phase 2 on one block (see :func:`~analyzer.features._windows.window_block`)."""
-        return window_block(ctx, events, lo=lo, hi=hi, details=details, **kw)
+        return window_block(ctx, events, lo=lo, hi=hi, failures=failures, details=details)
 
     def finish_windows(self, ctx: WindowContext, blocks: list[Block], *,
                        details: bool) -> pd.DataFrame:
@@ -252,13 +254,13 @@ class FeatureExtractor(BaseEstimator):
             self.typical_bytes_: dict[str, np.ndarray] = {}
             self.last_novel_: dict[str, np.ndarray] = {}
         out = finish_windows(ctx, blocks, details=details)
-        if ctx.fitting:
+        if ctx.fitting:  # entity types without windows get empty profiles
             for etype in ENTITY_TYPES:
                 n_ent = len(self.vocab_[etype])
                 self.typical_events_.setdefault(etype, np.full(n_ent, np.nan))
                 self.typical_bytes_.setdefault(etype, np.full(n_ent, np.nan))
-                self.last_novel_.setdefault(etype, np.full(n_ent, _BEFORE_ALL)) \
-                    if etype == "user" else None
+            self.last_novel_.setdefault("user", np.full(len(self.vocab_["user"]),
+                                                        _BEFORE_ALL))
         return out
 
     # -- fitting the profile ------------------------------------------------------------------

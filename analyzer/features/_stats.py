@@ -32,7 +32,9 @@ _NS_PER_HOUR = 3_600 * 10**9
 _NS_PER_DAY = 24 * _NS_PER_HOUR
 _NEVER = np.iinfo(np.int64).max
 _BEFORE_ALL = np.iinfo(np.int64).min
-_CODED = (*FIELDS, "credential")
+_CODED = (*FIELDS, "credential", "path", "agent")
+#: Vocabularies kept in the order of first appearance in the log (merged in partition order).
+_IN_LOG_ORDER = ("path", "agent")
 #: Pairs each entity type is profiled on, by its own doing: (entity type, attribute).
 NOVELTY_PAIRS = (("user", "source_ip"), ("user", "country"), ("user", "resource"),
                  ("user", "action"), ("source_ip", "user"), ("source_ip", "action"))
@@ -180,9 +182,11 @@ def stats_of(ev: EventArrays, spec: StatsSpec) -> PartialStats:
         first("country", ("country",), rows, how="sum", values=np.ones(len(rows), np.int64))
     names = {f: ev.names[f] for f in FIELDS}
     names["credential"] = ev.evidence.credential_names
+    names["path"] = ev.evidence.path_names
+    names["agent"] = ev.evidence.agent_names
     # when fitting, no value is known beforehand: merged vocabularies are sorted unions
     known = {f: 0 if spec.fitting else ev.known[f] for f in FIELDS}
-    known["credential"] = 0
+    known.update(credential=0, path=0, agent=0)
     return PartialStats(names=names, known=known, tables=tables, n=ev.n,
                         bounds=_bounds(ev))
 
@@ -222,8 +226,13 @@ def merge_stats(a: PartialStats, b: PartialStats) -> PartialStats:
     maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for f in _CODED:
         k = a.known[f]
-        new = np.unique(np.concatenate([a.names[f][k:], b.names[f][k:]]).astype(str))
-        names[f] = np.concatenate([a.names[f][:k], new.astype(object)]).astype(object)
+        if f in _IN_LOG_ORDER:  # a's values, then b's new ones, each in their order
+            seen = pd.Index(a.names[f], dtype=object)
+            later = b.names[f][seen.get_indexer(b.names[f]) < 0] if len(seen) else b.names[f]
+            names[f] = np.concatenate([a.names[f], later]).astype(object)
+        else:
+            new = np.unique(np.concatenate([a.names[f][k:], b.names[f][k:]]).astype(str))
+            names[f] = np.concatenate([a.names[f][:k], new.astype(object)]).astype(object)
         maps[f] = (_mapping(a.names[f], names[f]), _mapping(b.names[f], names[f]))
     tables = {}
     for name in [*a.tables, *(n for n in b.tables if n not in a.tables)]:
@@ -314,7 +323,6 @@ class WindowContext:
     names: dict[str, np.ndarray]
     known: dict[str, int]
     first: dict[str, Lookup]
-    last: dict[str, Lookup]
     org: pd.DataFrame
     storm: pd.Series
     days: np.ndarray
