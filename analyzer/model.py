@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from analyzer.detector import RarityForest, explain
@@ -122,7 +123,7 @@ _RARITY_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class AuditModel:
+class AuditModel(BaseEstimator):
     """Fit on a history of audit events, then score windows of new events.
 
     Parameters

@@ -26,22 +26,35 @@ holds events of its slots, so the result stays exact, only memory grows).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from analyzer.features import FeatureExtractor
-from analyzer.features._events import EventArrays
-from analyzer.features._stats import PartialStats, WindowContext, chunk_stats, merge_stats
-from analyzer.features._windows import Block, Failures, empty_windows
+from analyzer.events import REQUIRED_FRAME_COLUMNS
+from analyzer.features import (
+    Block,
+    EventArrays,
+    Failures,
+    FeatureExtractor,
+    PartialStats,
+    WindowContext,
+    chunk_stats,
+    merge_stats,
+)
 
-__all__ = ["frame_chunks", "stream_windows"]
+if TYPE_CHECKING:
+    from analyzer.model import AuditModel
+    from analyzer.sources._base import ReadResult
+
+__all__ = ["frame_chunks", "run_stream", "stream_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +79,34 @@ def frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[lo:lo + size]
 
 
+def run_stream(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+               model: AuditModel, command: str, size: int = 500_000,
+               spill_dir: str | os.PathLike[str] | None = None, **read_options: Any
+               ) -> tuple[pd.DataFrame | None, ReadResult]:
+    """One command of the bounded-memory path over the logs at ``paths``, read in chunks of
+    about ``size`` events (:func:`analyzer.sources._chunks.read_chunks`, which takes
+    ``read_options``): ``"train"`` fits ``model``; ``"score"`` scores with the fitted
+    ``model``; ``"self"`` fits and scores the log against itself (``score`` without a model).
+
+    Returns the scores (None for ``train``) and the read's accounting. This is what
+    ``benchmarks/bench_scale.py`` measures (peak memory and time of the local streaming path).
+    """
+    from analyzer.sources._chunks import read_chunks
+
+    chunks = read_chunks(paths, size=size, **read_options)
+    scores = None
+    if command == "train":
+        model.fit_chunks(chunks, spill_dir=spill_dir)
+    elif command == "score":
+        scores = model.score_chunks(chunks, spill_dir=spill_dir)
+    elif command == "self":
+        scores = model.fit_score_chunks(chunks, spill_dir=spill_dir)
+    else:
+        raise ValueError(f"command must be train, score or self, got {command!r}")
+    assert chunks.result is not None  # set once the chunks are read
+    return scores, chunks.result
+
+
 def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], *,
                    fitting: bool, details: bool,
                    spill_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
@@ -84,30 +125,29 @@ def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], 
             part, events = chunk_stats(frame, spec)
             total = part if total is None else merge_stats(total, part)
             if events.n:
-                spilled.append(_spill(events, Path(tmp) / f"{i}.pkl", extractor))
+                spilled.append(_spill(events, Path(tmp) / f"{i}.pkl", spec.step))
             del events, frame
-        if total is None:
-            _, empty = chunk_stats(pd.DataFrame(columns=["timestamp", "outcome"]), spec)
-            total = chunk_stats(pd.DataFrame(
-                {"timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
-                 "outcome": pd.Series([], dtype=object)}), spec)[0]
+        if total is None:  # no chunks at all: the statistics of no events
+            total = chunk_stats(_no_events(), spec)[0]
         ctx = extractor.finalize_stats(total, fitting=fitting)
         blocks = list(_blocks(ctx, spilled, details=details))
         logger.debug("windows of %d events in %d chunks, %d blocks", total.n, len(spilled),
                      len(blocks))
         out = extractor.finish_windows(ctx, blocks, details=details)
-    return out if len(out) or not details else empty_windows(details)
+    return out
 
 
-def _spill(events: EventArrays, path: Path, extractor: FeatureExtractor) -> _Spilled:
-    slots = events.t // _step(extractor)
+def _spill(events: EventArrays, path: Path, step: int) -> _Spilled:
+    slots = events.t // step
     with open(path, "wb") as fh:
         pickle.dump(events, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return _Spilled(path, events.n, int(slots.min()), int(slots.max()))
 
 
-def _step(extractor: FeatureExtractor) -> int:
-    return getattr(extractor, "step_ns_", None) or extractor._spans()[1]
+def _no_events() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in REQUIRED_FRAME_COLUMNS})
+    frame["timestamp"] = pd.Series([], dtype="datetime64[ns, UTC]")
+    return frame
 
 
 def _load(chunk: _Spilled, ctx: WindowContext) -> EventArrays:
@@ -121,7 +161,7 @@ def _bounds(spilled: list[_Spilled]) -> list[tuple[int | None, int | None]]:
     window is never cut); the first and last are open."""
     starts = sorted({c.lo for c in spilled})[1:]
     edges: list[int | None] = [None, *starts, None]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def _blocks(ctx: WindowContext, spilled: list[_Spilled], *, details: bool

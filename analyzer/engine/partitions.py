@@ -224,8 +224,8 @@ def read_partition(part: Partition, options: Mapping[str, Any], *, since: Any = 
         handle = io.BytesIO(data)
     accepted = {k: v for k, v in options.items()
                 if k in ("include_alerts", "decrypt_keys", "clear_only")}
-    result = jsonl.read_handle(handle, part.source, seekable=False,  # type: ignore[arg-type]
-                               **accepted)
+    result = next(jsonl.read_handle(handle, part.source, seekable=False,  # type: ignore[arg-type]
+                                    **accepted))
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     return within_period(result, since, until), lines
 

@@ -147,11 +147,13 @@ def prepare(frame: pd.DataFrame, vocab: dict[str, np.ndarray] | None,
                        succ=succ, nbytes=nbytes, seq=seq, priv=priv, evidence=evidence)
 
 
-def recode(codes: np.ndarray, names: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``codes`` over ``names`` as codes over ``target`` (-1 where absent)."""
+def recode(codes: np.ndarray, names: np.ndarray, target: np.ndarray | pd.Index) -> np.ndarray:
+    """``codes`` over ``names`` as codes over ``target`` (-1 where absent); ``target`` may
+    be a ``pd.Index`` of the names, kept to look up many arrays."""
     if not len(names):
         return np.full(len(codes), -1, dtype=np.int64)
-    mapping = pd.Index(target, dtype=object).get_indexer(names).astype(np.int64)
+    index = target if isinstance(target, pd.Index) else pd.Index(target, dtype=object)
+    mapping = index.get_indexer(names).astype(np.int64)
     return np.where(codes >= 0, mapping[np.maximum(codes, 0)], -1)
 
 
@@ -164,20 +166,30 @@ def union_names(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def concat_events(parts: Sequence[EventArrays], names: dict[str, np.ndarray],
-                  known: dict[str, int], credential_names: np.ndarray) -> EventArrays:
-    """Time-ordered arrays in one vocabulary: ``names`` for the coded fields, ``known`` of
-    them fitted; the credentials coded over ``credential_names``; phrases, paths and agents
-    over the sorted union of the parts' (their codes only order and count)."""
+                  known: dict[str, int], indexes: dict[str, pd.Index]) -> EventArrays:
+    """Time-ordered arrays in one vocabulary: ``names`` for the coded fields (and the
+    credentials, paths and agents), ``known`` of them fitted, ``indexes`` their
+    ``pd.Index``; phrases over the sorted union of the parts' (their codes only order and
+    count)."""
     if len(parts) == 1 and all(parts[0].names[f] is names[f] for f in FIELDS):
         return parts[0]
-    codes = {f: np.concatenate([recode(p.codes[f], p.names[f], names[f]) for p in parts])
+    codes = {f: np.concatenate([p.codes[f] if p.names[f] is names[f] else
+                                recode(p.codes[f], p.names[f], indexes[f]) for p in parts])
              for f in FIELDS}
     ev: dict[str, np.ndarray] = {}
     for code, label in _EVIDENCE_CODED:
-        target = credential_names if code == "credential" else \
-            union_names([getattr(p.evidence, label) for p in parts])
-        ev[code] = np.concatenate([recode(getattr(p.evidence, code),
-                                          getattr(p.evidence, label), target) for p in parts])
+        labels = [getattr(p.evidence, label) for p in parts]
+        field = label.removesuffix("_names")
+        if field in names:  # the log's vocabulary (credentials, paths, agents)
+            target, index = names[field], indexes[field]
+        elif all(x is labels[0] for x in labels):
+            target = index = labels[0]
+        else:
+            target = union_names(labels)
+            index = pd.Index(target, dtype=object)
+        ev[code] = np.concatenate([getattr(p.evidence, code) if x is target else
+                                   recode(getattr(p.evidence, code), x, index)
+                                   for p, x in zip(parts, labels, strict=True)])
         ev[label] = target
     for name in _EVIDENCE_ROWS:
         ev[name] = np.concatenate([getattr(p.evidence, name) for p in parts])

@@ -215,9 +215,10 @@ _SCRIPTED = re.compile(
 class Evidence:
     """Per-event evidence arrays, aligned with the extractor's prepared events.
 
-    Codes are -1 where an event has none; ``*_names`` hold the text of each code, sorted, so
-    that codes order texts the same way in any chunk of a log (a credential's name is its
-    user, host and session joined by ``\x1f``).
+    Codes are -1 where an event has none; ``*_names`` hold the distinct text of each code:
+    phrases and credentials sorted, paths and agents in the order the events first show them
+    (the order their texts are named in; a chunked read orders them the same way across
+    chunks). A credential's name is its user, host and session joined by ``\x1f``.
     """
 
     sensitive: np.ndarray
@@ -285,7 +286,7 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     session, session_names = _factorize(frame, "session")
     credential, credential_names = _credentials(user_codes, user_names, host, host_names,
                                                 session, session_names)
-    path, path_names = _sorted_codes(*_factorize(frame, "url_path"))
+    path, path_names = _first_codes(*_factorize(frame, "url_path"))
     query, query_names = _factorize(frame, "url_query")
     status = np.zeros(n, dtype=np.int64)
     if "status" in frame.columns:
@@ -299,7 +300,7 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     injection = np.where(kind_q >= 0, kind_q, kind_p).astype(np.int64)
     agent, agent_names, scanner = _agents(frame)
     phrase, phrase_names = _sorted_codes(phrase, phrase_names)
-    agent, agent_names = _sorted_codes(agent, agent_names)
+    agent, agent_names = _first_codes(agent, agent_names)
     return Evidence(
         sensitive=sensitive, remote=_remote(frame, sensitive, action_codes, action_names,
                                             host, session),
@@ -320,6 +321,20 @@ def _sorted_codes(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.
     return mapped, distinct.astype(object)
 
 
+def _first_codes(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes over the distinct texts of ``names`` in their order (equal texts share the
+    first one's code): paths and tools are named in the order the log first shows them."""
+    text = np.asarray(names, dtype=object).astype(str).astype(object)
+    if len(text) == len(set(text)):
+        return codes, text
+    distinct, first, inverse = np.unique(text, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # distinct texts in order of first appearance
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    mapped = np.where(codes >= 0, rank[inverse.ravel()][np.maximum(codes, 0)], -1)
+    return mapped.astype(np.int64), distinct[order].astype(object)
+
+
 def _credentials(user: np.ndarray, user_names: np.ndarray, host: np.ndarray,
                  host_names: np.ndarray, session: np.ndarray, session_names: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -337,12 +352,11 @@ def _credentials(user: np.ndarray, user_names: np.ndarray, host: np.ndarray,
     first = _first_of(group)  # one name per distinct credential, never per event
     u, h, s = (key[c].to_numpy()[first] for c in ("u", "h", "s"))
     hosts = _lookup(np.asarray(host_names, dtype=object), h, "")
-    text = (pd.Series(user_names[u], dtype=object).astype(str) + "\x1f"
-            + pd.Series(hosts, dtype=object).astype(str) + "\x1f"
-            + pd.Series(session_names[s], dtype=object).astype(str))
+    text = np.array([f"{a}\x1f{b}\x1f{c}" for a, b, c in  # one per credential, not event
+                     zip(user_names[u], hosts, session_names[s], strict=True)], dtype=object)
     codes = np.full(n, -1, dtype=np.int64)
     codes[has] = group
-    return _sorted_codes(codes, text.to_numpy(dtype=object))
+    return _sorted_codes(codes, text)
 
 
 def _who_holds(frame: pd.DataFrame, entry: np.ndarray, user_codes: np.ndarray,

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from analyzer.errors import ConfigError
 from analyzer.features import _families as fam
-from analyzer.features._evidence import credential_first_times
 from analyzer.features._events import FIELDS, EventArrays, prepare
+from analyzer.features._evidence import credential_first_times
 from analyzer.features._stats import (
     NOVELTY_PAIRS,
     Lookup,
@@ -39,6 +40,7 @@ from analyzer.features._windows import (
     TIME_HISTORY_DAYS,
     WEEKDAY_HISTORY_DAYS,
     Block,
+    Failures,
     finish_windows,
     surprisal,
     weekday,
@@ -71,7 +73,7 @@ def _parse_span(value: str | pd.Timedelta | None, name: str) -> int:
     return ns
 
 
-class FeatureExtractor:
+class FeatureExtractor(BaseEstimator):
     """Turns an events frame into per-window features, comparing each entity to its past.
 
     Parameters
@@ -115,7 +117,8 @@ class FeatureExtractor:
         self.privileged_actions = privileged_actions
         self.n_peers = n_peers
 
-    # sklearn-style plumbing, so the extractor shows its parameters like any estimator
+    # a scikit-learn estimator (parameters in __init__, learned attributes end in "_"); the
+    # parameters and errors stay this project's own (ConfigError) and the repr shows them all
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"window": self.window, "step": self.step,
                 "privileged_actions": self.privileged_actions, "n_peers": self.n_peers}
@@ -227,7 +230,7 @@ class FeatureExtractor:
         known = {f: len(v) for f, v in stats.names.items()} if fitting else stats.known
         return WindowContext(
             window=window, step=step, fitting=fitting, profile=self, names=stats.names,
-            known=known, first=first, last={}, org=org,
+            known=known, first=first, org=org,
             storm=fam.storm_windows(org, typical, step), days=days,
             fail_origin={e: o for e in ENTITY_TYPES
                          if (o := fail_origin(stats, e, window, step)) is not None},
@@ -238,9 +241,10 @@ class FeatureExtractor:
             n_events=stats.n)
 
     def window_block(self, ctx: WindowContext, events: EventArrays, *, lo: int | None = None,
-                     hi: int | None = None, details: bool = True, **kw: Any) -> Block:
+                     hi: int | None = None, failures: Failures | None = None,
+                     details: bool = True) -> Block:
         """Phase 2 on one block (see :func:`~analyzer.features._windows.window_block`)."""
-        return window_block(ctx, events, lo=lo, hi=hi, details=details, **kw)
+        return window_block(ctx, events, lo=lo, hi=hi, failures=failures, details=details)
 
     def finish_windows(self, ctx: WindowContext, blocks: list[Block], *,
                        details: bool) -> pd.DataFrame:
@@ -250,13 +254,13 @@ class FeatureExtractor:
             self.typical_bytes_: dict[str, np.ndarray] = {}
             self.last_novel_: dict[str, np.ndarray] = {}
         out = finish_windows(ctx, blocks, details=details)
-        if ctx.fitting:
+        if ctx.fitting:  # entity types without windows get empty profiles
             for etype in ENTITY_TYPES:
                 n_ent = len(self.vocab_[etype])
                 self.typical_events_.setdefault(etype, np.full(n_ent, np.nan))
                 self.typical_bytes_.setdefault(etype, np.full(n_ent, np.nan))
-                self.last_novel_.setdefault(etype, np.full(n_ent, _BEFORE_ALL)) \
-                    if etype == "user" else None
+            self.last_novel_.setdefault("user", np.full(len(self.vocab_["user"]),
+                                                        _BEFORE_ALL))
         return out
 
     # -- fitting the profile ------------------------------------------------------------------

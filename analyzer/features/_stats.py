@@ -32,7 +32,9 @@ _NS_PER_HOUR = 3_600 * 10**9
 _NS_PER_DAY = 24 * _NS_PER_HOUR
 _NEVER = np.iinfo(np.int64).max
 _BEFORE_ALL = np.iinfo(np.int64).min
-_CODED = (*FIELDS, "credential")
+_CODED = (*FIELDS, "credential", "path", "agent")
+#: Vocabularies kept in the order of first appearance in the log (merged in partition order).
+_IN_LOG_ORDER = ("path", "agent")
 #: Pairs each entity type is profiled on, by its own doing: (entity type, attribute).
 NOVELTY_PAIRS = (("user", "source_ip"), ("user", "country"), ("user", "resource"),
                  ("user", "action"), ("source_ip", "user"), ("source_ip", "action"))
@@ -79,10 +81,12 @@ def _reduced(fields: tuple[str, ...], cols: Sequence[np.ndarray], values: np.nda
                         np.zeros(0, dtype=np.int64), how)
     lows = [int(c.min()) for c in cols]
     widths = [int(c.max()) - lo + 1 for c, lo in zip(cols, lows, strict=True)]
+    if len(cols) == 1 and widths[0] <= 4 * n + 1024:
+        return _dense(fields, cols[0] - lows[0], lows[0], widths[0], values, how)
     packed = np.zeros(n, dtype=np.int64)
     for c, lo, w in zip(cols, lows, widths, strict=True):
         packed = packed * w + (c - lo)
-    order = np.argsort(packed, kind="stable")
+    order = np.argsort(packed)  # any order within a key: min, max and sum do not care
     packed, values = packed[order], values[order]
     starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
     reduced = _REDUCE[how].reduceat(values, starts)
@@ -92,6 +96,19 @@ def _reduced(fields: tuple[str, ...], cols: Sequence[np.ndarray], values: np.nda
         keys[:, j] = distinct % widths[j] + lows[j]
         distinct = distinct // widths[j]
     return KeyTable(fields, keys, reduced.astype(np.int64), how)
+
+
+def _dense(fields: tuple[str, ...], offset: np.ndarray, low: int, width: int,
+           values: np.ndarray, how: str) -> KeyTable:
+    """:func:`_reduced` of one column of small range: an array per value, no sort."""
+    present = np.bincount(offset, minlength=width) > 0
+    if how == "sum":
+        out = np.bincount(offset, values, minlength=width).astype(np.int64)
+    else:
+        out = np.full(width, _NEVER if how == "min" else _BEFORE_ALL, dtype=np.int64)
+        (np.minimum if how == "min" else np.maximum).at(out, offset, values)
+    keys = np.flatnonzero(present)
+    return KeyTable(fields, (keys + low)[:, None].astype(np.int64), out[keys], how)
 
 
 @dataclasses.dataclass(slots=True)
@@ -165,9 +182,11 @@ def stats_of(ev: EventArrays, spec: StatsSpec) -> PartialStats:
         first("country", ("country",), rows, how="sum", values=np.ones(len(rows), np.int64))
     names = {f: ev.names[f] for f in FIELDS}
     names["credential"] = ev.evidence.credential_names
+    names["path"] = ev.evidence.path_names
+    names["agent"] = ev.evidence.agent_names
     # when fitting, no value is known beforehand: merged vocabularies are sorted unions
     known = {f: 0 if spec.fitting else ev.known[f] for f in FIELDS}
-    known["credential"] = 0
+    known.update(credential=0, path=0, agent=0)
     return PartialStats(names=names, known=known, tables=tables, n=ev.n,
                         bounds=_bounds(ev))
 
@@ -207,11 +226,16 @@ def merge_stats(a: PartialStats, b: PartialStats) -> PartialStats:
     maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for f in _CODED:
         k = a.known[f]
-        new = np.unique(np.concatenate([a.names[f][k:], b.names[f][k:]]).astype(str))
-        names[f] = np.concatenate([a.names[f][:k], new.astype(object)]).astype(object)
+        if f in _IN_LOG_ORDER:  # a's values, then b's new ones, each in their order
+            seen = pd.Index(a.names[f], dtype=object)
+            later = b.names[f][seen.get_indexer(b.names[f]) < 0] if len(seen) else b.names[f]
+            names[f] = np.concatenate([a.names[f], later]).astype(object)
+        else:
+            new = np.unique(np.concatenate([a.names[f][k:], b.names[f][k:]]).astype(str))
+            names[f] = np.concatenate([a.names[f][:k], new.astype(object)]).astype(object)
         maps[f] = (_mapping(a.names[f], names[f]), _mapping(b.names[f], names[f]))
     tables = {}
-    for name in a.tables.keys() | b.tables.keys():
+    for name in [*a.tables, *(n for n in b.tables if n not in a.tables)]:
         sides = [(s.tables[name], j) for j, s in enumerate((a, b)) if name in s.tables]
         proto = sides[0][0]
         cols = []
@@ -248,6 +272,8 @@ class Lookup:
     keys: np.ndarray
     values: np.ndarray
     width: int
+    # the keys' hash index, built on first use (probing it beats a binary search per row)
+    index: pd.Index | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, table: KeyTable, widths: dict[str, int]) -> Lookup:
@@ -268,8 +294,10 @@ class Lookup:
         ok = first >= 0 if second is None else (first >= 0) & (second >= 0)
         if not len(self.keys) or not ok.any():
             return out
-        pos = np.minimum(np.searchsorted(self.keys, query[ok]), len(self.keys) - 1)
-        found = self.keys[pos] == query[ok]
+        if self.index is None:
+            self.index = pd.Index(self.keys)
+        pos = self.index.get_indexer(query[ok])
+        found = pos >= 0
         hits = np.flatnonzero(ok)
         out[hits[found]] = self.values[pos[found]]
         return out
@@ -295,7 +323,6 @@ class WindowContext:
     names: dict[str, np.ndarray]
     known: dict[str, int]
     first: dict[str, Lookup]
-    last: dict[str, Lookup]
     org: pd.DataFrame
     storm: pd.Series
     days: np.ndarray
@@ -305,13 +332,17 @@ class WindowContext:
     peer_first: dict[str, Lookup]
     period: tuple[int, int] | None
     n_events: int
+    # the vocabularies as pd.Index, built on first use by encode
+    indexes: dict[str, pd.Index] = dataclasses.field(default_factory=dict, repr=False)
 
     def encode(self, parts: Sequence[EventArrays]) -> EventArrays:
         """Time-ordered chunks' arrays as one block in the context's vocabularies."""
         from analyzer.features._events import concat_events
 
-        return concat_events(parts, {f: self.names[f] for f in FIELDS},
-                             {f: self.known[f] for f in FIELDS}, self.names["credential"])
+        if not self.indexes:
+            self.indexes.update({f: pd.Index(v, dtype=object) for f, v in self.names.items()})
+        return concat_events(parts, self.names, {f: self.known[f] for f in FIELDS},
+                             self.indexes)
 
 
 def org_table(stats: PartialStats, step: int) -> pd.DataFrame:

@@ -162,10 +162,7 @@ def _entity_windows(ctx: WindowContext, ev: EventArrays, wi: fam.WindowIndex,
     evidence_text = _evidence_features(ctx, ev, wi, codes, cols)
     if details:
         text.update(_detail_texts(ev, wi, codes, novel, odd_time, evidence_text))
-    frame = _frame(ev, wi, cols, text, details=details)
-    for name, values in hidden.items():
-        frame[name] = values
-    return frame, touches
+    return _frame(ev, wi, cols, text, hidden, details=details), touches
 
 
 # -- the families -------------------------------------------------------------------------------
@@ -470,7 +467,8 @@ def _detail_texts(ev: EventArrays, wi: fam.WindowIndex, codes: dict[str, np.ndar
 
 
 def _frame(ev: EventArrays, wi: fam.WindowIndex, cols: dict[str, Any],
-           text: dict[str, np.ndarray], *, details: bool) -> pd.DataFrame:
+           text: dict[str, np.ndarray], hidden: dict[str, np.ndarray], *,
+           details: bool) -> pd.DataFrame:
     n_win = wi.n_win
     if ev.seq is not None:
         seq = ev.seq[wi.idx]
@@ -483,23 +481,23 @@ def _frame(ev: EventArrays, wi: fam.WindowIndex, cols: dict[str, Any],
         last_seq[hi < 0] = pd.NA
     else:
         first_seq = last_seq = pd.array([pd.NA] * n_win, dtype="Int64")
-    frame = pd.DataFrame({
-        "entity_type": wi.etype,
-        "entity": ev.names[wi.etype][wi.w_ent],
+    data: dict[str, Any] = {
+        "entity_type": np.full(n_win, wi.etype, dtype=object),
+        "entity": pd.Series(ev.names[wi.etype][wi.w_ent], dtype=object).astype(str),
         "window_start": pd.to_datetime(wi.w_start, utc=True).astype("datetime64[ns, UTC]"),
         "window_end": pd.to_datetime(wi.w_start + wi.window, utc=True)
         .astype("datetime64[ns, UTC]"),
         "first_sequence": first_seq,
         "last_sequence": last_seq,
-    })
+    }
     for name in _all_feature_names():
         values = cols.get(name)
-        frame[name] = np.zeros(n_win) if values is None else np.asarray(values, float)
+        data[name] = np.zeros(n_win) if values is None else np.asarray(values, float)
     if details:
         for name in _DETAIL_COLUMNS:
-            frame[name] = text.get(name, np.full(n_win, "", dtype=object))
-    frame["entity"] = frame["entity"].astype(str)
-    return frame
+            data[name] = text.get(name, np.full(n_win, "", dtype=object))
+    data.update(hidden)
+    return pd.DataFrame(data)
 
 
 # -- the table pass -----------------------------------------------------------------------------

@@ -88,6 +88,9 @@ class ReadResult:
     skipped: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     #: one-line notices a person should see (an inferred year, host names as clients)
     notes: tuple[str, ...] = ()
+    #: records used, when ``frame`` does not hold them (a log read in chunks:
+    #: :func:`analyzer.sources._chunks.read_chunks`); ``None``: the frame's length
+    used: int | None = None
 
     @property
     def n_skipped(self) -> int:
@@ -110,7 +113,7 @@ class ReadResult:
         ``"50,940 records read: 1,204 used, 1 set aside in x.rejected, 2 earlier alerts not
         scored, 49,735 skipped (unmapped event id: 4658 x768, 4690 x384, ... 31 more)"``
         """
-        used = len(self.frame)
+        used = len(self.frame) if self.used is None else self.used
         records = self.records if self.records is not None else (
             used + len(self.rejected) + self.skipped_alerts + self.n_skipped)
         parts = [f"{used:,} used"]

@@ -40,7 +40,7 @@ from analyzer.sources._jsonlines import (
     whole_line_blocks,
 )
 
-__all__ = ["FORMAT", "read", "read_handle", "records_holding", "sniff"]
+__all__ = ["FORMAT", "read", "read_chunks", "read_handle", "records_holding", "sniff"]
 
 FORMAT = "jsonl"
 
@@ -109,44 +109,66 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
     clear_only
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
+    return next(read_chunks(path, rows=None, include_alerts=include_alerts,
+                            decrypt_keys=decrypt_keys, clear_only=clear_only))
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
+                include_alerts: bool = False, decrypt_keys: tuple[bytes, ...] = (),
+                clear_only: bool = False) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` records (whole blocks of lines; ``None``: one
+    piece), each with its own accounting; line numbers count from the file's start."""
     file = Path(path)
     handle, seekable = open_log(file)
     try:
         with handle:
-            return read_handle(handle, str(file), seekable=seekable,
-                               include_alerts=include_alerts, decrypt_keys=decrypt_keys,
-                               clear_only=clear_only)
+            yield from read_handle(handle, str(file), seekable=seekable, rows=rows,
+                                   include_alerts=include_alerts, decrypt_keys=decrypt_keys,
+                                   clear_only=clear_only)
     except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
         raise read_failed(file, exc) from None
 
 
 def read_handle(handle: IO[bytes], where: str, *, seekable: bool = False,
-                include_alerts: bool = False, decrypt_keys: tuple[bytes, ...] = (),
-                clear_only: bool = False) -> ReadResult:
-    """Read the audit records of an open binary stream (see :func:`read`).
-
-    ``where`` names the source in rejected lines, numbered from 1 at the stream's start:
-    a caller reading part of a file (the Dask engine's byte ranges) shifts them.
-    """
+                rows: int | None = None, include_alerts: bool = False,
+                decrypt_keys: tuple[bytes, ...] = (), clear_only: bool = False
+                ) -> Iterator[ReadResult]:
+    """:func:`read_chunks` of an open binary stream: ``where`` names the source in rejected
+    lines, numbered from 1 at the stream's start (a caller reading part of a file, as the
+    Dask engine's byte ranges, shifts them)."""
     tables: list[pa.Table] = []
     line_numbers: list[np.ndarray] = []
     rejected: list[Rejected] = []
     first_line = 1
     records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
-    for _, block, end in whole_line_blocks(handle, seekable=seekable):
+
+    def piece() -> ReadResult:
+        table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
+        numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
+        result = _to_result(table, numbers, where, rejected, include_alerts,
+                            decrypt_keys=decrypt_keys, clear_only=clear_only)
+        return dataclasses.replace(result, records=records)
+
+    for _, block, end in whole_line_blocks(handle, seekable=seekable,
+                                           block_bytes=_block_bytes(rows)):
         local: list[Rejected] = []
-        table, rows, n_lines = PARSER.parse(memoryview(block)[:end], where, local)
+        table, numbers, n_lines = PARSER.parse(memoryview(block)[:end], where, local)
         rejected.extend(dataclasses.replace(r, line=first_line + r.line) for r in local)
         records += table.num_rows + len(local)
         if table.num_rows:
             tables.append(table)
-            line_numbers.append(rows + first_line)
+            line_numbers.append(numbers + first_line)
         first_line += n_lines
-    table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table()
-    numbers = np.concatenate(line_numbers) if line_numbers else np.empty(0, dtype=np.int64)
-    result = _to_result(table, numbers, where, rejected, include_alerts,
-                        decrypt_keys=decrypt_keys, clear_only=clear_only)
-    return dataclasses.replace(result, records=records)
+        if rows is not None and sum(t.num_rows for t in tables) >= rows:
+            yield piece()
+            tables, line_numbers, rejected, records = [], [], [], 0
+    if rows is None or records or tables:
+        yield piece()
+
+
+def _block_bytes(rows: int | None) -> int:
+    # about 400 bytes a record: blocks of about the rows asked for, 1 to 32 MiB
+    return 32 << 20 if rows is None else max(1 << 20, min(32 << 20, rows * 512))
 
 
 def records_holding(path: str | os.PathLike[str], literal: bytes

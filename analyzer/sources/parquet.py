@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from analyzer.events import FRAME_COLUMNS
 from analyzer.sources._base import ReadResult, arrow_to_frame, empty_frame
 
 __all__ = ["FORMAT", "MANIFEST_NAME", "PARTITION", "ROW_GROUP_ROWS", "Days", "check_clear",
-           "day_filter", "is_source", "open_days", "read", "read_manifest", "read_row_groups",
-           "row_groups", "sniff"]
+           "day_filter", "is_source", "open_days", "read", "read_chunks", "read_manifest",
+           "read_row_groups", "row_groups", "sniff"]
 
 FORMAT = "parquet"
 
@@ -229,6 +230,41 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False, since: A
     if table is None:
         return ReadResult(empty_frame(), records=0, notes=days.note(text))
     return _to_result(table, include_alerts, days.note(text))
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int, include_alerts: bool = False,
+                since: Any = None, until: Any = None, clear_only: bool = False
+                ) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` records, in the export's order (day
+    partitions, then row groups); each piece has its own accounting, the notice of pruned
+    days comes with the first."""
+    text = os.fspath(path)
+    manifest = read_manifest(text)
+    check_clear(text, manifest, clear_only=clear_only)
+    days = open_days(text, since, until)
+    columns = [c for c in FRAME_COLUMNS if c in days.dataset.schema.names]
+    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
+               if c not in columns]
+    if days.files and missing:
+        raise SchemaError(f"{text}: not an audit-analyzer export: missing column(s) "
+                          f"{', '.join(missing)}")
+    notes = days.note(text)
+    if not days.files:
+        yield ReadResult(empty_frame(), records=0, notes=notes)
+        return
+    pending: list[pa.RecordBatch] = []
+    try:
+        for batch in days.dataset.to_batches(columns=columns, batch_size=max(rows, 1)):
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= rows:
+                yield _to_result(pa.Table.from_batches(pending), include_alerts, notes)
+                pending, notes = [], ()
+        if pending or notes:
+            table = pa.Table.from_batches(pending) if pending else \
+                days.dataset.schema.empty_table().select(columns)
+            yield _to_result(table, include_alerts, notes)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
 
 
 def _to_result(table: pa.Table, include_alerts: bool, notes: tuple[str, ...]) -> ReadResult:
