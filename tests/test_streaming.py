@@ -225,3 +225,22 @@ def test_a_parquet_export_reads_in_row_groups(org, tmp_path):
         _same(AuditModel(random_state=0).fit_score(whole.frame),
               AuditModel(random_state=0).fit_score_chunks(read_chunks(tmp_path / "copy",
                                                                       size=700)))
+
+
+def test_a_web_scan_read_in_small_chunks_names_the_same_paths_and_tools():
+    """Paths and tools are named in the order the log first shows them, chunks or not."""
+    agents = ["sqlmap/1.5#stable", "curl/8.1", "Mozilla/5.0 Firefox/120.0", "nikto/2.5"]
+    paths = ["/.env", "/.git/config", "/wp-admin/", "/backup.zip", "/server-status",
+             "/search", "/.aws/credentials", "/db.sql"]
+    rows = [{"timestamp": pd.Timestamp("2026-01-05 09:00", tz="UTC") + pd.Timedelta(seconds=37 * i),
+             "user": "", "source_ip": f"203.0.113.{i % 3}", "action": "http.get",
+             "outcome": "failure" if i % 4 else "success", "url_path": paths[(i * 5) % 8],
+             "url_query": "q=1%27%20OR%201%3D1--" if i % 7 == 0 else "", "status": 404,
+             "user_agent": agents[(i // 3) % 4], "resource": paths[(i * 5) % 8]}
+            for i in range(240)]
+    frame = pd.DataFrame(rows)
+    whole = FeatureExtractor().fit_transform(frame, details=True)
+    for size in (4, 25):
+        _same(whole, stream_windows(FeatureExtractor(), frame_chunks(frame, size),
+                                    fitting=True, details=True))
+    assert (whole["d_sensitive_probes"] != "").any() and (whole["d_scanner"] != "").any()

@@ -49,10 +49,16 @@ _OWN_NOVELTY_USER = (*(f for (e, _), f in _NOVELTY.items() if e == "user"),
 PRIOR_STRENGTH = 5.0
 # An hour of day or weekday is unusual for an entity below 2% of its activity.
 _UNUSUAL = float(np.log(50.0))
-#: Time of day is continuous: an entity's hour profile is smoothed over neighbouring hours.
+#: Time of day is continuous: activity at 17:00 makes 18:00 less surprising than 03:00. An
+#: entity's hour profile is smoothed over neighbouring hours (weights by distance in hours),
+#: so a short history that happens to lack one evening hour does not make it "unusual".
 HOUR_KERNEL: tuple[tuple[int, float], ...] = (
     (-2, 0.25), (-1, 0.5), (0, 1.0), (1, 0.5), (2, 0.25))
 KERNEL_MASS = sum(w for _, w in HOUR_KERNEL)
+# Time-of-day and weekday features mean nothing until the organisation has history to
+# compare with (the entity's own profile is shrunk towards the organisation's): below these
+# many distinct UTC days of earlier activity they are muted (0), so a one-hour log never
+# says "active at 11:00, unusual for X". Weekdays need a week to have been seen at all.
 TIME_HISTORY_DAYS = 3
 WEEKDAY_HISTORY_DAYS = 7
 #: Hidden per-window columns the table pass needs (dropped before the windows are returned).
