@@ -244,3 +244,25 @@ def test_a_web_scan_read_in_small_chunks_names_the_same_paths_and_tools():
         _same(whole, stream_windows(FeatureExtractor(), frame_chunks(frame, size),
                                     fitting=True, details=True))
     assert (whole["d_sensitive_probes"] != "").any() and (whole["d_scanner"] != "").any()
+
+
+def test_block_inputs_from_partitions_give_the_same_windows(org):
+    """What another engine does per block (block_events, failures_before from the
+    partitions' arrays) gives the windows of the whole log."""
+    from analyzer.streaming import block_events, failures_before
+
+    train = org.train_events
+    fx = FeatureExtractor()
+    spec = fx.stats_spec(fitting=True)
+    parts = [chunk_stats(chunk, spec) for chunk in frame_chunks(train, 1_700)]
+    ctx = fx.finalize_stats(functools.reduce(merge_stats, [p for p, _ in parts]), fitting=True)
+    arrays = [e for _, e in parts]
+    edges = [None, *sorted({int(e.t.min() // ctx.step) for e in arrays[1:]}), None]
+    blocks = []
+    for lo, hi in itertools.pairwise(edges):
+        events = block_events(ctx, arrays, lo, hi)
+        if events is not None:
+            blocks.append(fx.window_block(ctx, events, lo=lo, hi=hi,
+                                          failures=failures_before(ctx, arrays, lo)))
+    _same(FeatureExtractor().fit_transform(train, details=True),
+          fx.finish_windows(ctx, blocks, details=True))
