@@ -22,6 +22,11 @@ Alerts (defaults documented in the README's analysis section):
 - the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
   window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
 
+A log larger than memory is given as chunks of events: :meth:`AuditModel.fit_chunks`,
+:meth:`AuditModel.score_chunks` and :meth:`AuditModel.fit_score_chunks` hold one chunk at a
+time (:mod:`analyzer.streaming`) and give the same model, scores and alerts as the methods
+on the whole frame.
+
 :meth:`AuditModel.fit_score` scores a log against itself prequentially: history features come
 only from earlier events, the first window (or the burn-in) is a warm-up that counts nothing
 as new, "typical" ranges come from the entity's earlier windows only, and time-of-day
