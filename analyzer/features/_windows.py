@@ -512,13 +512,15 @@ def finish_windows(ctx: WindowContext, blocks: list[Block], *, details: bool
                    ) -> pd.DataFrame:
     """The window table from the blocks of a log, in the in-memory order (entity type,
     entity code, window start), with the sequential features finished; when fitting, the
-    profile's typical volumes and last novelties are recorded."""
+    profile's typical volumes and last novelties are recorded. The blocks' window frames
+    are consumed (taken out of them as they are joined, so that memory holds one copy)."""
     parts = []
     for etype in ENTITY_TYPES:
-        frames = [b.windows[etype] for b in blocks if etype in b.windows]
+        frames = [f for b in blocks if (f := b.windows.pop(etype, None)) is not None]
         if not frames:
             continue
         w = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        del frames
         start = pd.DatetimeIndex(w["window_start"]).as_unit("ns").asi8
         order = np.lexsort((start, w["_code"].to_numpy()))
         if not (order == np.arange(len(order))).all():
@@ -528,7 +530,10 @@ def finish_windows(ctx: WindowContext, blocks: list[Block], *, details: bool
             touches = [b.touches for b in blocks if len(b.touches)]
             _user_history(ctx, w, pd.concat(touches) if touches else _no_touches(),
                           details=details)
-        parts.append(w.drop(columns=[c for c in HIDDEN if c in w.columns]))
+        for column in HIDDEN:
+            if column in w.columns:
+                del w[column]  # in place: no copy of the table
+        parts.append(w)
     if not parts:
         return empty_windows(details)
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
