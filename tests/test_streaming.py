@@ -266,3 +266,17 @@ def test_block_inputs_from_partitions_give_the_same_windows(org):
                                           failures=failures_before(ctx, arrays, lo)))
     _same(FeatureExtractor().fit_transform(train, details=True),
           fx.finish_windows(ctx, blocks, details=True))
+
+
+def test_chunks_out_of_time_order_give_the_windows_of_their_concatenation(org):
+    """A rotated series can end each file with a later record, and files may come in any
+    order: a block reads every chunk holding events of its hours, so the windows are those of
+    the chunks joined in the same order."""
+    chunks = list(frame_chunks(org.train_events, 1_100))
+    shuffled = [chunks[i] for i in (3, 0, 5, 1, 4, 2, *range(6, len(chunks)))]
+    late = shuffled[0].iloc[:40].assign(
+        timestamp=shuffled[0]["timestamp"].iloc[:40] + pd.Timedelta(days=2))
+    shuffled[0] = pd.concat([shuffled[0], late], ignore_index=True)
+    joined = pd.concat(shuffled, ignore_index=True)
+    _same(FeatureExtractor().fit_transform(joined, details=True),
+          stream_windows(FeatureExtractor(), iter(shuffled), fitting=True, details=True))
