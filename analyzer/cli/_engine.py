@@ -11,20 +11,14 @@ module reads that variable (the library never reads the environment).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analyzer.errors import ConfigError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from analyzer.engine import DaskEngine
-    from analyzer.model import AuditModel
-    from analyzer.sources import ReadResult
 
 #: The environment variable naming the scheduler of ``--engine dask``.
 SCHEDULER_VARIABLE = "AUDIT_DASK_SCHEDULER"
@@ -100,48 +94,3 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("an encrypted trail's decrypted fields would go to the Dask "
                           "workers: add --decrypt-on-workers to allow it (the keys stay "
                           "here), or read its clear fields only with --clear-only")
-
-
-def _read_args(args: argparse.Namespace) -> dict[str, object]:
-    """What the engine reads: the inputs, their format, the period, the reader options
-    (the decryption keys apart: they stay in this process)."""
-    from analyzer.cli._common import reader_options
-    from analyzer.cli.query import filter_from_args
-
-    if not args.inputs:
-        raise ConfigError(f"{args.command} needs log files, folders, globs or URLs")
-    flt = filter_from_args(args)
-    if dataclasses.replace(flt, since=None, until=None) != type(flt)():
-        raise ConfigError("on log files only --since and --until select records")
-    options = reader_options(args)
-    keys = options.pop("decrypt_keys", ())
-    return {"inputs": list(args.inputs), "format": args.format, "since": flt.since,
-            "until": flt.until, "options": options, "decrypt_keys": keys}
-
-
-def fit_on_engine(engine: DaskEngine, model: AuditModel, args: argparse.Namespace, *,
-                  output: Path | None) -> AuditModel:
-    """``train``'s read and fit on the cluster; prints the read's accounting."""
-    from analyzer.cli._common import report_read
-
-    try:
-        result = engine.fit(model, **_read_args(args))  # type: ignore[arg-type]
-    finally:
-        engine.close()
-    report_read("train", result, args, output=output)
-    return model
-
-
-def score_on_engine(engine: DaskEngine, model: AuditModel, args: argparse.Namespace, *,
-                    output: Path | None) -> tuple[pd.DataFrame, ReadResult]:
-    """``score``'s read and scoring on the cluster: the scores and the read's accounting
-    (printed here). The alerts are written back by the caller, in order, as locally."""
-    from analyzer.cli._common import report_read
-
-    try:
-        scores, result = engine.score(model, alerts_per_day=args.alerts_per_day,
-                                      **_read_args(args))  # type: ignore[arg-type]
-    finally:
-        engine.close()
-    report_read("score", result, args, output=output)
-    return scores, result

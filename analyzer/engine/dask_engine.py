@@ -95,11 +95,11 @@ class DaskEngine:
             decrypt_keys: tuple[bytes, ...] = ()) -> ReadResult:
         """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
         the features on the cluster, the detector here. Returns the read's accounting."""
-        fx = model._new_extractor()
+        fx = model.new_extractor()
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
                                         decrypt_keys=decrypt_keys)
-        model._fit_table(windows)  # the same code as the local engine's fit
+        model.fit_table(windows)  # the same code as the local engine's fit
         return result
 
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,

@@ -22,14 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from analyzer.sources import archive_accounting, detect_format, expand_paths, read_events
-from analyzer.sources._base import ReadResult, empty_frame, merge_skipped, within_period
+from analyzer.sources import (
+    ReaderOptions,
+    ReadProgress,
+    archive_accounting,
+    expand_paths,
+    read_pieces,
+)
+from analyzer.sources._base import ReadResult, empty_frame, merge_skipped
 
 __all__ = ["ChunkedRead", "read_chunks"]
-
-# the options each chunked reader takes (the others are for other formats)
-_JSONL_OPTIONS = ("include_alerts", "decrypt_keys", "clear_only")
-_PARQUET_OPTIONS = ("include_alerts", "clear_only")
 
 
 class ChunkedRead:
@@ -38,44 +40,31 @@ class ChunkedRead:
 
     def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                  size: int, format: str | None = None, since: Any = None, until: Any = None,
-                 **options: Any) -> None:
+                 options: ReaderOptions | None = None, progress: ReadProgress | None = None,
+                 **more: Any) -> None:
         if size < 1:
             raise ValueError(f"chunk size must be at least 1, got {size}")
         self.paths = paths
         self.size = size
         self.format = format
         self.since, self.until = since, until
-        self.options = options
+        self.options = ReaderOptions.of(options, **more)
+        self.progress = progress
         self.result: ReadResult | None = None
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         archives: list[Path] = []
         pieces: list[ReadResult] = []
         used = 0
-        for path in expand_paths(self.paths, archives=archives):
-            for piece in self._pieces(path):
-                piece = within_period(piece, self.since, self.until)
-                used += len(piece.frame)
-                pieces.append(dataclasses.replace(piece, frame=empty_frame()))
-                if len(piece.frame):
-                    yield piece.frame
+        files = expand_paths(self.paths, archives=archives)
+        for piece in read_pieces(files, rows=self.size, format=self.format,
+                                 since=self.since, until=self.until, options=self.options,
+                                 progress=self.progress):
+            used += len(piece.frame)
+            pieces.append(dataclasses.replace(piece, frame=empty_frame()))
+            if len(piece.frame):
+                yield piece.frame
         self.result = _accounting(pieces, archives, used)
-
-    def _pieces(self, path: Path | str) -> Iterator[ReadResult]:
-        name = self.format or detect_format(path)
-        if name == "jsonl":
-            from analyzer.sources import jsonl
-
-            yield from jsonl.read_chunks(path, rows=self.size, **_only(self.options,
-                                                                       _JSONL_OPTIONS))
-        elif name == "parquet":
-            from analyzer.sources import parquet
-
-            yield from parquet.read_chunks(path, rows=self.size, since=self.since,
-                                           until=self.until,
-                                           **_only(self.options, _PARQUET_OPTIONS))
-        else:  # formats without a chunked reader: the file is one chunk
-            yield read_events(path, format=name, **self.options)
 
 
 def read_chunks(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
@@ -84,10 +73,6 @@ def read_chunks(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     """The logs at ``paths`` as chunks of about ``size`` events (see :class:`ChunkedRead`);
     the arguments are :func:`analyzer.sources.read_events`'."""
     return ChunkedRead(paths, size=size, format=format, since=since, until=until, **options)
-
-
-def _only(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in names}
 
 
 def _accounting(pieces: list[ReadResult], archives: list[Path], used: int) -> ReadResult:
@@ -103,4 +88,5 @@ def _accounting(pieces: list[ReadResult], archives: list[Path], used: int) -> Re
     return ReadResult(empty_frame(), tuple(r for p in pieces for r in p.rejected),
                       sum(p.skipped_alerts for p in pieces),
                       frozenset().union(*(p.alert_ids for p in pieces)), records=records,
-                      skipped=skipped, notes=notes, used=used)
+                      skipped=skipped, notes=notes, used=used,
+                      formats=tuple(f for p in pieces for f in p.formats))
