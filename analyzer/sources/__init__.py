@@ -322,17 +322,21 @@ def read_pieces(files: Iterable[str | os.PathLike[str]], *, rows: int,
     by time."""
     files = list(files)
     checked = _Checked(_options_by_format(options, {}), len(files))
-    records = 0
+    records = 0  # in the files read so far
     for index, path in enumerate(files):
-        pieces = _path_pieces(os.fspath(path), format, since, until, checked, None, None, rows=rows)
+        def step(count: int, share: float | None, index: int = index,
+                 before: int = records) -> None:
+            if progress is not None:  # the share of the whole input, by files
+                progress(before + count, None if share is None else
+                         (index + share) / len(files))
+
+        pieces = _path_pieces(os.fspath(path), format, since, until, checked, None, step,
+                              rows=rows)
         for i, piece in enumerate(pieces):
             records += piece.records if piece.records is not None else len(piece.frame)
-            if progress is not None:  # the share of the whole input, by files
-                progress(records, index / len(files))
             yield within_period(piece if i == 0 else dataclasses.replace(piece, formats=()),
                                 since, until)
-        if progress is not None:
-            progress(records, (index + 1) / len(files))
+        step(0, 1.0, before=records)
 
 
 class _Checked:
@@ -377,7 +381,11 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         accepts = {"since", "until"} if name == "parquet" else set()
         pruning = {k: v for k, v in period.items() if k in accepts}
         if rows is not None and name == "parquet":
+            done = 0
             for piece in module.read_chunks(path, rows=rows, **checked(name), **pruning):
+                done += piece.records or 0
+                if progress is not None:
+                    progress(done, None)
                 yield dataclasses.replace(piece, formats=(name,))
             return
         yield dataclasses.replace(module.read(path, **checked(name), **pruning),
@@ -411,8 +419,13 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
 
     try:
         with handle:
+            size = os.fstat(handle.fileno()).st_size if seekable else 0
+            done = 0
             for piece in read_handle(handle, str(file), seekable=seekable, rows=rows,
                                      **options):
+                done += piece.records or 0
+                if progress is not None:  # the share of the file's bytes read so far
+                    progress(done, min(handle.tell() / size, 1.0) if size else None)
                 yield dataclasses.replace(piece, formats=(name,))
     except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
         raise read_failed(file, exc) from None
