@@ -63,7 +63,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -229,38 +229,43 @@ class AuditModel(BaseEstimator):
         return self._score_windows(windows, budget, _past_typical)
 
     def fit_chunks(self, chunks: Iterable[pd.DataFrame], *,
-                   spill_dir: str | os.PathLike[str] | None = None) -> AuditModel:
+                   spill_dir: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int, float], None] | None = None) -> AuditModel:
         """:meth:`fit` on a log given as time-ordered chunks of events, holding one chunk at a
-        time (see :mod:`analyzer.streaming`); the same model as :meth:`fit` on their
-        concatenation."""
+        time (see :mod:`analyzer.streaming`, which tells ``progress`` the windows computed);
+        the same model as :meth:`fit` on their concatenation."""
         from analyzer.streaming import stream_windows
 
         extractor = self.new_extractor()
         self.fit_table(stream_windows(extractor, chunks, fitting=True, details=False,
-                                       spill_dir=spill_dir))
+                                       spill_dir=spill_dir, progress=progress))
         return self
 
     def fit_score_chunks(self, chunks: Iterable[pd.DataFrame], *,
                          alerts_per_day: float | None = None,
-                         spill_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+                         spill_dir: str | os.PathLike[str] | None = None,
+                         progress: Callable[[int, float], None] | None = None
+                         ) -> pd.DataFrame:
         """:meth:`fit_score` on a log given as time-ordered chunks of events."""
         from analyzer.streaming import stream_windows
 
         extractor = self.new_extractor()
         windows = self.fit_table(stream_windows(extractor, chunks, fitting=True,
-                                                 details=True, spill_dir=spill_dir))
+                                                 details=True, spill_dir=spill_dir,
+                                                 progress=progress))
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         return self._score_windows(windows, budget, _past_typical)
 
     def score_chunks(self, chunks: Iterable[pd.DataFrame], *,
                      alerts_per_day: float | None = None,
-                     spill_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+                     spill_dir: str | os.PathLike[str] | None = None,
+                     progress: Callable[[int, float], None] | None = None) -> pd.DataFrame:
         """:meth:`score` of a log given as time-ordered chunks of events."""
         from analyzer.streaming import stream_windows
 
         self._check_fitted()
         windows = stream_windows(self.extractor_, chunks, fitting=False, details=True,
-                                 spill_dir=spill_dir)
+                                 spill_dir=spill_dir, progress=progress)
         return self.score_table(windows, alerts_per_day=alerts_per_day)
 
     def score_table(self, windows: pd.DataFrame, *, alerts_per_day: float | None = None

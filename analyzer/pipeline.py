@@ -76,8 +76,9 @@ class Step:
     """What a run is doing, for a progress display.
 
     ``stage`` is ``"reading"`` (``done`` records, ``share`` of the input's bytes),
-    ``"training"``, ``"scoring"`` or ``"training and scoring"`` (``done`` events), or
-    ``"scored"`` (``done`` windows in ``elapsed`` seconds).
+    ``"training"``, ``"scoring"`` or ``"training and scoring"`` (``done`` events),
+    ``"windows"`` (read in chunks: ``done`` windows computed in ``elapsed`` seconds, ``share``
+    of the blocks), or ``"scored"`` (``done`` windows in ``elapsed`` seconds).
     """
 
     stage: str
@@ -283,7 +284,9 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     if exclude_alerts is None and _streams(source, chunk_events):
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
-        model.fit_chunks(_announced(chunks, "training", progress, on_read))
+        windows = _Windows(progress)
+        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows),
+                         progress=windows)
         assert chunks.result is not None  # set once the chunks are read
         return TrainRun(chunks.result, model)
     reading = _reading(source, **how, progress=progress)
@@ -313,8 +316,22 @@ def _chunks(source: Source, size: int, progress: Progress, *, format: str | None
                        options=options, progress=_reading_progress(progress))
 
 
+class _Windows:
+    """Tells ``progress`` the windows computed so far (phase 2 of a read in chunks), with
+    their rate since the read ended."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, share: float) -> None:
+        self.progress(Step("windows", done, unit="windows", share=share,
+                           elapsed=time.monotonic() - self.started))
+
+
 def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
-               on_read: Callable[[ReadResult], None] | None) -> Iterator[pd.DataFrame]:
+               on_read: Callable[[ReadResult], None] | None,
+               windows: _Windows) -> Iterator[pd.DataFrame]:
     """The frames of ``chunks``; once the last is read, the read's result goes to
     ``on_read`` and the stage that follows to ``progress``."""
     yield from chunks
@@ -322,6 +339,7 @@ def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
     if on_read is not None:
         on_read(chunks.result)
     progress(Step(stage, chunks.result.n_used))
+    windows.started = time.monotonic()
 
 
 def _engine_read(source: Source, *, format: str | None, options: ReaderOptions | None,
@@ -537,8 +555,10 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
         stage = "scoring" if model is not None else "training and scoring"
-        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read), model,
-                                        alerts_per_day, max_alert_share, progress)
+        windows = _Windows(progress)
+        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows),
+                                        model, alerts_per_day, max_alert_share, progress,
+                                        windows)
         assert chunks.result is not None
         return chunks.result, model, scores, fitted, None
     reading = _reading(source, **how, progress=progress)
@@ -550,8 +570,8 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
 
 
 def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | None,
-            alerts_per_day: float | None, max_alert_share: float | None, progress: Progress
-            ) -> tuple[AuditModel, pd.DataFrame, bool]:
+            alerts_per_day: float | None, max_alert_share: float | None, progress: Progress,
+            windows: _Windows | None = None) -> tuple[AuditModel, pd.DataFrame, bool]:
     """Score ``events`` (a frame, or chunks of one) with ``model``, or fit one on them."""
     from analyzer.model import AuditModel
 
@@ -561,7 +581,8 @@ def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | N
         if isinstance(events, pd.DataFrame):
             progress(Step("scoring", len(events)))
             return model, model.score(events, alerts_per_day=alerts_per_day), False
-        return model, model.score_chunks(events, alerts_per_day=alerts_per_day), False
+        return model, model.score_chunks(events, alerts_per_day=alerts_per_day,
+                                         progress=windows), False
     params: dict[str, Any] = {}  # what the user chose; the model's defaults otherwise
     if alerts_per_day is not None:
         params["alerts_per_day"] = alerts_per_day
@@ -571,7 +592,7 @@ def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | N
     if isinstance(events, pd.DataFrame):
         progress(Step("training and scoring", len(events)))
         return model, model.fit_score(events), True
-    return model, model.fit_score_chunks(events), True
+    return model, model.fit_score_chunks(events, progress=windows), True
 
 
 def _is_input(destination: Path, source: Source) -> bool:

@@ -31,7 +31,7 @@ import logging
 import os
 import pickle
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,13 +110,16 @@ def run_stream(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 
 def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], *,
                    fitting: bool, details: bool,
-                   spill_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+                   spill_dir: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int, float], None] | None = None) -> pd.DataFrame:
     """The window table of the log made of ``chunks`` (normalized frames in time order).
 
     With ``fitting``, ``extractor`` is fitted on the log and the windows are "as seen so far"
     (:meth:`~analyzer.features.FeatureExtractor.fit_transform`); otherwise they are scored
     against its fitted profile (``transform``). ``spill_dir``: where the temporary arrays go
     (default: the system's temporary directory); they are deleted on return.
+    ``progress(windows, share)`` is told the windows computed so far after each block of
+    phase 2, and the share of the blocks done.
     """
     spec = extractor.stats_spec(fitting=fitting)
     with tempfile.TemporaryDirectory(prefix="audit-analyzer-", dir=spill_dir) as tmp:
@@ -131,7 +134,13 @@ def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], 
         if total is None:  # no chunks at all: the statistics of no events
             total = chunk_stats(_no_events(), spec)[0]
         ctx = extractor.finalize_stats(total, fitting=fitting)
-        blocks = list(_blocks(ctx, spilled, details=details))
+        blocks: list[Block] = []
+        n_blocks, n_windows = len(_bounds(spilled)), 0
+        for block in _blocks(ctx, spilled, details=details):
+            blocks.append(block)
+            n_windows += sum(len(w) for w in block.windows.values())
+            if progress is not None:
+                progress(n_windows, len(blocks) / max(n_blocks, 1))
         logger.debug("windows of %d events in %d chunks, %d blocks", total.n, len(spilled),
                      len(blocks))
         out = extractor.finish_windows(ctx, blocks, details=details)

@@ -166,9 +166,16 @@ def test_score_trail_in_chunks_tells_its_progress_per_chunk(log):
     assert done == sorted(done) and done[-1] == run.reading.records
     shares = [s.share for s in reading]
     assert all(0 < s <= 1 for s in shares) and shares == sorted(shares)  # for the ETA
-    after = [s.stage for s in seen if s.stage != "reading"]
-    assert after == ["training and scoring", "scored"]
-    assert seen[-2].done == run.reading.n_used > 5000 and seen[-1].done == len(run.scores)
+    stages = [s.stage for s in seen if s.stage not in ("reading", "windows")]
+    assert stages == ["training and scoring", "scored"]
+    told = next(s for s in seen if s.stage == "training and scoring")
+    assert told.done == run.reading.n_used > 5000 and seen[-1].done == len(run.scores)
+    # then the windows of each block of the trail, with the share of the blocks done
+    windows = [s for s in seen if s.stage == "windows"]
+    assert len(windows) > 3 and seen.index(windows[0]) > seen.index(told)
+    assert [s.done for s in windows] == sorted(s.done for s in windows)
+    assert windows[-1].done == len(run.scores) and windows[-1].share == 1.0
+    assert all(s.elapsed is not None and s.elapsed >= 0 for s in windows)
 
 
 class _Terminal(io.StringIO):
@@ -183,6 +190,8 @@ def test_progress_in_chunks_on_a_terminal(log, tmp_path, monkeypatch):
     shown = terminal.getvalue()
     assert "\x1b[Kreading: " in shown and " records" in shown
     assert "training and scoring " in shown and "scored: " in shown
+    # the last block's count at least (a terminal is redrawn at most five times a second)
+    assert "windows: " in shown
 
 
 def test_train_trail_in_chunks_fits_the_model_of_a_whole_read(log):

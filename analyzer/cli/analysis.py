@@ -280,21 +280,24 @@ def run_score(args: argparse.Namespace) -> int:
 
         # a malformed file stops the run before anything is read or scored
         suppressions = read_suppressions(args.suppressions)
-    model = _scoring_model(args)
+    _current_model(args)
     if args.scores is not None:
         check_writable(args.scores, "scores")
     progress = Progress()
-    engine = engine_from_args(args)
-    progress("reading...")
-    source, how = _source(args, "score")
-
-    def on_read(result: ReadResult) -> None:
-        _accounted("score", result, args, progress, args.scores or args.audit_log)
-        if model is None:
-            say(f"no --model given: fitting a model on the input itself ({result.n_used:,}"
-                " events); each window is judged against the events before it")
-
+    engine = engine_from_args(args)  # what the engine does not do is refused first
     try:
+        # loaded before the input is read: a refused model stops the run before the work
+        model = load_model_from_args(args) if args.model is not None else None
+        progress("reading...")
+        source, how = _source(args, "score")
+
+        def on_read(result: ReadResult) -> None:
+            _accounted("score", result, args, progress, args.scores or args.audit_log)
+            if model is None:
+                say("no --model given: fitting a model on the input itself "
+                    f"({result.n_used:,} events); each window is judged against the events "
+                    "before it")
+
         run = score_trail(source, model, **how, alerts_per_day=args.alerts_per_day,
                           max_alert_share=args.max_alert_share, suppressions=suppressions,
                           scores_path=args.scores, raw_csv=args.raw_csv,
@@ -309,9 +312,9 @@ def run_score(args: argparse.Namespace) -> int:
     return 1 if run.active and args.fail_on_alert else 0
 
 
-def _scoring_model(args: argparse.Namespace) -> Any:
-    """The model ``score`` uses: ``--model``, else the registry's current one, else none
-    (fitted on the input itself)."""
+def _current_model(args: argparse.Namespace) -> None:
+    """The model ``score`` uses: ``--model``, else the registry's current one (set as
+    ``args.model``), else none (fitted on the input itself)."""
     if args.model is None:
         from analyzer.registry import ModelRegistry
 
@@ -320,8 +323,6 @@ def _scoring_model(args: argparse.Namespace) -> Any:
             # the pointer must name what was last promoted, unchanged since (else refused)
             current = args.model = registry.checked_current()
             say(f"no --model given: using the registry's current model {current}")
-    # loaded before the input is read: a refused model stops the run before the work
-    return load_model_from_args(args) if args.model is not None else None
 
 
 def _say_scored(run: ScoreRun, progress: Progress) -> None:
