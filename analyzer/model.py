@@ -22,6 +22,11 @@ Alerts (defaults documented in the README's analysis section):
 - the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
   window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
 
+A log larger than memory is given as chunks of events: :meth:`AuditModel.fit_chunks`,
+:meth:`AuditModel.score_chunks` and :meth:`AuditModel.fit_score_chunks` hold one chunk at a
+time (:mod:`analyzer.streaming`) and give the same model, scores and alerts as the methods
+on the whole frame.
+
 :meth:`AuditModel.fit_score` scores a log against itself prequentially: history features come
 only from earlier events, the first window (or the burn-in) is a warm-up that counts nothing
 as new, "typical" ranges come from the entity's earlier windows only, and time-of-day
@@ -57,11 +62,13 @@ import hashlib
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from analyzer.detector import RarityForest, explain
@@ -121,7 +128,7 @@ _RARITY_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class AuditModel:
+class AuditModel(BaseEstimator):
     """Fit on a history of audit events, then score windows of new events.
 
     Parameters
@@ -221,13 +228,71 @@ class AuditModel:
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         return self._score_windows(windows, budget, _past_typical)
 
-    def _fit_windows(self, frame: pd.DataFrame, *, details: bool) -> pd.DataFrame:
+    def fit_chunks(self, chunks: Iterable[pd.DataFrame], *,
+                   spill_dir: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int, float], None] | None = None) -> AuditModel:
+        """:meth:`fit` on a log given as time-ordered chunks of events, holding one chunk at a
+        time (see :mod:`analyzer.streaming`, which tells ``progress`` the windows computed);
+        the same model as :meth:`fit` on their concatenation."""
+        from analyzer.streaming import stream_windows
+
+        extractor = self.new_extractor()
+        self.fit_table(stream_windows(extractor, chunks, fitting=True, details=False,
+                                       spill_dir=spill_dir, progress=progress))
+        return self
+
+    def fit_score_chunks(self, chunks: Iterable[pd.DataFrame], *,
+                         alerts_per_day: float | None = None,
+                         spill_dir: str | os.PathLike[str] | None = None,
+                         progress: Callable[[int, float], None] | None = None
+                         ) -> pd.DataFrame:
+        """:meth:`fit_score` on a log given as time-ordered chunks of events."""
+        from analyzer.streaming import stream_windows
+
+        extractor = self.new_extractor()
+        windows = self.fit_table(stream_windows(extractor, chunks, fitting=True,
+                                                 details=True, spill_dir=spill_dir,
+                                                 progress=progress))
+        budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
+        return self._score_windows(windows, budget, _past_typical)
+
+    def score_chunks(self, chunks: Iterable[pd.DataFrame], *,
+                     alerts_per_day: float | None = None,
+                     spill_dir: str | os.PathLike[str] | None = None,
+                     progress: Callable[[int, float], None] | None = None) -> pd.DataFrame:
+        """:meth:`score` of a log given as time-ordered chunks of events."""
+        from analyzer.streaming import stream_windows
+
+        self._check_fitted()
+        windows = stream_windows(self.extractor_, chunks, fitting=False, details=True,
+                                 spill_dir=spill_dir, progress=progress)
+        return self.score_table(windows, alerts_per_day=alerts_per_day)
+
+    def score_table(self, windows: pd.DataFrame, *, alerts_per_day: float | None = None
+                    ) -> pd.DataFrame:
+        """:meth:`score` of a window table (``extractor_.transform``'s, or built in chunks)."""
+        self._check_fitted()
+        budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
+        return self._score_windows(windows, budget, self._typical_rows)
+
+    def new_extractor(self) -> FeatureExtractor:
+        """The (unfitted) feature extractor this model fits, set as ``extractor_``; with
+        :meth:`fit_table` and :meth:`score_table`, how another engine (a Dask cluster) fits
+        and scores from window tables it computed itself."""
         _check_budget(self.alerts_per_day)
         _check_share(self.max_alert_share)
         self.extractor_ = FeatureExtractor(window=self.window, step=self.step,
                                            privileged_actions=self.privileged_actions,
                                            n_peers=self.n_peers)
-        train = self.extractor_.fit_transform(frame, details=details)
+        return self.extractor_
+
+    def _fit_windows(self, frame: pd.DataFrame, *, details: bool) -> pd.DataFrame:
+        train = self.new_extractor().fit_transform(frame, details=details)
+        return self.fit_table(train)
+
+    def fit_table(self, train: pd.DataFrame) -> pd.DataFrame:
+        """Detectors, calibration and metadata from the training windows (the extractor is
+        fitted); returns the windows with the warm-up's history features zeroed."""
         if not len(train):
             raise SchemaError("nothing to train on: the frame has no events with a user or a "
                               "source address")
@@ -331,12 +396,12 @@ class AuditModel:
         """
         self._check_fitted()
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
-        windows = self.extractor_.transform(frame)
-        return self._score_windows(windows, budget, self._typical_rows)
+        return self.score_table(self.extractor_.transform(frame), alerts_per_day=budget)
 
-    def _score_windows(self, windows: pd.DataFrame, budget: float, typical_of: Any
-                       ) -> pd.DataFrame:
-        limit = self.threshold(budget)
+    def window_rarity(self, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """Each window's detector output: tail probability, combined rarity, minimum risk
+        and per-feature contributions (one row each, independent of the other rows, so a
+        table may be scored in parts: the Dask engine maps this over its workers)."""
         n = len(windows)
         all_names = [f.name for f in FEATURES]
         p = np.ones(n)
@@ -355,6 +420,16 @@ class AuditModel:
             rarity[rows] = combined
             min_risk[rows] = _min_risk_for(self.min_risk, detector.score_tail_.n)
             contrib[np.ix_(rows, [col[x] for x in names])] = surprisal
+        return p, rarity, min_risk, contrib
+
+    def _score_windows(self, windows: pd.DataFrame, budget: float, typical_of: Any,
+                       rarity_of: tuple[np.ndarray, ...] | None = None) -> pd.DataFrame:
+        limit = self.threshold(budget)
+        n = len(windows)
+        all_names = [f.name for f in FEATURES]
+        col = {name: j for j, name in enumerate(all_names)}
+        etypes = windows["entity_type"].astype(str).to_numpy()
+        p, rarity, min_risk, contrib = rarity_of or self.window_rarity(windows)
         p = _break_ties(np.clip(p, _MIN_P, 1.0), rarity, contrib.sum(axis=1))
         risk = risk_from_p(p)
         candidate = (p <= limit) & (risk >= min_risk)

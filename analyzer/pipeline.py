@@ -9,8 +9,11 @@ print: what a run did comes back as a small result (:class:`ScoreRun`, :class:`T
 
 A *source* is what to read: a path, a folder, a glob or several of them; a
 :class:`~analyzer.sources.ReadResult` a caller already holds; or an events frame. Options
-are keyword-only, so that ways of running (a chunked or a distributed engine) can be added
-as options without changing any caller.
+are keyword-only: ``chunk_events=N`` reads log files in chunks of about ``N`` events and
+computes the features through :mod:`analyzer.streaming` (memory holds one chunk, not the
+trail; same scores and alerts), and ``engine=`` runs the read and the features on a Dask
+cluster (:class:`analyzer.engine.DaskEngine`, connected by the caller: the library never
+reads the environment).
 
 >>> import tempfile, os
 >>> from analyzer.logger import AuditLogger
@@ -51,15 +54,21 @@ from analyzer.sources import (
 if TYPE_CHECKING:
     from analyzer.alerts import Alert
     from analyzer.drift import DriftReport
+    from analyzer.engine import DaskEngine
     from analyzer.feedback import ExclusionResult
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
+    from analyzer.sources._chunks import ChunkedRead
     from analyzer.suppression import Suppressions
 
-__all__ = ["ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack", "read_trail",
-           "score_trail", "train_trail", "write_scores"]
+__all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
+           "read_trail", "score_trail", "train_trail", "write_scores"]
 
 Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult | pd.DataFrame
+
+#: The chunk size (events) the command line reads JSONL and Parquet logs in by default: as
+#: fast as reading them whole (benchmarks/README.md), with memory bounded by one chunk.
+DEFAULT_CHUNK_EVENTS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,8 +76,9 @@ class Step:
     """What a run is doing, for a progress display.
 
     ``stage`` is ``"reading"`` (``done`` records, ``share`` of the input's bytes),
-    ``"training"``, ``"scoring"`` or ``"training and scoring"`` (``done`` events), or
-    ``"scored"`` (``done`` windows in ``elapsed`` seconds).
+    ``"training"``, ``"scoring"`` or ``"training and scoring"`` (``done`` events),
+    ``"windows"`` (read in chunks: ``done`` windows computed in ``elapsed`` seconds, ``share``
+    of the blocks), or ``"scored"`` (``done`` windows in ``elapsed`` seconds).
     """
 
     stage: str
@@ -240,6 +250,7 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
                 format: str | None = None, options: ReaderOptions | None = None,
                 since: Any = None, until: Any = None,
                 exclude_alerts: Iterable[str | os.PathLike[str]] | None = None,
+                chunk_events: int | None = None, engine: DaskEngine | None = None,
                 progress: Progress | None = None,
                 on_read: Callable[[ReadResult], None] | None = None) -> TrainRun:
     """Read a trail and fit ``model`` (default: an :class:`~analyzer.model.AuditModel` with
@@ -250,15 +261,35 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     exclude_alerts
         Trail files whose alerts and feedback say which windows to leave out: those of
         alerts not cleared (see :func:`analyzer.feedback.leave_out_alerts`). Encrypted
-        records are opened with ``options.decrypt_keys``.
+        records are opened with ``options.decrypt_keys``. The trail is then read whole.
+    chunk_events
+        Read log files in chunks of about this many events (see the module's
+        documentation); ``None``: read them whole.
+    engine
+        Read and compute the features on this connected Dask engine (the caller closes it).
     on_read
-        Called with the read's result as soon as it is read (before fitting).
+        Called with the read's result as soon as it is read (before fitting; read in
+        chunks, once the last chunk is read).
     """
     from analyzer.model import AuditModel
 
     progress = progress or _quiet
-    reading = _reading(source, format=format, options=options, since=since, until=until,
-                       progress=progress)
+    model = model if model is not None else AuditModel()
+    how = {"format": format, "options": options, "since": since, "until": until}
+    if engine is not None:
+        reading = engine.fit(model, **_engine_read(source, **how))
+        if on_read is not None:
+            on_read(reading)
+        return TrainRun(reading, model)
+    if exclude_alerts is None and _streams(source, chunk_events):
+        assert chunk_events is not None
+        chunks = _chunks(source, chunk_events, progress, **how)
+        windows = _Windows(progress)
+        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows),
+                         progress=windows)
+        assert chunks.result is not None  # set once the chunks are read
+        return TrainRun(chunks.result, model)
+    reading = _reading(source, **how, progress=progress)
     if on_read is not None:
         on_read(reading)
     left_out = None
@@ -266,8 +297,64 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
         left_out = _leave_out(reading.frame, list(exclude_alerts), options)
     frame = left_out.frame if left_out is not None else reading.frame
     progress(Step("training", len(frame)))
-    model = (model if model is not None else AuditModel()).fit(frame)
-    return TrainRun(reading, model, left_out)
+    return TrainRun(reading, model.fit(frame), left_out)
+
+
+def _streams(source: Source, chunk_events: int | None) -> bool:
+    """Is ``source`` read in chunks: log files, with a chunk size."""
+    if chunk_events is not None and chunk_events < 1:
+        raise ConfigError(f"chunk_events must be at least 1, got {chunk_events}")
+    return chunk_events is not None and not isinstance(source, ReadResult | pd.DataFrame)
+
+
+def _chunks(source: Source, size: int, progress: Progress, *, format: str | None,
+            options: ReaderOptions | None, since: Any, until: Any) -> ChunkedRead:
+    from analyzer.sources._chunks import read_chunks
+
+    assert not isinstance(source, ReadResult | pd.DataFrame)
+    return read_chunks(source, size=size, format=format, since=since, until=until,
+                       options=options, progress=_reading_progress(progress))
+
+
+class _Windows:
+    """Tells ``progress`` the windows computed so far (phase 2 of a read in chunks), with
+    their rate since the read ended."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, share: float) -> None:
+        self.progress(Step("windows", done, unit="windows", share=share,
+                           elapsed=time.monotonic() - self.started))
+
+
+def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
+               on_read: Callable[[ReadResult], None] | None,
+               windows: _Windows) -> Iterator[pd.DataFrame]:
+    """The frames of ``chunks``; once the last is read, the read's result goes to
+    ``on_read`` and the stage that follows to ``progress``."""
+    yield from chunks
+    assert chunks.result is not None
+    if on_read is not None:
+        on_read(chunks.result)
+    progress(Step(stage, chunks.result.n_used))
+    windows.started = time.monotonic()
+
+
+def _engine_read(source: Source, *, format: str | None, options: ReaderOptions | None,
+                 since: Any, until: Any) -> dict[str, Any]:
+    """What an engine reads: the inputs, their format, the period, the reader options and,
+    apart, the decryption keys (the engine decides where they may be used)."""
+    if isinstance(source, ReadResult | pd.DataFrame):
+        raise ConfigError("an engine reads log files, folders and URLs, not events already "
+                          "read")
+    given = ReaderOptions.of(options).given()
+    keys = tuple(given.pop("decrypt_keys", ()))
+    inputs = [os.fspath(source)] if isinstance(source, str | os.PathLike) \
+        else [os.fspath(s) for s in source]
+    return {"inputs": inputs, "format": format, "since": since, "until": until,
+            "options": given, "decrypt_keys": keys}
 
 
 def _leave_out(frame: pd.DataFrame, trail: list[str | os.PathLike[str]],
@@ -362,7 +449,8 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
                 suppressions: Suppressions | None = None,
                 scores_path: Path | None = None, raw_csv: bool = False,
                 write_back: WriteBack | Callable[[ReadResult], WriteBack | None] | None = None,
-                check_drift: bool = True, progress: Progress | None = None,
+                check_drift: bool = True, chunk_events: int | None = None,
+                engine: DaskEngine | None = None, progress: Progress | None = None,
                 on_read: Callable[[ReadResult], None] | None = None,
                 on_scored: Callable[[ScoreRun], None] | None = None) -> ScoreRun:
     """Score a trail's windows, and record its alerts in the trail.
@@ -388,23 +476,30 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         out to be a chained audit log); it is asked only when there are alerts.
     check_drift
         Compare the windows with the model's training data (:func:`analyzer.drift.drift_report`).
+    chunk_events
+        Read log files in chunks of about this many events (see the module's documentation);
+        ``None``, or suppression rules that match on actions or addresses (they need the
+        events): read them whole.
+    engine
+        Read and compute the features on this connected Dask engine (the caller closes it);
+        it needs a fitted ``model``.
     progress
         Told what the run is doing (:class:`Step`).
     on_read
-        Called with the read's result as soon as it is read (before scoring).
+        Called with the read's result as soon as it is read (before scoring; read in
+        chunks, once the last chunk is read).
     on_scored
         Called with the run once scored, before anything is written (``written`` empty).
     """
     from analyzer.alerts import alerts_from_scores
 
     progress = progress or _quiet
-    reading = _reading(source, format=format, options=options, since=since, until=until,
-                       progress=progress)
-    if on_read is not None:
-        on_read(reading)
-    frame = reading.frame
     started = time.monotonic()
-    model, scores, fitted = _scored(frame, model, alerts_per_day, max_alert_share, progress)
+    reading, model, scores, fitted, frame = _read_and_score(
+        source, model, {"format": format, "options": options, "since": since, "until": until},
+        alerts_per_day=alerts_per_day, max_alert_share=max_alert_share,
+        streamable=suppressions is None or not any(r.needs_events for r in suppressions.rules),
+        chunk_events=chunk_events, engine=engine, progress=progress, on_read=on_read)
     meta = model.metadata
     model_id = "self-fit" if fitted else str(meta.get("model_id", "unknown"))
     model_version = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if fitted \
@@ -438,24 +533,66 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
                     notes)
 
 
-def _scored(frame: pd.DataFrame, model: AuditModel | None, alerts_per_day: float | None,
-            max_alert_share: float | None, progress: Progress
-            ) -> tuple[AuditModel, pd.DataFrame, bool]:
+def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any], *,
+                    alerts_per_day: float | None, max_alert_share: float | None,
+                    streamable: bool, chunk_events: int | None, engine: DaskEngine | None,
+                    progress: Progress, on_read: Callable[[ReadResult], None] | None
+                    ) -> tuple[ReadResult, AuditModel, pd.DataFrame, bool, pd.DataFrame | None]:
+    """Read and score ``source`` on the engine, in chunks or whole: the read, the model,
+    the scores, whether the model was fitted here, and the events when they were held."""
+    if engine is not None:
+        if model is None:
+            raise ConfigError("an engine scores with a fitted model; fitting on the input "
+                              "itself runs locally")
+        if max_alert_share is not None:
+            model.max_alert_share = max_alert_share
+        scores, reading = engine.score(model, alerts_per_day=alerts_per_day,
+                                       **_engine_read(source, **how))
+        if on_read is not None:
+            on_read(reading)
+        return reading, model, scores, False, None
+    if streamable and _streams(source, chunk_events):
+        assert chunk_events is not None
+        chunks = _chunks(source, chunk_events, progress, **how)
+        stage = "scoring" if model is not None else "training and scoring"
+        windows = _Windows(progress)
+        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows),
+                                        model, alerts_per_day, max_alert_share, progress,
+                                        windows)
+        assert chunks.result is not None
+        return chunks.result, model, scores, fitted, None
+    reading = _reading(source, **how, progress=progress)
+    if on_read is not None:
+        on_read(reading)
+    model, scores, fitted = _scored(reading.frame, model, alerts_per_day, max_alert_share,
+                                    progress)
+    return reading, model, scores, fitted, reading.frame
+
+
+def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | None,
+            alerts_per_day: float | None, max_alert_share: float | None, progress: Progress,
+            windows: _Windows | None = None) -> tuple[AuditModel, pd.DataFrame, bool]:
+    """Score ``events`` (a frame, or chunks of one) with ``model``, or fit one on them."""
     from analyzer.model import AuditModel
 
     if model is not None:
-        progress(Step("scoring", len(frame)))
         if max_alert_share is not None:
             model.max_alert_share = max_alert_share
-        return model, model.score(frame, alerts_per_day=alerts_per_day), False
-    progress(Step("training and scoring", len(frame)))
+        if isinstance(events, pd.DataFrame):
+            progress(Step("scoring", len(events)))
+            return model, model.score(events, alerts_per_day=alerts_per_day), False
+        return model, model.score_chunks(events, alerts_per_day=alerts_per_day,
+                                         progress=windows), False
     params: dict[str, Any] = {}  # what the user chose; the model's defaults otherwise
     if alerts_per_day is not None:
         params["alerts_per_day"] = alerts_per_day
     if max_alert_share is not None:
         params["max_alert_share"] = max_alert_share
     model = AuditModel(**params)
-    return model, model.fit_score(frame), True
+    if isinstance(events, pd.DataFrame):
+        progress(Step("training and scoring", len(events)))
+        return model, model.fit_score(events), True
+    return model, model.fit_score_chunks(events, progress=windows), True
 
 
 def _is_input(destination: Path, source: Source) -> bool:

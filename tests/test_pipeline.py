@@ -111,6 +111,23 @@ def test_score_opens_the_log_once_to_read_and_once_to_record(trail, tmp_path, ca
     assert counts["read"] == 1 and counts["logger"] >= 1
 
 
+@pytest.mark.parametrize("chunks", ["0", "500"])
+def test_score_in_chunks_or_whole_opens_each_file_once(trail, tmp_path, capsys, chunks):
+    log = _copy(trail, tmp_path)
+    with opens_of(log) as counts:
+        assert main(["score", str(log), "--chunk-events", chunks, "--alerts-per-day",
+                     "20"]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert counts["read"] == 1 and counts["logger"] >= 1
+    for rotated in range(2):  # a series: each of its files is opened once too
+        older = tmp_path / f"audit.jsonl.2026010{rotated}T000000000000Z"
+        older.write_bytes(trail.read_bytes())
+    with opens_of(older) as counts:
+        assert main(["train", str(log) + "*", "--model", str(tmp_path / "m.joblib"),
+                     "--chunk-events", chunks]) == 0
+    assert counts == {"read": 1, "logger": 0}
+
+
 def test_demo_reads_its_trail_back_once_and_verifies_once(tmp_path, capsys):
     out = tmp_path / "demo"
     log = out / "audit.jsonl"

@@ -162,6 +162,9 @@ def show_steps(progress: Progress) -> Callable[[Step], None]:
     def show(step: Step) -> None:
         if step.stage == "reading":
             progress.count("reading", step.done, unit="records", share=step.share)
+        elif step.stage == "windows":  # read in chunks: the windows of each block
+            progress.count("windows", step.done, unit="windows", share=step.share,
+                           elapsed=step.elapsed, final=step.share == 1.0)
         elif step.stage == "scored":
             progress.count("scored", step.done, unit=step.unit, elapsed=step.elapsed,
                            final=True)

@@ -28,10 +28,11 @@ from analyzer.cli._common import (
     show_steps,
     signing_key_for_saving,
 )
+from analyzer.cli._engine import add_engine_options, engine_from_args
 from analyzer.errors import ConfigError
 from analyzer.events import printable
 from analyzer.features import TIME_HISTORY_DAYS
-from analyzer.pipeline import ScoreRun, TrailRead, WriteBack, write_scores
+from analyzer.pipeline import DEFAULT_CHUNK_EVENTS, ScoreRun, TrailRead, WriteBack, write_scores
 from analyzer.series import checkpoint_path
 from analyzer.sources import ReadResult, expand_paths, read_events
 
@@ -129,6 +130,30 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                         "postgresql://audit@db/audit), selected with the filters below")
     add_filter_options(p)
     add_reader_options(p, decrypt=True)
+    p.add_argument("--chunk-events", type=_chunk_size, default=DEFAULT_CHUNK_EVENTS,
+                   metavar="N",
+                   help="read JSONL and Parquet logs in chunks of about N events and compute "
+                        "the features chunk by chunk, so that memory holds one chunk and the "
+                        "statistics, not the whole trail; the scores and alerts are those of "
+                        f"a whole read (default {DEFAULT_CHUNK_EVENTS:,}; 0: read the logs "
+                        "whole; other formats are read a file at a time; suppression rules "
+                        "on action or source, and --exclude-alerts, read the logs whole)")
+    add_engine_options(p)
+
+
+def _chunk_size(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a number of events, 0 or more, got {text!r}")
+    return value
+
+
+def _chunking(args: argparse.Namespace) -> int | None:
+    """``--chunk-events`` as the pipeline takes it: ``None`` reads the logs whole."""
+    return args.chunk_events or None
 
 
 def _source(args: argparse.Namespace, command: str, *,
@@ -206,17 +231,24 @@ def run_train(args: argparse.Namespace) -> int:
     output = args.model if args.model is not None else args.models / args.register
     if args.model is not None:
         check_writable(args.model, "model")
+    engine = engine_from_args(args)
     progress("reading...")
     source, how = _source(args, "train")
     exclude = None
     if args.exclude_alerts is not None:
         exclude = expand_paths(args.inputs) if args.exclude_alerts is True \
             else [Path(args.exclude_alerts)]
-    run = train_trail(source, AuditModel(window=args.window, step=args.step, **_budget(args),
-                                         privileged_actions=args.privileged),
-                      **how, exclude_alerts=exclude, progress=show_steps(progress),
-                      on_read=lambda result: _accounted("train", result, args, progress,
-                                                        output))
+    try:
+        run = train_trail(source, AuditModel(window=args.window, step=args.step,
+                                             **_budget(args),
+                                             privileged_actions=args.privileged),
+                          **how, exclude_alerts=exclude, chunk_events=_chunking(args),
+                          engine=engine, progress=show_steps(progress),
+                          on_read=lambda result: _accounted("train", result, args, progress,
+                                                            output))
+    finally:
+        if engine is not None:
+            engine.close()
     model = run.model
     if args.register is not None:
         from analyzer.registry import ModelRegistry
@@ -248,32 +280,41 @@ def run_score(args: argparse.Namespace) -> int:
 
         # a malformed file stops the run before anything is read or scored
         suppressions = read_suppressions(args.suppressions)
-    model = _scoring_model(args)
+    _current_model(args)
     if args.scores is not None:
         check_writable(args.scores, "scores")
     progress = Progress()
-    progress("reading...")
-    source, how = _source(args, "score")
+    engine = engine_from_args(args)  # what the engine does not do is refused first
+    try:
+        # loaded before the input is read: a refused model stops the run before the work
+        model = load_model_from_args(args) if args.model is not None else None
+        progress("reading...")
+        source, how = _source(args, "score")
 
-    def on_read(result: ReadResult) -> None:
-        _accounted("score", result, args, progress, args.scores or args.audit_log)
-        if model is None:
-            say(f"no --model given: fitting a model on the input itself ({len(result.frame):,}"
-                " events); each window is judged against the events before it")
+        def on_read(result: ReadResult) -> None:
+            _accounted("score", result, args, progress, args.scores or args.audit_log)
+            if model is None:
+                say("no --model given: fitting a model on the input itself "
+                    f"({result.n_used:,} events); each window is judged against the events "
+                    "before it")
 
-    run = score_trail(source, model, **how, alerts_per_day=args.alerts_per_day,
-                      max_alert_share=args.max_alert_share, suppressions=suppressions,
-                      scores_path=args.scores, raw_csv=args.raw_csv,
-                      write_back=lambda result: _write_back_target(args, result),
-                      progress=show_steps(progress), on_read=on_read,
-                      on_scored=lambda scored: _say_scored(scored, progress))
+        run = score_trail(source, model, **how, alerts_per_day=args.alerts_per_day,
+                          max_alert_share=args.max_alert_share, suppressions=suppressions,
+                          scores_path=args.scores, raw_csv=args.raw_csv,
+                          write_back=lambda result: _write_back_target(args, result),
+                          chunk_events=_chunking(args), engine=engine,
+                          progress=show_steps(progress), on_read=on_read,
+                          on_scored=lambda scored: _say_scored(scored, progress))
+    finally:
+        if engine is not None:
+            engine.close()
     _say_score_run(run, args)
     return 1 if run.active and args.fail_on_alert else 0
 
 
-def _scoring_model(args: argparse.Namespace) -> Any:
-    """The model ``score`` uses: ``--model``, else the registry's current one, else none
-    (fitted on the input itself)."""
+def _current_model(args: argparse.Namespace) -> None:
+    """The model ``score`` uses: ``--model``, else the registry's current one (set as
+    ``args.model``), else none (fitted on the input itself)."""
     if args.model is None:
         from analyzer.registry import ModelRegistry
 
@@ -282,8 +323,6 @@ def _scoring_model(args: argparse.Namespace) -> Any:
             # the pointer must name what was last promoted, unchanged since (else refused)
             current = args.model = registry.checked_current()
             say(f"no --model given: using the registry's current model {current}")
-    # loaded before the input is read: a refused model stops the run before the work
-    return load_model_from_args(args) if args.model is not None else None
 
 
 def _say_scored(run: ScoreRun, progress: Progress) -> None:

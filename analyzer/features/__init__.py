@@ -14,6 +14,14 @@ of novelty; ``transform`` compares new windows with the whole fitted profile.
 
 Everything here is array and group-by code: no Python loop runs per event.
 
+The computation has two phases, so that a log larger than memory can be windowed in chunks
+(:mod:`analyzer.streaming`, and a Dask cluster) with the same result as in memory:
+organisation-wide statistics as a map-reduce (:func:`chunk_stats` maps a chunk of events to
+:class:`PartialStats`, :func:`merge_stats` reduces, :meth:`FeatureExtractor.finalize_stats`
+fits the profile and returns the :class:`WindowContext`), then the windows of each block of
+events given that context (:meth:`FeatureExtractor.window_block`, independent blocks) and a
+last pass over the window table (:meth:`FeatureExtractor.finish_windows`).
+
 >>> import pandas as pd
 >>> frame = pd.DataFrame({
 ...     "timestamp": pd.to_datetime(["2026-01-05 09:10", "2026-01-05 09:20",
@@ -32,11 +40,19 @@ entity_type   entity  n_events  n_failures
 
 from __future__ import annotations
 
+from analyzer.features._events import EventArrays
 from analyzer.features._extractor import (
     TIME_HISTORY_DAYS,
     WEEKDAY_HISTORY_DAYS,
     FeatureExtractor,
     describe_hour,
+)
+from analyzer.features._stats import (
+    PartialStats,
+    StatsSpec,
+    WindowContext,
+    chunk_stats,
+    merge_stats,
 )
 from analyzer.features._table import (
     DEFAULT_PRIVILEGED_ACTIONS,
@@ -50,6 +66,7 @@ from analyzer.features._table import (
     feature_names,
     privileged_mask,
 )
+from analyzer.features._windows import Block, Failures
 
 __all__ = [
     "DEFAULT_PRIVILEGED_ACTIONS",
@@ -58,13 +75,21 @@ __all__ = [
     "TIME_HISTORY_DAYS",
     "WEEKDAY_HISTORY_DAYS",
     "WINDOW_COLUMNS",
+    "Block",
+    "EventArrays",
+    "Failures",
     "Feature",
     "FeatureExtractor",
+    "PartialStats",
+    "StatsSpec",
+    "WindowContext",
     "agree",
     "as_template_plural",
+    "chunk_stats",
     "describe_hour",
     "detector_features",
     "feature_names",
+    "merge_stats",
     "privileged_mask",
 ]
 

@@ -215,7 +215,10 @@ _SCRIPTED = re.compile(
 class Evidence:
     """Per-event evidence arrays, aligned with the extractor's prepared events.
 
-    Codes are -1 where an event has none; ``*_names`` hold the text of each code.
+    Codes are -1 where an event has none; ``*_names`` hold the distinct text of each code:
+    phrases and credentials sorted, paths and agents in the order the events first show them
+    (the order their texts are named in; a chunked read orders them the same way across
+    chunks). A credential's name is its user, host and session joined by ``\x1f``.
     """
 
     sensitive: np.ndarray
@@ -223,6 +226,7 @@ class Evidence:
     phrase: np.ndarray
     phrase_names: np.ndarray
     credential: np.ndarray
+    credential_names: np.ndarray
     path: np.ndarray
     path_names: np.ndarray
     status: np.ndarray
@@ -279,14 +283,10 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     host, host_names = _factorize(frame, "host")
     phrase, phrase_names = _phrases(sensitive, entry, action_codes, action_names, resource,
                                     resource_names, host, host_names, catalogue)
-    session, _ = _factorize(frame, "session")
-    credential = np.full(n, -1, dtype=np.int64)
-    has = (session >= 0) & (user_codes >= 0)
-    if has.any():
-        # a credential belongs to one user on one host (logon ids repeat across hosts)
-        key = pd.DataFrame({"u": user_codes[has], "h": host[has], "s": session[has]})
-        credential[has] = key.groupby(["u", "h", "s"], sort=False).ngroup().to_numpy()
-    path, path_names = _factorize(frame, "url_path")
+    session, session_names = _factorize(frame, "session")
+    credential, credential_names = _credentials(user_codes, user_names, host, host_names,
+                                                session, session_names)
+    path, path_names = _first_codes(*_factorize(frame, "url_path"))
     query, query_names = _factorize(frame, "url_query")
     status = np.zeros(n, dtype=np.int64)
     if "status" in frame.columns:
@@ -299,12 +299,64 @@ def gather(frame: pd.DataFrame, *, user_codes: np.ndarray, user_names: np.ndarra
     kind_p = _lookup(_injection_kind(decoded_paths), path, -1)
     injection = np.where(kind_q >= 0, kind_q, kind_p).astype(np.int64)
     agent, agent_names, scanner = _agents(frame)
+    phrase, phrase_names = _sorted_codes(phrase, phrase_names)
+    agent, agent_names = _first_codes(agent, agent_names)
     return Evidence(
         sensitive=sensitive, remote=_remote(frame, sensitive, action_codes, action_names,
                                             host, session),
-        phrase=phrase, phrase_names=phrase_names, credential=credential, path=path,
+        phrase=phrase, phrase_names=phrase_names, credential=credential,
+        credential_names=credential_names, path=path,
         path_names=path_names, status=status, probe=probe, injection=injection, agent=agent,
         agent_names=agent_names, scanner=scanner)
+
+
+def _sorted_codes(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes over the sorted distinct texts of ``names`` (equal texts share one code), so
+    that they order and count the same way whichever chunk of a log they were made from."""
+    if not len(names):
+        return codes, np.asarray(names, dtype=object)
+    text = np.asarray(names, dtype=object).astype(str)
+    distinct, inverse = np.unique(text, return_inverse=True)
+    mapped = np.where(codes >= 0, inverse.ravel()[np.maximum(codes, 0)], -1).astype(np.int64)
+    return mapped, distinct.astype(object)
+
+
+def _first_codes(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes over the distinct texts of ``names`` in their order (equal texts share the
+    first one's code): paths and tools are named in the order the log first shows them."""
+    text = np.asarray(names, dtype=object).astype(str).astype(object)
+    if len(text) == len(set(text)):
+        return codes, text
+    distinct, first, inverse = np.unique(text, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # distinct texts in order of first appearance
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    mapped = np.where(codes >= 0, rank[inverse.ravel()][np.maximum(codes, 0)], -1)
+    return mapped.astype(np.int64), distinct[order].astype(object)
+
+
+def _credentials(user: np.ndarray, user_names: np.ndarray, host: np.ndarray,
+                 host_names: np.ndarray, session: np.ndarray, session_names: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A code per event for its credential, and the credentials' names.
+
+    A credential belongs to one user on one host (logon ids repeat across hosts); its name
+    (user, host, session joined by ``\x1f``) identifies it across the chunks of a log.
+    """
+    n = len(user)
+    has = (session >= 0) & (user >= 0)
+    if not has.any():
+        return np.full(n, -1, dtype=np.int64), np.empty(0, dtype=object)
+    key = pd.DataFrame({"u": user[has], "h": host[has], "s": session[has]})
+    group = key.groupby(["u", "h", "s"], sort=False).ngroup().to_numpy()
+    first = _first_of(group)  # one name per distinct credential, never per event
+    u, h, s = (key[c].to_numpy()[first] for c in ("u", "h", "s"))
+    hosts = _lookup(np.asarray(host_names, dtype=object), h, "")
+    text = np.array([f"{a}\x1f{b}\x1f{c}" for a, b, c in  # one per credential, not event
+                     zip(user_names[u], hosts, session_names[s], strict=True)], dtype=object)
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[has] = group
+    return _sorted_codes(codes, text)
 
 
 def _who_holds(frame: pd.DataFrame, entry: np.ndarray, user_codes: np.ndarray,
@@ -461,14 +513,17 @@ Detail = tuple[np.ndarray, np.ndarray, np.ndarray, bool]
 
 def window_evidence(ev: Evidence, idx: np.ndarray, win: np.ndarray, n_win: int, *,
                     etype: str, t: np.ndarray, window_end: np.ndarray,
-                    first_use: np.ndarray, address: np.ndarray, address_names: np.ndarray
+                    first_use: np.ndarray, address: np.ndarray, address_names: np.ndarray,
+                    credential_first: tuple[np.ndarray, np.ndarray]
                     ) -> tuple[dict[str, np.ndarray], dict[str, Detail]]:
     """Evidence features of each window, and what their reasons name.
 
     ``idx`` maps windowed rows to events, ``win`` rows to windows (rows sorted by window and
     time); ``first_use`` says which rows' (entity, action) pair is new as of their window
     (the extractor's fitting rule); ``address`` holds the rows' source address codes and
-    ``address_names`` their text.
+    ``address_names`` their text; ``credential_first`` is, for every distinct (credential,
+    address) pair of the log, its credential and first time, sorted by both (see
+    :func:`credential_first_times`).
     """
     cols: dict[str, np.ndarray] = {}
     details: dict[str, Detail] = {}
@@ -483,8 +538,8 @@ def window_evidence(ev: Evidence, idx: np.ndarray, win: np.ndarray, n_win: int, 
         details["d_new_sensitive"] = (phrase, ev.phrase_names, new, False)
         details["d_sensitive"] = (phrase, ev.phrase_names, sens, True)
         details["d_remote_creations"] = (phrase, ev.phrase_names, remote, False)
-        spread, multi = _credential_spread(ev.credential[idx], address, t, win, window_end,
-                                           n_win)
+        spread, multi = _credential_spread(ev.credential[idx], address, win, window_end,
+                                           n_win, credential_first)
         cols["credential_addresses"] = spread
         details["d_credential_addresses"] = (address, address_names, multi, False)
     path = ev.path[idx]
@@ -518,12 +573,20 @@ def _count_distinct(win: np.ndarray, codes: np.ndarray, mask: np.ndarray,
     return np.bincount(keys // (int(codes[ok].max()) + 1), minlength=n_win).astype(float)
 
 
-def _credential_spread(credential: np.ndarray, address: np.ndarray, t: np.ndarray,
-                       win: np.ndarray, window_end: np.ndarray,
-                       n_win: int) -> tuple[np.ndarray, np.ndarray]:
+def credential_first_times(pair_credential: np.ndarray, pair_first: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The (credential, first time) of distinct (credential, address) pairs, sorted."""
+    order = np.lexsort((pair_first, pair_credential))
+    return pair_credential[order], pair_first[order]
+
+
+def _credential_spread(credential: np.ndarray, address: np.ndarray, win: np.ndarray,
+                       window_end: np.ndarray, n_win: int,
+                       credential_first: tuple[np.ndarray, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Most addresses any one credential of the window was used from by the window's end.
 
-    "As seen so far" in the frame: the addresses count when first seen before the window
+    "As seen so far" in the log: the addresses count when first seen before the window
     ends, so the window where a stolen key turns up somewhere else is the one that shows it.
     Returns the count per window (0 below two addresses) and the rows using such a key.
     """
@@ -531,14 +594,8 @@ def _credential_spread(credential: np.ndarray, address: np.ndarray, t: np.ndarra
     ok = (credential >= 0) & (address >= 0)
     if not ok.any():
         return out, np.zeros(len(win), dtype=bool)
-    width = int(address.max()) + 1
-    pair = credential[ok] * width + address[ok]
-    first = pd.Series(t[ok]).groupby(pair).min()
-    pair_cred = first.index.to_numpy() // width
-    # sorted (credential, first time) of every distinct pair: a credential's addresses seen
-    # before a moment are a range of this array
-    order = np.lexsort((first.to_numpy(), pair_cred))
-    cred_s, first_s = pair_cred[order], first.to_numpy()[order]
+    # a credential's addresses seen before a moment are a range of the sorted table
+    cred_s, first_s = credential_first
     seen = _ranged_count(cred_s, first_s, credential[ok], window_end[win[ok]])
     per_row = np.zeros(len(win))
     per_row[ok] = seen

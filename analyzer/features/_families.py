@@ -15,7 +15,10 @@ sorted by window) that returns its feature columns and detail texts:
 - :func:`dormancy`: days since the account last did anything (a dormant account waking up).
 
 Everything is "as seen so far" when fitting (a window sees only what came before it) and, when
-scoring, the fitted profile plus what came earlier in the scored frame. No loop runs per event;
+scoring, the fitted profile plus what came earlier in the scored log. Slow collection, stable
+novelty and dormancy look back over the whole log: a block of events marks what its windows
+did (:func:`first_touches`, :func:`tail_max`), and the three are finished on the window table
+(:func:`previous_tail` and the family functions take window columns). No loop runs per event;
 the only Python loops build detail texts for the few windows that carry a non-zero value.
 """
 
@@ -69,25 +72,6 @@ Columns = dict[str, np.ndarray]
 
 
 # -- organisation-level: failure storms ---------------------------------------------------------
-
-def org_failures(t: np.ndarray, fail: np.ndarray, ip: np.ndarray, user: np.ndarray,
-                 window: int, step: int) -> pd.DataFrame:
-    """Failures, failing addresses and failed accounts across the organisation per window.
-
-    Indexed by window start (ns); a window of ``window`` ns starting at every ``step``.
-    """
-    sel = np.flatnonzero(fail)
-    k = window // step
-    slot = np.repeat(t[sel] // step, k) - np.tile(np.arange(k, dtype=np.int64), len(sel))
-    rows = np.repeat(sel, k)
-    frame = pd.DataFrame({"slot": slot, "ip": ip[rows], "user": user[rows]})
-    out = pd.DataFrame({"failures": frame.groupby("slot", sort=True).size()})
-    for column, name in (("ip", "addresses"), ("user", "accounts")):
-        valid = frame.loc[frame[column] >= 0, ["slot", column]].drop_duplicates()
-        out[name] = valid.groupby("slot").size().reindex(out.index, fill_value=0)
-    out.index = out.index.to_numpy() * step
-    return out
-
 
 def storm_windows(org: pd.DataFrame, typical: float | None, span_ns: int) -> pd.Series:
     """Which window starts of ``org`` are failure storms.
@@ -143,41 +127,6 @@ def failure_storm(wi: WindowIndex, org: pd.DataFrame, storm: pd.Series, succ: np
 
 # -- per-entity families ------------------------------------------------------------------------
 
-def first_seen(wi: WindowIndex, profile_first: np.ndarray | None) -> np.ndarray:
-    """Per row: when the row's entity was first seen doing something itself."""
-    t_own = np.where(wi.counted, wi.t, _NEVER)
-    first = pd.Series(t_own).groupby(wi.ent, sort=False).transform("min").to_numpy()
-    if profile_first is not None and len(profile_first):
-        inside = wi.ent < len(profile_first)
-        first = first.copy()
-        first[inside] = np.minimum(first[inside], profile_first[wi.ent[inside]])
-    return first
-
-
-def _previous(keys_ent: np.ndarray, keys_t: np.ndarray, ent: np.ndarray,
-              before: np.ndarray) -> np.ndarray:
-    """For each query (``ent``, ``before``): the latest of that entity's ``keys_t`` strictly
-    before ``before`` (the smallest int64 when there is none)."""
-    out = np.full(len(ent), _BEFORE_ALL)
-    if not len(keys_t) or not len(ent):
-        return out
-    # (entity, second) packed into one sortable integer; seconds keep the product in int64
-    origin = min(int(keys_t.min()), int(before.min())) // 10**9 - 1
-    span = max(int(keys_t.max()), int(before.max())) // 10**9 - origin + 2
-    key = keys_ent * span + (keys_t // 10**9 - origin)
-    order = np.argsort(key, kind="stable")
-    key, kt = key[order], keys_t[order]
-    query = ent * span + (before - 1) // 10**9 - origin
-    j = np.searchsorted(key, query, side="right") - 1
-    ok = j >= 0
-    ok[ok] = key[j[ok]] // span == ent[ok]
-    out[ok] = kt[j[ok]]
-    # an event in the same second as ``before`` but after it cannot precede it
-    late = ok & (out >= before)
-    out[late] = _BEFORE_ALL
-    return out
-
-
 def _window_min(values: np.ndarray, mask: np.ndarray, wi: WindowIndex) -> np.ndarray:
     return np.minimum.reduceat(np.where(mask, values, _NEVER), wi.firsts)
 
@@ -186,45 +135,87 @@ def _window_max(values: np.ndarray, mask: np.ndarray, wi: WindowIndex) -> np.nda
     return np.maximum.reduceat(np.where(mask, values, _BEFORE_ALL), wi.firsts)
 
 
-def slow_collection(wi: WindowIndex, new_resource: np.ndarray, resource: np.ndarray,
-                    first: np.ndarray, *, details: bool) -> tuple[Columns, Columns]:
-    """Days of the trailing week with a first touch of a resource by an established user, in
-    windows that touch one; with the number of resources first touched in that week."""
-    n_win = wi.n_win
+def tail_max(wi: WindowIndex, mask: np.ndarray, step: int) -> np.ndarray:
+    """Per window, the latest masked row in its last slot (the smallest int64 if none).
+
+    The rows in a window's last slot are in no earlier window, so the latest masked event
+    before a moment is the largest of these over the windows that end by then.
+    """
+    tail = wi.t >= wi.row_wstart + (wi.window - step)
+    return _window_max(wi.t, mask & tail, wi)
+
+
+def previous_tail(code: np.ndarray, start: np.ndarray, tail: np.ndarray,
+                  window: int) -> np.ndarray:
+    """For windows sorted by entity code then start: the largest ``tail`` of the same
+    entity's windows that end by each window's start (the smallest int64 if none)."""
+    out = np.full(len(code), _BEFORE_ALL)
+    if not len(code):
+        return out
+    best = pd.Series(tail).groupby(code, sort=False).cummax().to_numpy()
+    origin = int(start.min())
+    sec = 10**9
+    span = 1 << 40  # seconds since origin fit in 40 bits for centuries
+    packed = code * span + (start - origin) // sec
+    query = code * span + (start - window - origin) // sec
+    j = np.searchsorted(packed, query, side="right") - 1
+    ok = j >= 0
+    ok[ok] = code[j[ok]] == code[ok]
+    out[ok] = best[j[ok]]
+    return out
+
+
+def last_per_entity(code: np.ndarray, tail: np.ndarray, n_ent: int) -> np.ndarray:
+    """Per entity code below ``n_ent``: the largest ``tail`` of its windows."""
+    out = np.full(n_ent, _BEFORE_ALL)
+    sel = code < n_ent
+    np.maximum.at(out, code[sel], tail[sel])
+    return out
+
+
+def first_touches(wi: WindowIndex, new_resource: np.ndarray, resource: np.ndarray,
+                  first: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """Rows where an established user touched a resource first, and each (user, resource)
+    pair's earliest such touch (columns ``e``, ``r``, ``t``)."""
     settled = new_resource & (wi.t >= first + SETTLING_NS)
-    cols = {"new_resources_week": np.zeros(n_win)}
-    detail: Columns = {}
-    if details:
-        detail["d_new_resources_week"] = np.full(n_win, "", dtype=object)
-    if not settled.any():
-        return cols, detail
     # one first touch per (user, resource): overlapping windows repeat rows
     pairs = pd.DataFrame({"e": wi.ent[settled], "r": resource[settled], "t": wi.t[settled]})
-    touches = pairs.groupby(["e", "r"], sort=False)["t"].min().reset_index()
+    return settled, pairs.groupby(["e", "r"], sort=False)["t"].min().reset_index()
+
+
+def slow_collection(code: np.ndarray, start: np.ndarray, window: int, here: np.ndarray,
+                    touches: pd.DataFrame, *, details: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Days of the trailing week with a first touch of a resource by an established user, in
+    windows that touch one (``here``); with the texts naming the number of resources first
+    touched in that week. Windows are sorted by entity code then start; ``touches`` are
+    the first touches of :func:`first_touches` over the whole log."""
+    n_win = len(code)
+    value = np.zeros(n_win)
+    text = np.full(n_win, "", dtype=object) if details else np.zeros(0, dtype=object)
+    if not here.any() or not len(touches):
+        return value, text
+    touches = touches.groupby(["e", "r"], sort=False)["t"].min().reset_index()
     e, tt = touches["e"].to_numpy(), touches["t"].to_numpy()
-    origin = int(min(tt.min(), wi.w_start.min())) - WEEK_NS
+    origin = int(min(tt.min(), start.min())) - WEEK_NS
     span = 1 << 40  # seconds since origin fit in 40 bits for centuries
 
     def packed(entity: np.ndarray, when: np.ndarray) -> np.ndarray:
         return entity * span + (when - origin) // 10**9
 
     keys = np.sort(packed(e, tt))
-    w_end = wi.w_start + wi.window
-    count = (np.searchsorted(keys, packed(wi.w_ent, w_end), side="left")
-             - np.searchsorted(keys, packed(wi.w_ent, w_end - WEEK_NS), side="left"))
+    w_end = start + window
+    count = (np.searchsorted(keys, packed(code, w_end), side="left")
+             - np.searchsorted(keys, packed(code, w_end - WEEK_NS), side="left"))
     day_keys = np.unique(packed(e, (tt - origin) // _NS_PER_DAY * _NS_PER_DAY + origin))
-    days = (np.searchsorted(day_keys, packed(wi.w_ent, w_end), side="left")
-            - np.searchsorted(day_keys, packed(wi.w_ent, w_end - WEEK_NS), side="left"))
+    days = (np.searchsorted(day_keys, packed(code, w_end), side="left")
+            - np.searchsorted(day_keys, packed(code, w_end - WEEK_NS), side="left"))
     # days, not resources: one burst (a takeover's dozen reads) is one day and says nothing
     # about the week after it; collection comes back day after day
-    here = np.bincount(wi.win, settled, minlength=n_win) > 0
     value = np.where(here, days, 0).astype(float)
-    cols["new_resources_week"] = value
     if details:
-        text = detail["d_new_resources_week"]
         for w in np.flatnonzero(value > 0):
             text[w] = f"{count[w]} resource{'s' if count[w] != 1 else ''} in all"
-    return cols, detail
+    return value, text
 
 
 def second_address(wi: WindowIndex, new_ip: np.ndarray, ip: np.ndarray,
@@ -258,47 +249,33 @@ def second_address(wi: WindowIndex, new_ip: np.ndarray, ip: np.ndarray,
     return cols, detail
 
 
-def stable_novelty(wi: WindowIndex, novel: np.ndarray, first: np.ndarray,
-                   profile_last: np.ndarray | None, first_window: np.ndarray) -> Columns:
+def stable_novelty(code: np.ndarray, start: np.ndarray, prev: np.ndarray,
+                   w_first: np.ndarray, profile_last: np.ndarray | None,
+                   here: np.ndarray) -> np.ndarray:
     """Days without anything new before a window that does something new (0 otherwise).
 
-    ``novel`` marks rows doing something the entity never did (a resource or an action),
-    ``first`` is when the entity was first seen, ``profile_last`` the last novelty of each
-    entity in the fitted profile (when scoring).
+    ``prev`` is the entity's last novelty before each window (:func:`previous_tail`),
+    ``w_first`` when it was first seen, ``profile_last`` the last novelty of each entity in
+    the fitted profile (when scoring), ``here`` the windows doing something new that are
+    not the entity's first.
     """
-    n_win = wi.n_win
-    rows = np.flatnonzero(novel)
-    prev = _previous(wi.ent[rows], wi.t[rows], wi.w_ent, wi.w_start)
+    prev = prev.copy()
     if profile_last is not None and len(profile_last):
-        inside = wi.w_ent < len(profile_last)
-        prev[inside] = np.maximum(prev[inside], profile_last[wi.w_ent[inside]])
-    w_first = first[wi.firsts]
+        inside = code < len(profile_last)
+        prev[inside] = np.maximum(prev[inside], profile_last[code[inside]])
     since = np.maximum(prev, w_first)
-    here = (np.bincount(wi.win, novel, minlength=n_win) > 0) & ~first_window
-    days = np.clip((wi.w_start - since) / _NS_PER_DAY, 0.0, None)
-    return {"stable_days_before_novelty": np.where(here & (w_first < _NEVER), days, 0.0)}
+    days = np.clip((start - since) / _NS_PER_DAY, 0.0, None)
+    return np.where(here & (w_first < _NEVER), days, 0.0)
 
 
-def dormancy(wi: WindowIndex, profile_last: np.ndarray | None) -> Columns:
-    """Days between a window's first own event and the entity's previous own event."""
-    rows = np.flatnonzero(wi.counted)
-    prev = _previous(wi.ent[rows], wi.t[rows], wi.w_ent, wi.w_start)
+def dormancy(code: np.ndarray, prev: np.ndarray, first_own: np.ndarray,
+             profile_last: np.ndarray | None, known: int) -> np.ndarray:
+    """Days between a window's first own event and the entity's previous own event
+    (``prev``, :func:`previous_tail`; and the fitted profile's last one when scoring)."""
+    prev = prev.copy()
     if profile_last is not None and len(profile_last):
-        inside = (wi.w_ent < len(profile_last)) & (wi.w_ent < wi.known)
-        prev[inside] = np.maximum(prev[inside], profile_last[wi.w_ent[inside]])
-    first_own = _window_min(wi.t, wi.counted, wi)
+        inside = (code < len(profile_last)) & (code < known)
+        prev[inside] = np.maximum(prev[inside], profile_last[code[inside]])
     ok = (prev > _BEFORE_ALL) & (first_own < _NEVER)
     gap = np.where(ok, (first_own - np.where(ok, prev, 0)) / _NS_PER_DAY, 0.0)
-    return {"days_dormant": np.clip(gap, 0.0, None)}
-
-
-def last_times(ent: np.ndarray, t: np.ndarray, mask: np.ndarray, n_ent: int,
-               *, first: bool = False) -> np.ndarray:
-    """Per entity code below ``n_ent``: the earliest (``first``) or latest masked time."""
-    sel = mask & (ent >= 0) & (ent < n_ent)
-    out = np.full(n_ent, _NEVER if first else _BEFORE_ALL)
-    if first:
-        np.minimum.at(out, ent[sel], t[sel])
-    else:
-        np.maximum.at(out, ent[sel], t[sel])
-    return out
+    return np.clip(gap, 0.0, None)

@@ -11,7 +11,8 @@ import dataclasses
 import glob
 import importlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "expand_paths",
     "is_side_file",
     "read_events",
+    "read_pieces",
     "reader_options_of",
     "within_period",
     "write_rejected",
@@ -282,17 +284,7 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     pick = _options_by_format(options, more)
     archives: list[Path] = []
     files = expand_paths(paths, archives=archives)
-    declared: dict[str, frozenset[str]] = {}
-
-    def checked(name: str) -> dict[str, Any]:
-        """The options for a file of format ``name``; once every file's format is known
-        (before the last is read), an option none of them takes is refused."""
-        declared.setdefault(name, reader_options_of(name))
-        if len(results) == len(files) - 1:
-            for seen in declared:
-                pick(seen).check_applies(declared, _takers)
-        return pick(name).for_reader(declared[name])
-
+    checked = _Checked(pick, len(files))
     results: list[ReadResult] = []
     records = 0  # in the files read so far
     for path in files:
@@ -302,7 +294,7 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                 progress(before + count, None if share is None else
                          (index + share) / len(files))
 
-        result = _read_path(path, format, since, until, checked, tap, step)
+        result = next(_path_pieces(path, format, since, until, checked, tap, step))
         records += result.records if result.records is not None else len(result.frame)
         results.append(result)
         step(0, 1.0, before=records)
@@ -315,6 +307,57 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     return within_period(result, since, until)
 
 
+def read_pieces(files: Iterable[str | os.PathLike[str]], *, rows: int,
+                format: str | None = None, since: Any = None, until: Any = None,
+                options: ReaderOptions | Mapping[str, Any] | None = None,
+                progress: ReadProgress | None = None) -> Iterator[ReadResult]:
+    """:func:`read_events` of ``files`` (already expanded: :func:`expand_paths`) in pieces
+    of about ``rows`` records, for a caller that holds one piece at a time
+    (:mod:`analyzer.streaming`): audit logs in blocks of whole lines, Parquet exports in
+    row groups, other formats one piece per file. Each file is opened once, as in
+    :func:`read_events`, and the options are checked alike. Each piece carries its own
+    accounting (rejected lines numbered from the file's start); the first piece of a file
+    names its format (so that the pieces' ``formats`` add up to one per file, as in
+    :func:`read_events`). The pieces are within the period and in file order, not sorted
+    by time."""
+    files = list(files)
+    checked = _Checked(_options_by_format(options, {}), len(files))
+    records = 0  # in the files read so far
+    for index, path in enumerate(files):
+        def step(count: int, share: float | None, index: int = index,
+                 before: int = records) -> None:
+            if progress is not None:  # the share of the whole input, by files
+                progress(before + count, None if share is None else
+                         (index + share) / len(files))
+
+        pieces = _path_pieces(os.fspath(path), format, since, until, checked, None, step,
+                              rows=rows)
+        for i, piece in enumerate(pieces):
+            records += piece.records if piece.records is not None else len(piece.frame)
+            yield within_period(piece if i == 0 else dataclasses.replace(piece, formats=()),
+                                since, until)
+        step(0, 1.0, before=records)
+
+
+class _Checked:
+    """The options for a file of a format; once every file's format is known (before the
+    last is read), an option none of them takes is refused."""
+
+    def __init__(self, pick: Callable[[str], ReaderOptions], n_files: int) -> None:
+        self.pick = pick
+        self.n_files = n_files
+        self.declared: dict[str, frozenset[str]] = {}
+        self.seen = 0
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        self.declared.setdefault(name, reader_options_of(name))
+        self.seen += 1
+        if self.seen == self.n_files:
+            for seen in self.declared:
+                self.pick(seen).check_applies(self.declared, _takers)
+        return self.pick(name).for_reader(self.declared[name])
+
+
 def _options_by_format(options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
                        | None, more: dict[str, Any]) -> Callable[[str], ReaderOptions]:
     if callable(options) and not isinstance(options, ReaderOptions):
@@ -324,9 +367,11 @@ def _options_by_format(options: ReaderOptions | Mapping[str, Any] | Callable[[st
     return lambda name: chosen
 
 
-def _read_path(path: Path | str, format: str | None, since: Any, until: Any,
-               checked: Any, tap: LineTap | None, progress: ReadProgress) -> ReadResult:
-    """One file (or Parquet export), opened once; its result names its format."""
+def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
+                 checked: Any, tap: LineTap | None, progress: ReadProgress | None, *,
+                 rows: int | None = None) -> Iterator[ReadResult]:
+    """One file (or Parquet export), opened once, as one result (``rows`` None) or in
+    pieces of about ``rows`` records; each names its format."""
     # since/until go to readers that can prune by them (parquet's day partitions); the
     # records are filtered on their own time in read_events either way
     period = {"since": since, "until": until}
@@ -334,9 +379,18 @@ def _read_path(path: Path | str, format: str | None, since: Any, until: Any,
         name = format or "parquet"
         module = _module(name)
         accepts = {"since", "until"} if name == "parquet" else set()
-        result = module.read(path, **checked(name),
-                             **{k: v for k, v in period.items() if k in accepts})
-        return dataclasses.replace(result, formats=(name,))
+        pruning = {k: v for k, v in period.items() if k in accepts}
+        if rows is not None and name == "parquet":
+            done = 0
+            for piece in module.read_chunks(path, rows=rows, **checked(name), **pruning):
+                done += piece.records or 0
+                if progress is not None:
+                    progress(done, None)
+                yield dataclasses.replace(piece, formats=(name,))
+            return
+        yield dataclasses.replace(module.read(path, **checked(name), **pruning),
+                                  formats=(name,))
+        return
     file = Path(path)
     _check_path(file)
     handle, seekable = open_log(file)  # the one open of this file
@@ -354,10 +408,27 @@ def _read_path(path: Path | str, format: str | None, since: Any, until: Any,
         raise
     if name != "jsonl":
         handle.close()  # the other readers open their file themselves
-        return dataclasses.replace(_module(name).read(file, **options), formats=(name,))
-    result = read_jsonl_once(file, handle, seekable, options=options, tap=tap,
-                             progress=progress)
-    return dataclasses.replace(result, formats=(name,))
+        yield dataclasses.replace(_module(name).read(file, **options), formats=(name,))
+        return
+    if rows is None:
+        result = read_jsonl_once(file, handle, seekable, options=options, tap=tap,
+                                 progress=progress)
+        yield dataclasses.replace(result, formats=(name,))
+        return
+    from analyzer.sources.jsonl import read_handle
+
+    try:
+        with handle:
+            size = os.fstat(handle.fileno()).st_size if seekable else 0
+            done = 0
+            for piece in read_handle(handle, str(file), seekable=seekable, rows=rows,
+                                     **options):
+                done += piece.records or 0
+                if progress is not None:  # the share of the file's bytes read so far
+                    progress(done, min(handle.tell() / size, 1.0) if size else None)
+                yield dataclasses.replace(piece, formats=(name,))
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
+        raise read_failed(file, exc) from None
 
 
 def _combine(results: list[ReadResult]) -> ReadResult:

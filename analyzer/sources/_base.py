@@ -90,6 +90,14 @@ class ReadResult:
     notes: tuple[str, ...] = ()
     #: the format of each file read, in order (set by :func:`analyzer.sources.read_events`)
     formats: tuple[str, ...] = ()
+    #: records used, when ``frame`` does not hold them (a log read in chunks:
+    #: :func:`analyzer.sources._chunks.read_chunks`); ``None``: the frame's length
+    used: int | None = None
+
+    @property
+    def n_used(self) -> int:
+        """Records used: the frame's rows, or ``used`` when the frame does not hold them."""
+        return len(self.frame) if self.used is None else self.used
 
     @property
     def n_skipped(self) -> int:
@@ -112,7 +120,7 @@ class ReadResult:
         ``"50,940 records read: 1,204 used, 1 set aside in x.rejected, 2 earlier alerts not
         scored, 49,735 skipped (unmapped event id: 4658 x768, 4690 x384, ... 31 more)"``
         """
-        used = len(self.frame)
+        used = self.n_used
         records = self.records if self.records is not None else (
             used + len(self.rejected) + self.skipped_alerts + self.n_skipped)
         parts = [f"{used:,} used"]

@@ -13,7 +13,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -45,8 +45,8 @@ from analyzer.sources.jsonlines import (
     whole_line_blocks,
 )
 
-__all__ = ["FORMAT", "OPTIONS", "Reading", "read", "record_holding",
-           "records_holding", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "Reading", "read", "read_chunks", "read_handle",
+           "record_holding", "records_holding", "sniff"]
 
 FORMAT = "jsonl"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -86,17 +86,47 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
     clear_only
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
+    return next(read_chunks(path, rows=None, include_alerts=include_alerts,
+                            decrypt_keys=decrypt_keys, clear_only=clear_only))
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
+                include_alerts: bool = False, decrypt_keys: tuple[bytes, ...] = (),
+                clear_only: bool = False) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` records (whole blocks of lines; ``None``: one
+    piece), each with its own accounting; line numbers count from the file's start."""
     file = Path(path)
-    reading = Reading(file, include_alerts=include_alerts, decrypt_keys=decrypt_keys,
-                      clear_only=clear_only)
     handle, seekable = open_log(file)
     try:
         with handle:
-            for _, block, end in whole_line_blocks(handle, seekable=seekable):
-                reading.feed(memoryview(block)[:end])
+            yield from read_handle(handle, str(file), seekable=seekable, rows=rows,
+                                   include_alerts=include_alerts, decrypt_keys=decrypt_keys,
+                                   clear_only=clear_only)
     except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
         raise read_failed(file, exc) from None
-    return reading.result()
+
+
+def read_handle(handle: IO[bytes], where: str, *, seekable: bool = False,
+                rows: int | None = None, include_alerts: bool = False,
+                decrypt_keys: tuple[bytes, ...] = (), clear_only: bool = False
+                ) -> Iterator[ReadResult]:
+    """:func:`read_chunks` of an open binary stream: ``where`` names the source in rejected
+    lines, numbered from 1 at the stream's start (a caller reading part of a file, as the
+    Dask engine's byte ranges, shifts them)."""
+    reading = Reading(where, include_alerts=include_alerts, decrypt_keys=decrypt_keys,
+                      clear_only=clear_only)
+    for _, block, end in whole_line_blocks(handle, seekable=seekable,
+                                           block_bytes=_block_bytes(rows)):
+        reading.feed(memoryview(block)[:end])
+        if rows is not None and reading.rows >= rows:
+            yield reading.result()
+    if rows is None or reading.records:
+        yield reading.result()
+
+
+def _block_bytes(rows: int | None) -> int:
+    # about 400 bytes a record: blocks of about the rows asked for, 1 to 32 MiB
+    return 32 << 20 if rows is None else max(1 << 20, min(32 << 20, rows * 512))
 
 
 class Reading:
@@ -109,15 +139,19 @@ class Reading:
 
     def __init__(self, path: str | os.PathLike[str], *, include_alerts: bool = False,
                  decrypt_keys: tuple[bytes, ...] = (), clear_only: bool = False) -> None:
-        self.path = str(Path(path))
+        self.path = os.fspath(path)
         self._include_alerts = include_alerts
         self._decrypt_keys = decrypt_keys
         self._clear_only = clear_only
+        self._first_line = 1
+        self._start()
+
+    def _start(self) -> None:
         self._tables: list[pa.Table] = []
         self._line_numbers: list[np.ndarray] = []
         self._rejected: list[Rejected] = []
-        self._first_line = 1
         self.records = 0  # non-blank lines: each is a row, a rejected line or a skipped alert
+        self.rows = 0  # of them, rows parsed (alerts included until the result leaves them)
 
     def feed(self, block: memoryview) -> None:
         """Parse one block of whole lines (the lines that follow the last block fed)."""
@@ -126,19 +160,23 @@ class Reading:
         self._rejected.extend(dataclasses.replace(r, line=self._first_line + r.line)
                               for r in local)
         self.records += table.num_rows + len(local)
+        self.rows += table.num_rows
         if table.num_rows:
             self._tables.append(table)
             self._line_numbers.append(rows + self._first_line)
         self._first_line += n_lines
 
     def result(self) -> ReadResult:
-        """The frame of every block fed, with the lines set aside and the alerts skipped."""
+        """The frame of the blocks fed since the last result, with the lines set aside and
+        the alerts skipped; line numbers keep counting from the stream's start."""
         table = pa.concat_tables(self._tables) if self._tables else _SCHEMA.empty_table()
         numbers = np.concatenate(self._line_numbers) if self._line_numbers else \
             np.empty(0, dtype=np.int64)
         result = _to_result(table, numbers, self.path, self._rejected, self._include_alerts,
                             decrypt_keys=self._decrypt_keys, clear_only=self._clear_only)
-        return dataclasses.replace(result, records=self.records)
+        result = dataclasses.replace(result, records=self.records)
+        self._start()
+        return result
 
 
 def records_holding(path: str | os.PathLike[str], literal: bytes

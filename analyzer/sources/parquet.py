@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from analyzer.errors import SchemaError, SourceError
 from analyzer.events import FRAME_COLUMNS
 from analyzer.sources._base import ReadResult, arrow_to_frame, empty_frame
 
 __all__ = ["FORMAT", "MANIFEST_NAME", "OPTIONS", "PARTITION", "ROW_GROUP_ROWS", "Days",
-           "check_clear", "day_filter", "is_source", "open_days", "read", "read_manifest",
-           "sniff"]
+           "check_clear", "day_filter", "is_source", "open_days", "read", "read_chunks",
+           "read_manifest", "read_row_groups", "row_groups", "sniff"]
 
 FORMAT = "parquet"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -232,6 +234,41 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False, since: A
     return _to_result(table, include_alerts, days.note(text))
 
 
+def read_chunks(path: str | os.PathLike[str], *, rows: int, include_alerts: bool = False,
+                since: Any = None, until: Any = None, clear_only: bool = False
+                ) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` records, in the export's order (day
+    partitions, then row groups); each piece has its own accounting, the notice of pruned
+    days comes with the first."""
+    text = os.fspath(path)
+    manifest = read_manifest(text)
+    check_clear(text, manifest, clear_only=clear_only)
+    days = open_days(text, since, until)
+    columns = [c for c in FRAME_COLUMNS if c in days.dataset.schema.names]
+    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
+               if c not in columns]
+    if days.files and missing:
+        raise SchemaError(f"{text}: not an audit-analyzer export: missing column(s) "
+                          f"{', '.join(missing)}")
+    notes = days.note(text)
+    if not days.files:
+        yield ReadResult(empty_frame(), records=0, notes=notes)
+        return
+    pending: list[pa.RecordBatch] = []
+    try:
+        for batch in days.dataset.to_batches(columns=columns, batch_size=max(rows, 1)):
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= rows:
+                yield _to_result(pa.Table.from_batches(pending), include_alerts, notes)
+                pending, notes = [], ()
+        if pending or notes:
+            table = pa.Table.from_batches(pending) if pending else \
+                days.dataset.schema.empty_table().select(columns)
+            yield _to_result(table, include_alerts, notes)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+
+
 def _to_result(table: pa.Table, include_alerts: bool, notes: tuple[str, ...]) -> ReadResult:
     records = table.num_rows
     kind = pc.fill_null(table.column("kind"), "event")
@@ -247,3 +284,42 @@ def _to_result(table: pa.Table, include_alerts: bool, notes: tuple[str, ...]) ->
                             if c != "timestamp"}, timestamps=stamps)
     return ReadResult(frame, (), skipped_alerts, alert_ids, records=records, notes=notes)
 
+
+
+# -- parts of an export, for a distributed reader (analyzer.engine) ----------------------------
+
+def row_groups(source: str | os.PathLike[str], since: Any = None, until: Any = None
+               ) -> tuple[Days, list[tuple[str, int]]]:
+    """The days of ``source`` that a read of ``[since, until)`` opens, and for each of their
+    files its number of row groups (read from the files' footers only)."""
+    text = os.fspath(source)
+    days = open_days(text, since, until)
+    filesystem, _ = _filesystem(text)
+    counts = []
+    try:
+        for file in days.files:
+            counts.append((file, pq.ParquetFile(file, filesystem=filesystem).num_row_groups))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+    return days, counts
+
+
+def read_row_groups(source: str | os.PathLike[str], file: str, groups: tuple[int, ...], *,
+                    include_alerts: bool = False) -> ReadResult:
+    """Read row groups ``groups`` of ``file`` (a path from :func:`row_groups`) of the export
+    ``source`` into the normalized frame, as :func:`read` does for the whole export. The
+    manifest's ``--clear-only`` check is the caller's, once (:func:`check_clear`)."""
+    text = os.fspath(source)
+    filesystem, _ = _filesystem(text)
+    try:
+        parquet = pq.ParquetFile(file, filesystem=filesystem)
+        columns = [c for c in FRAME_COLUMNS if c in parquet.schema_arrow.names]
+        table = parquet.read_row_groups(list(groups), columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{file}: not a readable Parquet file: {exc}") from None
+    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
+               if c not in columns]
+    if missing:
+        raise SchemaError(f"{file}: not an audit-analyzer export: missing column(s) "
+                          f"{', '.join(missing)}")
+    return _to_result(table, include_alerts, ())

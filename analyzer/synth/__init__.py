@@ -158,12 +158,13 @@ def generate(config: SynthConfig | None = None) -> Organisation:
 
 def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
                     key: bytes | str | os.PathLike[str] | None = None,
-                    service: str = "ai-platform") -> int:
+                    service: str = "ai-platform", rotate_bytes: int | None = None) -> int:
     """Write every event through the real :class:`~analyzer.logger.AuditLogger`.
 
     The result is a chained, verifiable audit trail, exactly what an application using the
     logger would have written. Returns the number of records written. Appends to an existing
-    log, continuing its chain.
+    log, continuing its chain. With ``rotate_bytes`` the logger rotates the file at that
+    size, leaving a rotated series (oldest files stamped, the newest at ``path``).
     """
     # imported here so that generating events does not need the logger
     from analyzer.logger import AuditLogger
@@ -176,7 +177,8 @@ def write_audit_log(events: pd.DataFrame, path: str | os.PathLike[str], *,
     stamps = events["timestamp"].dt.to_pydatetime() if len(events) else []
     count = 0
     logger = AuditLogger(path, service=service, key=key, durability="batch",
-                         batch_records=4096, checkpoint_every=100_000)
+                         batch_records=4096, checkpoint_every=100_000,
+                         rotate_bytes=rotate_bytes)
     try:
         for k, ts in enumerate(stamps):
             row = {c: columns[c][k] for c in columns}

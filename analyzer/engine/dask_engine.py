@@ -1,0 +1,331 @@
+"""The Dask engine: the pipeline's two feature phases on a cluster, the model on the client.
+
+dask and distributed are imported inside the functions that need them, so this module (and
+the package) import without the extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import operator
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.engine.partitions import (
+    Partition,
+    merge_accounting,
+    plan_partitions,
+    read_partition,
+    renumber,
+    worker_options,
+)
+from analyzer.errors import ConfigError
+from analyzer.sources import ReadResult
+
+__all__ = ["DaskEngine"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a scheduler to answer before giving up with one line.
+CONNECT_TIMEOUT = 20
+_NS_PER_DAY = 86_400 * 10**9
+#: At most this many events in one block of phase 2 (a worker holds them with their
+#: look-back as compact arrays, ~60 bytes an event).
+BLOCK_EVENTS = 2_000_000
+#: Windows are scored in parts of at least this many rows (smaller ones cost more to send
+#: than to score).
+SCORE_ROWS_MIN = 20_000
+
+
+class DaskEngine:
+    """A connection to a Dask cluster, and the pipeline run on it.
+
+    Build it with :meth:`connect`; close it (or use it as a context manager) to release a
+    cluster it started.
+    """
+
+    def __init__(self, client: Any, cluster: Any = None) -> None:
+        self.client = client
+        self._cluster = cluster
+
+    @classmethod
+    def connect(cls, address: str | None = None, *, n_workers: int | None = None,
+                threads_per_worker: int = 1) -> DaskEngine:
+        """Connect to the scheduler at ``address`` (``tcp://host:8786``), or start a
+        ``LocalCluster`` of ``n_workers`` processes (default: one per core of this machine,
+        one thread each: the feature code is numpy and pandas, which hold the GIL often)."""
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("the Dask engine needs the dask extra: pip install "
+                              "'audit-analyzer[dask]'") from None
+        if address:
+            try:
+                client = Client(address, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
+                                  f"{exc}") from None
+            return cls(client)
+        workers = n_workers or max(1, os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                               processes=True, silence_logs=logging.WARNING)
+        return cls(Client(cluster), cluster)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The cluster's dashboard, for the command line to print."""
+        link = getattr(self.client, "dashboard_link", None)
+        return str(link) if link else None
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    # -- train and score ------------------------------------------------------------------
+
+    def fit(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
+            since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
+            decrypt_keys: tuple[bytes, ...] = ()) -> ReadResult:
+        """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
+        the features on the cluster, the detector here. Returns the read's accounting."""
+        fx = model.new_extractor()
+        windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
+                                        until=until, options=options or {},
+                                        decrypt_keys=decrypt_keys)
+        model.fit_table(windows)  # the same code as the local engine's fit
+        return result
+
+    def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
+              since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
+              decrypt_keys: tuple[bytes, ...] = (), alerts_per_day: float | None = None
+              ) -> tuple[pd.DataFrame, ReadResult]:
+        """Score ``inputs`` with a fitted ``model``: the scores frame (the columns of
+        :meth:`~analyzer.model.AuditModel.score`) and the read's accounting."""
+        windows, result = self._windows(model.extractor_, inputs, fitting=False,
+                                        format=format, since=since, until=until,
+                                        options=options or {}, decrypt_keys=decrypt_keys)
+        model._check_fitted()
+        budget = model.alerts_per_day if alerts_per_day is None else alerts_per_day
+        rarity = self._map_rarity(model, windows)
+        return model._score_windows(windows, budget, model._typical_rows, rarity), result
+
+    def _map_rarity(self, model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """The detectors' output for every window, computed by the workers over parts of
+        the window table (each row's output depends on that row alone)."""
+        from analyzer.features import FEATURES
+
+        client = self.client
+        columns = ["entity_type", *(f.name for f in FEATURES)]
+        size = max(SCORE_ROWS_MIN, -(-len(windows) // (2 * max(self.n_workers, 1))))
+        shared = client.scatter(model, broadcast=True)
+        parts = [client.submit(_window_rarity, shared, windows[columns].iloc[lo:lo + size],
+                               pure=False)
+                 for lo in range(0, len(windows), size)]
+        done = client.gather(parts)
+        if not done:
+            return model.window_rarity(windows)
+        return tuple(np.concatenate([d[j] for d in done]) for j in range(len(done[0])))
+
+    def _windows(self, fx: Any, inputs: Sequence[str], *, fitting: bool, format: str | None,
+                 since: Any, until: Any, options: dict[str, Any],
+                 decrypt_keys: tuple[bytes, ...]) -> tuple[pd.DataFrame, ReadResult]:
+        """The window table of ``inputs`` (phase 1 and 2 on the workers, the table pass
+        here) and the read's accounting."""
+        client = self.client
+        clock = time.perf_counter()
+        parts = plan_partitions(inputs, format=format, since=since, until=until)
+        spec = fx.stats_spec(fitting=fitting)
+        sent = worker_options(options)
+        mapped = []
+        for part in parts:
+            if decrypt_keys:  # --decrypt-on-workers: read here, send the decrypted columns
+                read = read_partition(part, {**options, "decrypt_keys": decrypt_keys},
+                                      since=since, until=until)
+                source = client.scatter(read)
+            else:
+                source = part
+            mapped.append(client.submit(_phase1, source, sent, since, until, spec,
+                                        pure=False))
+        reads = client.gather([client.submit(operator.getitem, f, 0) for f in mapped])
+        stats = [client.submit(operator.getitem, f, 1) for f in mapped]
+        events = [client.submit(operator.getitem, f, 2) for f in mapped]
+        del mapped
+        result = self._accounting(parts, reads)
+        logger.info("phase 1: %d partitions read and mapped in %.1f s", len(parts),
+                    time.perf_counter() - clock)
+        ctx = fx.finalize_stats(_merge_tree(client, stats).result(), fitting=fitting)
+        del stats
+        logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
+        shared = client.scatter(ctx, broadcast=True)
+        back = _look_back(ctx)
+        target = min(BLOCK_EVENTS, max(1, len(result.frame) // (4 * max(self.n_workers, 1))))
+        blocks = []
+        for lo, hi in _blocks(reads, spec.step, target):
+            first = None if lo is None else (lo * spec.step - back) // spec.step
+            need = [ev for ev, r in zip(events, reads, strict=True) if _holds(r, first, hi)]
+            blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, *need,
+                                        pure=False))
+        done = client.gather(blocks)
+        del blocks, events
+        logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
+        windows = fx.finish_windows(ctx, done, details=not fitting)
+        logger.info("window table (%d windows) at %.1f s", len(windows),
+                    time.perf_counter() - clock)
+        return windows, result
+
+    @staticmethod
+    def _accounting(parts: list[Partition], reads: list[_Read]) -> ReadResult:
+        """One accounting for the read, rejected lines numbered within their files."""
+        pairs = [(r.accounting, r.lines) for r in reads]
+        rejected = renumber(parts, pairs)
+        accountings = [dataclasses.replace(r.accounting, rejected=rej)
+                       for r, rej in zip(reads, rejected, strict=True)]
+        return merge_accounting(accountings, sum(len(r.accounting.frame) for r in reads))
+
+    def close(self) -> None:
+        """Disconnect; stop the local cluster this engine started (never a remote one)."""
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> DaskEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the pipeline on the cluster --------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Read:
+    """What phase 1 tells the client of a partition: its read's accounting (the frame's
+    rows counted, not held), its lines (byte ranges) and its events per window slot."""
+
+    accounting: ReadResult
+    lines: int
+    slots: np.ndarray
+    counts: np.ndarray
+
+
+def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
+            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any]:
+    """On a worker: read a partition (or take what the client read), and map it to its
+    partial statistics and its compact event arrays."""
+    from analyzer.features._stats import chunk_stats
+
+    if isinstance(source, Partition):
+        result, lines = read_partition(source, options, since=since, until=until)
+    else:
+        result, lines = source
+    stats, events = chunk_stats(result.frame, spec)
+    slots, counts = np.unique(events.t // spec.step, return_counts=True)
+    accounting = dataclasses.replace(result, frame=pd.DataFrame(
+        index=pd.RangeIndex(len(result.frame))))
+    return _Read(accounting, lines, slots, counts), stats, events
+
+
+def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: Any) -> Any:
+    """On a worker: the windows of the block of slots ``[lo, hi)`` (``None``: open), from
+    the event arrays of the partitions that hold its events, its look-back and the failures
+    of the day before it."""
+    events, failures = _block_inputs(ctx, arrays, lo, hi)
+    return ctx.profile.window_block(ctx, events, lo=lo, hi=hi, failures=failures,
+                                    details=details)
+
+
+def _look_back(ctx: Any) -> int:
+    """How far before a block's first slot its inputs reach (ns): the window's look-back
+    and the trailing day of failures (as :mod:`analyzer.streaming` keeps them)."""
+    k = ctx.window // ctx.step
+    return (k - 1) * ctx.step + _NS_PER_DAY + ctx.window
+
+
+def _block_inputs(ctx: Any, arrays: Sequence[Any], lo: int | None, hi: int | None
+                  ) -> tuple[Any, Any]:
+    """A block's events (slots ``[lo - (k - 1), hi)``, in the context's codes, in time
+    order as the in-memory path has them) and its failures (failed events with an address
+    and a user in the trailing day before ``lo``): what the local streaming driver holds
+    when it reaches the block."""
+    from analyzer.features._windows import Failures
+
+    step = ctx.step
+    first = None if lo is None else lo - (ctx.window // step - 1)
+    since = None if lo is None else lo * step - _look_back(ctx)
+    taken = []
+    for ev in arrays:
+        slot = ev.t // step
+        keep = np.ones(ev.n, dtype=bool)
+        if hi is not None:
+            keep &= slot < hi
+        if since is not None:
+            keep &= ev.t >= since
+        taken.append(ev.take(np.flatnonzero(keep)))
+    joined = ctx.encode(taken)
+    order = np.argsort(joined.t, kind="stable")  # each partition is in time order, not all
+    if not (order[1:] > order[:-1]).all():
+        joined = joined.take(order)
+    slot = joined.t // step
+    own = np.ones(joined.n, dtype=bool) if first is None else slot >= first
+    events = joined if own.all() else joined.take(np.flatnonzero(own))
+    if lo is None:
+        return events, Failures.none()
+    source, user = joined.codes["source_ip"], joined.codes["user"]
+    failed = np.flatnonzero((slot < lo) & joined.fail & (source >= 0) & (user >= 0))
+    return events, Failures(joined.t[failed], source[failed], user[failed])
+
+
+def _window_rarity(model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    return model.window_rarity(windows.reset_index(drop=True))
+
+
+def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
+    """Whether the partition has events in the slots ``[lo, hi)`` (``None``: open)."""
+    slots = read.slots
+    i = 0 if lo is None else int(np.searchsorted(slots, lo))
+    return i < len(slots) and (hi is None or int(slots[i]) < hi)
+
+
+def _merge_tree(client: Any, futures: list[Any]) -> Any:
+    """Reduce partial statistics on the workers, neighbours first, so that a merge's left
+    side is always the earlier partitions (the merge is associative, not commutative)."""
+    from analyzer.features._stats import merge_stats
+
+    level = futures
+    while len(level) > 1:
+        merged = [client.submit(merge_stats, a, b, pure=False)
+                  for a, b in zip(level[::2], level[1::2], strict=False)]
+        if len(level) % 2:
+            merged.append(level[-1])
+        level = merged
+    return level[0]
+
+
+def _blocks(reads: list[_Read], step: int, target: int) -> list[tuple[int | None, int | None]]:
+    """Blocks of window slots ``[lo, hi)``, cut on slot boundaries, of about ``target``
+    events each (the unit of phase 2); the first and the last are open, as in
+    :mod:`analyzer.streaming`, so that no window is left out at either end."""
+    if not any(len(r.slots) for r in reads):
+        return []
+    slots = np.concatenate([r.slots for r in reads])
+    counts = np.concatenate([r.counts for r in reads])
+    order = np.argsort(slots, kind="stable")
+    slots, counts = slots[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
+    slots, counts = slots[starts], np.add.reduceat(counts, starts)
+    cuts: list[int | None] = [None]
+    acc = 0
+    for slot, count in zip(slots.tolist(), counts.tolist(), strict=True):
+        # one step per slot with events (an hour), not per event
+        if acc and acc + count > target:
+            cuts.append(slot)
+            acc = 0
+        acc += count
+    return list(itertools.pairwise([*cuts, None]))

@@ -1,0 +1,284 @@
+"""The Dask engine: partitions of the inputs (no dask needed), and train + score on a
+``LocalCluster`` giving what the local engine gives (needs the ``dask`` extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyzer.engine.partitions import (
+    merge_accounting,
+    plan_partitions,
+    read_partition,
+    renumber,
+    worker_options,
+)
+from analyzer.errors import ConfigError
+from analyzer.sources import is_side_file, read_events
+from analyzer.synth import SynthConfig, generate, write_audit_log
+
+
+@pytest.fixture(scope="module")
+def org():
+    return generate(SynthConfig(users=12, days=8, attack_days=2, seed=5))
+
+
+@pytest.fixture(scope="module")
+def series(org, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trail of a few thousand events rotated into several files."""
+    folder = tmp_path_factory.mktemp("series")
+    log = folder / "audit.jsonl"
+    write_audit_log(org.events, log, rotate_bytes=1 << 20)
+    return log
+
+
+def _files(log: Path) -> list[Path]:
+    return [p for p in sorted(log.parent.glob(log.name + "*")) if not is_side_file(p)]
+
+
+def _read_all(parts, options=None):
+    results = [read_partition(p, options or {}) for p in parts]
+    frames = [r.frame for r, _ in results if len(r.frame)]
+    return pd.concat(frames, ignore_index=True), results
+
+
+def test_a_rotated_series_is_its_files_oldest_first(series: Path) -> None:
+    files = _files(series)
+    assert len(files) >= 3, "the fixture should rotate"
+    parts = plan_partitions([str(series) + "*"])
+    assert [p.kind for p in parts] == ["file"] * len(files)
+    assert parts[-1].source == str(series)  # the active file holds the newest records
+    frame, _ = _read_all(parts)
+    # each file's events by time, the files oldest first: one stable sort by time gives the
+    # local read (the rotation records carry the time they were written, so files overlap)
+    assert frame["sequence"].iloc[:100].is_monotonic_increasing
+    frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+    local = read_events(str(series) + "*").frame
+    for column in ("timestamp", "user", "action", "sequence"):
+        assert frame[column].astype(str).tolist() == local[column].astype(str).tolist()
+
+
+def test_byte_ranges_read_every_line_once_and_number_rejects_in_the_file(
+        series: Path, tmp_path: Path) -> None:
+    lines = b"".join(f.read_bytes() for f in _files(series)).splitlines(keepends=True)
+    broken = tmp_path / "audit.jsonl"
+    lines[100] = b'{"@timestamp": "not json\n'
+    lines[2500] = b"garbage\n"
+    broken.write_bytes(b"".join(lines))
+    parts = plan_partitions([broken], target_bytes=256 << 10)
+    assert len(parts) > 10 and {p.kind for p in parts} == {"range"}
+    frame, results = _read_all(parts)
+    local = read_events(broken)
+    frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+    assert frame["event_id"].tolist() == local.frame["event_id"].tolist()
+    rejected = [r for group in renumber(parts, results) for r in group]
+    assert [r.line for r in rejected] == [r.line for r in local.rejected] == [101, 2501]
+    merged = merge_accounting([r for r, _ in results], len(frame))
+    assert merged.records == local.records
+    assert len(merged.frame) == len(local.frame)
+
+
+def test_a_parquet_export_is_cut_by_day(series: Path, tmp_path: Path) -> None:
+    from analyzer.export import export_parquet
+
+    out = tmp_path / "export"
+    export_parquet(_files(series), out)
+    parts = plan_partitions([out])
+    days = sorted(p.name for p in out.iterdir() if p.name.startswith("dt="))
+    assert len(parts) == len(days) >= 8
+    assert all(p.kind == "row_groups" for p in parts)
+    frame, _ = _read_all(parts)
+    local = read_events(out).frame
+    assert frame["event_id"].tolist() == local["event_id"].tolist()
+
+
+def test_keys_never_go_to_a_worker() -> None:
+    with pytest.raises(ConfigError, match="never sent to a worker"):
+        worker_options({"decrypt_keys": (b"k" * 32,), "clear_only": False})
+    assert worker_options({"clear_only": True, "decrypt_keys": ()}) == {"clear_only": True}
+
+
+# -- train + score on a LocalCluster: what the local engine gives ------------------------------
+
+@pytest.fixture(scope="module")
+def scheduler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def _alerts(log: Path, unseal=None) -> list[dict]:
+    """The alert records written back, without what differs between two runs (when they
+    were written, their chain, the model's id); opened with ``unseal`` when sealed."""
+    out = []
+    for line in log.read_text().splitlines():
+        doc = json.loads(line)
+        doc = unseal(doc) if unseal is not None else doc
+        if doc.get("event", {}).get("kind") != "alert":
+            continue
+        event = {k: v for k, v in doc["event"].items()
+                 if k not in ("id", "sequence", "hash", "created", "ingested")}
+        out.append({"event": event, "user": doc.get("user"), "source": doc.get("source"),
+                    "message": doc["message"], "analyzer": doc.get("analyzer", {}).get("alert")
+                    or {k: v for k, v in doc.get("analyzer", {}).items() if k != "chain"}})
+    return out
+
+
+def _train_and_score(inputs: list[str], out: Path, engine: list[str], unseal=None
+                     ) -> tuple[pd.DataFrame, list[dict]]:
+    from analyzer.cli import main
+
+    model, scores, alerts = out / "model.joblib", out / "scores.csv", out / "alerts.jsonl"
+    assert main(["train", *inputs, "--model", str(model), *engine]) == 0
+    assert main(["score", *inputs, "--model", str(model), "--scores", str(scores),
+                 "--audit-log", str(alerts), *engine]) == 0
+    return pd.read_csv(scores, keep_default_na=False), _alerts(alerts, unseal)
+
+
+def _same_scores(dask: pd.DataFrame, local: pd.DataFrame) -> None:
+    assert list(dask.columns) == list(local.columns)
+    assert len(dask) == len(local) > 100
+    numbers = [c for c in local.columns if pd.api.types.is_float_dtype(local[c])]
+    others = [c for c in local.columns if c not in numbers]
+    pd.testing.assert_frame_equal(dask[others], local[others])
+    np.testing.assert_allclose(dask[numbers].to_numpy(), local[numbers].to_numpy(),
+                               rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_dask_engine_scores_a_rotated_series_as_the_local_engine(
+        series: Path, scheduler: str, tmp_path: Path) -> None:
+    inputs = [str(series) + "*"]
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score(inputs, tmp_path / "local", [])
+    dask = _train_and_score(inputs, tmp_path / "dask", ["--scheduler", scheduler])
+    _same_scores(dask[0], local[0])
+    assert local[1], "the synthetic attacks should alert"
+    assert dask[1] == local[1]
+
+
+@pytest.mark.slow
+def test_dask_engine_scores_a_parquet_export_as_the_local_engine(
+        series: Path, scheduler: str, tmp_path: Path) -> None:
+    from analyzer.cli import main
+
+    export = tmp_path / "export"
+    assert main(["export", *map(str, _files(series)), "--parquet", str(export)]) == 0
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score([str(export)], tmp_path / "local", [])
+    dask = _train_and_score([str(export)], tmp_path / "dask",
+                            ["--engine", "dask", "--scheduler", scheduler])
+    _same_scores(dask[0], local[0])
+    assert local[1] and dask[1] == local[1]
+
+
+def test_without_the_extra_the_dask_engine_is_one_line(monkeypatch, capsys,
+                                                       series: Path) -> None:
+    import analyzer.engine
+    from analyzer.cli import main
+
+    monkeypatch.setattr(analyzer.engine, "dask_available", lambda: False)
+    code = main(["score", str(series), "--model", "m.joblib", "--engine", "dask"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["audit-analyzer score: error: --engine dask needs the dask extra: "
+                   "pip install 'audit-analyzer[dask]'"]
+
+
+def test_an_encrypted_trail_needs_consent_to_decrypt_for_the_workers(
+        capsys, series: Path, tmp_path: Path) -> None:
+    from analyzer.cli import main
+
+    key = tmp_path / "enc.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    code = main(["train", str(series), "--model", str(tmp_path / "m.joblib"),
+                 "--engine", "dask", "--encryption-key-file", str(key)])
+    assert code == 2
+    assert "--decrypt-on-workers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decrypt_on_workers_scores_an_encrypted_trail_as_the_local_engine(
+        org, scheduler: str, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from analyzer.cli import main
+
+    enc = tmp_path / "enc.key"
+    enc.write_text("ab" * 32)
+    enc.chmod(0o600)
+    data = tmp_path / "input.csv"
+    events = org.events[org.events["timestamp"] < org.events["timestamp"].min()
+                        + pd.Timedelta(days=4)]
+    events.assign(timestamp=events["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(
+        data, index=False)
+    log = tmp_path / "audit.jsonl"
+    keys = ["--encryption-key-file", str(enc)]
+    assert main(["ingest", str(data), "--log", str(log), *keys]) == 0
+    assert "alice" not in log.read_text()  # the trail is sealed
+    from analyzer.crypto import RecordCipher
+
+    unseal = RecordCipher(keys=(bytes.fromhex("ab" * 32),)).unseal
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score([str(log), *keys], tmp_path / "local", [], unseal)
+    dask = _train_and_score([str(log), *keys], tmp_path / "dask",
+                            ["--scheduler", scheduler, "--decrypt-on-workers"], unseal)
+    _same_scores(dask[0], local[0])
+    assert local[1] and dask[1] == local[1]
+    assert local[1][0]["source"] or local[1][0]["user"]  # opened: who is in clear
+
+
+def test_a_jsonl_url_is_cut_into_byte_ranges_like_a_local_file(series: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    data = _files(series)[0].read_bytes()
+    with fsspec.open("memory://trail/audit.jsonl", "wb") as handle:
+        handle.write(data)
+    parts = plan_partitions(["memory://trail/audit.jsonl*"], target_bytes=256 << 10)
+    assert len(parts) > 3 and {p.kind for p in parts} == {"range"}
+    frame, _ = _read_all(parts)
+    frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+    assert frame["event_id"].tolist() == read_events(_files(series)[0]).frame[
+        "event_id"].tolist()
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], "tcp://10.0.0.5:8786", None),  # the variable alone never switches the engine on
+    (["--engine", "dask"], "tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
+    (["--engine", "dask"], None, "local cluster"),
+    (["--scheduler", "tcp://10.0.0.9:8786"], "tcp://10.0.0.5:8786", "tcp://10.0.0.9:8786"),
+    (["--engine", "local"], "tcp://10.0.0.5:8786", None),
+])
+def test_the_scheduler_comes_from_the_flag_then_the_environment(monkeypatch, argv, env,
+                                                                 expected) -> None:
+    import analyzer.engine
+    from analyzer.cli import _engine, build_parser
+
+    asked = []
+
+    class Engine:
+        n_workers, dashboard_link = 2, None
+
+        @classmethod
+        def connect(cls, address):
+            asked.append(address or "local cluster")
+            return cls()
+
+    monkeypatch.setattr(analyzer.engine, "DaskEngine", Engine)
+    monkeypatch.setattr(analyzer.engine, "dask_available", lambda: True)
+    monkeypatch.setattr(_engine, "_quiet_distributed", lambda: None)
+    if env is None:
+        monkeypatch.delenv(_engine.SCHEDULER_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(_engine.SCHEDULER_VARIABLE, env)
+    args = build_parser().parse_args(["score", "x.jsonl", "--model", "m.joblib", *argv])
+    engine = _engine.engine_from_args(args)
+    assert (engine is None) == (expected is None)
+    assert asked == ([] if expected is None else [expected])
