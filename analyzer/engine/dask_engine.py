@@ -27,7 +27,7 @@ from analyzer.engine.partitions import (
     worker_options,
 )
 from analyzer.errors import ConfigError
-from analyzer.sources import ReadResult
+from analyzer.sources import ReadResult, empty_frame
 
 __all__ = ["DaskEngine"]
 
@@ -165,7 +165,7 @@ class DaskEngine:
         logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
         shared = client.scatter(ctx, broadcast=True)
         back = _look_back(ctx)
-        target = min(BLOCK_EVENTS, max(1, len(result.frame) // (4 * max(self.n_workers, 1))))
+        target = min(BLOCK_EVENTS, max(1, (result.used or 0) // (4 * max(self.n_workers, 1))))
         blocks = []
         for lo, hi in _blocks(reads, spec.step, target):
             first = None if lo is None else (lo * spec.step - back) // spec.step
@@ -187,7 +187,7 @@ class DaskEngine:
         rejected = renumber(parts, pairs)
         accountings = [dataclasses.replace(r.accounting, rejected=rej)
                        for r, rej in zip(reads, rejected, strict=True)]
-        return merge_accounting(accountings, sum(len(r.accounting.frame) for r in reads))
+        return merge_accounting(accountings, sum(r.accounting.used or 0 for r in reads))
 
     def close(self) -> None:
         """Disconnect; stop the local cluster this engine started (never a remote one)."""
@@ -227,8 +227,7 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
         result, lines = source
     stats, events = chunk_stats(result.frame, spec)
     slots, counts = np.unique(events.t // spec.step, return_counts=True)
-    accounting = dataclasses.replace(result, frame=pd.DataFrame(
-        index=pd.RangeIndex(len(result.frame))))
+    accounting = dataclasses.replace(result, frame=empty_frame(), used=len(result.frame))
     return _Read(accounting, lines, slots, counts), stats, events
 
 
