@@ -22,6 +22,11 @@ Alerts (defaults documented in the README's analysis section):
 - the budget counts incidents: at most ``alerts_per_day`` per UTC day, each incident's rarest
   window first; and at most ``max_alert_share`` (default 2%) of the scored windows alert.
 
+A log larger than memory is given as chunks of events: :meth:`AuditModel.fit_chunks`,
+:meth:`AuditModel.score_chunks` and :meth:`AuditModel.fit_score_chunks` hold one chunk at a
+time (:mod:`analyzer.streaming`) and give the same model, scores and alerts as the methods
+on the whole frame.
+
 :meth:`AuditModel.fit_score` scores a log against itself prequentially: history features come
 only from earlier events, the first window (or the burn-in) is a warm-up that counts nothing
 as new, "typical" ranges come from the entity's earlier windows only, and time-of-day
@@ -230,8 +235,8 @@ class AuditModel(BaseEstimator):
         concatenation."""
         from analyzer.streaming import stream_windows
 
-        extractor = self._new_extractor()
-        self._fit_table(stream_windows(extractor, chunks, fitting=True, details=False,
+        extractor = self.new_extractor()
+        self.fit_table(stream_windows(extractor, chunks, fitting=True, details=False,
                                        spill_dir=spill_dir))
         return self
 
@@ -241,8 +246,8 @@ class AuditModel(BaseEstimator):
         """:meth:`fit_score` on a log given as time-ordered chunks of events."""
         from analyzer.streaming import stream_windows
 
-        extractor = self._new_extractor()
-        windows = self._fit_table(stream_windows(extractor, chunks, fitting=True,
+        extractor = self.new_extractor()
+        windows = self.fit_table(stream_windows(extractor, chunks, fitting=True,
                                                  details=True, spill_dir=spill_dir))
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         return self._score_windows(windows, budget, _past_typical)
@@ -254,12 +259,21 @@ class AuditModel(BaseEstimator):
         from analyzer.streaming import stream_windows
 
         self._check_fitted()
-        budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         windows = stream_windows(self.extractor_, chunks, fitting=False, details=True,
                                  spill_dir=spill_dir)
+        return self.score_table(windows, alerts_per_day=alerts_per_day)
+
+    def score_table(self, windows: pd.DataFrame, *, alerts_per_day: float | None = None
+                    ) -> pd.DataFrame:
+        """:meth:`score` of a window table (``extractor_.transform``'s, or built in chunks)."""
+        self._check_fitted()
+        budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
         return self._score_windows(windows, budget, self._typical_rows)
 
-    def _new_extractor(self) -> FeatureExtractor:
+    def new_extractor(self) -> FeatureExtractor:
+        """The (unfitted) feature extractor this model fits, set as ``extractor_``; with
+        :meth:`fit_table` and :meth:`score_table`, how another engine (a Dask cluster) fits
+        and scores from window tables it computed itself."""
         _check_budget(self.alerts_per_day)
         _check_share(self.max_alert_share)
         self.extractor_ = FeatureExtractor(window=self.window, step=self.step,
@@ -268,10 +282,10 @@ class AuditModel(BaseEstimator):
         return self.extractor_
 
     def _fit_windows(self, frame: pd.DataFrame, *, details: bool) -> pd.DataFrame:
-        train = self._new_extractor().fit_transform(frame, details=details)
-        return self._fit_table(train)
+        train = self.new_extractor().fit_transform(frame, details=details)
+        return self.fit_table(train)
 
-    def _fit_table(self, train: pd.DataFrame) -> pd.DataFrame:
+    def fit_table(self, train: pd.DataFrame) -> pd.DataFrame:
         """Detectors, calibration and metadata from the training windows (the extractor is
         fitted); returns the windows with the warm-up's history features zeroed."""
         if not len(train):
@@ -377,8 +391,7 @@ class AuditModel(BaseEstimator):
         """
         self._check_fitted()
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
-        windows = self.extractor_.transform(frame)
-        return self._score_windows(windows, budget, self._typical_rows)
+        return self.score_table(self.extractor_.transform(frame), alerts_per_day=budget)
 
     def window_rarity(self, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """Each window's detector output: tail probability, combined rarity, minimum risk

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from analyzer.model import AuditModel
     from analyzer.sources._base import ReadResult
 
-__all__ = ["frame_chunks", "run_stream", "stream_windows"]
+__all__ = ["block_events", "failures_before", "frame_chunks", "look_back", "run_stream",
+           "stream_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,50 @@ def _bounds(spilled: list[_Spilled]) -> list[tuple[int | None, int | None]]:
     return list(itertools.pairwise(edges))
 
 
+def look_back(ctx: WindowContext) -> int:
+    """How far before its first slot (ns) a block reads: the failures of the trailing day
+    before its first windows (which reach ``window - step`` back)."""
+    return (ctx.window // ctx.step - 1) * ctx.step + _NS_PER_DAY + ctx.window
+
+
+def block_events(ctx: WindowContext, arrays: Iterable[EventArrays], lo: int | None,
+                 hi: int | None) -> EventArrays | None:
+    """The events a block owning the windows with last slot in ``[lo, hi)`` holds: those of
+    the slots ``[lo - (window/step - 1), hi)`` from ``arrays`` (partitions in log order, in
+    any codes), in the context's codes; None when there are none. The rows keep the
+    partitions' order (ties in time then keep the log's order, as a whole read's stable sort
+    does)."""
+    first = None if lo is None else lo - (ctx.window // ctx.step - 1)
+    parts = []
+    for ev in arrays:
+        slot = ev.t // ctx.step
+        keep = np.ones(ev.n, dtype=bool)
+        if first is not None:
+            keep &= slot >= first
+        if hi is not None:
+            keep &= slot < hi
+        if keep.any():
+            parts.append(ev if keep.all() else ev.take(np.flatnonzero(keep)))
+    return ctx.encode(parts) if parts else None
+
+
+def failures_before(ctx: WindowContext, arrays: Iterable[EventArrays], lo: int | None
+                    ) -> Failures:
+    """The failed events (with an address and a user) of slots before ``lo`` within
+    :func:`look_back` of it, in the context's codes: what a block needs for the trailing
+    day (``arrays``: the partitions that may hold them; more is harmless)."""
+    if lo is None:
+        return Failures.none()
+    since = lo * ctx.step - look_back(ctx)
+    out = Failures.none()
+    for ev in arrays:
+        own = (ev.t // ctx.step < lo) & (ev.t >= since)
+        if own.any():
+            out = _with_failures(out, ctx.encode([ev.take(np.flatnonzero(own))]),
+                                 np.ones(int(own.sum()), dtype=bool))
+    return out
+
+
 def _blocks(ctx: WindowContext, spilled: list[_Spilled], *, details: bool
             ) -> Iterator[Block]:
     """Phase 2 over the spilled chunks, block by block in time order."""
@@ -177,24 +222,14 @@ def _blocks(ctx: WindowContext, spilled: list[_Spilled], *, details: bool
         for i in list(cache):
             if i not in wanted:
                 del cache[i]
-        parts = []
         for i in wanted:
             if i not in cache:
                 cache[i] = _load(spilled[i], ctx)
-            ev = cache[i]
-            slot = ev.t // ctx.step
-            keep = np.ones(ev.n, dtype=bool)
-            if first is not None:
-                keep &= slot >= first
-            if hi is not None:
-                keep &= slot < hi
-            parts.append(ev if keep.all() else ev.take(np.flatnonzero(keep)))
-        if not parts:
+        events = block_events(ctx, [cache[i] for i in wanted], lo, hi)
+        if events is None:
             continue
-        events = ctx.encode(parts) if len(parts) > 1 else parts[0]
-        if lo is not None:
-            failures = _recent(failures, lo * ctx.step - (k - 1) * ctx.step - _NS_PER_DAY
-                               - ctx.window)
+        if lo is not None:  # the rolling buffer holds what failures_before would find
+            failures = _recent(failures, lo * ctx.step - look_back(ctx))
         yield ctx.profile.window_block(ctx, events, lo=lo, hi=hi, failures=failures,
                                        details=details)
         own = np.ones(events.n, dtype=bool) if lo is None else events.t // ctx.step >= lo

@@ -225,3 +225,58 @@ def test_a_parquet_export_reads_in_row_groups(org, tmp_path):
         _same(AuditModel(random_state=0).fit_score(whole.frame),
               AuditModel(random_state=0).fit_score_chunks(read_chunks(tmp_path / "copy",
                                                                       size=700)))
+
+
+def test_a_web_scan_read_in_small_chunks_names_the_same_paths_and_tools():
+    """Paths and tools are named in the order the log first shows them, chunks or not."""
+    agents = ["sqlmap/1.5#stable", "curl/8.1", "Mozilla/5.0 Firefox/120.0", "nikto/2.5"]
+    paths = ["/.env", "/.git/config", "/wp-admin/", "/backup.zip", "/server-status",
+             "/search", "/.aws/credentials", "/db.sql"]
+    rows = [{"timestamp": pd.Timestamp("2026-01-05 09:00", tz="UTC") + pd.Timedelta(seconds=37 * i),
+             "user": "", "source_ip": f"203.0.113.{i % 3}", "action": "http.get",
+             "outcome": "failure" if i % 4 else "success", "url_path": paths[(i * 5) % 8],
+             "url_query": "q=1%27%20OR%201%3D1--" if i % 7 == 0 else "", "status": 404,
+             "user_agent": agents[(i // 3) % 4], "resource": paths[(i * 5) % 8]}
+            for i in range(240)]
+    frame = pd.DataFrame(rows)
+    whole = FeatureExtractor().fit_transform(frame, details=True)
+    for size in (4, 25):
+        _same(whole, stream_windows(FeatureExtractor(), frame_chunks(frame, size),
+                                    fitting=True, details=True))
+    assert (whole["d_sensitive_probes"] != "").any() and (whole["d_scanner"] != "").any()
+
+
+def test_block_inputs_from_partitions_give_the_same_windows(org):
+    """What another engine does per block (block_events, failures_before from the
+    partitions' arrays) gives the windows of the whole log."""
+    from analyzer.streaming import block_events, failures_before
+
+    train = org.train_events
+    fx = FeatureExtractor()
+    spec = fx.stats_spec(fitting=True)
+    parts = [chunk_stats(chunk, spec) for chunk in frame_chunks(train, 1_700)]
+    ctx = fx.finalize_stats(functools.reduce(merge_stats, [p for p, _ in parts]), fitting=True)
+    arrays = [e for _, e in parts]
+    edges = [None, *sorted({int(e.t.min() // ctx.step) for e in arrays[1:]}), None]
+    blocks = []
+    for lo, hi in itertools.pairwise(edges):
+        events = block_events(ctx, arrays, lo, hi)
+        if events is not None:
+            blocks.append(fx.window_block(ctx, events, lo=lo, hi=hi,
+                                          failures=failures_before(ctx, arrays, lo)))
+    _same(FeatureExtractor().fit_transform(train, details=True),
+          fx.finish_windows(ctx, blocks, details=True))
+
+
+def test_chunks_out_of_time_order_give_the_windows_of_their_concatenation(org):
+    """A rotated series can end each file with a later record, and files may come in any
+    order: a block reads every chunk holding events of its hours, so the windows are those of
+    the chunks joined in the same order."""
+    chunks = list(frame_chunks(org.train_events, 1_100))
+    shuffled = [chunks[i] for i in (3, 0, 5, 1, 4, 2, *range(6, len(chunks)))]
+    late = shuffled[0].iloc[:40].assign(
+        timestamp=shuffled[0]["timestamp"].iloc[:40] + pd.Timedelta(days=2))
+    shuffled[0] = pd.concat([shuffled[0], late], ignore_index=True)
+    joined = pd.concat(shuffled, ignore_index=True)
+    _same(FeatureExtractor().fit_transform(joined, details=True),
+          stream_windows(FeatureExtractor(), iter(shuffled), fitting=True, details=True))

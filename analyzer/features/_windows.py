@@ -49,10 +49,16 @@ _OWN_NOVELTY_USER = (*(f for (e, _), f in _NOVELTY.items() if e == "user"),
 PRIOR_STRENGTH = 5.0
 # An hour of day or weekday is unusual for an entity below 2% of its activity.
 _UNUSUAL = float(np.log(50.0))
-#: Time of day is continuous: an entity's hour profile is smoothed over neighbouring hours.
+#: Time of day is continuous: activity at 17:00 makes 18:00 less surprising than 03:00. An
+#: entity's hour profile is smoothed over neighbouring hours (weights by distance in hours),
+#: so a short history that happens to lack one evening hour does not make it "unusual".
 HOUR_KERNEL: tuple[tuple[int, float], ...] = (
     (-2, 0.25), (-1, 0.5), (0, 1.0), (1, 0.5), (2, 0.25))
 KERNEL_MASS = sum(w for _, w in HOUR_KERNEL)
+# Time-of-day and weekday features mean nothing until the organisation has history to
+# compare with (the entity's own profile is shrunk towards the organisation's): below these
+# many distinct UTC days of earlier activity they are muted (0), so a one-hour log never
+# says "active at 11:00, unusual for X". Weekdays need a week to have been seen at all.
 TIME_HISTORY_DAYS = 3
 WEEKDAY_HISTORY_DAYS = 7
 #: Hidden per-window columns the table pass needs (dropped before the windows are returned).
@@ -506,13 +512,15 @@ def finish_windows(ctx: WindowContext, blocks: list[Block], *, details: bool
                    ) -> pd.DataFrame:
     """The window table from the blocks of a log, in the in-memory order (entity type,
     entity code, window start), with the sequential features finished; when fitting, the
-    profile's typical volumes and last novelties are recorded."""
+    profile's typical volumes and last novelties are recorded. The blocks' window frames
+    are consumed (taken out of them as they are joined, so that memory holds one copy)."""
     parts = []
     for etype in ENTITY_TYPES:
-        frames = [b.windows[etype] for b in blocks if etype in b.windows]
+        frames = [f for b in blocks if (f := b.windows.pop(etype, None)) is not None]
         if not frames:
             continue
         w = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        del frames
         start = pd.DatetimeIndex(w["window_start"]).as_unit("ns").asi8
         order = np.lexsort((start, w["_code"].to_numpy()))
         if not (order == np.arange(len(order))).all():
@@ -522,7 +530,10 @@ def finish_windows(ctx: WindowContext, blocks: list[Block], *, details: bool
             touches = [b.touches for b in blocks if len(b.touches)]
             _user_history(ctx, w, pd.concat(touches) if touches else _no_touches(),
                           details=details)
-        parts.append(w.drop(columns=[c for c in HIDDEN if c in w.columns]))
+        for column in HIDDEN:
+            if column in w.columns:
+                del w[column]  # in place: no copy of the table
+        parts.append(w)
     if not parts:
         return empty_windows(details)
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
