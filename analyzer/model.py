@@ -268,12 +268,14 @@ class AuditModel(BaseEstimator):
                                  spill_dir=spill_dir, progress=progress)
         return self.score_table(windows, alerts_per_day=alerts_per_day)
 
-    def score_table(self, windows: pd.DataFrame, *, alerts_per_day: float | None = None
-                    ) -> pd.DataFrame:
-        """:meth:`score` of a window table (``extractor_.transform``'s, or built in chunks)."""
+    def score_table(self, windows: pd.DataFrame, *, alerts_per_day: float | None = None,
+                    rarity: tuple[np.ndarray, ...] | None = None) -> pd.DataFrame:
+        """:meth:`score` of a window table (``extractor_.transform``'s, or built in chunks);
+        ``rarity``: :meth:`window_rarity` of it when computed elsewhere (in parts, by the
+        Dask engine's workers)."""
         self._check_fitted()
         budget = self.alerts_per_day if alerts_per_day is None else alerts_per_day
-        return self._score_windows(windows, budget, self._typical_rows)
+        return self._score_windows(windows, budget, self._typical_rows, rarity)
 
     def new_extractor(self) -> FeatureExtractor:
         """The (unfitted) feature extractor this model fits, set as ``extractor_``; with

@@ -27,7 +27,8 @@ from analyzer.engine.partitions import (
     worker_options,
 )
 from analyzer.errors import ConfigError
-from analyzer.sources import ReadResult
+from analyzer.sources import ReadResult, empty_frame
+from analyzer.streaming import look_back
 
 __all__ = ["DaskEngine"]
 
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a scheduler to answer before giving up with one line.
 CONNECT_TIMEOUT = 20
-_NS_PER_DAY = 86_400 * 10**9
 #: At most this many events in one block of phase 2 (a worker holds them with their
 #: look-back as compact arrays, ~60 bytes an event).
 BLOCK_EVENTS = 2_000_000
@@ -111,10 +111,8 @@ class DaskEngine:
         windows, result = self._windows(model.extractor_, inputs, fitting=False,
                                         format=format, since=since, until=until,
                                         options=options or {}, decrypt_keys=decrypt_keys)
-        model._check_fitted()
-        budget = model.alerts_per_day if alerts_per_day is None else alerts_per_day
         rarity = self._map_rarity(model, windows)
-        return model._score_windows(windows, budget, model._typical_rows, rarity), result
+        return model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity), result
 
     def _map_rarity(self, model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """The detectors' output for every window, computed by the workers over parts of
@@ -164,15 +162,15 @@ class DaskEngine:
         del stats
         logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
         shared = client.scatter(ctx, broadcast=True)
-        back = _look_back(ctx)
-        target = min(BLOCK_EVENTS, max(1, len(result.frame) // (4 * max(self.n_workers, 1))))
+        back = look_back(ctx)
+        target = min(BLOCK_EVENTS, max(1, (result.used or 0) // (4 * max(self.n_workers, 1))))
         blocks = []
         for lo, hi in _blocks(reads, spec.step, target):
             first = None if lo is None else (lo * spec.step - back) // spec.step
             need = [ev for ev, r in zip(events, reads, strict=True) if _holds(r, first, hi)]
             blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, *need,
                                         pure=False))
-        done = client.gather(blocks)
+        done = [b for b in client.gather(blocks) if b is not None]
         del blocks, events
         logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
         windows = fx.finish_windows(ctx, done, details=not fitting)
@@ -187,7 +185,7 @@ class DaskEngine:
         rejected = renumber(parts, pairs)
         accountings = [dataclasses.replace(r.accounting, rejected=rej)
                        for r, rej in zip(reads, rejected, strict=True)]
-        return merge_accounting(accountings, sum(len(r.accounting.frame) for r in reads))
+        return merge_accounting(accountings, sum(r.accounting.used or 0 for r in reads))
 
     def close(self) -> None:
         """Disconnect; stop the local cluster this engine started (never a remote one)."""
@@ -227,59 +225,23 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
         result, lines = source
     stats, events = chunk_stats(result.frame, spec)
     slots, counts = np.unique(events.t // spec.step, return_counts=True)
-    accounting = dataclasses.replace(result, frame=pd.DataFrame(
-        index=pd.RangeIndex(len(result.frame))))
+    accounting = dataclasses.replace(result, frame=empty_frame(), used=len(result.frame))
     return _Read(accounting, lines, slots, counts), stats, events
 
 
-def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: Any) -> Any:
+def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: Any
+            ) -> Any | None:
     """On a worker: the windows of the block of slots ``[lo, hi)`` (``None``: open), from
-    the event arrays of the partitions that hold its events, its look-back and the failures
-    of the day before it."""
-    events, failures = _block_inputs(ctx, arrays, lo, hi)
-    return ctx.profile.window_block(ctx, events, lo=lo, hi=hi, failures=failures,
+    the event arrays of the partitions that hold its events and its look-back (what a block
+    reads: :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
+    from analyzer.streaming import block_events, failures_before
+
+    events = block_events(ctx, arrays, lo, hi)
+    if events is None:  # no event of the block's own slots (its look-back only)
+        return None
+    return ctx.profile.window_block(ctx, events, lo=lo, hi=hi,
+                                    failures=failures_before(ctx, arrays, lo),
                                     details=details)
-
-
-def _look_back(ctx: Any) -> int:
-    """How far before a block's first slot its inputs reach (ns): the window's look-back
-    and the trailing day of failures (as :mod:`analyzer.streaming` keeps them)."""
-    k = ctx.window // ctx.step
-    return (k - 1) * ctx.step + _NS_PER_DAY + ctx.window
-
-
-def _block_inputs(ctx: Any, arrays: Sequence[Any], lo: int | None, hi: int | None
-                  ) -> tuple[Any, Any]:
-    """A block's events (slots ``[lo - (k - 1), hi)``, in the context's codes, in time
-    order as the in-memory path has them) and its failures (failed events with an address
-    and a user in the trailing day before ``lo``): what the local streaming driver holds
-    when it reaches the block."""
-    from analyzer.features._windows import Failures
-
-    step = ctx.step
-    first = None if lo is None else lo - (ctx.window // step - 1)
-    since = None if lo is None else lo * step - _look_back(ctx)
-    taken = []
-    for ev in arrays:
-        slot = ev.t // step
-        keep = np.ones(ev.n, dtype=bool)
-        if hi is not None:
-            keep &= slot < hi
-        if since is not None:
-            keep &= ev.t >= since
-        taken.append(ev.take(np.flatnonzero(keep)))
-    joined = ctx.encode(taken)
-    order = np.argsort(joined.t, kind="stable")  # each partition is in time order, not all
-    if not (order[1:] > order[:-1]).all():
-        joined = joined.take(order)
-    slot = joined.t // step
-    own = np.ones(joined.n, dtype=bool) if first is None else slot >= first
-    events = joined if own.all() else joined.take(np.flatnonzero(own))
-    if lo is None:
-        return events, Failures.none()
-    source, user = joined.codes["source_ip"], joined.codes["user"]
-    failed = np.flatnonzero((slot < lo) & joined.fail & (source >= 0) & (user >= 0))
-    return events, Failures(joined.t[failed], source[failed], user[failed])
 
 
 def _window_rarity(model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:

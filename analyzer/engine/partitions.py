@@ -27,11 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from analyzer.errors import ConfigError, SourceError
 from analyzer.sources import ReadResult, Rejected, detect_format, read_events, within_period
-from analyzer.sources._base import merge_skipped
 
 __all__ = ["DEFAULT_TARGET_BYTES", "Partition", "merge_accounting", "plan_partitions",
            "read_partition", "renumber", "worker_options"]
@@ -290,15 +287,8 @@ def renumber(parts: Sequence[Partition], results: Sequence[tuple[ReadResult, int
 
 def merge_accounting(results: Iterable[ReadResult], used: int) -> ReadResult:
     """One read's accounting (records, rejected, skipped, alert ids, notes) from the
-    partitions' results, for ``report_read``. Its frame holds no column, only ``used``
-    rows: the events themselves stayed on the workers."""
-    results = list(results)
-    counted = all(r.records is not None for r in results)
-    return ReadResult(
-        pd.DataFrame(index=pd.RangeIndex(used)),
-        tuple(r for res in results for r in res.rejected),
-        sum(r.skipped_alerts for r in results),
-        frozenset().union(*(r.alert_ids for r in results)),
-        records=sum(r.records or 0 for r in results) if counted else None,
-        skipped=merge_skipped(*(r.skipped for r in results)),
-        notes=tuple(dict.fromkeys(n for r in results for n in r.notes)))
+    partitions' results, for ``report_read``: the events themselves stayed on the workers,
+    so the frame is empty and ``used`` counts them (as a chunked read's accounting)."""
+    from analyzer.sources._chunks import _accounting
+
+    return _accounting(list(results), [], used)
