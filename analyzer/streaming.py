@@ -33,7 +33,6 @@ import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -50,12 +49,7 @@ from analyzer.features import (
     merge_stats,
 )
 
-if TYPE_CHECKING:
-    from analyzer.model import AuditModel
-    from analyzer.sources._base import ReadResult
-
-__all__ = ["block_events", "failures_before", "frame_chunks", "look_back", "run_stream",
-           "stream_windows"]
+__all__ = ["block_events", "failures_before", "frame_chunks", "look_back", "stream_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,34 +72,6 @@ def frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         raise ValueError(f"chunk size must be at least 1, got {size}")
     for lo in range(0, max(len(frame), 1), size):
         yield frame.iloc[lo:lo + size]
-
-
-def run_stream(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-               model: AuditModel, command: str, size: int = 500_000,
-               spill_dir: str | os.PathLike[str] | None = None, **read_options: Any
-               ) -> tuple[pd.DataFrame | None, ReadResult]:
-    """One command of the bounded-memory path over the logs at ``paths``, read in chunks of
-    about ``size`` events (:func:`analyzer.sources._chunks.read_chunks`, which takes
-    ``read_options``): ``"train"`` fits ``model``; ``"score"`` scores with the fitted
-    ``model``; ``"self"`` fits and scores the log against itself (``score`` without a model).
-
-    Returns the scores (None for ``train``) and the read's accounting. This is what
-    ``benchmarks/bench_scale.py`` measures (peak memory and time of the local streaming path).
-    """
-    from analyzer.sources._chunks import read_chunks
-
-    chunks = read_chunks(paths, size=size, **read_options)
-    scores = None
-    if command == "train":
-        model.fit_chunks(chunks, spill_dir=spill_dir)
-    elif command == "score":
-        scores = model.score_chunks(chunks, spill_dir=spill_dir)
-    elif command == "self":
-        scores = model.fit_score_chunks(chunks, spill_dir=spill_dir)
-    else:
-        raise ValueError(f"command must be train, score or self, got {command!r}")
-    assert chunks.result is not None  # set once the chunks are read
-    return scores, chunks.result
 
 
 def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], *,

@@ -242,7 +242,8 @@ def commands(path: Path, work: Path) -> dict[str, tuple[list[str], list[str]]]:
                      *extra))
 
     stream = [sys.executable, "-c", STREAM]
-    return {"memory": pair(), "dask": pair("--engine", "dask"),
+    # the command line reads in chunks of 1,000,000 events by default: 0 reads whole
+    return {"memory": pair("--chunk-events", "0"), "dask": pair("--engine", "dask"),
             "streaming": ([*stream, "train", log, model],
                           [*stream, "score", log, model, scores])}
 

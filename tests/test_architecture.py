@@ -38,7 +38,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trail wing", ("analyzer.follow", "analyzer.sinks", "analyzer.retention",
                     "analyzer.trail")),
     ("sources", ("analyzer.sources",)),
-    ("features", ("analyzer.features",)),
+    ("features", ("analyzer.features", "analyzer.streaming")),
     ("model", ("analyzer.reasons", "analyzer.detector", "analyzer.model",
                "analyzer.persistence")),
     ("judgement", ("analyzer.alerts", "analyzer.feedback", "analyzer.suppression",
@@ -48,6 +48,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
                          "analyzer.sinks.sqlite", "analyzer.sinks.postgres")),
     # One entry point that reads, scores and writes back, shared by the CLI, demo, watch,
     # notebooks and the report's own reading.
+    # Where the pipeline runs besides this process: a Dask cluster (partitions of the inputs).
+    ("engine", ("analyzer.engine",)),
     ("pipeline", ("analyzer.pipeline",)),
     ("report", ("analyzer.report",)),
     ("live", ("analyzer.watch", "analyzer.metrics", "analyzer.chain_monitor")),
@@ -216,9 +218,6 @@ LONG_FUNCTIONS: dict[str, str] = {
         "generated scenario: draws the synthetic organisation's roster (roles, teams, "
         "offices, habits) in one pass over one random generator, whose order of draws fixes "
         "every seeded organisation and its golden figures",
-    "analyzer.features._extractor:FeatureExtractor._entity_windows":
-        "split in progress: the feature families become separate phases over a window index "
-        "on the `stream` branch (issue 17), which replaces this function",
 }
 
 

@@ -242,7 +242,8 @@ def test_a_jsonl_url_is_cut_into_byte_ranges_like_a_local_file(series: Path) -> 
     data = _files(series)[0].read_bytes()
     with fsspec.open("memory://trail/audit.jsonl", "wb") as handle:
         handle.write(data)
-    parts = plan_partitions(["memory://trail/audit.jsonl*"], target_bytes=256 << 10)
+    # ranges of a fifth of the file (its size varies with the generated trail)
+    parts = plan_partitions(["memory://trail/audit.jsonl*"], target_bytes=len(data) // 5)
     assert len(parts) > 3 and {p.kind for p in parts} == {"range"}
     frame, _ = _read_all(parts)
     frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)

@@ -179,7 +179,6 @@ def test_no_chunks_is_nothing_to_train_on():
 
 def test_reading_in_chunks_keeps_the_accounting_and_the_results(org, tmp_path):
     from analyzer.sources._chunks import read_chunks
-    from analyzer.streaming import run_stream
     from analyzer.synth import write_audit_log
 
     events = org.train_events.iloc[:9_000]
@@ -200,10 +199,11 @@ def test_reading_in_chunks_keeps_the_accounting_and_the_results(org, tmp_path):
         assert joined[column].astype(str).tolist() == whole.frame[column].astype(str).tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores, result = run_stream([first, second], model=AuditModel(random_state=0),
-                                    command="self", size=2_000)
+        again = read_chunks([first, second], size=2_000)
+        scores = AuditModel(random_state=0).fit_score_chunks(again)
         _same(AuditModel(random_state=0).fit_score(whole.frame), scores)
-    assert result.accounting() == whole.accounting()
+    assert again.result is not None
+    assert again.result.accounting() == whole.accounting()
 
 
 def test_a_parquet_export_reads_in_row_groups(org, tmp_path):
