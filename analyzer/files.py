@@ -35,7 +35,7 @@ from pathlib import Path
 from analyzer.errors import ConfigError, SourceError
 
 __all__ = ["PRIVATE", "USER_OUTPUT", "append_side", "atomic_write", "check_private",
-           "first_line", "last_line", "mode_of", "open_append", "open_exclusive"]
+           "first_line", "last_line", "mode_of", "open_append", "open_exclusive", "read_secret"]
 
 #: The mode of a side file that belongs to no other file.
 PRIVATE = 0o600
@@ -182,3 +182,24 @@ def check_private(path: str | os.PathLike[str], what: str = "key file") -> None:
     if folder_mode & (stat.S_IWGRP | stat.S_IWOTH) and not folder_mode & stat.S_ISVTX:
         raise ConfigError(f"{path}: {what} is in a folder others can write ({folder}), so "
                           f"it could be replaced; run: chmod go-w {folder}, or move it")
+
+
+def read_secret(path: str | os.PathLike[str]) -> str:
+    """A credential from a file (first line, surrounding whitespace removed).
+
+    The file is checked as key files are (:func:`analyzer.files.check_private`): not
+    readable by group or others, in a folder they cannot write.
+    """
+    try:
+        check_private(path, "credential file")
+    except SourceError:
+        raise ConfigError(f"{path}: credential file not found") from None
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: credential file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read credential file: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{path}: credential file is empty")
+    return text.splitlines()[0].strip()

@@ -80,7 +80,7 @@ from analyzer.features import (
     detector_features,
     feature_names,
 )
-from analyzer.scoring_math import RISK_PER_DECADE, alert_threshold, risk_from_p
+from analyzer.scoring_math import MIN_P, RISK_PER_DECADE, alert_threshold, risk_from_p
 
 __all__ = ["DEFAULT_ALERTS_PER_DAY", "DEFAULT_MAX_ALERT_SHARE", "DEFAULT_MIN_RISK",
            "SCORE_COLUMNS", "AuditModel", "risk_from_p"]
@@ -100,7 +100,6 @@ SCORE_COLUMNS: tuple[str, ...] = (
 )
 _EXTRA_COLUMNS = ("risk_score", "first_sequence", "last_sequence", "n_events")
 # Smallest tail probability reported, so that score = 1 - p stays distinguishable from 1.
-_MIN_P = 1e-12
 # Reasons are written for alerts and for windows this many times over the alert threshold.
 _REASON_MARGIN = 5.0
 # An entity type with fewer entities than this is calibrated against all windows.
@@ -432,7 +431,7 @@ class AuditModel(BaseEstimator):
         col = {name: j for j, name in enumerate(all_names)}
         etypes = windows["entity_type"].astype(str).to_numpy()
         p, rarity, min_risk, contrib = rarity_of or self.window_rarity(windows)
-        p = _break_ties(np.clip(p, _MIN_P, 1.0), rarity, contrib.sum(axis=1))
+        p = _break_ties(np.clip(p, MIN_P, 1.0), rarity, contrib.sum(axis=1))
         risk = risk_from_p(p)
         candidate = (p <= limit) & (risk >= min_risk)
         lead = np.where(contrib.max(axis=1) > 0, contrib.argmax(axis=1), -1)

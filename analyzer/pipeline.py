@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from analyzer.feedback import ExclusionResult
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
-    from analyzer.sources._chunks import ChunkedRead
+    from analyzer.sources.chunks import ChunkedRead
     from analyzer.suppression import Suppressions
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
@@ -309,7 +309,7 @@ def _streams(source: Source, chunk_events: int | None) -> bool:
 
 def _chunks(source: Source, size: int, progress: Progress, *, format: str | None,
             options: ReaderOptions | None, since: Any, until: Any) -> ChunkedRead:
-    from analyzer.sources._chunks import read_chunks
+    from analyzer.sources.chunks import read_chunks
 
     assert not isinstance(source, ReadResult | pd.DataFrame)
     return read_chunks(source, size=size, format=format, since=since, until=until,

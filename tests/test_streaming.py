@@ -178,7 +178,7 @@ def test_no_chunks_is_nothing_to_train_on():
 
 
 def test_reading_in_chunks_keeps_the_accounting_and_the_results(org, tmp_path):
-    from analyzer.sources._chunks import read_chunks
+    from analyzer.sources.chunks import read_chunks
     from analyzer.synth import write_audit_log
 
     events = org.train_events.iloc[:9_000]
@@ -208,7 +208,7 @@ def test_reading_in_chunks_keeps_the_accounting_and_the_results(org, tmp_path):
 
 def test_a_parquet_export_reads_in_row_groups(org, tmp_path):
     from analyzer.export import export_parquet
-    from analyzer.sources._chunks import read_chunks
+    from analyzer.sources.chunks import read_chunks
     from analyzer.synth import write_audit_log
 
     trail = tmp_path / "audit.jsonl"

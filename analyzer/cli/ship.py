@@ -129,7 +129,7 @@ def _record_unsealer(cipher: Any) -> Any:
 
 def build_sink(args: argparse.Namespace) -> Any:
     """The destination the options describe (credentials from files or the environment)."""
-    from analyzer.sinks._http import read_secret
+    from analyzer.files import read_secret
 
     name = args.name or args.to
     verify = not args.insecure

@@ -149,7 +149,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     shipping = None
     if args.webhook:
-        from analyzer.sinks._http import read_secret
+        from analyzer.files import read_secret
         from analyzer.sinks.http import WebhookSink
 
         token = read_secret(args.webhook_token_file) if args.webhook_token_file else \

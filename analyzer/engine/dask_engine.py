@@ -217,7 +217,7 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
             since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any]:
     """On a worker: read a partition (or take what the client read), and map it to its
     partial statistics and its compact event arrays."""
-    from analyzer.features._stats import chunk_stats
+    from analyzer.features import chunk_stats
 
     if isinstance(source, Partition):
         result, lines = read_partition(source, options, since=since, until=until)
@@ -258,7 +258,7 @@ def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
 def _merge_tree(client: Any, futures: list[Any]) -> Any:
     """Reduce partial statistics on the workers, neighbours first, so that a merge's left
     side is always the earlier partitions (the merge is associative, not commutative)."""
-    from analyzer.features._stats import merge_stats
+    from analyzer.features import merge_stats
 
     level = futures
     while len(level) > 1:

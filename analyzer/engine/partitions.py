@@ -289,6 +289,6 @@ def merge_accounting(results: Iterable[ReadResult], used: int) -> ReadResult:
     """One read's accounting (records, rejected, skipped, alert ids, notes) from the
     partitions' results, for ``report_read``: the events themselves stayed on the workers,
     so the frame is empty and ``used`` counts them (as a chunked read's accounting)."""
-    from analyzer.sources._chunks import _accounting
+    from analyzer.sources.chunks import chunked_accounting
 
-    return _accounting(list(results), [], used)
+    return chunked_accounting(list(results), [], used)

@@ -65,6 +65,7 @@ from analyzer.features._table import (
     detector_features,
     feature_names,
     privileged_mask,
+    source_entities,
 )
 from analyzer.features._windows import Block, Failures
 
@@ -91,5 +92,6 @@ __all__ = [
     "feature_names",
     "merge_stats",
     "privileged_mask",
+    "source_entities",
 ]
 

@@ -43,7 +43,7 @@ def _entity_rows(cols: EventColumns, alert: Any) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     values = cols.frame[column]
     if column == "source_ip":
-        from analyzer.features._table import source_entities
+        from analyzer.features import source_entities
         values = source_entities(cols.frame)  # a source named by host name too
     if isinstance(values.dtype, pd.CategoricalDtype):
         try:

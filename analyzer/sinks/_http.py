@@ -13,11 +13,9 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from analyzer.errors import ConfigError, SourceError
-from analyzer.files import check_private
+from analyzer.errors import ConfigError
 
 _log = logging.getLogger(__name__)
 
@@ -27,27 +25,6 @@ class Response:
     status: int
     body: bytes
     retry_after: float | None = None
-
-
-def read_secret(path: str | os.PathLike[str]) -> str:
-    """A credential from a file (first line, surrounding whitespace removed).
-
-    The file is checked as key files are (:func:`analyzer.files.check_private`): not
-    readable by group or others, in a folder they cannot write.
-    """
-    try:
-        check_private(path, "credential file")
-    except SourceError:
-        raise ConfigError(f"{path}: credential file not found") from None
-    try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: credential file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read credential file: {exc.strerror}") from None
-    if not text:
-        raise ConfigError(f"{path}: credential file is empty")
-    return text.splitlines()[0].strip()
 
 
 class HttpClient:

@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 
 from analyzer.errors import ConfigError
-from analyzer.sinks._http import HttpClient, read_secret
+from analyzer.files import read_secret
+from analyzer.sinks._http import HttpClient
 from analyzer.sinks.shipper import DeliveryError, Record, SendResult
 
 __all__ = ["ElasticsearchSink"]

@@ -24,7 +24,8 @@ from datetime import datetime
 import orjson
 
 from analyzer.errors import ConfigError
-from analyzer.sinks._http import HttpClient, read_secret, safe_reason
+from analyzer.files import read_secret
+from analyzer.sinks._http import HttpClient, safe_reason
 from analyzer.sinks.shipper import DeliveryError, Record, SendResult
 
 __all__ = ["SplunkHecSink", "WebhookSink"]

@@ -91,7 +91,7 @@ class ReadResult:
     #: the format of each file read, in order (set by :func:`analyzer.sources.read_events`)
     formats: tuple[str, ...] = ()
     #: records used, when ``frame`` does not hold them (a log read in chunks:
-    #: :func:`analyzer.sources._chunks.read_chunks`); ``None``: the frame's length
+    #: :func:`analyzer.sources.chunks.read_chunks`); ``None``: the frame's length
     used: int | None = None
 
     @property

@@ -31,7 +31,7 @@ from analyzer.sources import (
 )
 from analyzer.sources._base import ReadResult, empty_frame, merge_skipped
 
-__all__ = ["ChunkedRead", "read_chunks"]
+__all__ = ["ChunkedRead", "chunked_accounting", "read_chunks"]
 
 
 class ChunkedRead:
@@ -64,7 +64,7 @@ class ChunkedRead:
             pieces.append(dataclasses.replace(piece, frame=empty_frame()))
             if len(piece.frame):
                 yield piece.frame
-        self.result = _accounting(pieces, archives, used)
+        self.result = chunked_accounting(pieces, archives, used)
 
 
 def read_chunks(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
@@ -75,7 +75,8 @@ def read_chunks(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     return ChunkedRead(paths, size=size, format=format, since=since, until=until, **options)
 
 
-def _accounting(pieces: list[ReadResult], archives: list[Path], used: int) -> ReadResult:
+def chunked_accounting(pieces: list[ReadResult], archives: list[Path], used: int
+                       ) -> ReadResult:
     counted = all(p.records is not None for p in pieces)
     records = sum(p.records or 0 for p in pieces) if counted else None
     skipped = merge_skipped(*(p.skipped for p in pieces))
