@@ -198,6 +198,22 @@ def check_clear(source: str, manifest: dict[str, Any] | None, *,
                           "again with its encryption key")
 
 
+def _open_export(path: str | os.PathLike[str], since: Any, until: Any, *, clear_only: bool
+                 ) -> tuple[str, Days, list[str]]:
+    """The export's name, the days a read of ``[since, until)`` opens and the frame's columns
+    it holds; refuses a sealed copy without ``clear_only`` and a folder that is no export."""
+    text = os.fspath(path)
+    check_clear(text, read_manifest(text), clear_only=clear_only)
+    days = open_days(text, since, until)
+    columns = [c for c in FRAME_COLUMNS if c in days.dataset.schema.names]
+    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
+               if c not in columns]
+    if days.files and missing:
+        raise SchemaError(f"{text}: not an audit-analyzer export: missing column(s) "
+                          f"{', '.join(missing)}")
+    return text, days, columns
+
+
 def read(path: str | os.PathLike[str], *, include_alerts: bool = False, since: Any = None,
          until: Any = None, clear_only: bool = False) -> ReadResult:
     """Read an export (folder, file or URL) into the normalized frame.
@@ -215,16 +231,7 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False, since: A
     clear_only
         Accept an export made with ``--clear-only`` (its encrypted fields are empty here).
     """
-    text = os.fspath(path)
-    manifest = read_manifest(text)
-    check_clear(text, manifest, clear_only=clear_only)
-    days = open_days(text, since, until)
-    columns = [c for c in FRAME_COLUMNS if c in days.dataset.schema.names]
-    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
-               if c not in columns]
-    if days.files and missing:
-        raise SchemaError(f"{text}: not an audit-analyzer export: missing column(s) "
-                          f"{', '.join(missing)}")
+    text, days, columns = _open_export(path, since, until, clear_only=clear_only)
     try:
         table = days.dataset.to_table(columns=columns) if days.files else None
     except (pa.ArrowInvalid, OSError) as exc:
@@ -240,27 +247,20 @@ def read_chunks(path: str | os.PathLike[str], *, rows: int, include_alerts: bool
     """:func:`read` in pieces of about ``rows`` records, in the export's order (day
     partitions, then row groups); each piece has its own accounting, the notice of pruned
     days comes with the first."""
-    text = os.fspath(path)
-    manifest = read_manifest(text)
-    check_clear(text, manifest, clear_only=clear_only)
-    days = open_days(text, since, until)
-    columns = [c for c in FRAME_COLUMNS if c in days.dataset.schema.names]
-    missing = [c for c in ("timestamp", "action", "outcome", "kind", "event_id")
-               if c not in columns]
-    if days.files and missing:
-        raise SchemaError(f"{text}: not an audit-analyzer export: missing column(s) "
-                          f"{', '.join(missing)}")
+    text, days, columns = _open_export(path, since, until, clear_only=clear_only)
     notes = days.note(text)
     if not days.files:
         yield ReadResult(empty_frame(), records=0, notes=notes)
         return
     pending: list[pa.RecordBatch] = []
+    held = 0
     try:
         for batch in days.dataset.to_batches(columns=columns, batch_size=max(rows, 1)):
             pending.append(batch)
-            if sum(b.num_rows for b in pending) >= rows:
+            held += batch.num_rows
+            if held >= rows:
                 yield _to_result(pa.Table.from_batches(pending), include_alerts, notes)
-                pending, notes = [], ()
+                pending, notes, held = [], (), 0
         if pending or notes:
             table = pa.Table.from_batches(pending) if pending else \
                 days.dataset.schema.empty_table().select(columns)
