@@ -86,8 +86,10 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False,
     clear_only
         Read encrypted records' clear fields only (time, action, outcome, level, ...).
     """
-    return next(read_chunks(path, rows=None, include_alerts=include_alerts,
-                            decrypt_keys=decrypt_keys, clear_only=clear_only))
+    # one piece; unpacking runs the generator to its end, which closes the file
+    (result,) = read_chunks(path, rows=None, include_alerts=include_alerts,
+                            decrypt_keys=decrypt_keys, clear_only=clear_only)
+    return result
 
 
 def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
