@@ -129,3 +129,11 @@ def test_a_missing_object_is_one_error_line_naming_it(
     assert main(["score", url, "--scores", str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and url in err[0], err
+
+
+def test_the_local_engine_says_how_to_read_json_lines_at_a_url(
+        trail: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"s3://{BUCKET}/audit.jsonl"
+    assert main(["score", url, "--scores", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and url in err[0] and "--engine dask" in err[0], err

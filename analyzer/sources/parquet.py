@@ -80,6 +80,14 @@ def is_source(path: str | os.PathLike[str]) -> bool:
                for child in folder.iterdir())
 
 
+def _unreadable(text: str, exc: Exception) -> SourceError:
+    """The one error line for a source that is no readable export; a URL says what the
+    local engine reads at a URL (a JSON-lines object there is read by the Dask engine)."""
+    hint = (" (the local engine reads a URL as a Parquet export; JSON lines at a URL: "
+            "--engine dask)") if _is_url(text) else ""
+    return SourceError(f"{text}: not a readable Parquet export{hint}: {exc}")
+
+
 def _filesystem(text: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a URL; ``(None, text)`` for a local path."""
     if not _is_url(text):
@@ -167,7 +175,7 @@ def open_days(source: str | os.PathLike[str], since: Any = None, until: Any = No
     except FileNotFoundError:
         raise SourceError(f"{text}: no such file or directory") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+        raise _unreadable(text, exc) from None
     return Days(dataset, tuple(files), total)
 
 
@@ -235,7 +243,7 @@ def read(path: str | os.PathLike[str], *, include_alerts: bool = False, since: A
     try:
         table = days.dataset.to_table(columns=columns) if days.files else None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+        raise _unreadable(text, exc) from None
     if table is None:
         return ReadResult(empty_frame(), records=0, notes=days.note(text))
     return _to_result(table, include_alerts, days.note(text))
@@ -266,7 +274,7 @@ def read_chunks(path: str | os.PathLike[str], *, rows: int, include_alerts: bool
                 days.dataset.schema.empty_table().select(columns)
             yield _to_result(table, include_alerts, notes)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+        raise _unreadable(text, exc) from None
 
 
 def _to_result(table: pa.Table, include_alerts: bool, notes: tuple[str, ...]) -> ReadResult:
@@ -300,7 +308,7 @@ def row_groups(source: str | os.PathLike[str], since: Any = None, until: Any = N
         for file in days.files:
             counts.append((file, pq.ParquetFile(file, filesystem=filesystem).num_row_groups))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{text}: not a readable Parquet export: {exc}") from None
+        raise _unreadable(text, exc) from None
     return days, counts
 
 
