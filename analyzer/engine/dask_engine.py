@@ -12,7 +12,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,17 @@ BLOCK_EVENTS = 2_000_000
 #: Windows are scored in parts of at least this many rows (smaller ones cost more to send
 #: than to score).
 SCORE_ROWS_MIN = 20_000
+#: Settings of the workers of a ``LocalCluster`` this engine starts (a remote cluster's are
+#: its operator's). distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers, which keeps
+#: glibc from reusing freed memory for the next large array: every numpy temporary is then
+#: mapped and faulted in anew (measured: +35 % CPU on the feature code, a third of it in the
+#: kernel). The statistical profiler samples every thread's stack 100 times a second, which
+#: costs CPU in GIL-bound pandas code. Measures: benchmarks/README.md, "Dask engine: where the
+#: time goes".
+_LOCAL_CONFIG: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+}
 
 
 class DaskEngine:
@@ -73,9 +84,12 @@ class DaskEngine:
                 raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
                                   f"{exc}") from None
             return cls(client)
+        import dask
+
         workers = n_workers or max(1, os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                               processes=True, silence_logs=logging.WARNING)
+        with dask.config.set(_LOCAL_CONFIG):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                   processes=True, silence_logs=logging.WARNING)
         return cls(Client(cluster), cluster)
 
     @property
@@ -99,8 +113,16 @@ class DaskEngine:
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
                                         decrypt_keys=decrypt_keys)
-        model.fit_table(windows)  # the same code as the local engine's fit
+        # the same code as the local engine's fit; the detectors (one per entity type,
+        # independent) fitted side by side on the workers
+        model.fit_table(windows, fit_all=self._fit_all)
         return result
+
+    def _fit_all(self, jobs: Iterable[tuple[Any, pd.DataFrame]]) -> list[Any]:
+        client = self.client
+        futures = [client.submit(_fit_detector, detector, client.scatter(rows), pure=False)
+                   for detector, rows in jobs]
+        return client.gather(futures)  # type: ignore[no-any-return]
 
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
               since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
@@ -154,6 +176,7 @@ class DaskEngine:
         reads = client.gather([client.submit(operator.getitem, f, 0) for f in mapped])
         stats = [client.submit(operator.getitem, f, 1) for f in mapped]
         events = [client.submit(operator.getitem, f, 2) for f in mapped]
+        failed = [client.submit(operator.getitem, f, 3) for f in mapped]
         del mapped
         result = self._accounting(parts, reads)
         logger.info("phase 1: %d partitions read and mapped in %.1f s", len(parts),
@@ -162,16 +185,14 @@ class DaskEngine:
         del stats
         logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
         shared = client.scatter(ctx, broadcast=True)
-        back = look_back(ctx)
         target = min(BLOCK_EVENTS, max(1, (result.used or 0) // (4 * max(self.n_workers, 1))))
         blocks = []
         for lo, hi in _blocks(reads, spec.step, target):
-            first = None if lo is None else (lo * spec.step - back) // spec.step
-            need = [ev for ev, r in zip(events, reads, strict=True) if _holds(r, first, hi)]
-            blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, *need,
+            full, arrays = _block_inputs(ctx, reads, events, failed, lo, hi)
+            blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, full, *arrays,
                                         pure=False))
         done = [b for b in client.gather(blocks) if b is not None]
-        del blocks, events
+        del blocks, events, failed
         logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
         windows = fx.finish_windows(ctx, done, details=not fitting)
         logger.info("window table (%d windows) at %.1f s", len(windows),
@@ -214,9 +235,10 @@ class _Read:
 
 
 def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
-            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any]:
+            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any, Any]:
     """On a worker: read a partition (or take what the client read), and map it to its
-    partial statistics and its compact event arrays."""
+    partial statistics, its compact event arrays and, apart, those of its failed events
+    (all that a later block's day of look-back needs of it)."""
     from analyzer.features import chunk_stats
 
     if isinstance(source, Partition):
@@ -226,17 +248,19 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
     stats, events = chunk_stats(result.frame, spec)
     slots, counts = np.unique(events.t // spec.step, return_counts=True)
     accounting = dataclasses.replace(result, frame=empty_frame(), used=len(result.frame))
-    return _Read(accounting, lines, slots, counts), stats, events
+    failed = events.take(np.flatnonzero(events.fail))
+    return _Read(accounting, lines, slots, counts), stats, events, failed
 
 
-def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: Any
-            ) -> Any | None:
+def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool,
+            full: tuple[bool, ...], *arrays: Any) -> Any | None:
     """On a worker: the windows of the block of slots ``[lo, hi)`` (``None``: open), from
-    the event arrays of the partitions that hold its events and its look-back (what a block
-    reads: :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
+    the event arrays of the partitions that hold its events (``full``) and the failed
+    events of those of its look-back only, in log order (what a block reads:
+    :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
     from analyzer.streaming import block_events, failures_before
 
-    events = block_events(ctx, arrays, lo, hi)
+    events = block_events(ctx, [a for a, f in zip(arrays, full, strict=True) if f], lo, hi)
     if events is None:  # no event of the block's own slots (its look-back only)
         return None
     return ctx.profile.window_block(ctx, events, lo=lo, hi=hi,
@@ -244,8 +268,33 @@ def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: An
                                     details=details)
 
 
+def _fit_detector(detector: Any, rows: pd.DataFrame) -> Any:
+    return detector.fit(rows)
+
+
 def _window_rarity(model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return model.window_rarity(windows.reset_index(drop=True))
+
+
+def _block_inputs(ctx: Any, reads: list[_Read], events: list[Any], failed: list[Any],
+                  lo: int | None, hi: int | None) -> tuple[tuple[bool, ...], list[Any]]:
+    """What the block ``[lo, hi)`` is sent, in log order: the events of the partitions
+    holding its windows' slots (flagged ``True``), and only the failed events of those
+    holding its day of look-back and no slot of its windows (:func:`failures_before` reads
+    nothing else of them): a block no longer fetches whole partitions for a day of
+    failures."""
+    own = None if lo is None else lo - (ctx.window // ctx.step - 1)
+    back = None if lo is None else (lo * ctx.step - look_back(ctx)) // ctx.step
+    full: list[bool] = []
+    arrays: list[Any] = []
+    for read, ev, fail in zip(reads, events, failed, strict=True):
+        if _holds(read, own, hi):
+            full.append(True)
+            arrays.append(ev)
+        elif _holds(read, back, hi):
+            full.append(False)
+            arrays.append(fail)
+    return tuple(full), arrays
 
 
 def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
