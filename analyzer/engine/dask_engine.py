@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.engine.partitions import (
+    DEFAULT_TARGET_BYTES,
     Partition,
     merge_accounting,
     plan_partitions,
@@ -42,6 +43,8 @@ BLOCK_EVENTS = 2_000_000
 #: Windows are scored in parts of at least this many rows (smaller ones cost more to send
 #: than to score).
 SCORE_ROWS_MIN = 20_000
+#: Phase 1 gives each worker at least this many byte ranges of a large file to read.
+RANGES_PER_WORKER = 4
 #: Settings of the workers of a ``LocalCluster`` this engine starts (a remote cluster's are
 #: its operator's). distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers, which keeps
 #: glibc from reusing freed memory for the next large array: every numpy temporary is then
@@ -108,7 +111,9 @@ class DaskEngine:
             since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
             decrypt_keys: tuple[bytes, ...] = ()) -> ReadResult:
         """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
-        the features on the cluster, the detector here. Returns the read's accounting."""
+        the features and the detectors on the cluster, the rest of the model here. Returns
+        the read's accounting."""
+        clock = time.perf_counter()
         fx = model.new_extractor()
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
@@ -116,11 +121,13 @@ class DaskEngine:
         # the same code as the local engine's fit; the detectors (one per entity type,
         # independent) fitted side by side on the workers
         model.fit_table(windows, fit_all=self._fit_all)
+        logger.info("model fitted at %.1f s", time.perf_counter() - clock)
         return result
 
     def _fit_all(self, jobs: Iterable[tuple[Any, pd.DataFrame]]) -> list[Any]:
         client = self.client
-        futures = [client.submit(_fit_detector, detector, client.scatter(rows), pure=False)
+        futures = [client.submit(_fit_detector, detector, client.scatter(rows, hash=False),
+                                 pure=False)
                    for detector, rows in jobs]
         return client.gather(futures)  # type: ignore[no-any-return]
 
@@ -130,11 +137,15 @@ class DaskEngine:
               ) -> tuple[pd.DataFrame, ReadResult]:
         """Score ``inputs`` with a fitted ``model``: the scores frame (the columns of
         :meth:`~analyzer.model.AuditModel.score`) and the read's accounting."""
+        clock = time.perf_counter()
         windows, result = self._windows(model.extractor_, inputs, fitting=False,
                                         format=format, since=since, until=until,
                                         options=options or {}, decrypt_keys=decrypt_keys)
         rarity = self._map_rarity(model, windows)
-        return model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity), result
+        logger.info("detectors' output for the windows at %.1f s", time.perf_counter() - clock)
+        scores = model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity)
+        logger.info("windows scored at %.1f s", time.perf_counter() - clock)
+        return scores, result
 
     def _map_rarity(self, model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """The detectors' output for every window, computed by the workers over parts of
@@ -144,10 +155,12 @@ class DaskEngine:
         client = self.client
         columns = ["entity_type", *(f.name for f in FEATURES)]
         size = max(SCORE_ROWS_MIN, -(-len(windows) // (2 * max(self.n_workers, 1))))
-        shared = client.scatter(model, broadcast=True)
-        parts = [client.submit(_window_rarity, shared, windows[columns].iloc[lo:lo + size],
-                               pure=False)
-                 for lo in range(0, len(windows), size)]
+        shared = client.scatter(model, broadcast=True, hash=False)
+        # scattered, not put in the tasks: the scheduler never holds the table's parts
+        pieces = client.scatter([windows[columns].iloc[lo:lo + size]
+                                 for lo in range(0, len(windows), size)], hash=False)
+        parts = [client.submit(_window_rarity, shared, piece, pure=False)
+                 for piece in pieces]
         done = client.gather(parts)
         if not done:
             return model.window_rarity(windows)
@@ -160,7 +173,8 @@ class DaskEngine:
         here) and the read's accounting."""
         client = self.client
         clock = time.perf_counter()
-        parts = plan_partitions(inputs, format=format, since=since, until=until)
+        parts = _plan(inputs, format=format, since=since, until=until,
+                      workers=max(self.n_workers, 1))
         spec = fx.stats_spec(fitting=fitting)
         sent = worker_options(options)
         mapped = []
@@ -168,7 +182,7 @@ class DaskEngine:
             if decrypt_keys:  # --decrypt-on-workers: read here, send the decrypted columns
                 read = read_partition(part, {**options, "decrypt_keys": decrypt_keys},
                                       since=since, until=until)
-                source = client.scatter(read)
+                source = client.scatter(read, hash=False)
             else:
                 source = part
             mapped.append(client.submit(_phase1, source, sent, since, until, spec,
@@ -184,7 +198,7 @@ class DaskEngine:
         ctx = fx.finalize_stats(_merge_tree(client, stats).result(), fitting=fitting)
         del stats
         logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
-        shared = client.scatter(ctx, broadcast=True)
+        shared = client.scatter(ctx, broadcast=True, hash=False)
         target = min(BLOCK_EVENTS, max(1, (result.used or 0) // (4 * max(self.n_workers, 1))))
         blocks = []
         for lo, hi in _blocks(reads, spec.step, target):
@@ -295,6 +309,23 @@ def _block_inputs(ctx: Any, reads: list[_Read], events: list[Any], failed: list[
             full.append(False)
             arrays.append(fail)
     return tuple(full), arrays
+
+
+def _plan(inputs: Sequence[str], *, format: str | None, since: Any, until: Any,
+          workers: int, target_bytes: int = DEFAULT_TARGET_BYTES) -> list[Partition]:
+    """The partitions of ``inputs``, the byte ranges of files larger than
+    ``target_bytes`` cut so that their count is a multiple of the workers (at least
+    :data:`RANGES_PER_WORKER` each, none larger than ``target_bytes``): no worker waits
+    idle through phase 1's last round."""
+    parts = plan_partitions(inputs, format=format, since=since, until=until,
+                            target_bytes=target_bytes)
+    ranged = sum((p.stop or p.start) - p.start for p in parts if p.kind == "range")
+    if not ranged:
+        return parts
+    rounds = max(RANGES_PER_WORKER, -(-ranged // (target_bytes * workers)))
+    target = max(1 << 10, -(-ranged // (rounds * workers)))
+    return plan_partitions(inputs, format=format, since=since, until=until,
+                           target_bytes=target)
 
 
 def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
