@@ -129,7 +129,7 @@ class DaskEngine:
         futures = [client.submit(_fit_detector, detector, client.scatter(rows, hash=False),
                                  pure=False)
                    for detector, rows in jobs]
-        return client.gather(futures)  # type: ignore[no-any-return]
+        return client.gather(futures)
 
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
               since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
