@@ -1,4 +1,5 @@
-"""The Dask engine: the pipeline's two feature phases on a cluster, the model on the client.
+"""The Dask engine: the pipeline's two feature phases and the detectors' fit on a cluster,
+the rest of the model on the client.
 
 dask and distributed are imported inside the functions that need them, so this module (and
 the package) import without the extra.
