@@ -49,10 +49,10 @@ RANGES_PER_WORKER = 4
 #: Settings of the workers of a ``LocalCluster`` this engine starts (a remote cluster's are
 #: its operator's). distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers, which keeps
 #: glibc from reusing freed memory for the next large array: every numpy temporary is then
-#: mapped and faulted in anew (measured: +35 % CPU on the feature code, a third of it in the
-#: kernel). The statistical profiler samples every thread's stack 100 times a second, which
-#: costs CPU in GIL-bound pandas code. Measures: benchmarks/README.md, "Dask engine: where the
-#: time goes".
+#: mapped and faulted in anew (measured: the feature code took 35 % more CPU, a third of it
+#: then in the kernel). The statistical profiler samples every thread's stack 100 times a
+#: second, which costs CPU in GIL-bound pandas code. Measures: benchmarks/README.md, "Dask
+#: engine: where the time goes".
 _LOCAL_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
