@@ -94,6 +94,10 @@ DEFAULT_MIN_RISK = 20.0
 
 logger = logging.getLogger(__name__)
 
+#: How :meth:`AuditModel.fit_table` fits its detectors: ``(detector, rows)`` pairs in, the
+#: fitted detectors out, in the same order.
+FitAll = Callable[[Iterable[tuple[RarityForest, pd.DataFrame]]], list[RarityForest]]
+
 #: The first columns of every scores frame, in order (DESIGN contract 6).
 SCORE_COLUMNS: tuple[str, ...] = (
     "entity_type", "entity", "window_start", "window_end", "score", "alert", "reasons",
@@ -291,9 +295,13 @@ class AuditModel(BaseEstimator):
         train = self.new_extractor().fit_transform(frame, details=details)
         return self.fit_table(train)
 
-    def fit_table(self, train: pd.DataFrame) -> pd.DataFrame:
+    def fit_table(self, train: pd.DataFrame, *, fit_all: FitAll | None = None
+                  ) -> pd.DataFrame:
         """Detectors, calibration and metadata from the training windows (the extractor is
-        fitted); returns the windows with the warm-up's history features zeroed."""
+        fitted); returns the windows with the warm-up's history features zeroed.
+        ``fit_all(jobs)`` fits the ``(detector, rows)`` pairs (one per entity type, each
+        independent of the others) and returns the fitted detectors in order; the default
+        fits them here, one after the other (the Dask engine fits them on its workers)."""
         if not len(train):
             raise SchemaError("nothing to train on: the frame has no events with a user or a "
                               "source address")
@@ -302,7 +310,7 @@ class AuditModel(BaseEstimator):
         warm = (train["window_start"] < cut).to_numpy()
         # at the start of a log everything is new: no "first time" counts in the warm-up
         train.loc[warm, list(_HISTORY_FEATURES)] = 0.0
-        n_fit, days = self._fit_detectors(train, ~warm)
+        n_fit, days = self._fit_detectors(train, ~warm, fit_all or _fit_each)
         self.windows_per_day_ = n_fit / days
         self.typical_ = _typical_ranges(train)
         self.metadata = {
@@ -324,9 +332,10 @@ class AuditModel(BaseEstimator):
                     len(train), n_fit)
         return train
 
-    def _fit_detectors(self, train: pd.DataFrame, use: np.ndarray) -> tuple[int, float]:
+    def _fit_detectors(self, train: pd.DataFrame, use: np.ndarray, fit_all: FitAll
+                       ) -> tuple[int, float]:
         """One detector per entity type; returns windows fitted and their active days."""
-        self.detectors_: dict[str, RarityForest] = {}
+        specs: list[tuple[str, RarityForest, np.ndarray, list[str]]] = []
         fitted = np.zeros(len(train), dtype=bool)
         etypes = train["entity_type"].astype(str).to_numpy()
         entities = train["entity"].astype(str).to_numpy()
@@ -350,8 +359,12 @@ class AuditModel(BaseEstimator):
                                     rarity_groups=groups, prior_zeros=prior,
                                     min_tail_scale=1.0,
                                     random_state=self.random_state)
-            self.detectors_[etype] = detector.fit(train.loc[rows, names])
+            specs.append((etype, detector, rows, names))
             fitted |= rows & own
+        # each type's rows are copied when fit_all takes them (here: one copy at a time)
+        done = fit_all((detector, train.loc[rows, names]) for _, detector, rows, names in specs)
+        self.detectors_: dict[str, RarityForest] = dict(
+            zip((spec[0] for spec in specs), done, strict=True))
         # the budget is per active day: a sparse or multi-year log has few of them
         days = pd.to_datetime(train.loc[fitted, "window_start"], utc=True).dt.floor("D")
         return int(fitted.sum()), float(max(days.nunique(), 1))
@@ -502,6 +515,11 @@ class AuditModel(BaseEstimator):
     def feature_names_(self) -> dict[str, list[str]]:
         """Feature names per entity type."""
         return {e: feature_names(e) for e in ENTITY_TYPES}
+
+
+def _fit_each(jobs: Iterable[tuple[RarityForest, pd.DataFrame]]) -> list[RarityForest]:
+    """Fit each detector on its rows, here (:meth:`AuditModel.fit_table`'s default)."""
+    return [detector.fit(rows) for detector, rows in jobs]
 
 
 def _check_budget(value: float) -> None:
@@ -694,7 +712,8 @@ def _within_budget(starts: pd.Series, p: np.ndarray, incident: np.ndarray, *, bu
     if not len(rows):
         return alert
     rows = rows[np.argsort(p[rows], kind="stable")]
-    day = pd.to_datetime(starts, utc=True).dt.floor("D").to_numpy()
+    # as datetime64, not an object array of Timestamps (seconds on a large table)
+    day = pd.to_datetime(starts, utc=True).dt.floor("D").to_numpy(dtype="datetime64[ns]")
     cap = max(1, math.ceil(budget))
     kept: dict[str, int] = {}
     per_day: dict[Any, int] = {}

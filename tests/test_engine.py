@@ -83,6 +83,25 @@ def test_byte_ranges_read_every_line_once_and_number_rejects_in_the_file(
     assert merged.accounting() == local.accounting()
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_large_file_gives_every_worker_the_same_number_of_ranges(
+        series: Path, tmp_path: Path, workers: int) -> None:
+    from analyzer.engine.dask_engine import RANGES_PER_WORKER, _plan
+
+    one = tmp_path / "audit.jsonl"
+    one.write_bytes(b"".join(f.read_bytes() for f in _files(series)))
+    target = 256 << 10
+    parts = _plan([str(one)], format=None, since=None, until=None, workers=workers,
+                  target_bytes=target)
+    # no worker idles through phase 1's last round, and no range grows past the target
+    assert {p.kind for p in parts} == {"range"}
+    assert len(parts) % workers == 0 and len(parts) >= RANGES_PER_WORKER * workers
+    assert max(p.stop - p.start for p in parts) <= target
+    frame, _ = _read_all(parts)
+    frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+    assert frame["event_id"].tolist() == read_events(one).frame["event_id"].tolist()
+
+
 def test_a_parquet_export_is_cut_by_day(series: Path, tmp_path: Path) -> None:
     from analyzer.export import export_parquet
 

@@ -3,8 +3,9 @@
 ``audit-analyzer train|score --engine dask [--scheduler tcp://host:8786]`` runs the same
 pipeline as the local engine on a Dask cluster (the ``dask`` extra: ``dask[dataframe]`` and
 ``distributed``). The inputs become partitions (:mod:`analyzer.engine.partitions`); the
-workers read them and compute the features in two phases; the client fits the detector and
-writes the alerts back, so the results are those of the local engine
+workers read them, compute the features in two phases and fit the detectors (one per entity
+type, side by side); the client assembles the model and writes the alerts back, so the
+results are those of the local engine
 (:mod:`analyzer.engine.dask_engine`). Nothing here imports dask until a cluster is asked for:
 without the extra, the rest of the package works as before.
 """

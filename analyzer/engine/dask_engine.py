@@ -1,4 +1,5 @@
-"""The Dask engine: the pipeline's two feature phases on a cluster, the model on the client.
+"""The Dask engine: the pipeline's two feature phases and the detectors' fit on a cluster,
+the rest of the model on the client.
 
 dask and distributed are imported inside the functions that need them, so this module (and
 the package) import without the extra.
@@ -12,13 +13,14 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analyzer.engine.partitions import (
+    DEFAULT_TARGET_BYTES,
     Partition,
     merge_accounting,
     plan_partitions,
@@ -42,6 +44,19 @@ BLOCK_EVENTS = 2_000_000
 #: Windows are scored in parts of at least this many rows (smaller ones cost more to send
 #: than to score).
 SCORE_ROWS_MIN = 20_000
+#: Phase 1 gives each worker at least this many byte ranges of a large file to read.
+RANGES_PER_WORKER = 4
+#: Settings of the workers of a ``LocalCluster`` this engine starts (a remote cluster's are
+#: its operator's). distributed sets ``MALLOC_TRIM_THRESHOLD_`` in its workers, which keeps
+#: glibc from reusing freed memory for the next large array: every numpy temporary is then
+#: mapped and faulted in anew (measured: the feature code took 35 % more CPU, a third of it
+#: then in the kernel). The statistical profiler samples every thread's stack 100 times a
+#: second, which costs CPU in GIL-bound pandas code. Measures: benchmarks/README.md, "Dask
+#: engine: where the time goes".
+_LOCAL_CONFIG: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+}
 
 
 class DaskEngine:
@@ -73,9 +88,12 @@ class DaskEngine:
                 raise ConfigError(f"cannot reach the Dask scheduler at {address}: "
                                   f"{exc}") from None
             return cls(client)
+        import dask
+
         workers = n_workers or max(1, os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                               processes=True, silence_logs=logging.WARNING)
+        with dask.config.set(_LOCAL_CONFIG):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                   processes=True, silence_logs=logging.WARNING)
         return cls(Client(cluster), cluster)
 
     @property
@@ -94,13 +112,25 @@ class DaskEngine:
             since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
             decrypt_keys: tuple[bytes, ...] = ()) -> ReadResult:
         """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
-        the features on the cluster, the detector here. Returns the read's accounting."""
+        the features and the detectors on the cluster, the rest of the model here. Returns
+        the read's accounting."""
+        clock = time.perf_counter()
         fx = model.new_extractor()
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
                                         decrypt_keys=decrypt_keys)
-        model.fit_table(windows)  # the same code as the local engine's fit
+        # the same code as the local engine's fit; the detectors (one per entity type,
+        # independent) fitted side by side on the workers
+        model.fit_table(windows, fit_all=self._fit_all)
+        logger.info("model fitted at %.1f s", time.perf_counter() - clock)
         return result
+
+    def _fit_all(self, jobs: Iterable[tuple[Any, pd.DataFrame]]) -> list[Any]:
+        client = self.client
+        futures = [client.submit(_fit_detector, detector, client.scatter(rows, hash=False),
+                                 pure=False)
+                   for detector, rows in jobs]
+        return client.gather(futures)
 
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
               since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
@@ -108,11 +138,15 @@ class DaskEngine:
               ) -> tuple[pd.DataFrame, ReadResult]:
         """Score ``inputs`` with a fitted ``model``: the scores frame (the columns of
         :meth:`~analyzer.model.AuditModel.score`) and the read's accounting."""
+        clock = time.perf_counter()
         windows, result = self._windows(model.extractor_, inputs, fitting=False,
                                         format=format, since=since, until=until,
                                         options=options or {}, decrypt_keys=decrypt_keys)
         rarity = self._map_rarity(model, windows)
-        return model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity), result
+        logger.info("detectors' output for the windows at %.1f s", time.perf_counter() - clock)
+        scores = model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity)
+        logger.info("windows scored at %.1f s", time.perf_counter() - clock)
+        return scores, result
 
     def _map_rarity(self, model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """The detectors' output for every window, computed by the workers over parts of
@@ -122,10 +156,12 @@ class DaskEngine:
         client = self.client
         columns = ["entity_type", *(f.name for f in FEATURES)]
         size = max(SCORE_ROWS_MIN, -(-len(windows) // (2 * max(self.n_workers, 1))))
-        shared = client.scatter(model, broadcast=True)
-        parts = [client.submit(_window_rarity, shared, windows[columns].iloc[lo:lo + size],
-                               pure=False)
-                 for lo in range(0, len(windows), size)]
+        shared = client.scatter(model, broadcast=True, hash=False)
+        # scattered, not put in the tasks: the scheduler never holds the table's parts
+        pieces = client.scatter([windows[columns].iloc[lo:lo + size]
+                                 for lo in range(0, len(windows), size)], hash=False)
+        parts = [client.submit(_window_rarity, shared, piece, pure=False)
+                 for piece in pieces]
         done = client.gather(parts)
         if not done:
             return model.window_rarity(windows)
@@ -138,7 +174,8 @@ class DaskEngine:
         here) and the read's accounting."""
         client = self.client
         clock = time.perf_counter()
-        parts = plan_partitions(inputs, format=format, since=since, until=until)
+        parts = _plan(inputs, format=format, since=since, until=until,
+                      workers=max(self.n_workers, 1))
         spec = fx.stats_spec(fitting=fitting)
         sent = worker_options(options)
         mapped = []
@@ -146,7 +183,7 @@ class DaskEngine:
             if decrypt_keys:  # --decrypt-on-workers: read here, send the decrypted columns
                 read = read_partition(part, {**options, "decrypt_keys": decrypt_keys},
                                       since=since, until=until)
-                source = client.scatter(read)
+                source = client.scatter(read, hash=False)
             else:
                 source = part
             mapped.append(client.submit(_phase1, source, sent, since, until, spec,
@@ -154,6 +191,7 @@ class DaskEngine:
         reads = client.gather([client.submit(operator.getitem, f, 0) for f in mapped])
         stats = [client.submit(operator.getitem, f, 1) for f in mapped]
         events = [client.submit(operator.getitem, f, 2) for f in mapped]
+        failed = [client.submit(operator.getitem, f, 3) for f in mapped]
         del mapped
         result = self._accounting(parts, reads)
         logger.info("phase 1: %d partitions read and mapped in %.1f s", len(parts),
@@ -161,17 +199,15 @@ class DaskEngine:
         ctx = fx.finalize_stats(_merge_tree(client, stats).result(), fitting=fitting)
         del stats
         logger.info("statistics merged and finalized at %.1f s", time.perf_counter() - clock)
-        shared = client.scatter(ctx, broadcast=True)
-        back = look_back(ctx)
+        shared = client.scatter(ctx, broadcast=True, hash=False)
         target = min(BLOCK_EVENTS, max(1, (result.used or 0) // (4 * max(self.n_workers, 1))))
         blocks = []
         for lo, hi in _blocks(reads, spec.step, target):
-            first = None if lo is None else (lo * spec.step - back) // spec.step
-            need = [ev for ev, r in zip(events, reads, strict=True) if _holds(r, first, hi)]
-            blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, *need,
+            full, arrays = _block_inputs(ctx, reads, events, failed, lo, hi)
+            blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, full, *arrays,
                                         pure=False))
         done = [b for b in client.gather(blocks) if b is not None]
-        del blocks, events
+        del blocks, events, failed
         logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
         windows = fx.finish_windows(ctx, done, details=not fitting)
         logger.info("window table (%d windows) at %.1f s", len(windows),
@@ -214,9 +250,10 @@ class _Read:
 
 
 def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
-            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any]:
+            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any, Any]:
     """On a worker: read a partition (or take what the client read), and map it to its
-    partial statistics and its compact event arrays."""
+    partial statistics, its compact event arrays and, apart, those of its failed events
+    (all that a later block's day of look-back needs of it)."""
     from analyzer.features import chunk_stats
 
     if isinstance(source, Partition):
@@ -226,17 +263,19 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
     stats, events = chunk_stats(result.frame, spec)
     slots, counts = np.unique(events.t // spec.step, return_counts=True)
     accounting = dataclasses.replace(result, frame=empty_frame(), used=len(result.frame))
-    return _Read(accounting, lines, slots, counts), stats, events
+    failed = events.take(np.flatnonzero(events.fail))
+    return _Read(accounting, lines, slots, counts), stats, events, failed
 
 
-def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: Any
-            ) -> Any | None:
+def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool,
+            full: tuple[bool, ...], *arrays: Any) -> Any | None:
     """On a worker: the windows of the block of slots ``[lo, hi)`` (``None``: open), from
-    the event arrays of the partitions that hold its events and its look-back (what a block
-    reads: :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
+    the event arrays of the partitions that hold its events (``full``) and the failed
+    events of those of its look-back only, in log order (what a block reads:
+    :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
     from analyzer.streaming import block_events, failures_before
 
-    events = block_events(ctx, arrays, lo, hi)
+    events = block_events(ctx, [a for a, f in zip(arrays, full, strict=True) if f], lo, hi)
     if events is None:  # no event of the block's own slots (its look-back only)
         return None
     return ctx.profile.window_block(ctx, events, lo=lo, hi=hi,
@@ -244,8 +283,50 @@ def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool, *arrays: An
                                     details=details)
 
 
+def _fit_detector(detector: Any, rows: pd.DataFrame) -> Any:
+    return detector.fit(rows)
+
+
 def _window_rarity(model: Any, windows: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return model.window_rarity(windows.reset_index(drop=True))
+
+
+def _block_inputs(ctx: Any, reads: list[_Read], events: list[Any], failed: list[Any],
+                  lo: int | None, hi: int | None) -> tuple[tuple[bool, ...], list[Any]]:
+    """What the block ``[lo, hi)`` is sent, in log order: the events of the partitions
+    holding its windows' slots (flagged ``True``), and only the failed events of those
+    holding its day of look-back and no slot of its windows (:func:`failures_before` reads
+    nothing else of them): a block no longer fetches whole partitions for a day of
+    failures."""
+    own = None if lo is None else lo - (ctx.window // ctx.step - 1)
+    back = None if lo is None else (lo * ctx.step - look_back(ctx)) // ctx.step
+    full: list[bool] = []
+    arrays: list[Any] = []
+    for read, ev, fail in zip(reads, events, failed, strict=True):
+        if _holds(read, own, hi):
+            full.append(True)
+            arrays.append(ev)
+        elif _holds(read, back, hi):
+            full.append(False)
+            arrays.append(fail)
+    return tuple(full), arrays
+
+
+def _plan(inputs: Sequence[str], *, format: str | None, since: Any, until: Any,
+          workers: int, target_bytes: int = DEFAULT_TARGET_BYTES) -> list[Partition]:
+    """The partitions of ``inputs``, the byte ranges of files larger than
+    ``target_bytes`` cut so that their count is a multiple of the workers (at least
+    :data:`RANGES_PER_WORKER` each, none larger than ``target_bytes``): no worker waits
+    idle through phase 1's last round."""
+    parts = plan_partitions(inputs, format=format, since=since, until=until,
+                            target_bytes=target_bytes)
+    ranged = sum((p.stop or p.start) - p.start for p in parts if p.kind == "range")
+    if not ranged:
+        return parts
+    rounds = max(RANGES_PER_WORKER, -(-ranged // (target_bytes * workers)))
+    target = max(1 << 10, -(-ranged // (rounds * workers)))
+    return plan_partitions(inputs, format=format, since=since, until=until,
+                           target_bytes=target)
 
 
 def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
