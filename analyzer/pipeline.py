@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,7 @@ from analyzer.sources import (
     ReaderOptions,
     ReadResult,
     block_lines,
+    empty_frame,
     expand_paths,
     read_events,
 )
@@ -63,6 +65,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
            "read_trail", "score_trail", "train_trail", "write_scores"]
+
+log = logging.getLogger(__name__)
 
 Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult | pd.DataFrame
 
@@ -261,7 +265,8 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     exclude_alerts
         Trail files whose alerts and feedback say which windows to leave out: those of
         alerts not cleared (see :func:`analyzer.feedback.leave_out_alerts`). Encrypted
-        records are opened with ``options.decrypt_keys``. The trail is then read whole.
+        records are opened with ``options.decrypt_keys``. They are read first; the events
+        are then left out as they are read (chunk by chunk when read in chunks).
     chunk_events
         Read log files in chunks of about this many events (see the module's
         documentation); ``None``: read them whole.
@@ -281,20 +286,24 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
         if on_read is not None:
             on_read(reading)
         return TrainRun(reading, model)
-    if exclude_alerts is None and _streams(source, chunk_events):
+    # the alerts to leave out are read first (a pass over their trail that holds the alert
+    # and verdict records only), so that the events can go chunk by chunk
+    leaving = None if exclude_alerts is None else _LeaveOut(list(exclude_alerts), options)
+    if _streams(source, chunk_events):
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
         windows = _Windows(progress)
-        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows),
-                         progress=windows)
+        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows,
+                                    leaving), progress=windows)
         assert chunks.result is not None  # set once the chunks are read
-        return TrainRun(chunks.result, model)
+        return TrainRun(chunks.result, model,
+                        None if leaving is None else leaving.result(empty_frame()))
     reading = _reading(source, **how, progress=progress)
     if on_read is not None:
         on_read(reading)
     left_out = None
-    if exclude_alerts is not None:
-        left_out = _leave_out(reading.frame, list(exclude_alerts), options)
+    if leaving is not None:
+        left_out = leaving.result(leaving(reading.frame))
     frame = left_out.frame if left_out is not None else reading.frame
     progress(Step("training", len(frame)))
     return TrainRun(reading, model.fit(frame), left_out)
@@ -331,14 +340,19 @@ class _Windows:
 
 def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
                on_read: Callable[[ReadResult], None] | None,
-               windows: _Windows) -> Iterator[pd.DataFrame]:
-    """The frames of ``chunks``; once the last is read, the read's result goes to
-    ``on_read`` and the stage that follows to ``progress``."""
-    yield from chunks
+               windows: _Windows, leaving: _LeaveOut | None = None
+               ) -> Iterator[pd.DataFrame]:
+    """The frames of ``chunks`` (less what ``leaving`` leaves out); once the last is read,
+    the read's result goes to ``on_read`` and the stage that follows to ``progress``."""
+    for frame in chunks:
+        kept = frame if leaving is None else leaving(frame)
+        if len(kept):
+            yield kept
     assert chunks.result is not None
     if on_read is not None:
         on_read(chunks.result)
-    progress(Step(stage, chunks.result.n_used))
+    left_out = 0 if leaving is None else leaving.removed
+    progress(Step(stage, chunks.result.n_used - left_out))
     windows.started = time.monotonic()
 
 
@@ -357,17 +371,41 @@ def _engine_read(source: Source, *, format: str | None, options: ReaderOptions |
             "options": given, "decrypt_keys": keys}
 
 
-def _leave_out(frame: pd.DataFrame, trail: list[str | os.PathLike[str]],
-               options: ReaderOptions | None) -> ExclusionResult:
-    from analyzer.feedback import leave_out_alerts, read_alerts, read_feedback
+class _LeaveOut:
+    """The events of alerted windows not cleared, left out of a training frame or of each
+    chunk of one (see :func:`analyzer.feedback.leave_out_alerts`): the windows are read from
+    ``trail`` once, and each event is judged on its own, so that chunks lose what a whole
+    read loses."""
 
-    unseal = None
-    if options is not None and options.decrypt_keys:
-        from analyzer.crypto import RecordCipher
+    def __init__(self, trail: list[str | os.PathLike[str]],
+                 options: ReaderOptions | None) -> None:
+        from analyzer.feedback import read_alerts, read_feedback, training_exclusions
 
-        unseal = RecordCipher(keys=options.decrypt_keys).unseal
-    return leave_out_alerts(frame, alerts=read_alerts(trail, unseal=unseal),
-                            feedback=read_feedback(trail, unseal=unseal))
+        unseal = None
+        if options is not None and options.decrypt_keys:
+            from analyzer.crypto import RecordCipher
+
+            unseal = RecordCipher(keys=options.decrypt_keys).unseal
+        self.windows = training_exclusions(read_alerts(trail, unseal=unseal),
+                                           read_feedback(trail, unseal=unseal))
+        self.removed = 0
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` without the events of the windows (a new frame; counted)."""
+        from analyzer.feedback import in_windows
+
+        drop = in_windows(frame, self.windows)
+        self.removed += int(drop.sum())
+        return frame.loc[~drop].reset_index(drop=True)
+
+    def result(self, kept: pd.DataFrame) -> ExclusionResult:
+        """What was left out, with the events kept (an empty frame when read in chunks)."""
+        from analyzer.feedback import ExclusionResult
+
+        result = ExclusionResult(frame=kept, windows=self.windows,
+                                 events_removed=self.removed)
+        log.info("%s", result.summary())
+        return result
 
 
 # -- scoring -------------------------------------------------------------------------------

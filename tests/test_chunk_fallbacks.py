@@ -1,0 +1,142 @@
+"""What used to read a trail whole now goes chunk by chunk, with the whole read's results:
+``train --exclude-alerts``, ``score`` with suppression rules on action or source, ``--db``.
+Each compares ``--chunk-events 0`` with small chunks: the scores file byte for byte, the
+alerts written back, the accounting line and the rejected lines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from analyzer.cli import main
+from analyzer.feedback import read_alerts
+from analyzer.logger import AuditLogger
+from analyzer.synth import SynthConfig, generate, write_audit_log
+
+SIZES = ("7", "500")
+
+
+@pytest.fixture(scope="module")
+def org():
+    return generate(SynthConfig(users=10, days=8, attack_days=2, seed=3))
+
+
+@pytest.fixture(scope="module")
+def damaged(org, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chained log of a few thousand events with two malformed lines in it."""
+    folder = tmp_path_factory.mktemp("log")
+    path = folder / "clean.jsonl"
+    write_audit_log(org.events, path)
+    lines = path.read_bytes().split(b"\n")
+    lines[10] = b"{not json"
+    lines[2500] = b'{"@timestamp": "yesterday", "event": {"action": "login"}}'
+    out = folder / "audit.jsonl"
+    out.write_bytes(b"\n".join(lines))
+    return out
+
+
+def _alerts(path: Path) -> list[dict]:
+    """The alert records of a trail, less what differs between two writings of the same
+    alerts (ids, sequence, chain, the time of writing, the model's name)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if doc.get("event", {}).get("kind") != "alert":
+            continue
+        doc.pop("@timestamp", None)
+        doc["event"] = {k: v for k, v in doc["event"].items()
+                        if k not in ("id", "sequence", "hash", "created", "ingested")}
+        doc.get("analyzer", {}).pop("chain", None)
+        doc.pop("rule", None)
+        out.append(doc)
+    return out
+
+
+def _run(argv: list[str], capsys, out: Path) -> str:
+    """Run a command; what it printed, with the run's folder named alike for every run."""
+    assert main(argv) == 0, argv
+    captured = capsys.readouterr()
+    return (captured.err + captured.out).replace(str(out), "OUT")
+
+
+def _said(printed: str) -> list[str]:
+    """What ``train`` said, less the model's id (two trainings) and the note on a signing key
+    made on first use."""
+    return [line.split("; model ")[0] for line in printed.splitlines()
+            if "created your model signing key" not in line]
+
+
+# -- train --exclude-alerts ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def alerted(damaged, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The damaged log with the alerts of a self-fit written back into it, and verdicts:
+    one alert cleared, one confirmed."""
+    path = tmp_path_factory.mktemp("alerted") / "audit.jsonl"
+    shutil.copy(damaged, path)
+    assert main(["score", str(path), "--audit-log", str(path), "--chunk-events", "0"]) == 0
+    alerts = read_alerts(path)
+    assert len(alerts) >= 3
+    with AuditLogger(path) as audit:
+        from analyzer.feedback import record_feedback
+
+        record_feedback(audit, alerts["alert_id"][0], "benign", analyst="ann")
+        record_feedback(audit, alerts["alert_id"][1], "malicious", analyst="ann")
+    return path
+
+
+def test_train_excluding_alerts_in_chunks_fits_the_model_of_a_whole_read(alerted, tmp_path,
+                                                                          capsys):
+    runs = {}
+    for size in ("0", *SIZES):
+        out = tmp_path / size
+        out.mkdir()
+        model = out / "model.joblib"
+        printed = _run(["train", str(alerted), "--model", str(model), "--exclude-alerts",
+                        "--rejected", str(out / "rejected.txt"), "--chunk-events", size],
+                       capsys, out)
+        said = _said(printed)
+        # the model scores a log alike: the same scores file
+        _run(["score", str(alerted), "--model", str(model), "--no-write-back",
+              "--scores", str(out / "scores.csv"), "--chunk-events", "0"], capsys, out)
+        runs[size] = (said, (out / "rejected.txt").read_text(),
+                      (out / "scores.csv").read_bytes())
+    whole = runs["0"]
+    left_out = [line for line in whole[0] if line.startswith("left out ")]
+    assert left_out and "1 confirmed malicious" in left_out[0]
+    assert "2 set aside" in "\n".join(whole[0])
+    assert ":11:" in whole[1] and ":2501:" in whole[1]  # numbered within the file
+    for size in SIZES:
+        assert runs[size] == whole, size
+
+
+def test_excluding_nothing_in_chunks_is_training_on_everything(damaged, tmp_path, capsys):
+    """A trail without alerts leaves nothing out, and says so, in chunks as whole."""
+    printed = {}
+    for size in ("0", "500"):
+        out = tmp_path / size
+        out.mkdir()
+        printed[size] = _said(_run(["train", str(damaged), "--model", str(out / "m.joblib"),
+                                    "--exclude-alerts", "--chunk-events", size], capsys, out))
+    assert "no alerted windows to leave out" in printed["0"]
+    assert printed["500"] == printed["0"]
+
+
+def test_train_trail_leaves_out_chunk_by_chunk_without_holding_the_events(alerted):
+    from analyzer.pipeline import train_trail
+
+    whole = train_trail(alerted, exclude_alerts=[alerted])
+    chunked = train_trail(alerted, exclude_alerts=[alerted], chunk_events=300)
+    assert chunked.reading.frame.empty and chunked.frame.empty  # never held together
+    assert whole.left_out is not None and chunked.left_out is not None
+    assert chunked.left_out.events_removed == whole.left_out.events_removed > 0
+    assert chunked.left_out.summary() == whole.left_out.summary()
+    assert chunked.model.metadata["n_events"] == len(whole.frame)
+    meta = {k: v for k, v in chunked.model.metadata.items() if k != "created"}
+    assert meta == {k: v for k, v in whole.model.metadata.items() if k != "created"}
