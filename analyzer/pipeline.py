@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
     from analyzer.sources.chunks import ChunkedRead
-    from analyzer.suppression import Suppressions
+    from analyzer.suppression import Suppressions, WindowFacts
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
            "read_trail", "score_trail", "train_trail", "write_scores"]
@@ -340,12 +340,15 @@ class _Windows:
 
 def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
                on_read: Callable[[ReadResult], None] | None,
-               windows: _Windows, leaving: _LeaveOut | None = None
-               ) -> Iterator[pd.DataFrame]:
-    """The frames of ``chunks`` (less what ``leaving`` leaves out); once the last is read,
-    the read's result goes to ``on_read`` and the stage that follows to ``progress``."""
+               windows: _Windows, leaving: _LeaveOut | None = None,
+               facts: WindowFacts | None = None) -> Iterator[pd.DataFrame]:
+    """The frames of ``chunks`` (less what ``leaving`` leaves out; what suppression rules
+    need of them gathered into ``facts``); once the last is read, the read's result goes to
+    ``on_read`` and the stage that follows to ``progress``."""
     for frame in chunks:
         kept = frame if leaving is None else leaving(frame)
+        if facts is not None:
+            facts.add(kept)
         if len(kept):
             yield kept
     assert chunks.result is not None
@@ -516,8 +519,8 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         Compare the windows with the model's training data (:func:`analyzer.drift.drift_report`).
     chunk_events
         Read log files in chunks of about this many events (see the module's documentation);
-        ``None``, or suppression rules that match on actions or addresses (they need the
-        events): read them whole.
+        ``None``: read them whole. Suppression rules that match on actions or addresses
+        gather what they need of the events as the chunks go by.
     engine
         Read and compute the features on this connected Dask engine (the caller closes it);
         it needs a fitted ``model``.
@@ -533,11 +536,11 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
 
     progress = progress or _quiet
     started = time.monotonic()
-    reading, model, scores, fitted, frame = _read_and_score(
+    reading, model, scores, fitted, events = _read_and_score(
         source, model, {"format": format, "options": options, "since": since, "until": until},
         alerts_per_day=alerts_per_day, max_alert_share=max_alert_share,
-        streamable=suppressions is None or not any(r.needs_events for r in suppressions.rules),
-        chunk_events=chunk_events, engine=engine, progress=progress, on_read=on_read)
+        suppressions=suppressions, chunk_events=chunk_events, engine=engine,
+        progress=progress, on_read=on_read)
     meta = model.metadata
     model_id = "self-fit" if fitted else str(meta.get("model_id", "unknown"))
     model_version = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if fitted \
@@ -547,7 +550,9 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         from analyzer.suppression import apply_suppressions
 
         notes = tuple(suppressions.notes())
-        scores = apply_suppressions(scores, suppressions, events=frame)
+        scores = apply_suppressions(
+            scores, suppressions, events=events if isinstance(events, pd.DataFrame) else None,
+            facts=None if isinstance(events, pd.DataFrame) else events)
     progress(Step("scored", len(scores), unit="windows", elapsed=time.monotonic() - started))
     drift = None
     if check_drift and not fitted:
@@ -573,11 +578,14 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
 
 def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any], *,
                     alerts_per_day: float | None, max_alert_share: float | None,
-                    streamable: bool, chunk_events: int | None, engine: DaskEngine | None,
-                    progress: Progress, on_read: Callable[[ReadResult], None] | None
-                    ) -> tuple[ReadResult, AuditModel, pd.DataFrame, bool, pd.DataFrame | None]:
+                    suppressions: Suppressions | None, chunk_events: int | None,
+                    engine: DaskEngine | None, progress: Progress,
+                    on_read: Callable[[ReadResult], None] | None
+                    ) -> tuple[ReadResult, AuditModel, pd.DataFrame, bool,
+                               pd.DataFrame | WindowFacts | None]:
     """Read and score ``source`` on the engine, in chunks or whole: the read, the model,
-    the scores, whether the model was fitted here, and the events when they were held."""
+    the scores, whether the model was fitted here, and the events when they were held (read
+    in chunks: what ``suppressions`` need of them, gathered as they went by)."""
     if engine is not None:
         if model is None:
             raise ConfigError("an engine scores with a fitted model; fitting on the input "
@@ -589,22 +597,41 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
         if on_read is not None:
             on_read(reading)
         return reading, model, scores, False, None
-    if streamable and _streams(source, chunk_events):
+    if _streams(source, chunk_events):
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
         stage = "scoring" if model is not None else "training and scoring"
         windows = _Windows(progress)
-        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows),
+        facts = _gathering(suppressions, model)
+        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows,
+                                                   facts=facts),
                                         model, alerts_per_day, max_alert_share, progress,
                                         windows)
         assert chunks.result is not None
-        return chunks.result, model, scores, fitted, None
+        return chunks.result, model, scores, fitted, facts
     reading = _reading(source, **how, progress=progress)
     if on_read is not None:
         on_read(reading)
     model, scores, fitted = _scored(reading.frame, model, alerts_per_day, max_alert_share,
                                     progress)
     return reading, model, scores, fitted, reading.frame
+
+
+def _gathering(suppressions: Suppressions | None, model: AuditModel | None
+               ) -> WindowFacts | None:
+    """What the suppression rules on actions and addresses will need of the windows
+    alerted, to gather as the chunks go by (the alerts are known only once every window is
+    scored, and a second read of the trail could find events written since), per step of
+    ``model``'s windows (the default model's when it is fitted on the input)."""
+    if suppressions is None or not any(r.needs_events for r in suppressions.rules):
+        return None
+    from analyzer.features import FeatureExtractor
+    from analyzer.model import AuditModel
+    from analyzer.suppression import WindowFacts
+
+    params = model if model is not None else AuditModel()
+    spec = FeatureExtractor(window=params.window, step=params.step).stats_spec(fitting=True)
+    return WindowFacts(suppressions.rules, step=spec.step)
 
 
 def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | None,
