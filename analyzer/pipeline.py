@@ -7,8 +7,9 @@ print: what a run did comes back as a small result (:class:`ScoreRun`, :class:`T
 :class:`TrailRead`), and what it is doing goes to a ``progress`` callback as a
 :class:`Step`, which the command line draws on a terminal.
 
-A *source* is what to read: a path, a folder, a glob or several of them; a
-:class:`~analyzer.sources.ReadResult` a caller already holds; or an events frame. Options
+A *source* is what to read: a path, a folder, a glob or several of them; the events of a
+database (:class:`analyzer.store.DatabaseEvents`); a :class:`~analyzer.sources.ReadResult` a
+caller already holds; or an events frame. Options
 are keyword-only: ``chunk_events=N`` reads log files in chunks of about ``N`` events and
 computes the features through :mod:`analyzer.streaming` (memory holds one chunk, not the
 trail; same scores and alerts), and ``engine=`` runs the read and the features on a Dask
@@ -31,10 +32,11 @@ import dataclasses
 import itertools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 import orjson
 import pandas as pd
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
     from analyzer.sources.chunks import ChunkedRead
+    from analyzer.store import DatabaseEvents
     from analyzer.suppression import Suppressions, WindowFacts
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
@@ -68,7 +71,8 @@ __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", 
 
 log = logging.getLogger(__name__)
 
-Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult | pd.DataFrame
+Source: TypeAlias = ("str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult"
+                     " | pd.DataFrame | DatabaseEvents")
 
 #: The chunk size (events) the command line reads JSONL and Parquet logs in by default: as
 #: fast as reading them whole (benchmarks/README.md), with memory bounded by one chunk.
@@ -229,7 +233,9 @@ def _reading(source: Source, *, format: str | None, options: ReaderOptions | Non
         return source
     if isinstance(source, pd.DataFrame):
         return ReadResult(source)
-    return read_events(source, format=format, since=since, until=until, options=options,
+    if _database(source):
+        return source.read()
+    return read_events(_files(source), format=format, since=since, until=until, options=options,
                        progress=_reading_progress(progress))
 
 
@@ -316,12 +322,27 @@ def _streams(source: Source, chunk_events: int | None) -> bool:
     return chunk_events is not None and not isinstance(source, ReadResult | pd.DataFrame)
 
 
+def _database(source: object) -> TypeGuard[DatabaseEvents]:
+    """Is ``source`` the events of a database (:class:`analyzer.store.DatabaseEvents`)?"""
+    # one exists only once the store is imported: paths never import it
+    store = sys.modules.get("analyzer.store")
+    return store is not None and isinstance(source, store.DatabaseEvents)
+
+
+def _files(source: Source) -> str | os.PathLike[str] | Iterable[str | os.PathLike[str]]:
+    """``source`` as the log files it names: neither events already read nor a database."""
+    assert not isinstance(source, ReadResult | pd.DataFrame)
+    assert not _database(source)
+    return cast("str | os.PathLike[str] | Iterable[str | os.PathLike[str]]", source)
+
+
 def _chunks(source: Source, size: int, progress: Progress, *, format: str | None,
             options: ReaderOptions | None, since: Any, until: Any) -> ChunkedRead:
     from analyzer.sources.chunks import read_chunks
 
-    assert not isinstance(source, ReadResult | pd.DataFrame)
-    return read_chunks(source, size=size, format=format, since=since, until=until,
+    if _database(source):
+        return source.chunks(size)
+    return read_chunks(_files(source), size=size, format=format, since=since, until=until,
                        options=options, progress=_reading_progress(progress))
 
 
@@ -363,13 +384,14 @@ def _engine_read(source: Source, *, format: str | None, options: ReaderOptions |
                  since: Any, until: Any) -> dict[str, Any]:
     """What an engine reads: the inputs, their format, the period, the reader options and,
     apart, the decryption keys (the engine decides where they may be used)."""
-    if isinstance(source, ReadResult | pd.DataFrame):
+    if isinstance(source, ReadResult | pd.DataFrame) or _database(source):
         raise ConfigError("an engine reads log files, folders and URLs, not events already "
-                          "read")
+                          "read or a database")
     given = ReaderOptions.of(options).given()
     keys = tuple(given.pop("decrypt_keys", ()))
-    inputs = [os.fspath(source)] if isinstance(source, str | os.PathLike) \
-        else [os.fspath(s) for s in source]
+    files = _files(source)
+    inputs = [os.fspath(files)] if isinstance(files, str | os.PathLike) \
+        else [os.fspath(s) for s in files]
     return {"inputs": inputs, "format": format, "since": since, "until": until,
             "options": given, "decrypt_keys": keys}
 
@@ -662,9 +684,9 @@ def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | N
 
 def _is_input(destination: Path, source: Source) -> bool:
     """Is ``destination`` the one file ``source`` named?"""
-    if isinstance(source, ReadResult | pd.DataFrame):
+    if isinstance(source, ReadResult | pd.DataFrame) or _database(source):
         return False
-    return expand_paths(source) == [destination]
+    return expand_paths(_files(source)) == [destination]
 
 
 def _write_back(alerts: tuple[Alert, ...], target: WriteBack, model_id: str,
