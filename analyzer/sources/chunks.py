@@ -1,11 +1,13 @@
 """Reading logs in chunks of events, for the bounded-memory path (:mod:`analyzer.streaming`).
 
 :class:`ChunkedRead` yields normalized frames of about ``size`` events, file after file:
-the project's own JSONL trail (a rotated series, globs, single large files) in blocks of lines
-and Parquet exports in row groups, so that memory holds one chunk; the other formats are read
-whole, one chunk per file. After the iteration, :attr:`ChunkedRead.result` holds the same
-accounting as :func:`analyzer.sources.read_events` of the same paths (records read, used,
-set aside, skipped), with an empty frame.
+the project's own JSONL trail (a rotated series, globs, single large files) in blocks of lines,
+Parquet exports in row groups and CSV files in pieces of records, so that memory holds one
+chunk; the other formats are read whole, one chunk per file (their lines carry state from one
+to the next, or their files are single documents). A database's pieces come the same way
+(``pieces=``, :class:`analyzer.store.DatabaseEvents`). After the iteration,
+:attr:`ChunkedRead.result` holds the same accounting as :func:`analyzer.sources.read_events`
+of the same paths (records read, used, set aside, skipped), with an empty frame.
 
 Chunks come in file order and, within a file, in line (row) order; they are not sorted by
 time across files (the features do not need it: a block of windows reads every chunk that
