@@ -288,6 +288,8 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     model = model if model is not None else AuditModel()
     how = {"format": format, "options": options, "since": since, "until": until}
     if engine is not None:
+        if exclude_alerts is not None:
+            raise ConfigError("leaving alerted windows out runs locally, not on an engine")
         reading = engine.fit(model, **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)
@@ -612,6 +614,10 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
         if model is None:
             raise ConfigError("an engine scores with a fitted model; fitting on the input "
                               "itself runs locally")
+        if suppressions is not None and any(r.needs_events for r in suppressions.rules):
+            # refused before the work: the events stay on the workers
+            raise ConfigError("suppression rules on 'action' or 'source' look at the "
+                              "events, which stay on the Dask workers; run them locally")
         if max_alert_share is not None:
             model.max_alert_share = max_alert_share
         scores, reading = engine.score(model, alerts_per_day=alerts_per_day,

@@ -361,3 +361,21 @@ def test_a_csv_file_is_read_in_pieces_of_its_records(access_csv, tmp_path, size)
     joined = pd.concat(frames, ignore_index=True).sort_values(
         "timestamp", kind="stable", ignore_index=True)
     assert joined.astype(str).equals(whole.frame[joined.columns].astype(str))
+
+
+def test_what_needs_the_events_is_refused_on_an_engine_before_the_work(damaged):
+    """The Dask engine keeps the events on its workers: a rule on actions, or leaving
+    alerted windows out, is one clear error before anything is read."""
+    from analyzer.errors import ConfigError
+    from analyzer.model import AuditModel
+    from analyzer.pipeline import score_trail, train_trail
+    from analyzer.suppression import parse_suppressions
+
+    never_used = object()  # refused before the engine is asked for anything
+    rules = parse_suppressions('{"action": "login", "expires": "2099-01-01", "reason": "x"}')
+    with pytest.raises(ConfigError, match="stay on the Dask workers"):
+        score_trail(damaged, AuditModel(), suppressions=rules,
+                    engine=never_used)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="runs locally"):
+        train_trail(damaged, exclude_alerts=[damaged],
+                    engine=never_used)  # type: ignore[arg-type]
