@@ -42,6 +42,7 @@ __all__ = [
     "FEEDBACK_ACTION",
     "VERDICTS",
     "ExclusionResult",
+    "in_windows",
     "latest_verdicts",
     "leave_out_alerts",
     "read_alerts",
@@ -293,30 +294,43 @@ def leave_out_alerts(frame: pd.DataFrame, *, alerts: pd.DataFrame,
         that user's events in the window; an address window removes every event from that
         address in the window.
     """
-    missing = [c for c in ("timestamp", "user", "source_ip") if c not in frame.columns]
-    if missing:
-        raise SchemaError(f"events frame lacks column(s): {', '.join(missing)}")
     windows = training_exclusions(alerts, feedback)
-    drop = np.zeros(len(frame), dtype=bool)
-    if len(windows) and len(frame):
-        stamps = pd.to_datetime(frame["timestamp"], utc=True).to_numpy()
-        for etype in ENTITY_TYPES:
-            mine = windows[windows["entity_type"] == etype]
-            if mine.empty:
-                continue
-            entity = frame[etype].astype(str).to_numpy()
-            hit = np.flatnonzero(np.isin(entity, mine["entity"].astype(str).unique()))
-            if not len(hit):
-                continue
-            events = pd.DataFrame({"pos": hit, "entity": entity[hit], "t": stamps[hit]})
-            keys = pd.DataFrame({
-                "entity": mine["entity"].astype(str).to_numpy(),
-                "start": pd.to_datetime(mine["window_start"], utc=True).to_numpy(),
-                "end": pd.to_datetime(mine["window_end"], utc=True).to_numpy()})
-            pairs = events.merge(keys, on="entity")
-            inside = (pairs["t"] >= pairs["start"]) & (pairs["t"] < pairs["end"])
-            drop[pairs.loc[inside, "pos"].to_numpy()] = True
+    drop = in_windows(frame, windows)
     kept = frame.loc[~drop].reset_index(drop=True)
     result = ExclusionResult(frame=kept, windows=windows, events_removed=int(drop.sum()))
     log.info("%s", result.summary())
     return result
+
+
+def in_windows(frame: pd.DataFrame, windows: pd.DataFrame) -> np.ndarray:
+    """Which events of ``frame`` lie in one of ``windows`` (``entity_type, entity,
+    window_start, window_end``, as :func:`training_exclusions` gives them): a user window
+    holds that user's events in it, an address window every event from that address.
+
+    Each event is judged on its own, so a log read in chunks loses, chunk by chunk, the
+    events a whole read loses.
+    """
+    missing = [c for c in ("timestamp", "user", "source_ip") if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"events frame lacks column(s): {', '.join(missing)}")
+    drop = np.zeros(len(frame), dtype=bool)
+    if not len(windows) or not len(frame):
+        return drop
+    stamps = pd.to_datetime(frame["timestamp"], utc=True).to_numpy()
+    for etype in ENTITY_TYPES:
+        mine = windows[windows["entity_type"] == etype]
+        if mine.empty:
+            continue
+        entity = frame[etype].astype(str).to_numpy()
+        hit = np.flatnonzero(np.isin(entity, mine["entity"].astype(str).unique()))
+        if not len(hit):
+            continue
+        events = pd.DataFrame({"pos": hit, "entity": entity[hit], "t": stamps[hit]})
+        keys = pd.DataFrame({
+            "entity": mine["entity"].astype(str).to_numpy(),
+            "start": pd.to_datetime(mine["window_start"], utc=True).to_numpy(),
+            "end": pd.to_datetime(mine["window_end"], utc=True).to_numpy()})
+        pairs = events.merge(keys, on="entity")
+        inside = (pairs["t"] >= pairs["start"]) & (pairs["t"] < pairs["end"])
+        drop[pairs.loc[inside, "pos"].to_numpy()] = True
+    return drop

@@ -7,8 +7,9 @@ print: what a run did comes back as a small result (:class:`ScoreRun`, :class:`T
 :class:`TrailRead`), and what it is doing goes to a ``progress`` callback as a
 :class:`Step`, which the command line draws on a terminal.
 
-A *source* is what to read: a path, a folder, a glob or several of them; a
-:class:`~analyzer.sources.ReadResult` a caller already holds; or an events frame. Options
+A *source* is what to read: a path, a folder, a glob or several of them; the events of a
+database (:class:`analyzer.store.DatabaseEvents`); a :class:`~analyzer.sources.ReadResult` a
+caller already holds; or an events frame. Options
 are keyword-only: ``chunk_events=N`` reads log files in chunks of about ``N`` events and
 computes the features through :mod:`analyzer.streaming` (memory holds one chunk, not the
 trail; same scores and alerts), and ``engine=`` runs the read and the features on a Dask
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 import orjson
 import pandas as pd
@@ -47,6 +50,7 @@ from analyzer.sources import (
     ReaderOptions,
     ReadResult,
     block_lines,
+    empty_frame,
     expand_paths,
     read_events,
 )
@@ -59,12 +63,16 @@ if TYPE_CHECKING:
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
     from analyzer.sources.chunks import ChunkedRead
-    from analyzer.suppression import Suppressions
+    from analyzer.store import DatabaseEvents
+    from analyzer.suppression import Suppressions, WindowFacts
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "ScoreRun", "Step", "TrailRead", "TrainRun", "WriteBack",
            "read_trail", "score_trail", "train_trail", "write_scores"]
 
-Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult | pd.DataFrame
+log = logging.getLogger(__name__)
+
+Source: TypeAlias = ("str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult"
+                     " | pd.DataFrame | DatabaseEvents")
 
 #: The chunk size (events) the command line reads JSONL and Parquet logs in by default: as
 #: fast as reading them whole (benchmarks/README.md), with memory bounded by one chunk.
@@ -225,7 +233,9 @@ def _reading(source: Source, *, format: str | None, options: ReaderOptions | Non
         return source
     if isinstance(source, pd.DataFrame):
         return ReadResult(source)
-    return read_events(source, format=format, since=since, until=until, options=options,
+    if _database(source):
+        return source.read()
+    return read_events(_files(source), format=format, since=since, until=until, options=options,
                        progress=_reading_progress(progress))
 
 
@@ -261,7 +271,8 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     exclude_alerts
         Trail files whose alerts and feedback say which windows to leave out: those of
         alerts not cleared (see :func:`analyzer.feedback.leave_out_alerts`). Encrypted
-        records are opened with ``options.decrypt_keys``. The trail is then read whole.
+        records are opened with ``options.decrypt_keys``. They are read first; the events
+        are then left out as they are read (chunk by chunk when read in chunks).
     chunk_events
         Read log files in chunks of about this many events (see the module's
         documentation); ``None``: read them whole.
@@ -277,24 +288,30 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     model = model if model is not None else AuditModel()
     how = {"format": format, "options": options, "since": since, "until": until}
     if engine is not None:
+        if exclude_alerts is not None:
+            raise ConfigError("leaving alerted windows out runs locally, not on an engine")
         reading = engine.fit(model, **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)
         return TrainRun(reading, model)
-    if exclude_alerts is None and _streams(source, chunk_events):
+    # the alerts to leave out are read first (a pass over their trail that holds the alert
+    # and verdict records only), so that the events can go chunk by chunk
+    leaving = None if exclude_alerts is None else _LeaveOut(list(exclude_alerts), options)
+    if _streams(source, chunk_events):
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
         windows = _Windows(progress)
-        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows),
-                         progress=windows)
+        model.fit_chunks(_announced(chunks, "training", progress, on_read, windows,
+                                    leaving), progress=windows)
         assert chunks.result is not None  # set once the chunks are read
-        return TrainRun(chunks.result, model)
+        return TrainRun(chunks.result, model,
+                        None if leaving is None else leaving.result(empty_frame()))
     reading = _reading(source, **how, progress=progress)
     if on_read is not None:
         on_read(reading)
     left_out = None
-    if exclude_alerts is not None:
-        left_out = _leave_out(reading.frame, list(exclude_alerts), options)
+    if leaving is not None:
+        left_out = leaving.result(leaving(reading.frame))
     frame = left_out.frame if left_out is not None else reading.frame
     progress(Step("training", len(frame)))
     return TrainRun(reading, model.fit(frame), left_out)
@@ -307,12 +324,27 @@ def _streams(source: Source, chunk_events: int | None) -> bool:
     return chunk_events is not None and not isinstance(source, ReadResult | pd.DataFrame)
 
 
+def _database(source: object) -> TypeGuard[DatabaseEvents]:
+    """Is ``source`` the events of a database (:class:`analyzer.store.DatabaseEvents`)?"""
+    # one exists only once the store is imported: paths never import it
+    store = sys.modules.get("analyzer.store")
+    return store is not None and isinstance(source, store.DatabaseEvents)
+
+
+def _files(source: Source) -> str | os.PathLike[str] | Iterable[str | os.PathLike[str]]:
+    """``source`` as the log files it names: neither events already read nor a database."""
+    assert not isinstance(source, ReadResult | pd.DataFrame)
+    assert not _database(source)
+    return cast("str | os.PathLike[str] | Iterable[str | os.PathLike[str]]", source)
+
+
 def _chunks(source: Source, size: int, progress: Progress, *, format: str | None,
             options: ReaderOptions | None, since: Any, until: Any) -> ChunkedRead:
     from analyzer.sources.chunks import read_chunks
 
-    assert not isinstance(source, ReadResult | pd.DataFrame)
-    return read_chunks(source, size=size, format=format, since=since, until=until,
+    if _database(source):
+        return source.chunks(size)
+    return read_chunks(_files(source), size=size, format=format, since=since, until=until,
                        options=options, progress=_reading_progress(progress))
 
 
@@ -331,14 +363,22 @@ class _Windows:
 
 def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
                on_read: Callable[[ReadResult], None] | None,
-               windows: _Windows) -> Iterator[pd.DataFrame]:
-    """The frames of ``chunks``; once the last is read, the read's result goes to
+               windows: _Windows, leaving: _LeaveOut | None = None,
+               facts: WindowFacts | None = None) -> Iterator[pd.DataFrame]:
+    """The frames of ``chunks`` (less what ``leaving`` leaves out; what suppression rules
+    need of them gathered into ``facts``); once the last is read, the read's result goes to
     ``on_read`` and the stage that follows to ``progress``."""
-    yield from chunks
+    for frame in chunks:
+        kept = frame if leaving is None else leaving(frame)
+        if facts is not None:
+            facts.add(kept)
+        if len(kept):
+            yield kept
     assert chunks.result is not None
     if on_read is not None:
         on_read(chunks.result)
-    progress(Step(stage, chunks.result.n_used))
+    left_out = 0 if leaving is None else leaving.removed
+    progress(Step(stage, chunks.result.n_used - left_out))
     windows.started = time.monotonic()
 
 
@@ -346,28 +386,53 @@ def _engine_read(source: Source, *, format: str | None, options: ReaderOptions |
                  since: Any, until: Any) -> dict[str, Any]:
     """What an engine reads: the inputs, their format, the period, the reader options and,
     apart, the decryption keys (the engine decides where they may be used)."""
-    if isinstance(source, ReadResult | pd.DataFrame):
+    if isinstance(source, ReadResult | pd.DataFrame) or _database(source):
         raise ConfigError("an engine reads log files, folders and URLs, not events already "
-                          "read")
+                          "read or a database")
     given = ReaderOptions.of(options).given()
     keys = tuple(given.pop("decrypt_keys", ()))
-    inputs = [os.fspath(source)] if isinstance(source, str | os.PathLike) \
-        else [os.fspath(s) for s in source]
+    files = _files(source)
+    inputs = [os.fspath(files)] if isinstance(files, str | os.PathLike) \
+        else [os.fspath(s) for s in files]
     return {"inputs": inputs, "format": format, "since": since, "until": until,
             "options": given, "decrypt_keys": keys}
 
 
-def _leave_out(frame: pd.DataFrame, trail: list[str | os.PathLike[str]],
-               options: ReaderOptions | None) -> ExclusionResult:
-    from analyzer.feedback import leave_out_alerts, read_alerts, read_feedback
+class _LeaveOut:
+    """The events of alerted windows not cleared, left out of a training frame or of each
+    chunk of one (see :func:`analyzer.feedback.leave_out_alerts`): the windows are read from
+    ``trail`` once, and each event is judged on its own, so that chunks lose what a whole
+    read loses."""
 
-    unseal = None
-    if options is not None and options.decrypt_keys:
-        from analyzer.crypto import RecordCipher
+    def __init__(self, trail: list[str | os.PathLike[str]],
+                 options: ReaderOptions | None) -> None:
+        from analyzer.feedback import read_alerts, read_feedback, training_exclusions
 
-        unseal = RecordCipher(keys=options.decrypt_keys).unseal
-    return leave_out_alerts(frame, alerts=read_alerts(trail, unseal=unseal),
-                            feedback=read_feedback(trail, unseal=unseal))
+        unseal = None
+        if options is not None and options.decrypt_keys:
+            from analyzer.crypto import RecordCipher
+
+            unseal = RecordCipher(keys=options.decrypt_keys).unseal
+        self.windows = training_exclusions(read_alerts(trail, unseal=unseal),
+                                           read_feedback(trail, unseal=unseal))
+        self.removed = 0
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` without the events of the windows (a new frame; counted)."""
+        from analyzer.feedback import in_windows
+
+        drop = in_windows(frame, self.windows)
+        self.removed += int(drop.sum())
+        return frame.loc[~drop].reset_index(drop=True)
+
+    def result(self, kept: pd.DataFrame) -> ExclusionResult:
+        """What was left out, with the events kept (an empty frame when read in chunks)."""
+        from analyzer.feedback import ExclusionResult
+
+        result = ExclusionResult(frame=kept, windows=self.windows,
+                                 events_removed=self.removed)
+        log.info("%s", result.summary())
+        return result
 
 
 # -- scoring -------------------------------------------------------------------------------
@@ -478,8 +543,8 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         Compare the windows with the model's training data (:func:`analyzer.drift.drift_report`).
     chunk_events
         Read log files in chunks of about this many events (see the module's documentation);
-        ``None``, or suppression rules that match on actions or addresses (they need the
-        events): read them whole.
+        ``None``: read them whole. Suppression rules that match on actions or addresses
+        gather what they need of the events as the chunks go by.
     engine
         Read and compute the features on this connected Dask engine (the caller closes it);
         it needs a fitted ``model``.
@@ -495,11 +560,11 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
 
     progress = progress or _quiet
     started = time.monotonic()
-    reading, model, scores, fitted, frame = _read_and_score(
+    reading, model, scores, fitted, events = _read_and_score(
         source, model, {"format": format, "options": options, "since": since, "until": until},
         alerts_per_day=alerts_per_day, max_alert_share=max_alert_share,
-        streamable=suppressions is None or not any(r.needs_events for r in suppressions.rules),
-        chunk_events=chunk_events, engine=engine, progress=progress, on_read=on_read)
+        suppressions=suppressions, chunk_events=chunk_events, engine=engine,
+        progress=progress, on_read=on_read)
     meta = model.metadata
     model_id = "self-fit" if fitted else str(meta.get("model_id", "unknown"))
     model_version = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if fitted \
@@ -509,7 +574,9 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
         from analyzer.suppression import apply_suppressions
 
         notes = tuple(suppressions.notes())
-        scores = apply_suppressions(scores, suppressions, events=frame)
+        scores = apply_suppressions(
+            scores, suppressions, events=events if isinstance(events, pd.DataFrame) else None,
+            facts=None if isinstance(events, pd.DataFrame) else events)
     progress(Step("scored", len(scores), unit="windows", elapsed=time.monotonic() - started))
     drift = None
     if check_drift and not fitted:
@@ -535,15 +602,22 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
 
 def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any], *,
                     alerts_per_day: float | None, max_alert_share: float | None,
-                    streamable: bool, chunk_events: int | None, engine: DaskEngine | None,
-                    progress: Progress, on_read: Callable[[ReadResult], None] | None
-                    ) -> tuple[ReadResult, AuditModel, pd.DataFrame, bool, pd.DataFrame | None]:
+                    suppressions: Suppressions | None, chunk_events: int | None,
+                    engine: DaskEngine | None, progress: Progress,
+                    on_read: Callable[[ReadResult], None] | None
+                    ) -> tuple[ReadResult, AuditModel, pd.DataFrame, bool,
+                               pd.DataFrame | WindowFacts | None]:
     """Read and score ``source`` on the engine, in chunks or whole: the read, the model,
-    the scores, whether the model was fitted here, and the events when they were held."""
+    the scores, whether the model was fitted here, and the events when they were held (read
+    in chunks: what ``suppressions`` need of them, gathered as they went by)."""
     if engine is not None:
         if model is None:
             raise ConfigError("an engine scores with a fitted model; fitting on the input "
                               "itself runs locally")
+        if suppressions is not None and any(r.needs_events for r in suppressions.rules):
+            # refused before the work: the events stay on the workers
+            raise ConfigError("suppression rules on 'action' or 'source' look at the "
+                              "events, which stay on the Dask workers; run them locally")
         if max_alert_share is not None:
             model.max_alert_share = max_alert_share
         scores, reading = engine.score(model, alerts_per_day=alerts_per_day,
@@ -551,22 +625,41 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
         if on_read is not None:
             on_read(reading)
         return reading, model, scores, False, None
-    if streamable and _streams(source, chunk_events):
+    if _streams(source, chunk_events):
         assert chunk_events is not None
         chunks = _chunks(source, chunk_events, progress, **how)
         stage = "scoring" if model is not None else "training and scoring"
         windows = _Windows(progress)
-        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows),
+        facts = _gathering(suppressions, model)
+        model, scores, fitted = _scored(_announced(chunks, stage, progress, on_read, windows,
+                                                   facts=facts),
                                         model, alerts_per_day, max_alert_share, progress,
                                         windows)
         assert chunks.result is not None
-        return chunks.result, model, scores, fitted, None
+        return chunks.result, model, scores, fitted, facts
     reading = _reading(source, **how, progress=progress)
     if on_read is not None:
         on_read(reading)
     model, scores, fitted = _scored(reading.frame, model, alerts_per_day, max_alert_share,
                                     progress)
     return reading, model, scores, fitted, reading.frame
+
+
+def _gathering(suppressions: Suppressions | None, model: AuditModel | None
+               ) -> WindowFacts | None:
+    """What the suppression rules on actions and addresses will need of the windows
+    alerted, to gather as the chunks go by (the alerts are known only once every window is
+    scored, and a second read of the trail could find events written since), per step of
+    ``model``'s windows (the default model's when it is fitted on the input)."""
+    if suppressions is None or not any(r.needs_events for r in suppressions.rules):
+        return None
+    from analyzer.features import FeatureExtractor
+    from analyzer.model import AuditModel
+    from analyzer.suppression import WindowFacts
+
+    params = model if model is not None else AuditModel()
+    spec = FeatureExtractor(window=params.window, step=params.step).stats_spec(fitting=True)
+    return WindowFacts(suppressions.rules, step=spec.step)
 
 
 def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | None,
@@ -597,9 +690,9 @@ def _scored(events: pd.DataFrame | Iterator[pd.DataFrame], model: AuditModel | N
 
 def _is_input(destination: Path, source: Source) -> bool:
     """Is ``destination`` the one file ``source`` named?"""
-    if isinstance(source, ReadResult | pd.DataFrame):
+    if isinstance(source, ReadResult | pd.DataFrame) or _database(source):
         return False
-    return expand_paths(source) == [destination]
+    return expand_paths(_files(source)) == [destination]
 
 
 def _write_back(alerts: tuple[Alert, ...], target: WriteBack, model_id: str,

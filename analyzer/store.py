@@ -46,7 +46,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -83,6 +83,7 @@ __all__ = [
     "POSTGRES_SCHEMA",
     "SQLITE_SCHEMA",
     "TABLE",
+    "DatabaseEvents",
     "DatabaseURL",
     "parse_url",
     "query_db",
@@ -91,6 +92,10 @@ __all__ = [
     "row_from_record",
     "verify_db",
 ]
+
+if TYPE_CHECKING:
+    from analyzer.sources import ReadResult
+    from analyzer.sources.chunks import ChunkedRead
 
 _log = logging.getLogger(__name__)
 
@@ -435,29 +440,72 @@ def _fits(value: Any, dtype: pa.DataType) -> bool:
 
 
 def read_db_events(url: str | os.PathLike[str], flt: Filter | None = None, *,
-                   include_alerts: bool = False) -> Any:
+                   include_alerts: bool = False) -> ReadResult:
     """The normalized events frame (DESIGN contract 3) from a database, read in chunks.
 
     What ``train``, ``score`` and ``report`` call for ``--db URL``: returns a
     :class:`~analyzer.sources.ReadResult` like :func:`~analyzer.sources.read_events`.
     Alerts are left out (and counted) unless ``include_alerts``, as the readers do.
     """
+    return next(_db_pieces(url, flt, rows=None, include_alerts=include_alerts))
+
+
+def _db_pieces(url: str | os.PathLike[str], flt: Filter | None, *, rows: int | None,
+               include_alerts: bool) -> Iterator[ReadResult]:
+    """The rows ``flt`` selects, in time order, as results of about ``rows`` events each
+    with its own accounting (``rows`` None: one result, the whole read). The cursor reads
+    pages of its own size; a page is cut where a piece is full."""
     from analyzer.query import frame_from_batches
     from analyzer.sources import ReadResult
 
     flt = flt or Filter()
     tables: list[Batch] = []
-    skipped = 0
-    records = 0  # rows the filter selected: the records of this read
-    for batch in query_db(url, flt):
-        records += batch.table.num_rows
-        kind = batch.table.column("kind").to_numpy(zero_copy_only=False)
-        alerts = np.asarray(kind == "alert", dtype=bool)
-        if not include_alerts and alerts.any():
-            skipped += int(alerts.sum())
-            batch = Batch(batch.path, batch.table.filter(pa.array(~alerts)))
-        tables.append(batch)
-    return ReadResult(frame_from_batches(tables), (), skipped, records=records)
+    skipped = records = 0  # records: rows the filter selected, of this piece
+    for page in query_db(url, flt):
+        table = page.table
+        while table.num_rows:
+            take = table.num_rows if rows is None else min(table.num_rows, rows - records)
+            part, table = table.slice(0, take), table.slice(take)
+            records += take
+            kind = part.column("kind").to_numpy(zero_copy_only=False)
+            alerts = np.asarray(kind == "alert", dtype=bool)
+            if not include_alerts and alerts.any():
+                skipped += int(alerts.sum())
+                part = part.filter(pa.array(~alerts))
+            tables.append(Batch(page.path, part))
+            if rows is not None and records >= rows:
+                yield ReadResult(frame_from_batches(tables), (), skipped, records=records)
+                tables, skipped, records = [], 0, 0
+    if rows is None or records:
+        yield ReadResult(frame_from_batches(tables), (), skipped, records=records)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseEvents:
+    """The events of a database as what a run reads (:func:`analyzer.pipeline.score_trail`,
+    ``train_trail``): whole (:func:`read_db_events`), or in chunks of about ``size`` events
+    through the query's cursor, so that memory holds one chunk (the same events in the same
+    order, the same accounting).
+
+    ``url`` and ``filter`` as in :func:`query_db`; alerts are left out and counted unless
+    ``include_alerts``.
+    """
+
+    url: str
+    filter: Filter | None = None
+    include_alerts: bool = False
+
+    def read(self) -> ReadResult:
+        """All the events at once."""
+        return read_db_events(self.url, self.filter, include_alerts=self.include_alerts)
+
+    def chunks(self, size: int) -> ChunkedRead:
+        """The events in chunks of about ``size``; the read's accounting in its ``result``
+        once iterated."""
+        from analyzer.sources.chunks import ChunkedRead
+
+        return ChunkedRead((), size=size, pieces=lambda: _db_pieces(
+            self.url, self.filter, rows=size, include_alerts=self.include_alerts))
 
 
 # -- verification --------------------------------------------------------------------------

@@ -77,6 +77,7 @@ __all__ = [
     "Condition",
     "SuppressionRule",
     "Suppressions",
+    "WindowFacts",
     "apply_suppressions",
     "parse_suppressions",
     "read_suppressions",
@@ -319,6 +320,7 @@ def _now(now: pd.Timestamp | None) -> pd.Timestamp:
 
 def apply_suppressions(scores: pd.DataFrame, suppressions: Suppressions | Iterable[
                        SuppressionRule], *, events: pd.DataFrame | None = None,
+                       facts: WindowFacts | None = None,
                        now: pd.Timestamp | None = None) -> pd.DataFrame:
     """Mark the alerts that an active rule suppresses.
 
@@ -332,6 +334,9 @@ def apply_suppressions(scores: pd.DataFrame, suppressions: Suppressions | Iterab
     events
         The normalized events frame that was scored; needed by rules with ``action`` or
         ``source`` conditions, which look at every event of the window.
+    facts
+        Instead of ``events``: what those rules need of them, gathered as the events were
+        read in chunks (:class:`WindowFacts`).
     now
         The time expiry is judged at (default: the current time).
 
@@ -356,14 +361,9 @@ def apply_suppressions(scores: pd.DataFrame, suppressions: Suppressions | Iterab
     candidates = np.flatnonzero(alert)
     if len(candidates) and rules:
         sub = out.iloc[candidates].reset_index(drop=True)
-        facts = None
-        if any(r.needs_events for r in rules):
-            if events is None:
-                raise ConfigError("suppression rules with 'action' or 'source' need the "
-                                  "scored events")
-            facts = _window_facts(sub, events)
+        found = _facts_of(sub, rules, events, facts)
         for rule in rules:
-            hit = _matches(rule, sub, facts) & ~suppressed[candidates]
+            hit = _matches(rule, sub, found) & ~suppressed[candidates]
             rows = candidates[hit]
             suppressed[rows] = True
             by[rows] = rule.id
@@ -377,8 +377,21 @@ def apply_suppressions(scores: pd.DataFrame, suppressions: Suppressions | Iterab
     return out
 
 
-def _matches(rule: SuppressionRule, sub: pd.DataFrame,
-             facts: pd.DataFrame | None) -> np.ndarray:
+def _facts_of(sub: pd.DataFrame, rules: tuple[SuppressionRule, ...],
+              events: pd.DataFrame | None, facts: WindowFacts | None) -> _Facts | None:
+    """What the rules on actions and addresses need to know of the windows of ``sub``."""
+    marked = tuple(r for r in rules if r.needs_events)
+    if not marked:
+        return None
+    if facts is not None:
+        return facts.of(sub, marked)
+    if events is None:
+        raise ConfigError("suppression rules with 'action' or 'source' need the "
+                          "scored events")
+    return _window_facts(sub, events, marked)
+
+
+def _matches(rule: SuppressionRule, sub: pd.DataFrame, facts: _Facts | None) -> np.ndarray:
     hit = np.ones(len(sub), dtype=bool)
     if rule.entity_type:
         hit &= sub["entity_type"].astype(str).to_numpy() == rule.entity_type
@@ -394,13 +407,10 @@ def _matches(rule: SuppressionRule, sub: pd.DataFrame,
             raise SchemaError(f"suppression rule {rule.id} needs feature "
                               f"{condition.feature}, which the scores do not have")
         hit &= condition.holds(sub[column])
-    if rule.action:
-        patterns = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in rule.action))
-        hit &= np.array([bool(acts) and all(patterns.match(a) for a in acts)
-                         for acts in facts["actions"]], dtype=bool)
-    if rule.source:
-        hit &= np.array([bool(ips) and all(_inside(ip, rule.source) for ip in ips)
-                         for ips in facts["sources"]], dtype=bool)
+    if rule.action or rule.source:
+        assert facts is not None  # _facts_of gathers them for every such rule
+        action, source = facts.holds(rule)
+        hit &= action & source
     return hit
 
 
@@ -412,45 +422,208 @@ def _inside(ip: str, networks: tuple[Network, ...]) -> bool:
     return any(address in net for net in networks)
 
 
-def _window_facts(windows: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Per window (row of ``windows``), the set of its events' actions and source addresses."""
+# -- what rules on actions and addresses know of a window ----------------------------------
+#
+# A rule on actions holds when the window has events and every one's action matches; a rule
+# on addresses when the window has an address and every address lies inside. Both are
+# "all" and "any" over the window's events, judged one event at a time (_marks), so they
+# can be gathered per part of a window (an hour of a sliding window, a chunk of the log) and
+# combined: sums, minimums and maximums (_combine).
+
+
+class _Facts:
+    """Per window (the rows of the candidates), what the rules on actions and addresses
+    need: ``n`` events, ``has_source`` (any address), and per rule ``a<i>`` (every action
+    matches) and ``s<i>`` (every address inside), ``i`` its place in ``rules``."""
+
+    def __init__(self, table: pd.DataFrame, rules: tuple[SuppressionRule, ...]) -> None:
+        self.table = table
+        self.rules = rules
+
+    def holds(self, rule: SuppressionRule) -> tuple[np.ndarray, np.ndarray]:
+        """Whether ``rule``'s action condition, and its source condition, hold (true where
+        the rule has none)."""
+        i = self.rules.index(rule)
+        every = np.ones(len(self.table), dtype=bool)
+        action = every if not rule.action else \
+            (self.table["n"].to_numpy() > 0) & self.table[f"a{i}"].to_numpy(dtype=bool)
+        source = every if not rule.source else \
+            self.table["has_source"].to_numpy(dtype=bool) \
+            & self.table[f"s{i}"].to_numpy(dtype=bool)
+        return action, source
+
+
+def _text(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as text (``astype(str)``'s, missing as "nan") by codes into its distinct
+    texts: the rules look at each distinct value once, not once per event."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        names = np.append(values.cat.categories.astype(str).to_numpy(dtype=object), "nan")
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        return np.where(codes < 0, len(names) - 1, codes), names
+    codes, uniques = pd.factorize(values.astype(str))
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def _activity(events: pd.DataFrame) -> pd.DataFrame:
+    """The events that are activity: the analyzer's own alerts are not."""
     missing = [c for c in ("timestamp", "user", "source_ip", "action") if c not in events]
     if missing:
         raise SchemaError(f"events frame lacks column(s): {', '.join(missing)}")
     if "kind" in events.columns:
         events = events[events["kind"].astype(str) != "alert"]
+    return events
+
+
+def _marks(events: pd.DataFrame, rules: tuple[SuppressionRule, ...]) -> dict[str, np.ndarray]:
+    """Per event: ``n`` (1), ``has_source``, and per rule ``a<i>`` (its action matches; true
+    for a rule without actions) and ``s<i>`` (its address is inside, or it has none)."""
+    codes, names = _text(events["action"])
+    ips, addresses = _text(events["source_ip"])
+    present = np.array([a not in ("", "nan") for a in addresses], dtype=bool)
+    out = {"n": np.ones(len(events), dtype=np.int64), "has_source": present[ips]}
+    for i, rule in enumerate(rules):
+        if rule.action:
+            pattern = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in rule.action))
+            ok = np.array([pattern.match(a) is not None for a in names], dtype=bool)
+            out[f"a{i}"] = ok[codes]
+        else:
+            out[f"a{i}"] = np.ones(len(events), dtype=bool)
+        inside = np.array([_inside(a, rule.source) for a in addresses], dtype=bool) \
+            if rule.source else np.ones(len(addresses), dtype=bool)
+        out[f"s{i}"] = (inside | ~present)[ips]
+    return out
+
+
+def _combine(parts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Facts of parts of windows, combined per ``by``: counts add up, "any" is a maximum,
+    "every" a minimum."""
+    how = {c: ("sum" if c == "n" else "max" if c == "has_source" else "min")
+           for c in parts.columns if c not in by}
+    return parts.groupby(by, sort=False, observed=True).agg(how).reset_index()
+
+
+def _per_window(pairs: pd.DataFrame, n_windows: int, rules: tuple[SuppressionRule, ...]
+                ) -> _Facts:
+    """The facts of each window from ``pairs`` (a ``row`` column: the window's, and facts of
+    its parts); a window without events has none of them."""
+    table = _combine(pairs, ["row"]).set_index("row") if len(pairs) else pd.DataFrame()
+    index = pd.RangeIndex(n_windows)
+    full = pd.DataFrame({"n": table["n"].reindex(index, fill_value=0) if len(table)
+                         else np.zeros(n_windows, dtype=np.int64)}, index=index)
+    full["has_source"] = table["has_source"].reindex(index, fill_value=False).astype(bool) \
+        if len(table) else False
+    for i in range(len(rules)):
+        for column in (f"a{i}", f"s{i}"):
+            full[column] = table[column].reindex(index, fill_value=True).astype(bool) \
+                if len(table) else True
+    return _Facts(full, rules)
+
+
+def _nanoseconds(stamps: pd.Series) -> np.ndarray:
+    """Times as nanoseconds since the epoch, whatever their unit (naive means UTC)."""
+    utc = pd.to_datetime(stamps, utc=True).dt.tz_localize(None)
+    return utc.to_numpy().astype("datetime64[ns]").astype(np.int64)
+
+
+def _candidates(windows: pd.DataFrame) -> pd.DataFrame:
     keys = windows[["entity_type", "entity", "window_start", "window_end"]].copy()
     keys["row"] = np.arange(len(keys))
+    keys["entity_type"] = keys["entity_type"].astype(str)
     keys["entity"] = keys["entity"].astype(str)
     keys["window_start"] = pd.to_datetime(keys["window_start"], utc=True)
     keys["window_end"] = pd.to_datetime(keys["window_end"], utc=True)
+    return keys
+
+
+def _window_facts(windows: pd.DataFrame, events: pd.DataFrame,
+                  rules: tuple[SuppressionRule, ...]) -> _Facts:
+    """Per window (row of ``windows``), what ``rules`` need of its events."""
+    events = _activity(events)
+    keys = _candidates(windows)
     parts = []
     for etype in ENTITY_TYPES:
-        mine = keys[keys["entity_type"].astype(str) == etype]
+        mine = keys[keys["entity_type"] == etype]
         if mine.empty:
             continue
         # only the events of alerted entities: a handful of windows, not the whole frame
         wanted = events[events[etype].astype(str).isin(set(mine["entity"]))]
         sub = pd.DataFrame({"entity": wanted[etype].astype(str).to_numpy(),
                             "timestamp": pd.to_datetime(wanted["timestamp"], utc=True)
-                            .to_numpy(),
-                            "action": wanted["action"].astype(str).to_numpy(),
-                            "source_ip": wanted["source_ip"].astype(str).to_numpy()})
+                            .to_numpy(), **_marks(wanted, rules)})
         sub["timestamp"] = pd.to_datetime(sub["timestamp"], utc=True)
         pairs = mine.merge(sub, on="entity")
         inside = (pairs["timestamp"] >= pairs["window_start"]) \
             & (pairs["timestamp"] < pairs["window_end"])
-        parts.append(pairs.loc[inside, ["row", "action", "source_ip"]])
-    joined = pd.concat(parts, ignore_index=True) if parts else \
-        pd.DataFrame(columns=["row", "action", "source_ip"])
-    actions = joined.groupby("row")["action"].agg(lambda s: frozenset(s))
-    sources = joined[joined["source_ip"].ne("") & joined["source_ip"].ne("nan")] \
-        .groupby("row")["source_ip"].agg(lambda s: frozenset(s))
-    index = pd.RangeIndex(len(keys))
-    empty: frozenset[str] = frozenset()
-    return pd.DataFrame({
-        "actions": actions.reindex(index).map(lambda v: v if isinstance(v, frozenset)
-                                              else empty),
-        "sources": sources.reindex(index).map(lambda v: v if isinstance(v, frozenset)
-                                              else empty),
-    })
+        parts.append(pairs.loc[inside].drop(columns=["entity_type", "entity", "timestamp",
+                                                     "window_start", "window_end"]))
+    joined = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return _per_window(joined, len(keys), rules)
+
+
+class WindowFacts:
+    """What suppression rules on ``action`` or ``source`` need of the events, gathered as a
+    log is read in chunks, so that the events are never held together.
+
+    ``add`` each chunk as it is read; :func:`apply_suppressions` (``facts=``) then asks for
+    the windows alerted. What is kept is, per entity and window step (``step``, in
+    nanoseconds: the model's; a window is a whole number of steps from the epoch), a count
+    and one "every action matches" and one "every address inside" per rule: its size
+    follows the entities and the span of the log, not its events. The answers are those of
+    the whole frame.
+    """
+
+    def __init__(self, rules: Iterable[SuppressionRule], *, step: int) -> None:
+        if step < 1:
+            raise ConfigError(f"step must be at least one nanosecond, got {step}")
+        self.rules = tuple(r for r in rules if r.needs_events)
+        self.step = int(step)
+        self._parts: list[pd.DataFrame] = []
+        self._rows = 0
+        self._kept = 0  # rows once last combined: combine again when they double
+
+    def add(self, events: pd.DataFrame) -> None:
+        """Gather what the rules need of a chunk of the scored events."""
+        if not self.rules:
+            return
+        events = _activity(events)
+        if not len(events):
+            return
+        slot = _nanoseconds(events["timestamp"]) // self.step
+        marks = _marks(events, self.rules)
+        for etype in ENTITY_TYPES:
+            codes, names = _text(events[etype])
+            part = _combine(pd.DataFrame({"code": codes, "slot": slot, **marks}),
+                            ["code", "slot"])
+            part.insert(0, "entity", names[part.pop("code").to_numpy()])
+            part.insert(0, "entity_type", etype)
+            self._parts.append(part)
+            self._rows += len(part)
+        if self._rows > 2 * self._kept + 100_000:
+            self._compact()
+
+    def _compact(self) -> None:
+        table = _combine(pd.concat(self._parts, ignore_index=True),
+                         ["entity_type", "entity", "slot"])
+        self._parts = [table]
+        self._rows = self._kept = len(table)
+
+    def of(self, windows: pd.DataFrame, rules: tuple[SuppressionRule, ...]) -> _Facts:
+        """The facts of ``windows`` for ``rules`` (among those gathered)."""
+        if any(r not in self.rules for r in rules):
+            raise ConfigError("the facts were gathered for other suppression rules")
+        keys = _candidates(windows)
+        start, end = _nanoseconds(keys["window_start"]), _nanoseconds(keys["window_end"])
+        if ((start % self.step) != 0).any() or ((end % self.step) != 0).any():
+            raise ConfigError("the windows do not start and end on the facts' step")
+        keys["first"], keys["stop"] = start // self.step, end // self.step
+        table = pd.concat(self._parts, ignore_index=True) if self._parts else \
+            pd.DataFrame(columns=["entity_type", "entity", "slot"])
+        table = table[table["entity"].isin(set(keys["entity"]))]
+        pairs = keys[["row", "entity_type", "entity", "first", "stop"]].merge(
+            table, on=["entity_type", "entity"])
+        pairs = pairs[(pairs["slot"] >= pairs["first"]) & (pairs["slot"] < pairs["stop"])]
+        wanted = [f"{c}{self.rules.index(r)}" for r in rules for c in "as"]
+        picked = pairs[["row", "n", "has_source", *wanted]].rename(
+            columns={f"{c}{self.rules.index(r)}": f"{c}{i}"
+                     for i, r in enumerate(rules) for c in "as"})
+        return _per_window(picked, len(keys), rules)

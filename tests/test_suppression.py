@@ -130,3 +130,27 @@ def test_suppressed_alerts_are_recorded_at_warning_naming_rule_and_reason(tmp_pa
     assert "moved to Berlin" in alice["message"]
     others = [r for r in records if r is not alice]
     assert all(r["log"]["level"] == "critical" for r in others)
+
+
+@pytest.mark.parametrize("piece", [1, 3])
+def test_facts_gathered_chunk_by_chunk_suppress_what_the_events_do(piece):
+    from analyzer.suppression import WindowFacts
+
+    rules = parse_suppressions("\n".join([
+        '{"entity": "svc-backup", "action": "dataset.export", "expires": "2025-12-31", '
+        '"reason": "backup"}',  # the window also holds model.export: kept
+        '{"entity": "svc-*", "action": "*.export", "source": "10.1.0.0/16", '
+        '"expires": "2025-12-31", "reason": "nightly backup"}',
+        '{"id": "pentest", "source": ["203.0.113.0/24"], "entity_type": "source_ip", '
+        '"expires": "2025-12-31", "reason": "approved pen test"}',
+        '{"entity": "alice", "source": "10.0.0.0/8", "expires": "2025-12-31", '
+        '"reason": "office"}',  # alice came from 198.51.100.7: kept
+    ]))
+    events = events_frame()
+    facts = WindowFacts(rules.rules, step=pd.Timedelta(hours=1).value)
+    for start in range(0, len(events), piece):
+        facts.add(events.iloc[start:start + piece])
+    whole = apply_suppressions(scores_frame(), rules, events=events, now=NOW)
+    chunked = apply_suppressions(scores_frame(), rules, facts=facts, now=NOW)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert whole["suppressed_by"].tolist() == ["<text>:2", "", "pentest", ""]

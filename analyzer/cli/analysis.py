@@ -132,12 +132,11 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     add_reader_options(p, decrypt=True)
     p.add_argument("--chunk-events", type=_chunk_size, default=DEFAULT_CHUNK_EVENTS,
                    metavar="N",
-                   help="read JSONL and Parquet logs in chunks of about N events and compute "
-                        "the features chunk by chunk, so that memory holds one chunk and the "
-                        "statistics, not the whole trail; the scores and alerts are those of "
-                        f"a whole read (default {DEFAULT_CHUNK_EVENTS:,}; 0: read the logs "
-                        "whole; other formats are read a file at a time; suppression rules "
-                        "on action or source, and --exclude-alerts, read the logs whole)")
+                   help="read JSONL and Parquet logs, and --db, in chunks of about N events "
+                        "and compute the features chunk by chunk, so that memory holds one "
+                        "chunk and the statistics, not the whole trail; the scores and alerts "
+                        f"are those of a whole read (default {DEFAULT_CHUNK_EVENTS:,}; 0: read "
+                        "the logs whole; other formats are read a file at a time)")
     add_engine_options(p)
 
 
@@ -159,7 +158,7 @@ def _chunking(args: argparse.Namespace) -> int | None:
 def _source(args: argparse.Namespace, command: str, *,
             database: bool = True) -> tuple[Any, dict[str, Any]]:
     """What the command reads, and how: its files (read by the pipeline, each opened once)
-    with the reader options and period, or the rows of ``--db`` (read here).
+    with the reader options and period, or the rows of ``--db``.
 
     ``database``: the command has the ``--db`` and filter options (``evaluate`` reads files
     only)."""
@@ -169,9 +168,9 @@ def _source(args: argparse.Namespace, command: str, *,
     if database and args.db:
         if args.inputs:
             raise ConfigError("give log files or --db, not both")
-        from analyzer.store import read_db_events
+        from analyzer.store import DatabaseEvents
 
-        return read_db_events(args.db, flt), {}
+        return DatabaseEvents(args.db, flt), {}
     if not args.inputs:
         raise ConfigError(f"{command} needs log files, folders or globs, or --db URL")
     period = {}
@@ -190,7 +189,7 @@ def _read(args: argparse.Namespace, command: str, *, output: Path | None = None,
     """Read the command's input (files or ``--db``), set aside its rejected lines beside
     ``output`` (or ``--rejected``) and print the one line of accounting."""
     source, how = _source(args, command, database=database)
-    result = source if isinstance(source, ReadResult) else read_events(source, **how)
+    result = read_events(source, **how) if isinstance(source, list) else source.read()
     # one line of accounting at normal verbosity, so nothing is dropped silently
     report_read(command, result, args, output=output)
     return result

@@ -380,13 +380,9 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         module = _module(name)
         accepts = {"since", "until"} if name == "parquet" else set()
         pruning = {k: v for k, v in period.items() if k in accepts}
-        if rows is not None and name == "parquet":
-            done = 0
-            for piece in module.read_chunks(path, rows=rows, **checked(name), **pruning):
-                done += piece.records or 0
-                if progress is not None:
-                    progress(done, None)
-                yield dataclasses.replace(piece, formats=(name,))
+        if rows is not None and name in _IN_PIECES:
+            yield from _reader_pieces(module, name, path, rows, checked(name), pruning,
+                                      progress)
             return
         yield dataclasses.replace(module.read(path, **checked(name), **pruning),
                                   formats=(name,))
@@ -408,6 +404,9 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         raise
     if name != "jsonl":
         handle.close()  # the other readers open their file themselves
+        if rows is not None and name in _IN_PIECES:
+            yield from _reader_pieces(_module(name), name, file, rows, options, {}, progress)
+            return
         yield dataclasses.replace(_module(name).read(file, **options), formats=(name,))
         return
     if rows is None:
@@ -429,6 +428,26 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
                 yield dataclasses.replace(piece, formats=(name,))
     except (OSError, EOFError, zlib.error) as exc:  # a truncated gzip file, an I/O error
         raise read_failed(file, exc) from None
+
+
+#: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``):
+#: each record is judged on its own. The others read a file whole: sshd and syslog lines
+#: carry state from line to line (the year of a date without one, a session's user),
+#: CloudTrail is one JSON document per file, Windows and Kubernetes exports are small.
+_IN_PIECES = frozenset({"parquet", "csv"})
+
+
+def _reader_pieces(module: ModuleType, name: str, path: Path | str, rows: int,
+                   options: dict[str, Any], pruning: dict[str, Any],
+                   progress: ReadProgress | None) -> Iterator[ReadResult]:
+    """A file (or export) in pieces of about ``rows`` records, from its reader's
+    ``read_chunks``; each piece names the format."""
+    done = 0
+    for piece in module.read_chunks(path, rows=rows, **options, **pruning):
+        done += piece.records or 0
+        if progress is not None:
+            progress(done, None)
+        yield dataclasses.replace(piece, formats=(name,))
 
 
 def _combine(results: list[ReadResult]) -> ReadResult:

@@ -1,11 +1,13 @@
 """Reading logs in chunks of events, for the bounded-memory path (:mod:`analyzer.streaming`).
 
 :class:`ChunkedRead` yields normalized frames of about ``size`` events, file after file:
-the project's own JSONL trail (a rotated series, globs, single large files) in blocks of lines
-and Parquet exports in row groups, so that memory holds one chunk; the other formats are read
-whole, one chunk per file. After the iteration, :attr:`ChunkedRead.result` holds the same
-accounting as :func:`analyzer.sources.read_events` of the same paths (records read, used,
-set aside, skipped), with an empty frame.
+the project's own JSONL trail (a rotated series, globs, single large files) in blocks of lines,
+Parquet exports in row groups and CSV files in pieces of records, so that memory holds one
+chunk; the other formats are read whole, one chunk per file (their lines carry state from one
+to the next, or their files are single documents). A database's pieces come the same way
+(``pieces=``, :class:`analyzer.store.DatabaseEvents`). After the iteration,
+:attr:`ChunkedRead.result` holds the same accounting as :func:`analyzer.sources.read_events`
+of the same paths (records read, used, set aside, skipped), with an empty frame.
 
 Chunks come in file order and, within a file, in line (row) order; they are not sorted by
 time across files (the features do not need it: a block of windows reads every chunk that
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,14 @@ class ChunkedRead:
     def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                  size: int, format: str | None = None, since: Any = None, until: Any = None,
                  options: ReaderOptions | None = None, progress: ReadProgress | None = None,
+                 pieces: Callable[[], Iterable[ReadResult]] | None = None,
                  **more: Any) -> None:
         if size < 1:
             raise ValueError(f"chunk size must be at least 1, got {size}")
         self.paths = paths
+        #: what is read instead of the files at ``paths``: pieces of about ``size`` events
+        #: each with its own accounting (a database's: :class:`analyzer.store.DatabaseEvents`)
+        self.pieces = pieces
         self.size = size
         self.format = format
         self.since, self.until = since, until
@@ -56,10 +62,13 @@ class ChunkedRead:
         archives: list[Path] = []
         pieces: list[ReadResult] = []
         used = 0
-        files = expand_paths(self.paths, archives=archives)
-        for piece in read_pieces(files, rows=self.size, format=self.format,
-                                 since=self.since, until=self.until, options=self.options,
-                                 progress=self.progress):
+        if self.pieces is not None:
+            read: Iterable[ReadResult] = self.pieces()
+        else:
+            read = read_pieces(expand_paths(self.paths, archives=archives), rows=self.size,
+                               format=self.format, since=self.since, until=self.until,
+                               options=self.options, progress=self.progress)
+        for piece in read:
             used += len(piece.frame)
             pieces.append(dataclasses.replace(piece, frame=empty_frame()))
             if len(piece.frame):

@@ -45,7 +45,8 @@ from analyzer.sources._base import (
 )
 from analyzer.sources.generic import dig
 
-__all__ = ["FORMAT", "OPTIONAL_COLUMNS", "OPTIONS", "REQUIRED_COLUMNS", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONAL_COLUMNS", "OPTIONS", "REQUIRED_COLUMNS", "read", "read_chunks",
+           "sniff"]
 
 FORMAT = "csv"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -87,6 +88,19 @@ def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = No
         One row per record. A record that cannot be split into the header's fields, or
         holds a value that does not convert, is rejected with the line it starts on.
     """
+    # run to the end (one piece): the file closes there, not when the generator is collected
+    (result,) = read_chunks(path, rows=None, mapping=mapping, constants=constants,
+                            delimiter=delimiter)
+    return result
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
+                mapping: Mapping[str, str] | None = None,
+                constants: Mapping[str, str] | None = None, delimiter: str = ","
+                ) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` records (``None``: one piece, the whole
+    file), in the file's order, each with its own accounting: a record is judged on its own,
+    so the pieces hold what a whole read holds, and the rejected lines by line number."""
     file = Path(path)
     if not file.exists():
         raise SourceError(f"{file}: no such file")
@@ -103,19 +117,35 @@ def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = No
         lines = _Lines(_decoded_lines(handle, str(file), rejected))
         header = _header(lines, file, delimiter)
         plain, dotted = _resolve(header, mapping)
-        names = set(plain) | set(dotted) | set(constants)
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise SchemaError(f"{file}: missing required column(s): {', '.join(missing)} "
-                              f"(header: {', '.join(header)}; map others with --map SRC=DEST "
-                              f"or give a constant with --set COLUMN=VALUE)")
-        both = sorted(set(constants) & (set(plain) | set(dotted)))
-        if both:
-            raise ConfigError(f"{file}: --set {both[0]}: the file has a {both[0]} column "
-                              f"already")
+        _check_columns(file, header, plain, dotted, constants)
         wanted = {**plain, **{n: index for n, (index, _) in dotted.items()}}
-        columns, numbers = _split_rows(lines, wanted, len(header), str(file), delimiter,
-                                       rejected)
+        for columns, numbers, last in _split_rows(lines, wanted, len(header), str(file),
+                                                  delimiter, rejected, rows):
+            # lines set aside past this piece's last record (read ahead by a quote that
+            # never closed) belong to the next piece, as a whole read orders them
+            mine = [r for r in rejected if last is None or r.line <= last]
+            rejected[:] = [r for r in rejected if last is not None and r.line > last]
+            yield _piece(columns, numbers, header, dotted, constants, str(file), mine)
+
+
+def _check_columns(file: Path, header: list[str], plain: Mapping[str, int],
+                   dotted: Mapping[str, tuple[int, str]], constants: Mapping[str, str]) -> None:
+    names = set(plain) | set(dotted) | set(constants)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise SchemaError(f"{file}: missing required column(s): {', '.join(missing)} "
+                          f"(header: {', '.join(header)}; map others with --map SRC=DEST "
+                          f"or give a constant with --set COLUMN=VALUE)")
+    both = sorted(set(constants) & (set(plain) | set(dotted)))
+    if both:
+        raise ConfigError(f"{file}: --set {both[0]}: the file has a {both[0]} column "
+                          f"already")
+
+
+def _piece(columns: dict[str, list[str]], numbers: list[int], header: list[str],
+           dotted: Mapping[str, tuple[int, str]], constants: Mapping[str, str], path: str,
+           rejected: list[Rejected]) -> ReadResult:
+    """The records split from some lines of the file, converted."""
     records = len(numbers) + len(rejected)
     numbers_array = np.asarray(numbers, dtype=np.int64)
     problems = pd.Series("", index=range(len(numbers)), dtype="object")
@@ -127,7 +157,7 @@ def read(path: str | os.PathLike[str], *, mapping: Mapping[str, str] | None = No
         columns[name] = values
     for name, value in constants.items():
         columns[name] = [value] * len(numbers)
-    result = _convert(columns, numbers_array, str(file), rejected, problems)
+    result = _convert(columns, numbers_array, path, rejected, problems)
     return dataclasses.replace(result, records=records)
 
 
@@ -167,12 +197,21 @@ class _Lines:
         self._again: deque[tuple[int, str]] = deque()
         self.taken: list[tuple[int, str]] = []
 
+        self.given = 0  # the number of the last line given out
+
+    @property
+    def last(self) -> int:
+        """The number of the last line given out for good: the line before the first one
+        to be read again, else the last given out."""
+        return self._again[0][0] - 1 if self._again else self.given
+
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
         item = self._again.popleft() if self._again else next(self._source)
         self.taken.append(item)
+        self.given = item[0]
         return item[1]
 
     def read_again(self, items: list[tuple[int, str]]) -> None:
@@ -213,9 +252,11 @@ def _resolve(header: list[str], mapping: Mapping[str, str]
 
 
 def _split_rows(lines: _Lines, wanted: Mapping[str, int], width: int, path: str,
-                delimiter: str, rejected: list[Rejected]
-                ) -> tuple[dict[str, list[str]], list[int]]:
-    """The wanted fields of each record, and the line each record starts on.
+                delimiter: str, rejected: list[Rejected], rows: int | None
+                ) -> Iterator[tuple[dict[str, list[str]], list[int], int | None]]:
+    """The wanted fields of each record and the line each record starts on, by ``rows``
+    records (``None``: all of them at once), with the last line read for them (``None``
+    at the end of the file).
 
     A record the parser could only close by running over several lines, and that then
     has the wrong number of fields (or hits the end of the file or the field size limit),
@@ -226,6 +267,9 @@ def _split_rows(lines: _Lines, wanted: Mapping[str, int], width: int, path: str,
     numbers: list[int] = []
     reader = csv.reader(lines, delimiter=delimiter)
     while True:
+        if rows is not None and len(numbers) >= rows:
+            yield columns, numbers, lines.last
+            columns, numbers = {n: [] for n in wanted}, []
         error = None
         try:
             row = next(reader)
@@ -258,7 +302,7 @@ def _split_rows(lines: _Lines, wanted: Mapping[str, int], width: int, path: str,
         for name, index in wanted.items():
             columns[name].append(row[index])
         numbers.append(number)
-    return columns, numbers
+    yield columns, numbers, None
 
 
 def _from_dicts(cells: list[str], keys: str) -> tuple[list[str], pd.Series]:
