@@ -64,7 +64,7 @@ def read_jsonl_once(file: Path, handle: IO[bytes], seekable: bool, *,
     With ``rows`` and ``on_piece``, each time about ``rows`` records are parsed they go to
     ``on_piece`` as a result of their own (the tap drives the pass, so the pieces are handed
     over, not yielded); the result returned is then the last piece."""
-    from analyzer.sources.jsonl import Reading
+    from analyzer.sources.jsonl import Reading, _block_bytes
 
     reading = Reading(file, **options)
     size = os.fstat(handle.fileno()).st_size if seekable else 0
@@ -74,8 +74,9 @@ def read_jsonl_once(file: Path, handle: IO[bytes], seekable: bool, *,
 
     def fed() -> Iterator[Block]:
         nonlocal handed
-        for offset, block, end in whole_line_blocks(cast(IO[bytes], tracked),
-                                                     seekable=seekable):
+        for offset, block, end in whole_line_blocks(
+                cast(IO[bytes], tracked), seekable=seekable,
+                block_bytes=_block_bytes(rows if on_piece is not None else None)):
             reading.feed(memoryview(block)[:end])
             if progress is not None:
                 progress(handed + reading.records, (offset + end) / size if size else None)
