@@ -88,7 +88,8 @@ def _new_places(cols: Counted, data: ReportData) -> TableView:
             pairs = pd.DataFrame({"user": [], "ip": [], "country": [], "first": [],
                                   "events": [], "failures": []})
         first_seen = cols.tally.user_first
-        users_before = set() if first_seen is None else set(first_seen.index[first_seen < cut])
+        users_before: set[str] = set() if first_seen is None else \
+            set(first_seen.index[first_seen < cut])
         new = pairs[pairs["first"] >= cut].sort_values(
             ["first", "user", "ip"], kind="stable")
         shown = new.head(cols.limit())

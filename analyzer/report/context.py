@@ -87,7 +87,7 @@ class AlertRows:
         self.evidence = both.sort_values(["timestamp", "_order"], kind="stable",
                                          ignore_index=True).head(MAX_EVIDENCE)
 
-    def evidence_records(self) -> list[dict[str, Any]]:
+    def evidence_records(self) -> list[dict[Any, Any]]:
         """The evidence records shown, first in time first."""
         if self.evidence is None:
             return []

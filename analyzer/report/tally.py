@@ -69,9 +69,13 @@ class Tally:
         self.distinct: dict[str, set[str]] = {c: set() for c in DISTINCT}
         self.minutes = pd.DataFrame(columns=list(_MINUTE_COLUMNS), dtype=np.int64)
         self.values: dict[str, pd.DataFrame] = {}
-        self.privileged = self.privileged_resources = None
-        self.failed = self.failed_actions = None
-        self.pairs = self.user_first = None
+        # the compliance tables' groups (None: no such events yet)
+        self.privileged: pd.DataFrame | None = None
+        self.privileged_resources: pd.DataFrame | None = None
+        self.failed: pd.DataFrame | None = None
+        self.failed_actions: pd.DataFrame | None = None
+        self.pairs: pd.DataFrame | None = None
+        self.user_first: pd.Series | None = None  # each user's first time (new places)
 
     def add(self, frame: pd.DataFrame, order: int) -> None:
         """Count the events of ``frame``; ``order`` is the place of its first row in the
@@ -186,7 +190,7 @@ class Tally:
     def privileged_groups(self) -> pd.DataFrame | None:
         """Privileged actions by user and action: events, failures, resources, first,
         last; most events first."""
-        if self.privileged is None:
+        if self.privileged is None or self.privileged_resources is None:
             return None
         resources = self.privileged_resources.groupby(["user", "action"], sort=False).size()
         out = self.privileged.join(resources.rename("resources"), on=["user", "action"])
@@ -215,7 +219,7 @@ class Tally:
     def failed_groups(self) -> pd.DataFrame | None:
         """Failed events by user and source address: country (of the first), failures,
         actions, first, last; most failures first."""
-        if self.failed is None:
+        if self.failed is None or self.failed_actions is None:
             return None
         actions = self.failed_actions.groupby(["user", "ip"], sort=False).size()
         out = self.failed.join(actions.rename("actions"), on=["user", "ip"])
