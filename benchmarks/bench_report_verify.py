@@ -10,7 +10,8 @@ without scores (the log scored against itself: a pass, the streaming self-fit, a
 the alerts' evidence). ``verify`` needs a chain: the same events are written once through the
 real logger into ``chained-N.jsonl`` (cached beside the trails). Each run is a fresh process
 under ``/usr/bin/time``: its peak resident memory (``ru_maxrss``), user+system CPU seconds
-and wall time; the load average is printed with them (the machine is shared).
+and wall time; the load average is printed with them (the machine is shared). ``verify`` is
+also run as the library call alone, to tell its own memory from the command line's imports.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--whole-limit", type=int, default=1_000_000,
                         help="largest trail the whole read (--chunk-events 0) is run on")
+    parser.add_argument("--chunk-events", type=int, nargs="*", default=[250_000],
+                        help="more chunk sizes to run report --scores in")
     parser.add_argument("--skip", nargs="*", default=[], choices=["self-fit", "verify"])
     args = parser.parse_args()
     cli = [sys.executable, "-m", "analyzer"]
@@ -88,13 +91,21 @@ def main() -> None:
         scores = alert_scores(trail)
         base = [*cli, "report", str(trail), "--text", str(out)]
         measure(f"report {events:,} --scores (default chunks)", [*base, "--scores", str(scores)])
+        for size in args.chunk_events:
+            measure(f"report {events:,} --scores --chunk-events {size:,}",
+                    [*base, "--scores", str(scores), "--chunk-events", str(size)])
         if events <= args.whole_limit:
             measure(f"report {events:,} --scores --chunk-events 0",
                     [*base, "--scores", str(scores), "--chunk-events", "0"])
         if "self-fit" not in args.skip:
             measure(f"report {events:,} self-fit (default chunks)", base)
         if "verify" not in args.skip:
-            measure(f"verify {events:,} (chained)", [*cli, "verify", str(chained(trail))])
+            log = chained(trail)
+            measure(f"verify {events:,} (chained)", [*cli, "verify", str(log)])
+            # the same check without the command line's imports (scikit-learn, pandas ...)
+            measure(f"verify_log {events:,} (library)", [
+                sys.executable, "-c", "import sys; from analyzer.integrity import verify_log; "
+                "sys.exit(0 if verify_log(sys.argv[1]).ok else 1)", str(log)])
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ pass serves the chain's verdict, the recorded alerts, the counts and the alerts'
 
 What is known only after that pass needs the events again: the scores of a model (or of the
 log against itself), and the rows of alerts found by the pass (recorded in the trail) or
-scored after it. While the events read fit in one chunk, that chunk is kept and serves
-again; a larger trail is read again, in chunks (:meth:`Gathering.again`): once to score it,
-once more for the alerts' rows.
+scored after it. While the events read fit in one chunk (fewer than its size), that chunk is
+kept and serves again; a larger trail is read again, in chunks (:meth:`Gathering.again`):
+once to score it, once more for the alerts' rows.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ class Gathering:
                 gather_rows(self.rows, part, self.order)
             self.order += len(part)
             self.chunks += 1
-            self.kept = part if self.chunks == 1 else None
+            # a first chunk short of the size may be all there is: kept until another comes
+            # (a full one is not, lest the next be read beside it)
+            whole = self.size is None or len(part) < self.size
+            self.kept = part if self.chunks == 1 and whole else None
 
     def reading_again(self, again: Callable[[], Iterable[pd.DataFrame]]) -> None:
         """How to read the events again, in chunks, when they were more than one."""
@@ -85,7 +88,7 @@ class Gathering:
     def again(self) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """The events once more: the one chunk read, sorted by time as a whole read is, or
         the trail read again in chunks (its alert records set aside)."""
-        if self.chunks <= 1:
+        if self.kept is not None or not self.chunks:
             kept = self.kept if self.kept is not None else pd.DataFrame()
             if len(kept) and not kept["timestamp"].is_monotonic_increasing:
                 kept = kept.sort_values("timestamp", kind="stable", ignore_index=True)
