@@ -226,8 +226,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     meta, threshold, privileged = _model_meta(model, model_path)
     if scores is not None:
         scores = _normalise_scores(scores)
-    gathering = Gathering(
-        privileged or DEFAULT_PRIVILEGED_ACTIONS, chunk_events if db is None else None,
+    gathering = Gathering(  # (a database's rows, or a trail already read, are one chunk)
+        privileged or DEFAULT_PRIVILEGED_ACTIONS,
+        chunk_events if db is None and trail is None else None,
         None if scores is None else ordered_alerts(scores, ())[:MAX_ALERTS])
     files, result, integrity, trail = _read_source(
         paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
