@@ -295,8 +295,8 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     results: list[ReadResult] = []
     handed: list[ReadResult] = []  # the file's pieces (handed to ``pieces``: their accounting)
     records = 0  # in the files read so far
-    for path in files:
-        def step(count: int, share: float | None, index: int = len(results),
+    for number, path in enumerate(files):
+        def step(count: int, share: float | None, index: int = number,
                  before: int = records) -> None:
             if progress is not None:  # the share of the whole input, by files
                 progress(before + count, None if share is None else
