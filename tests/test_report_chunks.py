@@ -236,3 +236,16 @@ def test_verify_memory_does_not_grow_with_the_records(dense):
         peaks.append(_peak(run))
         assert report is not None and report.ok
     assert peaks[1] < 1.2 * peaks[0], peaks
+
+
+def test_parquet_export_in_chunks(trails, tmp_path, capsys):
+    """A Parquet copy is handed over by row groups (not read whole) and reports alike."""
+    from analyzer.report import read_scores
+
+    copy = tmp_path / "copy"
+    assert main(["export", str(trails["recorded"]), "--parquet", str(copy)]) == 0
+    capsys.readouterr()
+    pieces: list[int] = []
+    read_events(copy, rows=997, pieces=lambda frame: pieces.append(len(frame)))
+    assert len(pieces) > 2 and max(pieces) < 2 * 997
+    assert_same_in_chunks(copy, (997,), scores=read_scores(trails["scores"]))

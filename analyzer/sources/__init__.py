@@ -411,13 +411,24 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         module = _module(name)
         accepts = {"since", "until"} if name == "parquet" else set()
         pruning = {k: v for k, v in period.items() if k in accepts}
-        if rows is not None and name == "parquet":
+        size = rows if rows is not None else hand[0] if hand is not None else None
+        if size is not None and name == "parquet":
             done = 0
-            for piece in module.read_chunks(path, rows=rows, **checked(name), **pruning):
+            last = None  # handing over: the last row group's piece is the file's result
+            for piece in module.read_chunks(path, rows=size, **checked(name), **pruning):
                 done += piece.records or 0
                 if progress is not None:
                     progress(done, None)
-                yield dataclasses.replace(piece, formats=(name,))
+                if rows is not None:
+                    yield dataclasses.replace(piece, formats=(name,))
+                    continue
+                if last is not None and hand is not None:
+                    hand[1](last)
+                last = piece
+            if rows is None:
+                yield dataclasses.replace(last if last is not None else
+                                          module.read(path, **checked(name), **pruning),
+                                          formats=(name,))
             return
         yield dataclasses.replace(module.read(path, **checked(name), **pruning),
                                   formats=(name,))
