@@ -39,6 +39,8 @@ def chained(trail: Path) -> Path:
         for chunk in read_chunks(trail, size=250_000):
             write_audit_log(chunk, partial, service="bench")
         partial.rename(target)
+        for side in partial.parent.glob(partial.name + ".*"):  # its lock and checkpoints
+            side.unlink()
     return target
 
 
