@@ -249,3 +249,16 @@ def test_parquet_export_in_chunks(trails, tmp_path, capsys):
     read_events(copy, rows=997, pieces=lambda frame: pieces.append(len(frame)))
     assert len(pieces) > 2 and max(pieces) < 2 * 997
     assert_same_in_chunks(copy, (997,), scores=read_scores(trails["scores"]))
+
+
+def test_a_period_in_chunks(trails):
+    """--since/--until decide on each record's time in every chunk, as in a whole read."""
+    events = read_events(trails["recorded"]).frame["timestamp"]
+    since = events.min() + pd.Timedelta(days=2)
+    until = events.min() + pd.Timedelta(days=4, hours=5)
+    text = assert_same_in_chunks(trails["recorded"], (997,), since=since, until=until)
+    assert "Events" in text
+    chunked = load_report_data(trails["recorded"], chunk_events=997, since=since, until=until)
+    whole = load_report_data(trails["recorded"], since=since, until=until)
+    assert chunked.reading.accounting() == whole.reading.accounting()
+    assert "outside --since/--until" in whole.reading.accounting()
