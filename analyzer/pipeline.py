@@ -136,7 +136,8 @@ def read_trail(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                format: str | None = None, options: ReaderOptions | None = None,
                since: Any = None, until: Any = None, key: bytes | None = None,
                verify: bool = False, alert_records: bool = False,
-               progress: Progress | None = None) -> TrailRead:
+               progress: Progress | None = None, chunk_events: int | None = None,
+               pieces: Callable[[pd.DataFrame], None] | None = None) -> TrailRead:
     """Read a trail once for events, recorded alerts and the chain's verdict.
 
     Parameters
@@ -154,6 +155,10 @@ def read_trail(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         parsed records, in the same pass.
     progress
         Told the records read so far (:class:`Step` ``"reading"``).
+    chunk_events, pieces
+        Hand the events to ``pieces`` in frames of about ``chunk_events`` as the pass goes
+        (see :func:`~analyzer.sources.read_events`), instead of holding them: the read's
+        frame is then empty (the report aggregates the pieces in bounded memory).
     """
     files = expand_paths(source)
     found: list[tuple[str, dict[str, Any]]] = []
@@ -174,7 +179,8 @@ def read_trail(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                           options=(lambda name: with_alerts if name == "jsonl" else base)
                           if alert_records else base,
                           tap=tap if verify or alert_records else None,
-                          progress=_reading_progress(progress))
+                          progress=_reading_progress(progress), rows=chunk_events,
+                          pieces=pieces)
     return TrailRead(reading, verdict.get("report"), verdict.get("chained", True),
                      tuple(found))
 

@@ -56,6 +56,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="TIME", help="... and before this time (same forms)")
     add_key_option(p)
     add_reader_options(p, decrypt=True)
+    from analyzer.cli.analysis import _chunk_size
+    from analyzer.pipeline import DEFAULT_CHUNK_EVENTS
+
+    p.add_argument("--chunk-events", type=_chunk_size, default=DEFAULT_CHUNK_EVENTS,
+                   metavar="N",
+                   help="count the log's events in chunks of about N as they are read, so "
+                        "that memory holds one chunk and the counts, not the whole trail; the "
+                        f"report is that of a whole read (default {DEFAULT_CHUNK_EVENTS:,}; "
+                        "0: read the log whole; a trail over one chunk is read again to score "
+                        "it with --model or against itself, and for the alerts' evidence "
+                        "unless --scores gives them)")
     p.set_defaults(func=run_report)
 
 
@@ -85,7 +96,8 @@ def run_report(args: argparse.Namespace) -> int:
                             key=read_key_file(args.key_file), format=args.format,
                             read_options=reader_options(args, decrypt=True), db=args.db,
                             since=parse_time(args.since) if args.since else None,
-                            until=parse_time(args.until) if args.until else None)
+                            until=parse_time(args.until) if args.until else None,
+                            chunk_events=args.chunk_events or None)
     progress.done()
     args.inputs = [str(args.log)] if args.log is not None else []
     output = args.html if args.html is not None else (

@@ -29,6 +29,7 @@ import pandas as pd
 
 from analyzer.errors import ConfigError, SourceError
 from analyzer.files import USER_OUTPUT, atomic_write
+from analyzer.report.gather import Gathering
 from analyzer.report.html import render_html
 from analyzer.report.i18n import LANGUAGES, get_locale
 from analyzer.report.text import render_text
@@ -178,7 +179,8 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                      generated: str | None = None,
                      read_options: ReaderOptions | dict[str, Any] | None = None,
                      db: str | None = None, since: Any = None,
-                     until: Any = None, trail: TrailRead | None = None) -> ReportData:
+                     until: Any = None, trail: TrailRead | None = None,
+                     chunk_events: int | None = None) -> ReportData:
     """Read everything a report needs from the log(s) and the model or scores.
 
     Parameters
@@ -210,22 +212,45 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         The log as a command already read it with :func:`analyzer.pipeline.read_trail`
         (``verify=True, alert_records=True``); by default it is read here, once: one pass
         over the file serves the events, the recorded alerts and the chain's verdict.
+    chunk_events
+        Count the log's events in chunks of about this many as the pass reads them, never
+        holding them all (:mod:`analyzer.report.gather`); the report is the same. ``None``:
+        read the log whole.
     """
-    files, result, integrity, trail = _read_source(
-        paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
-        since=since, until=until)
-    frame, recorded = _set_alerts_aside(
-        result.frame, files, trail.alert_records if trail is not None else ())
-    meta, threshold, privileged, drift, scores = _model_facts(model, model_path, scores, frame)
-    self_fit = ""
-    if scores is None and model is None and model_path is None and not recorded and len(frame):
-        scores, self_fit = _self_fit(frame)
+    from analyzer.features import DEFAULT_PRIVILEGED_ACTIONS
+    from analyzer.report.alertview import ordered_alerts
+    from analyzer.report.viewmodel import MAX_ALERTS
+
+    if chunk_events is not None and chunk_events < 1:
+        raise ConfigError(f"chunk_events must be at least 1, got {chunk_events}")
+    meta, threshold, privileged = _model_meta(model, model_path)
     if scores is not None:
         scores = _normalise_scores(scores)
+    gathering = Gathering(  # (a database's rows, or a trail already read, are one chunk)
+        privileged or DEFAULT_PRIVILEGED_ACTIONS,
+        chunk_events if db is None and trail is None else None,
+        None if scores is None else ordered_alerts(scores, ())[:MAX_ALERTS])
+    files, result, integrity, trail = _read_source(
+        paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
+        since=since, until=until, gathering=gathering)
+    recorded = _recorded(gathering, files, trail.alert_records if trail is not None else ())
+    drift, self_fit = "", ""
+    if model is not None and scores is None:
+        events = gathering.again()
+        scores = model.score(events) if isinstance(events, pd.DataFrame) else \
+            model.score_chunks(events)
+        drift = _drift_warning(model, scores)
+    if scores is None and model is None and model_path is None and not recorded and \
+            gathering.tally.n:
+        scores, self_fit = _self_fit(gathering.again())
+    if scores is not None:
+        scores = _normalise_scores(scores)
+    rows = gathering.gather_alerts(ordered_alerts(scores, recorded)[:MAX_ALERTS])
     from analyzer import __version__
 
     return ReportData(
-        frame=frame, source=db if db is not None else ", ".join(str(f) for f in files),
+        frame=None, tally=gathering.tally, alert_rows=tuple(rows),
+        source=db if db is not None else ", ".join(str(f) for f in files),
         integrity=integrity,
         scores=scores, recorded_alerts=tuple(recorded), model=meta, threshold=threshold,
         drift=drift,
@@ -238,10 +263,11 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
 
 def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                  db: str | None, trail: TrailRead | None, format: str | None,
-                 read_options: Any, key: bytes | None, since: Any, until: Any
-                 ) -> tuple[list[Any], Any, Integrity, TrailRead | None]:
+                 read_options: Any, key: bytes | None, since: Any, until: Any,
+                 gathering: Gathering) -> tuple[list[Any], Any, Integrity, TrailRead | None]:
     """The files, the read result, the chain's verdict and the trail read (``None`` for a
-    database) of what the report is about: the log(s) at ``paths`` or the database ``db``."""
+    database) of what the report is about: the log(s) at ``paths`` or the database ``db``,
+    their events handed to ``gathering`` as they are read."""
     from analyzer.sources import expand_paths
 
     if db is not None:
@@ -251,41 +277,55 @@ def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
         files: list[Any] = []
         result = read_db_events(db, Filter(since=since, until=until), include_alerts=True)
         integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
+        gathering(result.frame)
+        return files, result, integrity, None
+    files = expand_paths(paths)
+    chunked = trail is None and gathering.size is not None
+    if trail is None:
+        trail = _read_once(files, format=format, read_options=read_options, key=key,
+                           since=since, until=until,
+                           chunk_events=gathering.size if chunked else None,
+                           pieces=gathering if chunked else None)
+    if chunked:
+        if not gathering.chunks:  # nothing handed over: the columns of an empty read
+            gathering(trail.reading.frame)
+        gathering.reading_again(lambda: _read_chunks(
+            files, size=gathering.size or 1, format=format, read_options=read_options,
+            since=since, until=until))
     else:
-        files = expand_paths(paths)
-        if trail is None:
-            trail = _read_once(files, format=format, read_options=read_options, key=key,
-                               since=since, until=until)
-        result = trail.reading
-        integrity = _integrity_of(trail, files, key)
-    return files, result, integrity, trail
+        gathering(trail.reading.frame)
+    return files, trail.reading, _integrity_of(trail, files, key), trail
 
 
-def _set_alerts_aside(frame: pd.DataFrame, files: list[Any],
-                      records: Iterable[tuple[str, dict[str, Any]]]
-                      ) -> tuple[pd.DataFrame, list[Any]]:
-    """The frame without the alert records the log already holds, and those alerts (of the
-    files read, in their order)."""
+def _read_chunks(files: list[Any], *, size: int, format: str | None, read_options: Any,
+                 since: Any, until: Any) -> Iterable[pd.DataFrame]:
+    """The events once more, in chunks (an audit log's alert records left out)."""
+    from analyzer.sources import ReaderOptions
+    from analyzer.sources.chunks import read_chunks
+
+    return read_chunks(files, size=size, format=format, since=since, until=until,
+                       options=ReaderOptions.of(read_options))
+
+
+def _recorded(gathering: Gathering, files: list[Any],
+              records: Iterable[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """The alerts the log already holds (of the files read, in their order), when the read
+    found alert records among its events."""
     recorded: list[Any] = []
-    if "kind" in frame.columns and len(frame):
-        is_alert = (frame["kind"].astype("string") == "alert").fillna(False).to_numpy()
-        if is_alert.any():
-            frame = frame[~is_alert].reset_index(drop=True)
-            for file in files:
-                recorded.extend(alerts_of_records(
-                    doc for path, doc in records if path == str(file)))
-    return frame, recorded
+    if gathering.had_alerts:
+        for file in files:
+            recorded.extend(alerts_of_records(
+                doc for path, doc in records if path == str(file)))
+    return recorded
 
 
-def _model_facts(model: Any, model_path: str | os.PathLike[str] | None,
-                 scores: pd.DataFrame | None, frame: pd.DataFrame
-                 ) -> tuple[dict[str, Any] | None, float | None, Any, str, pd.DataFrame | None]:
-    """What the model says in the report: its metadata, alert threshold, privileged actions
-    and staleness warning, and the scores (the frame scored with ``model`` when not given)."""
+def _model_meta(model: Any, model_path: str | os.PathLike[str] | None
+                ) -> tuple[dict[str, Any] | None, float | None, Any]:
+    """What the model says in the report: its metadata, alert threshold and privileged
+    actions."""
     meta: dict[str, Any] | None = None
     threshold = None
     privileged = None
-    drift = ""
     if model is not None:
         meta = dict(getattr(model, "metadata", {}) or {})
         try:
@@ -293,9 +333,6 @@ def _model_facts(model: Any, model_path: str | os.PathLike[str] | None,
         except Exception:  # an unfitted or foreign model: no threshold line, not a failure
             logger.debug("model has no threshold", exc_info=True)
         privileged = (meta.get("params") or {}).get("privileged_actions")
-        if scores is None:
-            scores = model.score(frame)
-        drift = _drift_warning(model, scores)
     if model_path is not None and meta is None:
         from analyzer.persistence import read_model_header
 
@@ -306,19 +343,21 @@ def _model_facts(model: Any, model_path: str | os.PathLike[str] | None,
         per_day = meta.get("windows_per_day")
         if budget and per_day:
             threshold = alert_threshold(budget, per_day)
-    return meta, threshold, privileged, drift, scores
+    return meta, threshold, privileged
 
 
 def _read_once(files: list[Any], *, format: str | None, read_options: Any, key: bytes | None,
-               since: Any, until: Any) -> TrailRead:
-    """The report's one pass over its log(s): events with the alerts of audit logs kept,
-    their alert records, and the chain's verdict of a single log."""
+               since: Any, until: Any, chunk_events: int | None = None,
+               pieces: Gathering | None = None) -> TrailRead:
+    """The report's one pass over its log(s): events with the alerts of audit logs kept
+    (handed to ``pieces`` in chunks of ``chunk_events``, when given), their alert records,
+    and the chain's verdict of a single log."""
     from analyzer.pipeline import read_trail
     from analyzer.sources import ReaderOptions
 
     return read_trail(files, format=format, since=since, until=until, key=key,
                       options=ReaderOptions.of(read_options), verify=len(files) == 1,
-                      alert_records=True)
+                      alert_records=True, chunk_events=chunk_events, pieces=pieces)
 
 
 def _integrity_of(trail: TrailRead, files: list[Any], key: bytes | None) -> Integrity:
@@ -330,14 +369,16 @@ def _integrity_of(trail: TrailRead, files: list[Any], key: bytes | None) -> Inte
     return _verdict(trail.verification, keyed=bool(key))
 
 
-def _self_fit(frame: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
-    """Score a log against its own earlier events, as ``score`` does without ``--model``."""
+def _self_fit(events: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[pd.DataFrame | None, str]:
+    """Score a log against its own earlier events, as ``score`` does without ``--model``
+    (the events as one frame, or chunks of them)."""
     from analyzer.errors import AnalyzerError
     from analyzer.model import AuditModel
 
     model = AuditModel()
     try:
-        scores = model.fit_score(frame)
+        scores = model.fit_score(events) if isinstance(events, pd.DataFrame) else \
+            model.fit_score_chunks(events)
     except (AnalyzerError, ValueError):  # too few windows of any kind to learn from
         logger.info("the log is too small to score against itself", exc_info=True)
         return None, "too_little"
@@ -355,8 +396,8 @@ def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = 
                   model_path: str | os.PathLike[str] | None = None, key: bytes | None = None,
                   html_path: str | os.PathLike[str] | None = None,
                   text_path: str | os.PathLike[str] | None = None, lang: str = "en",
-                  model: Any = None, top: int = 10, trail: TrailRead | None = None
-                  ) -> ReportView:
+                  model: Any = None, top: int = 10, trail: TrailRead | None = None,
+                  chunk_events: int | None = None) -> ReportView:
     """Write the HTML and/or text report of ``log``; return the view they were made from.
 
     Parameters
@@ -380,12 +421,14 @@ def write_reports(log: str | os.PathLike[str], *, scores: pd.DataFrame | None = 
         Rows in the "top" tables.
     trail
         ``log`` as already read (see :func:`load_report_data`): not read again.
+    chunk_events
+        Count the events in chunks of about this many (see :func:`load_report_data`).
     """
     get_locale(lang)  # an unknown language is an error before any work
     if top < 1:
         raise ConfigError(f"top must be at least 1, got {top}")
     data = load_report_data(log, scores=scores, model=model, model_path=model_path, key=key,
-                            trail=trail)
+                            trail=trail, chunk_events=chunk_events)
     view = build_view(data, top=top, lang=lang)
     for path, render in ((html_path, render_html), (text_path, render_text)):
         if path is None:

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from analyzer.report import charts
-from analyzer.report.frame import LEVELS, NS, OUTCOMES, EventColumns, and_more, clip, fmt_time
+from analyzer.report.frame import LEVELS, NS, OUTCOMES, and_more, clip, fmt_time
 from analyzer.report.i18n import N_
+from analyzer.report.tally import Counted
 from analyzer.report.views import Cell, ChartView, Fact, TableView
 
 __all__ = ["activity", "categories", "facts", "tops"]
@@ -18,19 +19,18 @@ _MIN_RATE_EVENTS = 10
 _BUCKETS_S = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 
 
-def facts(cols: EventColumns, n_alerts: int) -> tuple[Fact, ...]:
+def facts(cols: Counted, n_alerts: int) -> tuple[Fact, ...]:
     """The header's numbers: period, events, failures, distinct users, addresses, hosts."""
     loc, _ = cols.loc, cols.loc.gettext
     if cols.n:
-        start, end = pd.Timestamp(cols.ts_ns.min(), tz="UTC"), \
-            pd.Timestamp(cols.ts_ns.max(), tz="UTC")
+        start, end = pd.Timestamp(cols.tally.lo, tz="UTC"), pd.Timestamp(cols.tally.hi, tz="UTC")
         days = (end - start) / pd.Timedelta(days=1)
         span = loc.ngettext("{n} day", "{n} days", max(1, math.ceil(days))).format(
             n=loc.number(max(1, math.ceil(days))))
         period = f"{fmt_time(start)} – {fmt_time(end)} UTC ({span})"
     else:
         period = _("no events")
-    failures = int(cols.failed.sum())
+    failures = cols.tally.failures
     return (
         Fact(_("Period"), period, wide=True),
         Fact(_("Events"), loc.number(cols.n)),
@@ -43,16 +43,16 @@ def facts(cols: EventColumns, n_alerts: int) -> tuple[Fact, ...]:
     )
 
 
-def _buckets(cols: EventColumns, max_buckets: int) -> tuple[int, int, int, np.ndarray]:
-    lo, hi = int(cols.ts_ns.min()), int(cols.ts_ns.max())
+def _buckets(cols: Counted, max_buckets: int) -> tuple[int, int, int, dict[str, np.ndarray]]:
+    """The bucket size and start, their number, and the per-minute counts summed into them."""
+    lo, hi = int(cols.tally.lo or 0), int(cols.tally.hi or 0)
     for seconds in _BUCKETS_S:
         size = seconds * NS
         start = lo // size * size
         count = (hi - start) // size + 1
         if count <= max_buckets:
             break
-    index = (cols.ts_ns - start) // size
-    return size, start, int(count), index
+    return size, start, int(count), cols.tally.per_bucket(size, start, int(count))
 
 
 def _bucket_labels(size: int, start: int, count: int) -> list[str]:
@@ -61,35 +61,26 @@ def _bucket_labels(size: int, start: int, count: int) -> list[str]:
     return list(stamps.strftime(fmt))
 
 
-def activity(cols: EventColumns) -> tuple[ChartView, ...]:
+def activity(cols: Counted) -> tuple[ChartView, ...]:
     """Events over time, by level and by outcome with the failure rate."""
     if not cols.n:
         return ()
     loc, _ = cols.loc, cols.loc.gettext
-    size, start, count, index = _buckets(cols, 96)
+    size, start, count, per = _buckets(cols, 96)
     labels = _bucket_labels(size, start, count)
-    level = cols.frame["level"].astype("string").str.lower().fillna("").to_numpy() \
-        if "level" in cols.frame.columns else np.full(cols.n, "", dtype=object)
     level_series = []
-    known = np.zeros(cols.n, dtype=bool)
+    known = np.zeros(count, dtype=np.int64)
     for name in LEVELS:
-        mask = level == name
-        known |= mask
-        if mask.any():
-            level_series.append((_(name), f"s-{name}",
-                                 np.bincount(index[mask], minlength=count).tolist()))
-    if (~known).any():
-        level_series.append((_("unspecified"), "s-other",
-                             np.bincount(index[~known], minlength=count).tolist()))
-    outcome = cols.frame["outcome"].astype(str).to_numpy()
+        known += per[f"level {name}"]
+        if per[f"level {name}"].any():
+            level_series.append((_(name), f"s-{name}", per[f"level {name}"].tolist()))
+    if (per["total"] - known).any():
+        level_series.append((_("unspecified"), "s-other", (per["total"] - known).tolist()))
     outcome_series = []
     for name in OUTCOMES:
-        mask = outcome == name
-        if mask.any():
-            outcome_series.append((_(name), f"s-{name}",
-                                   np.bincount(index[mask], minlength=count).tolist()))
-    total = np.bincount(index, minlength=count)
-    failures = np.bincount(index[cols.failed], minlength=count)
+        if per[f"outcome {name}"].any():
+            outcome_series.append((_(name), f"s-{name}", per[f"outcome {name}"].tolist()))
+    total, failures = per["total"], per["failed"]
     with np.errstate(invalid="ignore", divide="ignore"):
         # a rate over a handful of events is noise (one failed login is "100%")
         rate = np.where(total >= _MIN_RATE_EVENTS, failures / np.maximum(total, 1), np.nan)
@@ -112,7 +103,7 @@ def activity(cols: EventColumns) -> tuple[ChartView, ...]:
     return (by_level, by_outcome)
 
 
-def _bucket_name(cols: EventColumns, size: int) -> str:
+def _bucket_name(cols: Counted, size: int) -> str:
     _ = cols.loc.gettext
     seconds = size // NS
     names = {60: _("minute"), 300: _("5 minutes"), 900: _("15 minutes"), 3600: _("hour"),
@@ -121,16 +112,11 @@ def _bucket_name(cols: EventColumns, size: int) -> str:
     return names.get(seconds, str(seconds))
 
 
-def _activity_table(cols: EventColumns) -> TableView:
+def _activity_table(cols: Counted) -> TableView:
     loc, _ = cols.loc, cols.loc.gettext
-    size, start, count, index = _buckets(cols, 31)
+    size, start, count, per = _buckets(cols, 31)
     labels = _bucket_labels(size, start, count)
-    total = np.bincount(index, minlength=count)
-    failures = np.bincount(index[cols.failed], minlength=count)
-    level = cols.frame["level"].astype("string").str.lower().fillna("").to_numpy() \
-        if "level" in cols.frame.columns else np.full(cols.n, "", dtype=object)
-    severe = np.isin(level, ("warning", "error", "critical"))
-    warn = np.bincount(index[severe], minlength=count)
+    total, failures, warn = per["total"], per["failed"], per["severe"]
     rows = tuple(
         (Cell(labels[i]), Cell(loc.number(total[i]), str(total[i]), True),
          Cell(loc.number(failures[i]), str(failures[i]), True),
@@ -145,27 +131,11 @@ def _activity_table(cols: EventColumns) -> TableView:
          Cell(_("Warnings and worse"), numeric=True)), rows)
 
 
-def _counts(cols: EventColumns, column: str, *, fill: str | None = None) -> pd.DataFrame:
-    """Events and failures per value of ``column``, most events first."""
-    values = cols.frame[column]
-    if fill is not None:
-        values = values.astype("string").fillna(fill).replace("", fill)
-    grouped = pd.DataFrame({"key": values, "failed": cols.failed}).groupby(
-        "key", observed=True, sort=False)["failed"].agg(["size", "sum"])
-    grouped = grouped.rename(columns={"size": "events", "sum": "failures"})
-    grouped.index = grouped.index.astype(str)
-    grouped = grouped[grouped.index != ""]
-    grouped = grouped.reset_index().rename(columns={"index": "key"})
-    grouped.columns = ["key", "events", "failures"]
-    return grouped.sort_values(["events", "key"], ascending=[False, True],
-                               kind="stable", ignore_index=True)
-
-
-def categories(cols: EventColumns) -> ChartView | None:
-    if not cols.n or "category" not in cols.frame.columns:
+def categories(cols: Counted) -> ChartView | None:
+    if not cols.n or "category" not in cols.tally.columns:
         return None
     loc, _ = cols.loc, cols.loc.gettext
-    counts = _counts(cols, "category", fill=_("uncategorized"))
+    counts = cols.tally.counts("category", fill=_("uncategorized"))
     shown = counts.head(cols.top)
     items = [(str(r.key), float(r.events), float(r.failures))
              for r in shown.itertuples(index=False)]
@@ -180,7 +150,7 @@ def categories(cols: EventColumns) -> ChartView | None:
     return ChartView("categories", _("Events by category"), svg, "", table)
 
 
-def _top_table(cols: EventColumns, table_id: str, title: str, label: str,
+def _top_table(cols: Counted, table_id: str, title: str, label: str,
                counts: pd.DataFrame) -> TableView:
     loc, _ = cols.loc, cols.loc.gettext
     shown = counts.head(cols.top)
@@ -202,7 +172,7 @@ def _top_table(cols: EventColumns, table_id: str, title: str, label: str,
                            N_("and {n} more")), _("None in this log."))
 
 
-def tops(cols: EventColumns) -> tuple[TableView, ...]:
+def tops(cols: Counted) -> tuple[TableView, ...]:
     """The top users, actions, resources, source addresses and countries."""
     _ = cols.loc.gettext
     spec = (("user", _("Top users"), _("User")),
@@ -212,9 +182,8 @@ def tops(cols: EventColumns) -> tuple[TableView, ...]:
             ("country", _("Top countries"), _("Country")))
     out = []
     for column, title, label in spec:
-        if column not in cols.frame.columns:
+        if column not in cols.tally.columns:
             continue
-        counts = _counts(cols, column) if cols.n else \
-            pd.DataFrame({"key": [], "events": [], "failures": []})
+        counts = cols.tally.counts(column)
         out.append(_top_table(cols, f"top-{column.replace('_', '-')}", title, label, counts))
     return tuple(out)

@@ -6,13 +6,16 @@ here: aggregations, top-N cuts, sort keys, translated and formatted texts, the S
 HTML template and the text renderer only lay it out, so both show the same facts.
 
 This module builds the view and its header (integrity verdict, model, notes, the score
-chart); the sections have modules of their own, over the frame's columns taken once
-(:class:`~analyzer.report.frame.EventColumns`): :mod:`~analyzer.report.overview` (the header's
-numbers, activity, categories, top tables), :mod:`~analyzer.report.alertview` (each alert)
-and :mod:`~analyzer.report.compliance`. The types are in :mod:`~analyzer.report.views`.
+chart); the sections have modules of their own, over the events' counts
+(:class:`~analyzer.report.tally.Tally`, added up as the log is read) and the alerts' rows
+(:mod:`~analyzer.report.context`): :mod:`~analyzer.report.overview` (the header's numbers,
+activity, categories, top tables), :mod:`~analyzer.report.alertview` (each alert) and
+:mod:`~analyzer.report.compliance`. The types are in :mod:`~analyzer.report.views`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +24,10 @@ from analyzer.report import alertview, charts, compliance, overview
 from analyzer.report.alertview import MAX_EVIDENCE as MAX_EVIDENCE
 from analyzer.report.frame import LEVELS as LEVELS
 from analyzer.report.frame import OUTCOMES as OUTCOMES
-from analyzer.report.frame import EventColumns, and_more, fmt_time
+from analyzer.report.frame import and_more, fmt_time
+from analyzer.report.gather import Gathering
 from analyzer.report.i18n import N_, Locale, get_locale
+from analyzer.report.tally import Counted, Tally
 from analyzer.report.views import (
     AlertView,
     Cell,
@@ -77,9 +82,11 @@ def build_view(data: ReportData, *, top: int = 10, lang: str = "en") -> ReportVi
     """
     loc = get_locale(lang)
     _ = loc.gettext
-    frame = data.frame
     alerts = alertview.alerts_of(data)
-    cols = EventColumns(frame, loc, top)
+    tally, rows = data.tally, data.alert_rows
+    if tally is None:  # a caller's frame: counted here, as one chunk
+        tally, rows = _counted(data, alerts[:MAX_ALERTS])
+    cols = Counted(tally, loc, top)
     view = ReportView(
         lang=loc.lang,
         title=_("Audit report"),
@@ -94,8 +101,7 @@ def build_view(data: ReportData, *, top: int = 10, lang: str = "en") -> ReportVi
         alerts_intro=_alerts_intro(data, len(alerts), loc),
         alert_columns=(Cell("#", numeric=True), Cell(_("Entity")), Cell(_("Window (UTC)")),
                        Cell(_("Risk"), numeric=True), Cell(_("Reasons"))),
-        alerts=tuple(alertview.alert_view(cols, i + 1, a)
-                     for i, a in enumerate(alerts[:MAX_ALERTS])),
+        alerts=tuple(alertview.alert_view(cols, i + 1, r) for i, r in enumerate(rows)),
         alerts_more=and_more(loc, len(alerts) - MAX_ALERTS, N_("and {n} more alert"),
                           N_("and {n} more alerts")),
         alerts_empty=_("No alerts.") if data.scores is not None or data.recorded_alerts
@@ -108,6 +114,16 @@ def build_view(data: ReportData, *, top: int = 10, lang: str = "en") -> ReportVi
         compliance=compliance.compliance(cols, data),
     )
     return view
+
+
+def _counted(data: ReportData, alerts: list[Any]) -> tuple[Tally, tuple[Any, ...]]:
+    """The counts and the alerts' rows of ``data.frame``, the whole log as one chunk."""
+    from analyzer.features import DEFAULT_PRIVILEGED_ACTIONS
+
+    gathering = Gathering(data.privileged or DEFAULT_PRIVILEGED_ACTIONS, None, alerts)
+    gathering(data.frame if data.frame is not None else pd.DataFrame(
+        {"timestamp": pd.Series([], dtype="datetime64[ns, UTC]")}))
+    return gathering.tally, tuple(gathering.gather_alerts(alerts))
 
 
 def _verdict(integrity: Integrity, loc: Locale) -> Verdict:

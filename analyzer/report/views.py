@@ -38,7 +38,8 @@ class Integrity:
 class ReportData:
     """Everything a report is computed from (see :func:`analyzer.report.load_report_data`)."""
 
-    frame: pd.DataFrame
+    #: the events (a caller's frame; ``None`` when ``tally`` counted them as they were read)
+    frame: pd.DataFrame | None = None
     source: str = ""
     integrity: Integrity = Integrity("not_chained")
     scores: pd.DataFrame | None = None
@@ -57,6 +58,10 @@ class ReportData:
     #: its own earlier events, as ``score`` does without ``--model``), "too_little" (too
     #: little activity to learn from), or "" (a model or scores were given)
     self_fit: str = ""
+    #: the events' counts (:class:`~analyzer.report.tally.Tally`); ``None``: count ``frame``
+    tally: Any = None
+    #: the rows of the alerts shown (:class:`~analyzer.report.context.AlertRows`), in order
+    alert_rows: tuple[Any, ...] = ()
 
 
 # -- the view-model ------------------------------------------------------------------------

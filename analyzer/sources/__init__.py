@@ -240,7 +240,9 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                 options: ReaderOptions | Mapping[str, Any] | Callable[[str], ReaderOptions]
                 | None = None,
                 tap: LineTap | None = None,
-                progress: ReadProgress | None = None, **more: Any) -> ReadResult:
+                progress: ReadProgress | None = None, rows: int | None = None,
+                pieces: Callable[[pd.DataFrame], None] | None = None,
+                **more: Any) -> ReadResult:
     """Read one or more logs into one normalized frame, sorted by time.
 
     Each file is opened once: its first bytes name its format, and an audit log is read
@@ -267,6 +269,11 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     progress
         ``progress(records, share)`` as the read goes (per block of an audit log, per file
         of other formats).
+    rows, pieces
+        Hand the events to ``pieces`` as frames of about ``rows`` events (audit logs) or
+        one per file (other formats), within the period, in file and line order (not sorted
+        by time), as the read goes, even while a ``tap`` drives it; the result then holds
+        the read's accounting with an empty frame (``used`` counts the events handed).
     **more
         Options by keyword, as in :class:`ReaderOptions` (checked by name).
 
@@ -286,25 +293,45 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     files = expand_paths(paths, archives=archives)
     checked = _Checked(pick, len(files))
     results: list[ReadResult] = []
+    handed: list[ReadResult] = []  # the file's pieces (handed to ``pieces``: their accounting)
     records = 0  # in the files read so far
-    for path in files:
-        def step(count: int, share: float | None, index: int = len(results),
+    for number, path in enumerate(files):
+        def step(count: int, share: float | None, index: int = number,
                  before: int = records) -> None:
             if progress is not None:  # the share of the whole input, by files
                 progress(before + count, None if share is None else
                          (index + share) / len(files))
 
-        result = next(_path_pieces(path, format, since, until, checked, tap, step))
-        records += result.records if result.records is not None else len(result.frame)
-        results.append(result)
+        hand = None if pieces is None else \
+            (rows, lambda piece: handed.append(_hand_over(piece, pieces, since, until)))
+        result = next(_path_pieces(path, format, since, until, checked, tap, step, hand=hand))
+        if hand is None:
+            handed.append(result)
+        else:
+            hand[1](result)  # the last piece, handed over as the others were
+        for piece in handed:  # (one: the file's result, unless handed over in pieces)
+            records += piece.records if piece.records is not None else len(piece.frame)
+        results.extend(handed)
+        handed.clear()
         step(0, 1.0, before=records)
     result = _combine(results)
+    if pieces is not None:
+        result = dataclasses.replace(result, used=sum(r.used or 0 for r in results))
     if archives:
         skipped, notes = archive_accounting(archives)
         result = dataclasses.replace(
             result, records=None if result.records is None else result.records + len(archives),
             skipped=merge_skipped(result.skipped, skipped), notes=result.notes + notes)
     return within_period(result, since, until)
+
+
+def _hand_over(piece: ReadResult, pieces: Callable[[pd.DataFrame], None], since: Any,
+               until: Any) -> ReadResult:
+    """Give ``piece``'s events within the period to ``pieces``; keep its accounting."""
+    piece = within_period(piece, since, until)
+    if len(piece.frame):
+        pieces(piece.frame)
+    return dataclasses.replace(piece, frame=empty_frame(), used=len(piece.frame))
 
 
 def read_pieces(files: Iterable[str | os.PathLike[str]], *, rows: int,
@@ -369,9 +396,13 @@ def _options_by_format(options: ReaderOptions | Mapping[str, Any] | Callable[[st
 
 def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
                  checked: Any, tap: LineTap | None, progress: ReadProgress | None, *,
-                 rows: int | None = None) -> Iterator[ReadResult]:
+                 rows: int | None = None,
+                 hand: tuple[int | None, Callable[[ReadResult], None]] | None = None
+                 ) -> Iterator[ReadResult]:
     """One file (or Parquet export), opened once, as one result (``rows`` None) or in
-    pieces of about ``rows`` records; each names its format."""
+    pieces of about ``rows`` records; each names its format. ``hand``: an audit log read
+    whole hands its pieces of about ``hand[0]`` records to ``hand[1]`` as it goes (see
+    :func:`read_jsonl_once`), and its one result is the last piece."""
     # since/until go to readers that can prune by them (parquet's day partitions); the
     # records are filtered on their own time in read_events either way
     period = {"since": since, "until": until}
@@ -383,6 +414,9 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         if rows is not None and name in _IN_PIECES:
             yield from _reader_pieces(module, name, path, rows, checked(name), pruning,
                                       progress)
+            return
+        if hand is not None and hand[0] is not None and name == "parquet":
+            yield _handed_over(module, name, path, hand, checked(name), pruning, progress)
             return
         yield dataclasses.replace(module.read(path, **checked(name), **pruning),
                                   formats=(name,))
@@ -411,7 +445,8 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         return
     if rows is None:
         result = read_jsonl_once(file, handle, seekable, options=options, tap=tap,
-                                 progress=progress)
+                                 progress=progress, rows=hand[0] if hand else None,
+                                 on_piece=hand[1] if hand else None)
         yield dataclasses.replace(result, formats=(name,))
         return
     from analyzer.sources.jsonl import read_handle
@@ -448,6 +483,26 @@ def _reader_pieces(module: ModuleType, name: str, path: Path | str, rows: int,
         if progress is not None:
             progress(done, None)
         yield dataclasses.replace(piece, formats=(name,))
+
+
+def _handed_over(module: ModuleType, name: str, path: Path | str,
+                 hand: tuple[int | None, Callable[[ReadResult], None]],
+                 options: dict[str, Any], pruning: dict[str, Any],
+                 progress: ReadProgress | None) -> ReadResult:
+    """An export read whole that hands its pieces of about ``hand[0]`` records to
+    ``hand[1]`` as it goes (see :func:`read_jsonl_once`): the last piece is the result."""
+    done = 0
+    last = None
+    for piece in module.read_chunks(path, rows=hand[0], **options, **pruning):
+        done += piece.records or 0
+        if progress is not None:
+            progress(done, None)
+        if last is not None:
+            hand[1](last)
+        last = piece
+    if last is None:
+        last = module.read(path, **options, **pruning)
+    return dataclasses.replace(last, formats=(name,))
 
 
 def _combine(results: list[ReadResult]) -> ReadResult:

@@ -56,21 +56,33 @@ class _Tracked:
 
 def read_jsonl_once(file: Path, handle: IO[bytes], seekable: bool, *,
                     options: dict, tap: LineTap | None = None,
-                    progress: ReadProgress | None = None) -> ReadResult:
+                    progress: ReadProgress | None = None, rows: int | None = None,
+                    on_piece: Callable[[ReadResult], None] | None = None) -> ReadResult:
     """Read the audit log open in ``handle`` (at its start) into a result; ``tap`` sees its
-    blocks in the same pass. The handle is closed at the end."""
-    from analyzer.sources.jsonl import Reading
+    blocks in the same pass. The handle is closed at the end.
+
+    With ``rows`` and ``on_piece``, each time about ``rows`` records are parsed they go to
+    ``on_piece`` as a result of their own (the tap drives the pass, so the pieces are handed
+    over, not yielded); the result returned is then the last piece."""
+    from analyzer.sources.jsonl import Reading, _block_bytes
 
     reading = Reading(file, **options)
     size = os.fstat(handle.fileno()).st_size if seekable else 0
     tracked = _Tracked(handle)
 
+    handed = 0  # records of the pieces already handed over
+
     def fed() -> Iterator[Block]:
-        for offset, block, end in whole_line_blocks(cast(IO[bytes], tracked),
-                                                     seekable=seekable):
+        nonlocal handed
+        for offset, block, end in whole_line_blocks(
+                cast(IO[bytes], tracked), seekable=seekable,
+                block_bytes=_block_bytes(rows if on_piece is not None else None)):
             reading.feed(memoryview(block)[:end])
             if progress is not None:
-                progress(reading.records, (offset + end) / size if size else None)
+                progress(handed + reading.records, (offset + end) / size if size else None)
+            if on_piece is not None and rows is not None and reading.rows >= rows:
+                handed += reading.records
+                on_piece(reading.result())
             yield block, end
 
     try:
