@@ -429,7 +429,7 @@ class AuditModel(BaseEstimator):
             if not len(rows):
                 continue
             names = detector_features(etype)
-            prob, surprisal, combined = detector.score_details(windows.iloc[rows][names])
+            prob, surprisal, combined = detector.score_details(windows[names].iloc[rows])
             p[rows] = prob
             rarity[rows] = combined
             min_risk[rows] = _min_risk_for(self.min_risk, detector.score_tail_.n)
@@ -492,12 +492,24 @@ class AuditModel(BaseEstimator):
             "last_sequence": windows["last_sequence"],
             "n_events": windows["n_events"].astype("int64"),
         })
-        features = pd.DataFrame(windows[all_names].to_numpy(), columns=[
-            "f_" + x for x in all_names])
-        contributions = pd.DataFrame(contrib.round(4), columns=["c_" + x for x in all_names])
-        out = pd.concat([out.reset_index(drop=True), features, contributions], axis=1)
-        out = out.sort_values(["window_start", "entity_type", "entity"], kind="stable")
-        return out.reset_index(drop=True)
+        # rows in the file's order, taken once: sorting the joined frame instead would copy
+        # the features and contributions twice more (memory of a large table, issue 17)
+        out = out.reset_index(drop=True)
+        keys = ["window_start", "entity_type", "entity"]
+        order = out[keys].sort_values(keys, kind="stable").index.to_numpy()
+        block = _ordered_block(contrib.T, order)
+        del contrib  # (the caller's, when given: then it stays)
+        contributions = pd.DataFrame(np.round(block, 4, out=block).T,
+                                     columns=["c_" + x for x in all_names], copy=False)
+        if all(windows[x].dtype == np.float64 for x in all_names):
+            features = pd.DataFrame(_ordered_block([windows[x].to_numpy() for x in all_names],
+                                                   order).T,
+                                    columns=["f_" + x for x in all_names], copy=False)
+        else:  # a common dtype other than float64: as pandas interleaves it
+            features = pd.DataFrame(windows[all_names].to_numpy()[order],
+                                    columns=["f_" + x for x in all_names])
+        return pd.concat([out.take(order).reset_index(drop=True), features, contributions],
+                         axis=1)
 
     def _typical_rows(self, windows: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
         return self._typical_for(windows.iloc[rows])
@@ -520,6 +532,16 @@ class AuditModel(BaseEstimator):
 def _fit_each(jobs: Iterable[tuple[RarityForest, pd.DataFrame]]) -> list[RarityForest]:
     """Fit each detector on its rows, here (:meth:`AuditModel.fit_table`'s default)."""
     return [detector.fit(rows) for detector, rows in jobs]
+
+
+def _ordered_block(columns: Iterable[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Float columns as one (column, row) array, rows taken in ``order``: the layout of a
+    frame's block, so ``pd.DataFrame(block.T, copy=False)`` holds it without a copy."""
+    arrays = list(columns)
+    block = np.empty((len(arrays), len(order)))
+    for j, values in enumerate(arrays):
+        block[j] = values[order]
+    return block
 
 
 def _check_budget(value: float) -> None:

@@ -209,6 +209,21 @@ def _blocks(ctx: WindowContext, spilled: list[_Spilled], *, details: bool
                                        details=details)
         own = np.ones(events.n, dtype=bool) if lo is None else events.t // ctx.step >= lo
         failures = _with_failures(failures, events, own)
+        del events
+        if hi is not None:
+            _keep_from(cache, ctx, hi - (k - 1))
+
+
+def _keep_from(cache: dict[int, EventArrays], ctx: WindowContext, first: int) -> None:
+    """Only the events of slots from ``first`` on stay cached: the next block reads no
+    earlier ones, and a chunk whose last slot is shared with the next chunk would otherwise
+    stay whole beside it (two chunks of events held, not one)."""
+    for i, ev in list(cache.items()):
+        keep = ev.t // ctx.step >= first
+        if not keep.any():
+            del cache[i]
+        elif not keep.all():
+            cache[i] = ev.take(np.flatnonzero(keep))
 
 
 def _recent(failures: Failures, since: int) -> Failures:

@@ -5,10 +5,15 @@ engine on generated trails of 1M, 5M and 20M events (issue 17).
     python benchmarks/bench_scale.py --cache /tmp/scale --events 1000000 5000000
     python benchmarks/bench_scale.py --cache /tmp/scale --generate-only
 
-The organisation is fixed (users, addresses, resources) and so is the time span (14 days):
-a larger trail is a denser one, so the entities and windows stay about the same while the
-events grow. Peak memory of a bounded path should then follow the entities and windows, not
-the events. Each measurement is a fresh ``audit-analyzer`` process (``train`` on the whole
+The organisation is fixed (users, their few addresses, working hours, resources: see
+``_organisation``) and so is the time span (14 days): a larger trail is a denser one, so
+the entity-hours that can be active are the same and a denser trail fills them (about
+100,700 windows at 1M events, 101,000 from 5M on) while the events grow. Peak memory of a
+bounded path should then follow the entities and windows, not the events; the windows of
+each trail are printed beside its figures. Paths: ``memory`` (the command line reading
+whole), ``cli-stream`` (the command line as users run it: chunks of 1,000,000 events),
+``streaming`` (the library over the engine's 64 MB partitions) and ``dask``. Each
+measurement is a fresh ``audit-analyzer`` process (``train`` on the whole
 trail, then ``score`` of it with that model); its peak memory is read two ways: the largest
 single process (``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of a fresh wrapper process) and the
 whole process tree sampled from /proc every 0.2 s (the Dask engine's workers are processes
@@ -26,6 +31,7 @@ lines as the logger writes them (same fields and types), one file per trail, not
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -41,6 +47,7 @@ ROOT = HERE.parent
 DAYS = 14
 USERS = 400
 ADDRESSES = 3000
+TEAMS = 20
 START = np.datetime64("2026-03-02T00:00:00", "ns")
 _ACTIONS = (  # action, category, weight, failure rate, carries bytes
     ("login", "authentication", 8, 0.04, False),
@@ -65,47 +72,78 @@ CHUNK = 1_000_000
 # -- the trails -------------------------------------------------------------------------------
 
 def _organisation(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The organisation, drawn once (the same at every size of trail): who works when, from
+    which few addresses, on which resources.
+
+    People keep a small, fixed set of addresses: their own (office or home) and one to three
+    others (a laptop at home, a phone, their team's VPN exit, shared by the team); each
+    working day is spent at one of them (the own one on four days in five). They work nine
+    hours a weekday from their start hour; operators are also on call, nights and weekends
+    (a third of the rate). Beside their team's 25 resources, each touches five others. So
+    the entity-hours that can be active are fixed by the organisation, and a denser trail
+    fills them rather than adding new ones.
+    """
     users = np.array([f"user{i:04d}" for i in range(USERS)], dtype=object)
-    team = rng.integers(0, 20, USERS)
+    team = rng.integers(0, TEAMS, USERS)
+    role = rng.integers(0, len(_ROLES), USERS)
+    weight = rng.pareto(1.5, USERS) + 1.0
+    pool = rng.permutation(ADDRESSES)  # distinct addresses: own, then the teams' VPN exits,
+    own, vpn = pool[:USERS], pool[USERS:USERS + TEAMS]  # then personal ones
+    personal = pool[USERS + TEAMS:USERS + TEAMS + USERS * 2].reshape(USERS, 2)
+    n_away = rng.integers(1, 4, USERS)  # the VPN exit plus up to two personal addresses
+    away = np.column_stack([vpn[team], personal])
+    pick = np.minimum((rng.random((USERS, DAYS)) * n_away[:, None]).astype(int), 2)
+    at_own = rng.random((USERS, DAYS)) < 0.8
+    address = np.where(at_own, own[:, None], np.take_along_axis(away, pick, axis=1))
+    country = rng.integers(0, len(_COUNTRIES), USERS)
+    address_country = rng.integers(0, len(_COUNTRIES), ADDRESSES)  # VPN exits: anywhere
+    address_country[own] = country
+    address_country[personal] = country[:, None]
+    # duty[u, h]: how much user u works in hour h of the span (relative rate)
+    start_hour = rng.choice([1, 7, 8, 9, 14, 15], USERS)  # offices in several zones (UTC)
+    hours = np.arange(DAYS * 24)
+    weekday = (hours // 24) % 7 < 5
+    on_duty = ((hours[None, :] % 24 - start_hour[:, None]) % 24 < 9) & weekday[None, :]
+    on_call = (np.array(_ROLES)[role] == "ops")[:, None]
+    duty = np.where(on_duty, 1.0, np.where(on_call, 1 / 3, 0.0))
     return {
         "users": users,
-        "weight": rng.pareto(1.5, USERS) + 1.0,
         "team": team,
-        "home_ip": rng.integers(0, ADDRESSES // 2, USERS),
-        "country": rng.integers(0, len(_COUNTRIES), USERS),
-        "role": rng.integers(0, len(_ROLES), USERS),
-        # the hour of day each person starts work (UTC): offices in several zones
-        "start_hour": rng.choice([1, 7, 8, 9, 14, 15], USERS),
+        "role": role,
+        "rate": weight[:, None] * duty,  # events per user-hour, up to a constant
+        "address": address,  # [user, day]
+        "address_country": address_country,
+        "shared": rng.integers(0, 500, (USERS, 5)),
     }
 
 
-def _hour_counts(events: int, rng: np.random.Generator) -> np.ndarray:
-    """Events per hour of the span: a working-day curve, quiet weekends and nights."""
-    hours = np.arange(DAYS * 24)
-    hod, dow = hours % 24, (hours // 24) % 7
-    weight = 0.15 + np.exp(-0.5 * ((hod - 13) / 4.0) ** 2)
-    weight = weight * np.where(dow >= 5, 0.25, 1.0)
-    return rng.multinomial(events, weight / weight.sum())
+def _hour_counts(events: int, org: dict[str, np.ndarray], rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Events per hour of the span: the sum of the organisation's rates in that hour."""
+    rate = org["rate"].sum(axis=0)
+    return rng.multinomial(events, rate / rate.sum())
 
 
 def _lines(n: int, hours: np.ndarray, first_seq: int, org: dict[str, np.ndarray],
            rng: np.random.Generator) -> list[str]:
-    """``n`` events falling in ``hours`` (one entry per event), as JSON lines."""
+    """``n`` events falling in ``hours`` (one entry per event, in order), as JSON lines."""
     t = START + (hours.astype(np.int64) * 3600 * 10**9
                  + rng.integers(0, 3600 * 10**9, n)).astype("timedelta64[ns]")
-    t.sort()
-    p = org["weight"] / org["weight"].sum()
-    who = rng.choice(USERS, n, p=p)
+    order = np.argsort(t, kind="stable")  # hours are sorted: this sorts within each hour
+    t, hours = t[order], hours[order]
+    who = np.empty(n, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
+    for lo, hi in itertools.pairwise([*starts, n]):  # one draw per hour, not per event
+        rate = org["rate"][:, hours[lo]]
+        who[lo:hi] = rng.choice(USERS, hi - lo, p=rate / rate.sum())
     weights = np.array([a[2] for a in _ACTIONS], dtype=float)
     act = rng.choice(len(_ACTIONS), n, p=weights / weights.sum())
     fail = rng.random(n) < np.array([a[3] for a in _ACTIONS])[act]
-    away = rng.random(n) < 0.03  # another address now and then (travel, a new laptop)
-    ip = np.where(away, rng.integers(0, ADDRESSES, n), org["home_ip"][who])
-    country = np.where(rng.random(n) < 0.01, rng.integers(0, len(_COUNTRIES), n),
-                       org["country"][who])
+    ip = org["address"][who, hours // 24]
+    country = org["address_country"][ip]
     own = rng.random(n) < 0.9  # mostly the team's resources
     res = np.where(own, org["team"][who] * 25 + rng.integers(0, 25, n),
-                   rng.integers(0, 500, n))
+                   org["shared"][who, rng.integers(0, 5, n)])
     carries = np.array([a[4] for a in _ACTIONS])[act]
     nbytes = np.where(carries, rng.lognormal(12, 1.5, n).astype(np.int64), -1)
     stamps = np.datetime_as_string(t, unit="us")
@@ -136,7 +174,7 @@ def generated_trail(events: int, cache: Path, *, seed: int = 17) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     org = _organisation(np.random.default_rng(seed))  # the same organisation at every size
-    per_hour = _hour_counts(events, rng)
+    per_hour = _hour_counts(events, org, rng)
     hour_of_event = np.repeat(np.arange(len(per_hour)), per_hour)
     tmp = path.with_suffix(".tmp")
     started = time.perf_counter()
@@ -242,10 +280,19 @@ def commands(path: Path, work: Path) -> dict[str, tuple[list[str], list[str]]]:
                      *extra))
 
     stream = [sys.executable, "-c", STREAM]
-    # the command line reads in chunks of 1,000,000 events by default: 0 reads whole
-    return {"memory": pair("--chunk-events", "0"), "dask": pair("--engine", "dask"),
+    # the command line reads in chunks of 1,000,000 events by default (what users run:
+    # "cli-stream"); 0 reads the logs whole ("memory")
+    return {"memory": pair("--chunk-events", "0"), "cli-stream": pair(),
+            "dask": pair("--engine", "dask"),
             "streaming": ([*stream, "train", log, model],
                           [*stream, "score", log, model, scores])}
+
+
+def windows_scored(work: Path) -> int:
+    """Windows in the scores file of the last ``score`` (one row per window)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(work / "scores.parquet").num_rows)
 
 
 def run(sizes: list[int], cache: Path, paths: list[str], memory_limit: int) -> list[dict]:
@@ -263,8 +310,10 @@ def run(sizes: list[int], cache: Path, paths: list[str], memory_limit: int) -> l
             load = os.getloadavg()[0]
             fit = measure(train)
             scored = measure(score)
-            row = {"events": events, "path": name, "load": round(load, 1),
+            row = {"events": events, "path": name, "windows": windows_scored(work),
+                   "load": round(load, 1),
                    "train_s": round(fit["seconds"], 1), "score_s": round(scored["seconds"], 1),
+                   "train_cpu_s": round(fit["cpu"], 1), "score_cpu_s": round(scored["cpu"], 1),
                    "train_peak_mb": round(max(fit["max_rss_mb"], fit["tree_peak_mb"])),
                    "score_peak_mb": round(max(scored["max_rss_mb"], scored["tree_peak_mb"])),
                    "train_max_process_mb": round(fit["max_rss_mb"]),
@@ -280,8 +329,9 @@ def main() -> None:
                         help="folder for the generated trails (reused between runs)")
     parser.add_argument("--events", type=int, nargs="+",
                         default=[1_000_000, 5_000_000, 20_000_000])
-    parser.add_argument("--paths", nargs="+", default=["memory", "streaming", "dask"],
-                        choices=["memory", "streaming", "dask"])
+    parser.add_argument("--paths", nargs="+",
+                        default=["memory", "streaming", "cli-stream", "dask"],
+                        choices=["memory", "streaming", "cli-stream", "dask"])
     parser.add_argument("--memory-limit", type=int, default=5_000_000,
                         help="largest trail the in-memory path is run on")
     parser.add_argument("--generate-only", action="store_true")
