@@ -2,8 +2,11 @@
 against moto's S3 in server mode (a real S3 API over HTTP, as MinIO or AWS would answer),
 giving the scores and alerts of the same files read from disk.
 
-Needs the ``s3`` extra (s3fs) and ``moto[server]``; the Dask engine's case also needs the
-``dask`` extra. Each skips with its reason where they are missing.
+The local engine reads a Parquet export at a URL with pyarrow's own S3 client (no extra);
+the Dask engine's workers open JSON lines through fsspec, which needs the ``s3`` extra
+(s3fs) and the ``dask`` extra. Needs ``moto[server]`` and boto3 (dev); each test skips with
+its reason where what it needs is missing. (s3fs is not in ``dev``: its aiobotocore pins
+botocore releases older than the boto3 the cloudwatch extra gets.)
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ def s3_endpoint() -> Iterator[str]:
     """moto's S3 on a free local port, with fake credentials and the endpoint in the
     environment where boto3 and s3fs look for them (``AWS_ENDPOINT_URL``, as a user points
     the tools at MinIO)."""
-    pytest.importorskip("s3fs", reason="reading s3:// needs the s3 extra "
-                                       "(pip install 'audit-analyzer[s3]')")
+    pytest.importorskip("boto3", reason="the bucket is filled with boto3 (the cloudwatch "
+                                        "extra)")
     server_mod = pytest.importorskip(
         "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
     pytest.importorskip("flask", reason="moto[server] is not installed (needs flask)")
@@ -48,11 +51,7 @@ def s3_endpoint() -> Iterator[str]:
         env.setenv("AWS_ENDPOINT_URL", endpoint)
         env.delenv("AWS_PROFILE", raising=False)
         env.delenv("AWS_SESSION_TOKEN", raising=False)
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()  # no filesystem of another endpoint
         yield endpoint
-        s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 
 
@@ -106,6 +105,10 @@ def test_the_dask_engine_reads_a_jsonl_trail_and_an_export_from_s3(
         trail: Path, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed", reason="the Dask engine needs the "
                                       "dask extra (pip install 'audit-analyzer[dask]')")
+    # the workers open JSON lines at a URL through fsspec, which needs s3fs for s3://
+    s3fs = pytest.importorskip("s3fs", reason="JSON lines from s3:// on the Dask engine need "
+                               "the s3 extra (pip install 'audit-analyzer[s3]')")
+    s3fs.S3FileSystem.clear_instance_cache()  # no filesystem of another endpoint
     local = pd.read_csv(io.BytesIO(
         _train_and_score(str(trail / "audit.jsonl"), tmp_path / "local")[0]),
         keep_default_na=False)
