@@ -491,18 +491,15 @@ def _handed_over(module: ModuleType, name: str, path: Path | str,
                  progress: ReadProgress | None) -> ReadResult:
     """An export read whole that hands its pieces of about ``hand[0]`` records to
     ``hand[1]`` as it goes (see :func:`read_jsonl_once`): the last piece is the result."""
-    done = 0
+    assert hand[0] is not None  # (the caller hands over only with a size)
     last = None
-    for piece in module.read_chunks(path, rows=hand[0], **options, **pruning):
-        done += piece.records or 0
-        if progress is not None:
-            progress(done, None)
+    for piece in _reader_pieces(module, name, path, hand[0], options, pruning, progress):
         if last is not None:
             hand[1](last)
         last = piece
     if last is None:
-        last = module.read(path, **options, **pruning)
-    return dataclasses.replace(last, formats=(name,))
+        return dataclasses.replace(module.read(path, **options, **pruning), formats=(name,))
+    return last
 
 
 def _combine(results: list[ReadResult]) -> ReadResult:
