@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +84,19 @@ def write_sample_log(path: Path, *, key: bytes | None, n: int = 20) -> Path:
 @pytest.fixture
 def sample_log(log_path: Path, key: bytes) -> Path:
     return write_sample_log(log_path, key=key)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on a free local port: a real AWS API over HTTP (CloudWatch Logs,
+    S3), started once for the tests that need it and stopped after them."""
+    server_mod = pytest.importorskip(
+        "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    pytest.importorskip("flask", reason="moto[server] is not installed (needs flask)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

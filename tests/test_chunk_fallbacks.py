@@ -5,7 +5,6 @@ alerts written back, the accounting line and the rejected lines."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from analyzer.cli import main
 from analyzer.feedback import read_alerts
 from analyzer.logger import AuditLogger
 from analyzer.synth import SynthConfig, generate, write_audit_log
+from tests.test_cli_chunks import alert_records, run_printed
 
 SIZES = ("7", "500")
 
@@ -36,33 +36,6 @@ def damaged(org, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = folder / "audit.jsonl"
     out.write_bytes(b"\n".join(lines))
     return out
-
-
-def _alerts(path: Path) -> list[dict]:
-    """The alert records of a trail, less what differs between two writings of the same
-    alerts (ids, sequence, chain, the time of writing, the model's name)."""
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if doc.get("event", {}).get("kind") != "alert":
-            continue
-        doc.pop("@timestamp", None)
-        doc["event"] = {k: v for k, v in doc["event"].items()
-                        if k not in ("id", "sequence", "hash", "created", "ingested")}
-        doc.get("analyzer", {}).pop("chain", None)
-        doc.pop("rule", None)
-        out.append(doc)
-    return out
-
-
-def _run(argv: list[str], capsys, out: Path) -> str:
-    """Run a command; what it printed, with the run's folder named alike for every run."""
-    assert main(argv) == 0, argv
-    captured = capsys.readouterr()
-    return (captured.err + captured.out).replace(str(out), "OUT")
 
 
 def _said(printed: str) -> list[str]:
@@ -98,12 +71,12 @@ def test_train_excluding_alerts_in_chunks_fits_the_model_of_a_whole_read(alerted
         out = tmp_path / size
         out.mkdir()
         model = out / "model.joblib"
-        printed = _run(["train", str(alerted), "--model", str(model), "--exclude-alerts",
+        printed = run_printed(["train", str(alerted), "--model", str(model), "--exclude-alerts",
                         "--rejected", str(out / "rejected.txt"), "--chunk-events", size],
                        capsys, out)
         said = _said(printed)
         # the model scores a log alike: the same scores file
-        _run(["score", str(alerted), "--model", str(model), "--no-write-back",
+        run_printed(["score", str(alerted), "--model", str(model), "--no-write-back",
               "--scores", str(out / "scores.csv"), "--chunk-events", "0"], capsys, out)
         runs[size] = (said, (out / "rejected.txt").read_text(),
                       (out / "scores.csv").read_bytes())
@@ -122,7 +95,7 @@ def test_excluding_nothing_in_chunks_is_training_on_everything(damaged, tmp_path
     for size in ("0", "500"):
         out = tmp_path / size
         out.mkdir()
-        printed[size] = _said(_run(["train", str(damaged), "--model", str(out / "m.joblib"),
+        printed[size] = _said(run_printed(["train", str(damaged), "--model", str(out / "m.joblib"),
                                     "--exclude-alerts", "--chunk-events", size], capsys, out))
     assert "no alerted windows to leave out" in printed["0"]
     assert printed["500"] == printed["0"]
@@ -185,10 +158,10 @@ def test_score_with_rules_on_action_and_source_in_chunks(damaged, sliding, tmp_p
         out = tmp_path / size
         out.mkdir()
         trail = out / "alerts.jsonl"
-        printed = _run(["score", str(damaged), *with_model, "--suppressions", str(rules),
+        printed = run_printed(["score", str(damaged), *with_model, "--suppressions", str(rules),
                         "--scores", str(out / "scores.csv"), "--audit-log", str(trail),
                         "--chunk-events", size], capsys, out)
-        runs[size] = ((out / "scores.csv").read_bytes(), _alerts(trail), printed,
+        runs[size] = ((out / "scores.csv").read_bytes(), alert_records(trail), printed,
                       (out / "scores.csv.rejected").read_text())
     whole = runs["0"]
     assert "suppression rule old expired" in whole[2] and "2 set aside" in whole[2]
@@ -231,10 +204,10 @@ def test_score_from_a_database_in_chunks(database, tmp_path, capsys):
         out = tmp_path / size
         out.mkdir()
         trail = out / "alerts.jsonl"
-        printed = _run(["score", "--db", database, "--since", "2025-03-04T00:00:00Z",
+        printed = run_printed(["score", "--db", database, "--since", "2025-03-04T00:00:00Z",
                         "--scores", str(out / "scores.csv"), "--audit-log", str(trail),
                         "--chunk-events", size], capsys, out)
-        runs[size] = ((out / "scores.csv").read_bytes(), _alerts(trail), printed)
+        runs[size] = ((out / "scores.csv").read_bytes(), alert_records(trail), printed)
     whole = runs["0"]
     assert whole[1], "the synthetic attacks should alert"
     assert "earlier alerts not scored" in whole[2]  # the accounting line counts them
@@ -248,10 +221,10 @@ def test_train_from_a_database_in_chunks(database, tmp_path, capsys):
         out = tmp_path / size
         out.mkdir()
         model = out / "model.joblib"
-        said = _said(_run(["train", "--db", database, "--user", "zoe.haddad", "--user",
+        said = _said(run_printed(["train", "--db", database, "--user", "zoe.haddad", "--user",
                            "chen.tanaka", "--model", str(model), "--chunk-events", size],
                           capsys, out))
-        _run(["score", "--db", database, "--model", str(model), "--no-write-back",
+        run_printed(["score", "--db", database, "--model", str(model), "--no-write-back",
               "--scores", str(out / "scores.csv"), "--chunk-events", "0"], capsys, out)
         runs[size] = (said, (out / "scores.csv").read_bytes())
     assert any(line.startswith("trained on") for line in runs["0"][0])
@@ -309,9 +282,9 @@ def test_score_a_csv_file_in_chunks(access_csv, tmp_path, capsys):
         out = tmp_path / size
         out.mkdir()
         trail = out / "alerts.jsonl"
-        printed = _run(["score", str(access_csv), "--scores", str(out / "scores.csv"),
+        printed = run_printed(["score", str(access_csv), "--scores", str(out / "scores.csv"),
                         "--audit-log", str(trail), "--chunk-events", size], capsys, out)
-        runs[size] = ((out / "scores.csv").read_bytes(), _alerts(trail), printed,
+        runs[size] = ((out / "scores.csv").read_bytes(), alert_records(trail), printed,
                       (out / "scores.csv.rejected").read_bytes())  # the lines as they were
     whole = runs["0"]
     assert whole[1], "the synthetic attacks should alert"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,30 +28,20 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 on a free local port, with fake credentials and the endpoint in the
+def s3_endpoint(moto_endpoint: str) -> Iterator[str]:
+    """moto's S3 (conftest's server), with fake credentials and the endpoint in the
     environment where boto3 and s3fs look for them (``AWS_ENDPOINT_URL``, as a user points
     the tools at MinIO)."""
     pytest.importorskip("boto3", reason="the bucket is filled with boto3 (the cloudwatch "
                                         "extra)")
-    server_mod = pytest.importorskip(
-        "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
-    pytest.importorskip("flask", reason="moto[server] is not installed (needs flask)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("AWS_ENDPOINT_URL", moto_endpoint)
         env.delenv("AWS_PROFILE", raising=False)
         env.delenv("AWS_SESSION_TOKEN", raising=False)
-        yield endpoint
-    server.stop()
+        yield moto_endpoint
 
 
 @pytest.fixture(scope="module")

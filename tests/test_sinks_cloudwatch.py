@@ -3,7 +3,6 @@ running as a real HTTP server on a loopback port (no in-process mocks)."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -88,20 +87,6 @@ def test_bad_stream_names_are_refused():
 
 
 # -- against moto in server mode ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    server_mod = pytest.importorskip(
-        "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
-    pytest.importorskip("flask", reason="moto[server] is not installed (needs flask)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
