@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,85 @@ def test_the_scheduler_comes_from_the_flag_then_the_environment(monkeypatch, arg
     engine = _engine.engine_from_args(args)
     assert (engine is None) == (expected is None)
     assert asked == ([] if expected is None else [expected])
+
+
+# -- the README's commands: a scheduler and workers started as a user starts them ---------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dask_cli_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """``dask scheduler`` and ``dask worker ... --nworkers 2 --nthreads 1`` as separate
+    processes (the README's "When one machine is not enough"), stopped afterwards."""
+    import shutil
+    import signal
+    import subprocess
+
+    distributed = pytest.importorskip("distributed")
+    dask_cli = shutil.which("dask")
+    if dask_cli is None:
+        pytest.skip("the `dask` command (the dask extra's CLI) is not on PATH")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    logs = tmp_path_factory.mktemp("dask-cli")
+    started = []
+    try:
+        for name, argv in [
+                ("scheduler", ["scheduler", "--host", "127.0.0.1",
+                               "--port", address.rsplit(":", 1)[1], "--dashboard-address", ":0"]),
+                ("worker", ["worker", address, "--nworkers", "2", "--nthreads", "1",
+                            "--dashboard-address", ":0"])]:
+            with open(logs / f"{name}.log", "wb") as out:
+                started.append(subprocess.Popen([dask_cli, *argv], stdout=out,
+                                                stderr=subprocess.STDOUT,
+                                                start_new_session=True))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(started):  # the workers first, then the scheduler
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+def test_the_readme_cluster_commands_score_as_the_local_engine(
+        series: Path, dask_cli_cluster: str, tmp_path: Path) -> None:
+    """The commands of the README, each a process: `train` through `--scheduler`, `score`
+    through `AUDIT_DASK_SCHEDULER` and `--engine dask`; the scores and alerts are the local
+    engine's."""
+    import subprocess
+    import sys
+
+    inputs = [str(series) + "*"]
+    (tmp_path / "local").mkdir()
+    local = _train_and_score(inputs, tmp_path / "local", [])
+    model, scores, alerts = (tmp_path / "model.joblib", tmp_path / "scores.csv",
+                             tmp_path / "alerts.jsonl")
+    command = [sys.executable, "-m", "analyzer"]
+    env = {k: v for k, v in os.environ.items() if k != "AUDIT_DASK_SCHEDULER"}
+    trained = subprocess.run([*command, "train", *inputs, "--model", str(model),
+                              "--scheduler", dask_cli_cluster],
+                             capture_output=True, text=True, env=env, check=False)
+    assert trained.returncode == 0, trained.stderr
+    scored = subprocess.run([*command, "score", *inputs, "--model", str(model),
+                             "--scores", str(scores), "--audit-log", str(alerts),
+                             "--engine", "dask"], capture_output=True, text=True,
+                            env={**env, "AUDIT_DASK_SCHEDULER": dask_cli_cluster},
+                            check=False)
+    assert scored.returncode == 0, scored.stderr
+    # the cluster named is the one used (not a local cluster started instead)
+    assert dask_cli_cluster in trained.stderr + trained.stdout
+    assert dask_cli_cluster in scored.stderr + scored.stdout
+    _same_scores(pd.read_csv(scores, keep_default_na=False), local[0])
+    assert local[1] and _alerts(alerts) == local[1]
