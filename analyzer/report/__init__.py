@@ -235,11 +235,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         chunk_events if trail is None else None,
         None if scores is None else ordered_alerts(scores, ())[:MAX_ALERTS])
     with contextlib.ExitStack() as held:  # a database's snapshot, until its last read
-        files, result, integrity, trail = _read_source(
+        files, result, integrity, recorded = _read_source(
             paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
             since=since, until=until, gathering=gathering, held=held)
-        recorded = _recorded(gathering, files,
-                             trail.alert_records if trail is not None else ())
         drift, self_fit = "", ""
         if model is not None and scores is None:
             events = gathering.again()
@@ -271,17 +269,15 @@ def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
                  db: str | None, trail: TrailRead | None, format: str | None,
                  read_options: Any, key: bytes | None, since: Any, until: Any,
                  gathering: Gathering, held: contextlib.ExitStack
-                 ) -> tuple[list[Any], Any, Integrity, TrailRead | None]:
-    """The files, the read result, the chain's verdict and the trail read (``None`` for a
-    database) of what the report is about: the log(s) at ``paths`` or the database ``db``
-    (its snapshot open in ``held``), their events handed to ``gathering`` as they are
-    read."""
+                 ) -> tuple[list[Any], Any, Integrity, list[Any]]:
+    """The files, the read result, the chain's verdict and the alerts recorded of what the
+    report is about: the log(s) at ``paths`` or the database ``db`` (its snapshot open in
+    ``held``), their events handed to ``gathering`` as they are read."""
     from analyzer.sources import expand_paths
 
     if db is not None:
-        result, integrity = _read_database(db, key=key, since=since, until=until,
-                                           gathering=gathering, held=held)
-        return [], result, integrity, None
+        return [], *_read_database(db, key=key, since=since, until=until,
+                                   gathering=gathering, held=held)
     files = expand_paths(paths)
     chunked = trail is None and gathering.size is not None
     if trail is None:
@@ -297,22 +293,24 @@ def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
             since=since, until=until))
     else:
         gathering(trail.reading.frame)
-    return files, trail.reading, _integrity_of(trail, files, key), trail
+    return (files, trail.reading, _integrity_of(trail, files, key),
+            _recorded(gathering, files, trail.alert_records))
 
 
 def _read_database(db: str, *, key: bytes | None, since: Any, until: Any,
-                   gathering: Gathering, held: contextlib.ExitStack) -> tuple[Any, Integrity]:
-    """The read result and the chain's verdict of the database ``db``, its rows handed to
-    ``gathering`` page by page (or whole, without a chunk size). Every read, and the
-    verification, goes through one snapshot, open in ``held`` until the report's last read:
-    rows shipped meanwhile are in none of them, so that the counts, the scores and the
-    evidence agree."""
+                   gathering: Gathering, held: contextlib.ExitStack
+                   ) -> tuple[Any, Integrity, list[Any]]:
+    """The read result, the chain's verdict and the alerts recorded of the database ``db``,
+    its rows handed to ``gathering`` page by page (or whole, without a chunk size). Every
+    read, and the verification, goes through one snapshot, open in ``held`` until the
+    report's last read: rows shipped meanwhile are in none of them, so that the counts, the
+    scores and the evidence agree."""
     from analyzer.query import Filter
-    from analyzer.store import DatabaseEvents, snapshot, verify_db
+    from analyzer.store import DatabaseEvents, query_db, snapshot, verify_db
 
     view = held.enter_context(snapshot(db))
-    rows = DatabaseEvents(db, Filter(since=since, until=until), include_alerts=True,
-                          snapshot=view)
+    period = Filter(since=since, until=until)
+    rows = DatabaseEvents(db, period, include_alerts=True, snapshot=view)
     if gathering.size is None:
         result = rows.read()
         gathering(result.frame)
@@ -325,7 +323,13 @@ def _read_database(db: str, *, key: bytes | None, since: Any, until: Any,
             gathering(result.frame)
         again = dataclasses.replace(rows, include_alerts=False)
         gathering.reading_again(lambda: again.chunks(gathering.size or 1))
-    return result, _verdict(verify_db(db, key=key, snapshot=view), keyed=bool(key))
+    recorded: list[Any] = []
+    if gathering.had_alerts:  # their records, as a file's pass keeps them
+        recorded = alerts_of_records(
+            orjson.loads(record) for batch in query_db(
+                db, dataclasses.replace(period, kinds=("alert",)), snapshot=view)
+            for record in batch.table.column("record").to_pylist())
+    return result, _verdict(verify_db(db, key=key, snapshot=view), keyed=bool(key)), recorded
 
 
 def _read_chunks(files: list[Any], *, size: int, format: str | None, read_options: Any,
