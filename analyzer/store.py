@@ -307,7 +307,9 @@ class Snapshot:
     evidence) and verifies its chain; with one snapshot each read sees the same rows. It is
     one connection in one transaction: PostgreSQL's ``REPEATABLE READ`` (read only, so it
     never fails to serialise), SQLite's read transaction (in WAL mode, which the shipper
-    sets, writers go on meanwhile). Reads through it run one after the other.
+    sets, writers go on meanwhile; in a rollback journal they would wait for its end). It
+    holds back PostgreSQL's vacuum, and SQLite's checkpoint of the WAL, of what is written
+    meanwhile until it closes. Reads through it run one after the other.
     """
 
     def __init__(self, url: str | os.PathLike[str] | DatabaseURL) -> None:
@@ -328,12 +330,11 @@ class Snapshot:
     def __exit__(self, *exc: object) -> None:
         con, self.con = self.con, None
         if con is not None:
-            con.rollback()  # nothing was written: the transaction only held the view
-            con.close()
+            con.close()  # which ends the transaction: it wrote nothing, only held the view
 
     def cursor(self, name: str) -> Any:
-        """A cursor on the snapshot: PostgreSQL's on the server (each a name of its own, so
-        that the rows come page by page)."""
+        """A cursor on the snapshot: PostgreSQL's on the server, so that the rows come page
+        by page (each with a name of its own)."""
         if self.con is None:
             raise RuntimeError("the snapshot is not open (use it in a with block)")
         if self.db.engine == "postgresql":
