@@ -38,8 +38,10 @@ Filter values always travel as bound parameters, never inside SQL text.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -85,11 +87,13 @@ __all__ = [
     "TABLE",
     "DatabaseEvents",
     "DatabaseURL",
+    "Snapshot",
     "parse_url",
     "query_db",
     "read_db_events",
     "redact_dsn",
     "row_from_record",
+    "snapshot",
     "verify_db",
 ]
 
@@ -295,6 +299,79 @@ def connect(url: str | os.PathLike[str] | DatabaseURL, *, write: bool = False) -
     return con
 
 
+class Snapshot:
+    """One read-only view of a database that several reads share: its rows as they were when
+    the first read began, whatever is written meanwhile (from :func:`snapshot`).
+
+    A report reads a trail up to three times (to count it, to score it, for the alerts'
+    evidence) and verifies its chain; with one snapshot each read sees the same rows. It is
+    one connection in one transaction: PostgreSQL's ``REPEATABLE READ`` (read only, so it
+    never fails to serialise), SQLite's read transaction (in WAL mode, which the shipper
+    sets, writers go on meanwhile; in a rollback journal they would wait for its end). It
+    holds back PostgreSQL's vacuum, and SQLite's checkpoint of the WAL, of what is written
+    meanwhile until it closes. Reads through it run one after the other.
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | DatabaseURL) -> None:
+        self.db = url if isinstance(url, DatabaseURL) else parse_url(url)
+        self.con: Any = None
+        self._names = itertools.count(1)
+
+    def __enter__(self) -> Snapshot:
+        self.con = connect(self.db)
+        if self.db.engine == "postgresql":
+            self.con.isolation_level = _psycopg().IsolationLevel.REPEATABLE_READ
+        else:
+            # Python's sqlite3 opens no transaction for a SELECT: without one, each read
+            # would see the database as it is then
+            self.con.execute("BEGIN")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        con, self.con = self.con, None
+        if con is not None:
+            con.close()  # which ends the transaction: it wrote nothing, only held the view
+
+    def cursor(self, name: str) -> Any:
+        """A cursor on the snapshot: PostgreSQL's on the server, so that the rows come page
+        by page (each with a name of its own)."""
+        if self.con is None:
+            raise RuntimeError("the snapshot is not open (use it in a with block)")
+        if self.db.engine == "postgresql":
+            return self.con.cursor(name=f"{name}_{next(self._names)}")
+        return self.con.cursor()
+
+
+def snapshot(url: str | os.PathLike[str]) -> Snapshot:
+    """A :class:`Snapshot` of the database at ``url``, to use in a ``with`` block.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "audit.db")
+    >>> connect(path, write=True).close()
+    >>> with snapshot(path) as view:
+    ...     verify_db(path, snapshot=view).ok
+    True
+    """
+    return Snapshot(url)
+
+
+@contextlib.contextmanager
+def _reading(db: DatabaseURL, view: Snapshot | None, name: str) -> Iterator[Any]:
+    """A cursor of ``view`` (closed after), or of a connection of its own (closed after)."""
+    if view is not None:
+        cursor = view.cursor(name)
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        return
+    con = connect(db)
+    try:
+        yield con.cursor(name=name) if db.engine == "postgresql" else con.cursor()
+    finally:
+        con.close()
+
+
 # -- reading -------------------------------------------------------------------------------
 
 def _where(flt: Filter, engine: str) -> tuple[str, list[Any]]:
@@ -357,15 +434,16 @@ _SELECT = ("SELECT time, level, kind, user_name, action, outcome, source_ip, res
 
 def query_db(url: str | os.PathLike[str], flt: Filter | None = None, *,
              limit: int | None = None, stats: ScanStats | None = None,
-             chunk_rows: int = _CHUNK) -> Iterator[Batch]:
+             chunk_rows: int = _CHUNK, snapshot: Snapshot | None = None) -> Iterator[Batch]:
     """Stream the records of a database that match ``flt``, in time order, in chunks.
 
     Yields the same :class:`~analyzer.query.Batch` tables as :func:`analyzer.query.scan`,
-    so every output and the SQL view work on either source.
+    so every output and the SQL view work on either source. ``snapshot``: read through
+    this open :class:`Snapshot` of the database (default: a connection of its own).
     """
     flt = flt or Filter()
     stats = stats if stats is not None else ScanStats()
-    db = parse_url(url)
+    db = snapshot.db if snapshot is not None else parse_url(url)
     if limit is not None and limit <= 0:
         return
     where, params = _where(flt, db.engine)
@@ -375,10 +453,8 @@ def query_db(url: str | os.PathLike[str], flt: Filter | None = None, *,
                           "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),", 1) \
             .replace("source_ip, resource", "host(source_ip), resource", 1) \
             .replace(", record FROM", ", record::text FROM", 1)
-    con = connect(db)
-    stats.files += 1
-    try:
-        cursor = con.cursor(name="audit_query") if db.engine == "postgresql" else con.cursor()
+    with _reading(db, snapshot, "audit_query") as cursor:
+        stats.files += 1
         if db.engine == "postgresql":
             cursor.itersize = chunk_rows
         cursor.execute(sql, params)
@@ -397,8 +473,6 @@ def query_db(url: str | os.PathLike[str], flt: Filter | None = None, *,
                 return
             stats.matched += table.num_rows
             yield Batch(db.display(), table)
-    finally:
-        con.close()
 
 
 def _rows_to_table(rows: list[tuple[Any, ...]], flt: Filter) -> pa.Table:
@@ -440,18 +514,22 @@ def _fits(value: Any, dtype: pa.DataType) -> bool:
 
 
 def read_db_events(url: str | os.PathLike[str], flt: Filter | None = None, *,
-                   include_alerts: bool = False) -> ReadResult:
+                   include_alerts: bool = False,
+                   snapshot: Snapshot | None = None) -> ReadResult:
     """The normalized events frame (DESIGN contract 3) from a database, read in chunks.
 
     What ``train``, ``score`` and ``report`` call for ``--db URL``: returns a
     :class:`~analyzer.sources.ReadResult` like :func:`~analyzer.sources.read_events`.
     Alerts are left out (and counted) unless ``include_alerts``, as the readers do.
+    ``snapshot``: read through this open :class:`Snapshot`.
     """
-    return next(_db_pieces(url, flt, rows=None, include_alerts=include_alerts))
+    return next(_db_pieces(url, flt, rows=None, include_alerts=include_alerts,
+                           snapshot=snapshot))
 
 
 def _db_pieces(url: str | os.PathLike[str], flt: Filter | None, *, rows: int | None,
-               include_alerts: bool) -> Iterator[ReadResult]:
+               include_alerts: bool, snapshot: Snapshot | None = None
+               ) -> Iterator[ReadResult]:
     """The rows ``flt`` selects, in time order, as results of about ``rows`` events each
     with its own accounting (``rows`` None: one result, the whole read). The cursor reads
     pages of its own size; a page is cut where a piece is full."""
@@ -461,7 +539,7 @@ def _db_pieces(url: str | os.PathLike[str], flt: Filter | None, *, rows: int | N
     flt = flt or Filter()
     tables: list[Batch] = []
     skipped = records = 0  # records: rows the filter selected, of this piece
-    for page in query_db(url, flt):
+    for page in query_db(url, flt, snapshot=snapshot):
         table = page.table
         while table.num_rows:
             take = table.num_rows if rows is None else min(table.num_rows, rows - records)
@@ -488,16 +566,19 @@ class DatabaseEvents:
     order, the same accounting).
 
     ``url`` and ``filter`` as in :func:`query_db`; alerts are left out and counted unless
-    ``include_alerts``.
+    ``include_alerts``. Each read is one query, so one consistent view of the rows; reads
+    that must agree with each other share an open ``snapshot`` (:func:`snapshot`).
     """
 
     url: str
     filter: Filter | None = None
     include_alerts: bool = False
+    snapshot: Snapshot | None = None
 
     def read(self) -> ReadResult:
         """All the events at once."""
-        return read_db_events(self.url, self.filter, include_alerts=self.include_alerts)
+        return read_db_events(self.url, self.filter, include_alerts=self.include_alerts,
+                              snapshot=self.snapshot)
 
     def chunks(self, size: int) -> ChunkedRead:
         """The events in chunks of about ``size``; the read's accounting in its ``result``
@@ -505,31 +586,29 @@ class DatabaseEvents:
         from analyzer.sources.chunks import ChunkedRead
 
         return ChunkedRead((), size=size, pieces=lambda: _db_pieces(
-            self.url, self.filter, rows=size, include_alerts=self.include_alerts))
+            self.url, self.filter, rows=size, include_alerts=self.include_alerts,
+            snapshot=self.snapshot))
 
 
 # -- verification --------------------------------------------------------------------------
 
 def verify_db(url: str | os.PathLike[str], *, key: bytes | None = None,
-              checkpoint: Checkpoint | None = None) -> VerifyReport:
+              checkpoint: Checkpoint | None = None,
+              snapshot: Snapshot | None = None) -> VerifyReport:
     """Recompute the hash chain from the database rows in ``sequence`` order.
 
     The same chain as :func:`~analyzer.integrity.verify_log` (contract 2), computed over
     each row's ``record``; a typed column that no longer says what its record says is a
     changed row too. ``line`` in the report is the row's position in sequence order.
+    ``snapshot``: verify the rows of this open :class:`Snapshot`.
     """
-    db = parse_url(url)
+    db = snapshot.db if snapshot is not None else parse_url(url)
     record = "record::text" if db.engine == "postgresql" else "record"
     sql = (f"SELECT event_id, sequence, {_cols_for_check(db.engine)}, "  # noqa: S608 - fixed
            f"{record} FROM {TABLE} ORDER BY sequence, event_id")
-    con = connect(db)
-    try:
-        cursor = con.cursor(name="audit_verify") if db.engine == "postgresql" \
-            else con.cursor()
+    with _reading(db, snapshot, "audit_verify") as cursor:
         cursor.execute(sql)
         return _verify_rows(_iter_rows(cursor), db.display(), ChainHasher(key), checkpoint)
-    finally:
-        con.close()
 
 
 def _cols_for_check(engine: str) -> str:

@@ -227,3 +227,102 @@ def test_a_forked_child_writes_its_own_pid_and_never_forks_the_chain(log_path, k
     pids = {r["user"]["name"]: r["process"]["pid"] for r in recs}
     assert pids["child"] == pid and pids["parent"] == os.getpid()
     assert sum(r["user"]["name"] == "parent-before-fork" for r in recs) == 1
+
+
+# -- rotation at the size promised -------------------------------------------------------
+
+def _series_records(log: Path) -> list[tuple[Path, dict]]:
+    from analyzer.series import rotated_series
+
+    return [(file, doc) for file in rotated_series(log) for doc in records(file)]
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "encrypted"])
+def test_a_batch_crossing_rotate_bytes_is_cut_into_two_files(log_path, key, sealed):
+    from analyzer.integrity import verify_series
+    from analyzer.series import rotated_series
+
+    limit = 20_000
+    options = {"encryption_key": bytes(range(32))} if sealed else {}
+    # one batch: nothing is written before flush() (a 10-minute window, never reached)
+    with AuditLogger(log_path, key=key, rotate_bytes=limit, batch_records=10_000,
+                     batch_ms=600_000, **options) as audit:
+        ids = [audit.log("dataset.read", user="ann", resource=f"datasets/d{i}",
+                         message=f"read {i}") for i in range(10)]
+        audit.flush()
+        assert len(rotated_series(log_path)) == 1 and log_path.stat().st_size < limit / 2
+        # a batch that takes the file to about one and a half times the limit
+        more = int(1.5 * limit / (log_path.stat().st_size / 10))
+        ids += [audit.log("dataset.read", user="ann", resource=f"datasets/d{i}",
+                          message=f"read {i}") for i in range(10, 10 + more)]
+        audit.flush()  # the batch crosses the limit: part of it opens the next file
+    files = rotated_series(log_path)
+    assert len(files) == 2 and files[-1] == log_path
+    sizes = [f.stat().st_size for f in files]
+    assert max(sizes) <= limit < sum(sizes)
+    assert sizes[0] > limit - 2_000  # filled up to the record that would cross, not before
+    written = _series_records(log_path)
+    events = [doc["event"]["id"] for _, doc in written if doc["event"]["action"] == "dataset.read"]
+    assert events == ids  # nothing lost, nothing twice, in order
+    assert [doc["event"]["sequence"] for _, doc in written] == list(range(1, len(written) + 1))
+    opening = records(files[1])[0]
+    assert opening["event"]["action"] == "audit.rotation"
+    assert opening["analyzer"]["chain"]["previous"]["file"] == files[0].name
+    report = verify_series(files, key=key)
+    assert report.ok and report.records == len(written), report.summary()
+
+
+def test_a_record_larger_than_rotate_bytes_is_alone_in_its_file(log_path, key):
+    from analyzer.integrity import verify_series
+    from analyzer.series import rotated_series
+
+    limit = 2_000
+    with AuditLogger(log_path, key=key, rotate_bytes=limit, batch_records=10_000,
+                     batch_ms=600_000) as audit:
+        for i in range(6):
+            audit.log("login", user="ann", message=f"small {i}")
+        audit.log("dataset.export", user="ann", message="x" * 3 * limit)
+        for i in range(6):
+            audit.log("login", user="ann", message=f"small {i + 6}")
+    files = rotated_series(log_path)
+    big = [f for f in files if f.stat().st_size > limit]
+    assert len(big) == 1
+    actions = [doc["event"]["action"] for doc in records(big[0])]
+    assert actions == ["audit.rotation", "dataset.export"]  # its file's one record
+    messages = [doc["message"] for _, doc in _series_records(log_path)
+                if doc["event"]["action"] != "audit.rotation"]
+    assert messages == [*(f"small {i}" for i in range(6)), "x" * 3 * limit,
+                        *(f"small {i}" for i in range(6, 12))]
+    report = verify_series(files, key=key)
+    assert report.ok, report.summary()
+
+
+def test_records_logged_about_a_rotation_stay_in_the_file_it_opened(log_path):
+    """An attachment that logs each rotation (as retention logs its deletions) would rotate
+    a small file again and again; its records go into the new file instead."""
+    from analyzer.integrity import verify_series
+    from analyzer.series import rotated_series
+
+    class Notes:
+        def attach(self, audit):
+            pass
+
+        def rotated(self, audit):
+            audit.log("rotation.noted", message="n" * 200)
+
+        def detach(self, audit):
+            pass
+
+    limit = 1_500
+    with AuditLogger(log_path, durability="flush", rotate_bytes=limit,
+                     attach=[Notes()]) as audit:
+        for i in range(40):
+            audit.log("login", user=f"u{i}", message="z" * 30)
+    files = rotated_series(log_path)
+    assert len(files) > 5
+    for file in files:
+        lines = file.read_bytes().splitlines(keepends=True)
+        notes = [line for line in lines if b'"rotation.noted"' in line]
+        assert len(notes) <= 1 and file.stat().st_size - sum(map(len, notes)) <= limit
+    assert sum(b'"rotation.noted"' in f.read_bytes() for f in files) == len(files) - 1
+    assert verify_series(files).ok

@@ -60,9 +60,8 @@ def trails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with AuditLogger(recorded, name="audit.analyzer") as audit:
         assert write_alerts(alerts_from_scores(scores), audit, model_id="m", model_version="v")
     (folder / "series").mkdir()
-    # in three writes: the logger checks the size before it writes a batch (4,096 records,
-    # about 3 MB here), so one write of these 8,000 events rotates once or twice by timing;
-    # three writes of a third each rotate exactly twice
+    # in three writes (each a logger of its own, which continues the series); the files are
+    # cut at the record that would pass rotate_bytes, whatever the batches
     third = -(-len(events) // 3)
     for lo in range(0, len(events), third):
         write_audit_log(events.iloc[lo:lo + third], folder / "series" / "audit.jsonl",

@@ -135,11 +135,15 @@ class AuditLogger:
         Write a checkpoint (sequence, head hash, time) beside the log after this many
         records, and always on close. ``0`` writes one on close only.
     rotate_bytes, rotate_every
-        Rotate the file when it reaches this size, or when its first record is this old
+        Rotate the file before a record would take it past this size (a batch is cut
+        there, the rest opening the next file), or when its first record is this old
         (``"1d"``, ``"6h"``, any :func:`~analyzer.durations.parse_duration` form, or a
-        timedelta). The rotated file is renamed
-        ``<name>.<UTC time>`` and the chain continues in a fresh file, whose first record
-        (``audit.rotation``) names the previous file, its last sequence and hash.
+        timedelta). A file never exceeds ``rotate_bytes`` but by its first record (after
+        the rotation record that opens it), which is written whatever its size (a record
+        larger than the limit is alone in its file), and by what an attachment logs when
+        told of the rotation that opened it (retention's deletions). The rotated file is
+        renamed ``<name>.<UTC time>`` and the chain continues in a fresh file, whose first
+        record (``audit.rotation``) names the previous file, its last sequence and hash.
     name
         ``log.logger`` of records written through :meth:`log`.
     host
@@ -238,6 +242,7 @@ class AuditLogger:
         self._attached: list[Attachment] = []
         self._rotated_due = False  # attachments are told outside the lock
         self._telling = threading.Lock()
+        self._teller: int | None = None  # the thread telling the attachments, while it does
         for item in (*attach, *([retention] if retention is not None else [])):
             self.attach(item)
         atexit.register(self.close)
@@ -472,7 +477,7 @@ class AuditLogger:
     def flush(self, *, fsync: bool = False) -> None:
         """Write every queued record now (and fsync the file if asked)."""
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(fsync=fsync)
             if fsync:
                 os.fsync(self._fd)
         if self._rotated_due:
@@ -570,17 +575,35 @@ class AuditLogger:
         with self._lock:
             if self._closed:
                 raise LogWriteError(f"{self.path}: audit logger is closed")
+            if self._teller == threading.get_ident():
+                self._opening_record(record, level, outcome)
+                return
             self._pending.append(record)
             if self._metrics is not None:  # counted under the lock: no update is lost
                 self._tally.append((level, outcome))
             if len(self._pending) >= self._batch_records:
-                self._flush_locked()
-                if self.durability is Durability.FSYNC:
+                fsync = self.durability is Durability.FSYNC
+                self._flush_locked(fsync=fsync)
+                if fsync:
                     os.fsync(self._fd)
             elif self._flusher is None:
                 self._start_flusher()
         if self._rotated_due:
             self._tell_rotated()
+
+    def _opening_record(self, record: tuple[bytes, bytes], level: Level,
+                        outcome: Outcome) -> None:
+        """Write now, after what is queued, a record an attachment logs when told of a
+        rotation (lock held): it goes into the file that rotation opened whatever its size,
+        for a rotation it caused would be told again, and so on without end."""
+        fsync = self.durability is Durability.FSYNC
+        self._flush_locked(fsync=fsync)
+        self._pending.append(record)
+        if self._metrics is not None:
+            self._tally.append((level, outcome))
+        self._flush_locked(fsync=fsync, opening=True)
+        if fsync:
+            os.fsync(self._fd)
 
     def _tell_rotated(self) -> None:
         """Tell the attachments of a rotation; without the lock (they write audit events).
@@ -591,6 +614,7 @@ class AuditLogger:
         """
         if not self._telling.acquire(blocking=False):
             return  # the flag stays set: the run in progress, or the next write, sees it
+        self._teller = threading.get_ident()
         try:
             while self._rotated_due:
                 self._rotated_due = False
@@ -600,6 +624,7 @@ class AuditLogger:
                     except Exception:  # e.g. retention: never stops the application logging
                         _log.exception("after the rotation of %s, %r failed", self.path, item)
         finally:
+            self._teller = None
             self._telling.release()
 
     def _start_flusher(self) -> None:
@@ -622,52 +647,85 @@ class AuditLogger:
             if self._rotated_due and not self._closed:
                 self._tell_rotated()
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, *, fsync: bool = False, opening: bool = False) -> None:
+        """Write the queued records (lock held), rotating first when due, and again before a
+        record that would take the file past ``rotate_bytes``: a batch may end in the next
+        file. ``fsync``: the caller syncs the file after; a file rotated away meanwhile is
+        synced here, so that its share of the batch is on disk as well. ``opening``: the
+        records go into the file as it is (see :meth:`_opening_record`)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         with self._file_lock():
             try:
                 self._sync_locked()
-                if self._rotation_due():
+                if not opening and self._rotation_due():
                     self._rotate()
             except BaseException:  # e.g. a chain declared with another key: keep the records
                 self._pending = pending + self._pending
                 raise
-            queued, marker = list(pending), self._needs_marker
-            if marker is not None:
-                pending.insert(0, self._marker(marker))
-                self._needs_marker = None
-            if self._seq == 0:
-                pending[0] = self._declare(pending[0])  # the chain's first record says how
-            seq, link = self._seq, self._hasher.link_parts
-            tip = self._head.encode("ascii")
-            lines = []
-            for prefix, suffix in pending:
-                seq += 1
-                number = b"%d" % seq
-                tip = link(tip, prefix, number, suffix)
-                lines.append(b'%s%s,"hash":"%s"%s' % (prefix, number, tip, suffix))
-            head = tip.decode("ascii")
-            blob = b"\n".join(lines) + b"\n" if lines else b""
-            try:
-                written = os.write(self._fd, blob)
-                while written < len(blob):
-                    written += os.write(self._fd, blob[written:])
-            except OSError as exc:
-                self._undo_write(queued, marker)
-                raise LogWriteError(
-                    f"{self.path}: cannot write audit log: {exc.strerror}") from None
-            if self._end == 0 and blob:
-                self._file_started_ns = time.time_ns()
-            self._end += len(blob)
-            self._since_checkpoint += seq - self._seq
-            self._seq, self._head = seq, head
-            if self._metrics is not None:
-                tally, self._tally = self._tally, []
-                self._metrics.written(Counter(tally), seq, self.service)
+            while pending := self._write_part(pending, opening=opening):
+                try:
+                    if fsync:
+                        os.fsync(self._fd)
+                    self._rotate()
+                except BaseException:  # the records not written yet stay queued
+                    self._pending = pending + self._pending
+                    raise
         if self._checkpoint_every and self._since_checkpoint >= self._checkpoint_every:
             self._checkpoint()
+
+    def _write_part(self, pending: list[tuple[bytes, bytes]], *, opening: bool = False
+                    ) -> list[tuple[bytes, bytes]]:
+        """Chain and write the first of ``pending`` that fit in the file (lock held), all of
+        them when ``opening``; the rest, to write after a rotation.
+
+        A record fits while the file stays within ``rotate_bytes``; the file's first record
+        (after the rotation record that opens it) is written whatever its size, so that a
+        record larger than the limit is alone in its file.
+        """
+        queued, marker = pending, self._needs_marker
+        records = list(pending)
+        first = 0  # where the records of ``pending`` begin
+        if marker is not None:
+            records.insert(0, self._marker(marker))
+            self._needs_marker = None
+            first = 1
+        if self._seq == 0:
+            records[0] = self._declare(records[0])  # the chain's first record says how
+        seq, link = self._seq, self._hasher.link_parts
+        tip = self._head.encode("ascii")
+        limit, size = None if opening else self._rotate_bytes, self._end
+        lines: list[bytes] = []
+        for index, (prefix, suffix) in enumerate(records):
+            number = b"%d" % (seq + 1)
+            after = link(tip, prefix, number, suffix)
+            line = b'%s%s,"hash":"%s"%s\n' % (prefix, number, after, suffix)
+            if limit is not None and size + len(line) > limit and \
+                    (index > first or (not first and self._end > 0)):
+                break  # the file holds a record already: this one opens the next file
+            seq, tip = seq + 1, after
+            lines.append(line)
+            size += len(line)
+        done = len(lines) - first  # records of ``pending`` written
+        blob = b"".join(lines)
+        try:
+            written = os.write(self._fd, blob) if blob else 0
+            while written < len(blob):
+                written += os.write(self._fd, blob[written:])
+        except OSError as exc:
+            self._undo_write(queued, marker)
+            raise LogWriteError(
+                f"{self.path}: cannot write audit log: {exc.strerror}") from None
+        if self._end == 0 and blob:
+            self._file_started_ns = time.time_ns()
+        self._end += len(blob)
+        self._since_checkpoint += seq - self._seq
+        self._seq, self._head = seq, tip.decode("ascii")
+        if self._metrics is not None and blob:
+            tally, self._tally = self._tally[:done], self._tally[done:]
+            self._metrics.written(Counter(tally), seq, self.service)
+        return pending[done:]
 
     def _undo_write(self, queued: list[tuple[bytes, bytes]], marker: str | None) -> None:
         """After a failed or short write (lock held): cut the file back to its last good end

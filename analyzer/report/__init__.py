@@ -17,6 +17,8 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable
@@ -204,7 +206,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         Reader options (decryption keys, ``mapping=``, ``year=`` ...).
     db
         Read the events from this database (``sqlite:///...``, ``postgresql://...``) instead
-        of ``paths``; its chain is verified from the rows.
+        of ``paths``; its chain is verified from the rows. Every read of it (and the
+        verification) sees the rows as they were when the first began
+        (:func:`analyzer.store.snapshot`).
     since, until
         Report on the records at or after ``since`` and before ``until`` only (decided on
         each record's time; the chain is still verified whole).
@@ -213,9 +217,9 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         (``verify=True, alert_records=True``); by default it is read here, once: one pass
         over the file serves the events, the recorded alerts and the chain's verdict.
     chunk_events
-        Count the log's events in chunks of about this many as the pass reads them, never
-        holding them all (:mod:`analyzer.report.gather`); the report is the same. ``None``:
-        read the log whole.
+        Count the log's events (or the database's rows) in chunks of about this many as the
+        pass reads them, never holding them all (:mod:`analyzer.report.gather`); the report
+        is the same. ``None``: read the log whole.
     """
     from analyzer.features import DEFAULT_PRIVILEGED_ACTIONS
     from analyzer.report.alertview import ordered_alerts
@@ -226,26 +230,26 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     meta, threshold, privileged = _model_meta(model, model_path)
     if scores is not None:
         scores = _normalise_scores(scores)
-    gathering = Gathering(  # (a database's rows, or a trail already read, are one chunk)
+    gathering = Gathering(  # (a trail already read is one chunk)
         privileged or DEFAULT_PRIVILEGED_ACTIONS,
-        chunk_events if db is None and trail is None else None,
+        chunk_events if trail is None else None,
         None if scores is None else ordered_alerts(scores, ())[:MAX_ALERTS])
-    files, result, integrity, trail = _read_source(
-        paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
-        since=since, until=until, gathering=gathering)
-    recorded = _recorded(gathering, files, trail.alert_records if trail is not None else ())
-    drift, self_fit = "", ""
-    if model is not None and scores is None:
-        events = gathering.again()
-        scores = model.score(events) if isinstance(events, pd.DataFrame) else \
-            model.score_chunks(events)
-        drift = _drift_warning(model, scores)
-    if scores is None and model is None and model_path is None and not recorded and \
-            gathering.tally.n:
-        scores, self_fit = _self_fit(gathering.again())
-    if scores is not None:
-        scores = _normalise_scores(scores)
-    rows = gathering.gather_alerts(ordered_alerts(scores, recorded)[:MAX_ALERTS])
+    with contextlib.ExitStack() as held:  # a database's snapshot, until its last read
+        files, result, integrity, recorded = _read_source(
+            paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
+            since=since, until=until, gathering=gathering, held=held)
+        drift, self_fit = "", ""
+        if model is not None and scores is None:
+            events = gathering.again()
+            scores = model.score(events) if isinstance(events, pd.DataFrame) else \
+                model.score_chunks(events)
+            drift = _drift_warning(model, scores)
+        if scores is None and model is None and model_path is None and not recorded and \
+                gathering.tally.n:
+            scores, self_fit = _self_fit(gathering.again())
+        if scores is not None:
+            scores = _normalise_scores(scores)
+        rows = gathering.gather_alerts(ordered_alerts(scores, recorded)[:MAX_ALERTS])
     from analyzer import __version__
 
     return ReportData(
@@ -264,21 +268,16 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
 def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                  db: str | None, trail: TrailRead | None, format: str | None,
                  read_options: Any, key: bytes | None, since: Any, until: Any,
-                 gathering: Gathering) -> tuple[list[Any], Any, Integrity, TrailRead | None]:
-    """The files, the read result, the chain's verdict and the trail read (``None`` for a
-    database) of what the report is about: the log(s) at ``paths`` or the database ``db``,
-    their events handed to ``gathering`` as they are read."""
+                 gathering: Gathering, held: contextlib.ExitStack
+                 ) -> tuple[list[Any], Any, Integrity, list[Any]]:
+    """The files, the read result, the chain's verdict and the alerts recorded of what the
+    report is about: the log(s) at ``paths`` or the database ``db`` (its snapshot open in
+    ``held``), their events handed to ``gathering`` as they are read."""
     from analyzer.sources import expand_paths
 
     if db is not None:
-        from analyzer.query import Filter
-        from analyzer.store import read_db_events, verify_db
-
-        files: list[Any] = []
-        result = read_db_events(db, Filter(since=since, until=until), include_alerts=True)
-        integrity = _verdict(verify_db(db, key=key), keyed=bool(key))
-        gathering(result.frame)
-        return files, result, integrity, None
+        return [], *_read_database(db, key=key, since=since, until=until,
+                                   gathering=gathering, held=held)
     files = expand_paths(paths)
     chunked = trail is None and gathering.size is not None
     if trail is None:
@@ -294,7 +293,43 @@ def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
             since=since, until=until))
     else:
         gathering(trail.reading.frame)
-    return files, trail.reading, _integrity_of(trail, files, key), trail
+    return (files, trail.reading, _integrity_of(trail, files, key),
+            _recorded(gathering, files, trail.alert_records))
+
+
+def _read_database(db: str, *, key: bytes | None, since: Any, until: Any,
+                   gathering: Gathering, held: contextlib.ExitStack
+                   ) -> tuple[Any, Integrity, list[Any]]:
+    """The read result, the chain's verdict and the alerts recorded of the database ``db``,
+    its rows handed to ``gathering`` page by page (or whole, without a chunk size). Every
+    read, and the verification, goes through one snapshot, open in ``held`` until the
+    report's last read: rows shipped meanwhile are in none of them, so that the counts, the
+    scores and the evidence agree."""
+    from analyzer.query import Filter
+    from analyzer.store import DatabaseEvents, query_db, snapshot, verify_db
+
+    view = held.enter_context(snapshot(db))
+    period = Filter(since=since, until=until)
+    rows = DatabaseEvents(db, period, include_alerts=True, snapshot=view)
+    if gathering.size is None:
+        result = rows.read()
+        gathering(result.frame)
+    else:
+        chunks = rows.chunks(gathering.size)
+        for frame in chunks:
+            gathering(frame)
+        result = chunks.result
+        if not gathering.chunks:  # no rows: the columns of an empty read
+            gathering(result.frame)
+        again = dataclasses.replace(rows, include_alerts=False)
+        gathering.reading_again(lambda: again.chunks(gathering.size or 1))
+    recorded: list[Any] = []
+    if gathering.had_alerts:  # their records, as a file's pass keeps them
+        recorded = alerts_of_records(
+            orjson.loads(record) for batch in query_db(
+                db, dataclasses.replace(period, kinds=("alert",)), snapshot=view)
+            for record in batch.table.column("record").to_pylist())
+    return result, _verdict(verify_db(db, key=key, snapshot=view), keyed=bool(key)), recorded
 
 
 def _read_chunks(files: list[Any], *, size: int, format: str | None, read_options: Any,
