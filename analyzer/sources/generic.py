@@ -55,8 +55,8 @@ from analyzer.sources._base import (
     within_time_range,
 )
 
-__all__ = ["FORMAT", "OPTIONS", "dig", "ip_or_empty", "json_records", "load_mapping",
-           "read", "read_bytes", "rows_to_frame", "sniff", "split_lines"]
+__all__ = ["FORMAT", "OPTIONS", "dig", "ip_or_empty", "json_records", "line_pieces",
+           "load_mapping", "read", "read_bytes", "rows_to_frame", "sniff", "split_lines"]
 
 FORMAT = "generic"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -90,6 +90,56 @@ def read_bytes(path: str | os.PathLike[str], *,
     except (OSError, EOFError, zlib.error) as exc:
         raise read_failed(file, exc) from exc
     return str(file), data
+
+
+def line_pieces(path: str | os.PathLike[str], *, rows: int | None,
+                max_line: int = MAX_LINE_BYTES) -> Iterator[pa.Array]:
+    """The lines of ``path`` as :func:`split_lines` splits them, in arrays of ``rows`` lines
+    (the last may be shorter; ``None``: one array, the whole file, as :func:`read_bytes`
+    reads it). At least one array is yielded, empty for an empty file.
+
+    In pieces, the file is read in blocks of whole lines sized to the pieces, so memory
+    holds about one piece whatever the file's size; the line numbers, the over-long lines'
+    stand-ins and the replacement of bytes that are not UTF-8 are those of a whole read (a
+    block ends on a newline, which no multi-byte character contains).
+    """
+    if rows is None:
+        yield split_lines(read_bytes(path, max_line=max_line)[1])
+        return
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    file = Path(path)
+    handle, seekable = open_log(file)
+    held: list[pa.Array] = []  # lines read and not yet handed out, fewer than ``rows``
+    count = 0
+    given = False
+    try:
+        with handle:
+            # about 256 bytes a line: a piece of short lines is one block or two
+            blocks = whole_line_blocks(handle, seekable=seekable, max_line=max_line,
+                                       block_bytes=min(32 << 20, max(64 << 10, rows << 8)))
+            for _, block, end in blocks:
+                lines = _block_lines(str(memoryview(block)[:end], "utf-8", "replace"))
+                held.append(lines)
+                count += len(lines)
+                while count >= rows:
+                    joined = pa.concat_arrays(held) if len(held) > 1 else held[0]
+                    yield joined.slice(0, rows)
+                    given = True
+                    held, count = [joined.slice(rows)], count - rows
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from exc
+    if count or not given:
+        yield pa.concat_arrays(held) if held else pa.array([], type=pa.string())
+
+
+def _block_lines(text: str) -> pa.Array:
+    """The lines of a block of whole lines (ending with a newline), without line ends."""
+    body = text[:-1] if text.endswith("\n") else text
+    lines = pc.list_flatten(pc.split_pattern(pa.array([body], type=pa.large_string()), "\n"))
+    if "\r" in body:
+        lines = pc.utf8_rtrim(lines, "\r")
+    return lines.cast(pa.string())
 
 
 def split_lines(data: bytes) -> pa.Array:
