@@ -465,11 +465,14 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         raise read_failed(file, exc) from None
 
 
-#: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``):
-#: each record is judged on its own. The others read a file whole: sshd and syslog lines
-#: carry state from line to line (the year of a date without one, a session's user),
-#: CloudTrail is one JSON document per file, Windows and Kubernetes exports are small.
-_IN_PIECES = frozenset({"parquet", "csv"})
+#: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``),
+#: carrying what crosses a cut (sshd/syslog: the year steps, and from a first column-wise
+#: scan the inferred year and the processes' own verdicts that PAM lines echo; Kubernetes:
+#: the streaming requests still open; web logs: the clients named by host). Windows and
+#: Kubernetes JSON lines stream; their JSON array form, one value, is read whole and then
+#: cut. CloudTrail is one JSON document per file (delivered as many small files): read a
+#: file at a time.
+_IN_PIECES = frozenset({"parquet", "csv", "sshd", "weblog", "windows", "k8s"})
 
 
 def _reader_pieces(module: ModuleType, name: str, path: Path | str, rows: int,
