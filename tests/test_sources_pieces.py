@@ -387,4 +387,5 @@ def test_an_auth_log_read_in_pieces_holds_a_piece_not_the_file(tmp_path):
     # four times the lines cost about the same in pieces; read whole, the peak grows with
     # the file (so the measure sees what it should)
     assert chunked[1] < 1.25 * chunked[0], chunked
-    assert held[1] > 3 * held[0] and held[1] > 3 * chunked[1], (held, chunked)
+    assert held[1] - held[0] > 5 * max(chunked[1] - chunked[0], 1 << 20), (held, chunked)
+    assert held[1] > 5 * chunked[1], (held, chunked)
