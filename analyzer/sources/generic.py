@@ -93,7 +93,7 @@ def read_bytes(path: str | os.PathLike[str], *,
 
 
 def line_pieces(path: str | os.PathLike[str], *, rows: int | None,
-                max_line: int = MAX_LINE_BYTES) -> Iterator[pa.Array]:
+                max_line: int = MAX_LINE_BYTES) -> Generator[pa.Array, None, None]:
     """The lines of ``path`` as :func:`split_lines` splits them, in arrays of ``rows`` lines
     (the last may be shorter; ``None``: one array, the whole file, as :func:`read_bytes`
     reads it). At least one array is yielded, empty for an empty file.

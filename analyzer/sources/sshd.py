@@ -274,7 +274,7 @@ def read_chunks(path: str | os.PathLike[str], *, rows: int | None, year: int | N
     second = next(pieces, None) if rows is not None else None
     pieces.close()
     mtime = os.stat(path).st_mtime
-    if second is None:  # the whole file in one piece: nothing crosses a cut
+    if rows is None or second is None:  # the whole file in one piece: nothing crosses a cut
         yield _read_piece(where, first, 1, _Years(year, zone, mtime), None, note=year is None)
         return
     del first, second
