@@ -390,3 +390,13 @@ def test_an_auth_log_read_in_pieces_holds_a_piece_not_the_file(tmp_path):
     assert chunked[1] < 1.25 * chunked[0], chunked
     assert held[1] - held[0] > 5 * max(chunked[1] - chunked[0], 1 << 20), (held, chunked)
     assert held[1] > 5 * chunked[1], (held, chunked)
+
+
+def test_reports_of_logs_read_in_pieces_are_the_whole_reports(falco_log, auth_log):
+    """``report --chunk-events`` hands these formats' pieces over as it reads (the sshd
+    and Windows logs of test_report_chunks go the same way)."""
+    from tests.test_report_chunks import assert_same_in_chunks
+
+    assert_same_in_chunks(DATA / "apache_scanner_quoted_crlf.log", (1, 4))
+    assert_same_in_chunks(falco_log, (5,))
+    assert_same_in_chunks(auth_log, (3,))
