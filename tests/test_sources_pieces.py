@@ -180,13 +180,17 @@ def _event(i: int) -> dict:
 @pytest.fixture
 def pretty_export(tmp_path: Path) -> Path:
     """Over 64 KiB (a block of the reader) of Windows records, most on one line, every
-    seventh pretty-printed over lines (so that blocks cut objects), with bad ones among
+    seventh pretty-printed over lines, one of them longer than a block (so that a block
+    cuts it), with bad ones among
     them: not JSON, no event id, an unreadable time, an object that never closes, an
     unmapped id and a Sysmon record (counted as skipped)."""
     parts = []
     for i in range(700):
         doc = _event(i)
-        if i % 7 == 3:
+        if i == 350:  # over a block (64 KiB) on its own: a block boundary cuts it
+            doc.update({f"Field{k}": "x" * 20 for k in range(3_000)})
+            parts.append(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        elif i % 7 == 3:
             parts.append(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         elif i == 100:
             parts.append("{not json")
@@ -205,7 +209,7 @@ def pretty_export(tmp_path: Path) -> Path:
             parts.append(orjson.dumps(doc).decode())
     path = tmp_path / "security.json"
     path.write_text("\n".join(parts) + "\n")
-    assert path.stat().st_size > 2 * (64 << 10)
+    assert path.stat().st_size > 3 * (64 << 10)
     return path
 
 
