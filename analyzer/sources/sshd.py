@@ -318,15 +318,16 @@ def _scan(path: str | os.PathLike[str], rows: int, year: int | None, zone: ZoneI
         events, _, _, _ = _match(fields, usable=~np.isnat(stamps))
         natives.add(events, fields)
     natives.close()
-    years = _Years(seen.inferred() if year is None else year, zone, mtime)
+    start = seen.inferred() if year is None else year
+    years = _Years(start, zone, mtime)
     if seen.span is not None:  # the years the note names, known before the first piece
-        years.span = (years.start + seen.low, years.start + seen.high)  # type: ignore[operator]
+        years.span = (start + seen.low, start + seen.high)
     years.fixed = True
     return years, natives
 
 
 def _read_piece(where: str, lines: pa.Array, number: int, years: _Years,
-           natives: _Natives | None, *, note: bool) -> ReadResult:
+                natives: _Natives | None, *, note: bool) -> ReadResult:
     """The events of ``lines``, whose first is line ``number`` of the file; ``note``: say
     which years were assumed."""
     fields, parsed, blank = _header(lines)
