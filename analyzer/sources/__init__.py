@@ -473,10 +473,10 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
 #: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``),
 #: carrying what crosses a cut (sshd/syslog: the year steps, and from a first column-wise
 #: scan the inferred year and the processes' own verdicts that PAM lines echo; Kubernetes:
-#: the streaming requests still open; web logs: the clients named by host). Windows and
-#: Kubernetes JSON lines stream; their JSON array form, one value, is read whole and then
-#: cut. CloudTrail is one JSON document per file (delivered as many small files): read a
-#: file at a time.
+#: from a first scan, the last row of each streaming request open at a cut; web logs: the
+#: clients named by host). Windows and Kubernetes JSON lines stream; their JSON array
+#: form, one value, is read whole and then cut. CloudTrail is one JSON document per file
+#: (delivered as many small files): read a file at a time. docs/formats.md, "In pieces".
 _IN_PIECES = frozenset({"parquet", "csv", "sshd", "weblog", "windows", "k8s"})
 
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
+from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected, empty_frame
 from analyzer.sources.generic import json_records, json_stream, read_bytes, rows_to_frame
 
 __all__ = ["FORMAT", "OPTIONS", "read", "read_chunks", "sniff"]
@@ -97,26 +97,40 @@ def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
     JSON lines (and objects pretty-printed over lines) are read in blocks, never whole
     (:func:`~analyzer.sources.generic.json_stream`); a JSON array document is one value and
     is read whole. A streaming request (``pods/exec``, ...) logged at a stage that does not
-    count holds its row open: a later stage of it replaces that row in place. So a piece is
-    cut only where no such request is open: a session left open holds its piece open until
-    it closes (or the file ends). The ``auditID`` of the streaming requests that counted are
-    carried from piece to piece (a later stage of them is skipped).
+    count holds its row open: a later stage of it replaces that row in place, maybe pieces
+    later. So a file is scanned once first (parsed, not mapped, except those requests): the
+    last record of each request still open at a cut is then the row where it started. The
+    ``auditID`` of the streaming requests that counted are carried from piece to piece (a
+    later stage of them is skipped). Memory holds a piece, those requests' last rows and
+    the ids, never the file.
     """
     where = str(Path(path))
-    piece = _Piece(where, stages)
+    ahead: dict[tuple[int, int], dict[str, Any]] = {}
+    if rows is not None:
+        scan = _Piece(where, stages, ahead, scanning=True)
+        for _ in _pieces(json_stream(path, scan.rejected, rows=rows), scan, rows):
+            pass
+    piece = _Piece(where, stages, ahead)
     if rows is None:
         records = json_records(where, read_bytes(path, max_line=MAX_DOCUMENT_BYTES)[1],
                                piece.rejected)
     else:
         records = json_stream(path, piece.rejected, rows=rows)
-    last = None
+    yield from _pieces(records, piece, rows)
+
+
+def _pieces(records: Iterator[tuple[int, dict[str, Any]]], piece: _Piece, rows: int | None
+            ) -> Iterator[ReadResult]:
+    """``piece``'s results, cut after ``rows`` rows (``None``: at the end only), between
+    lines (the rejects of a line stay together)."""
+    last, ordinal = None, 0
     for number, doc in _events(records):
-        if rows is not None and len(piece.rows) >= rows and number != last \
-                and not piece.provisional:
-            yield piece.result()  # cut between lines: the rejects of a line stay together
-        piece.take(number, doc)
+        if rows is not None and len(piece.rows) >= rows and number != last:
+            yield piece.result()
+        ordinal = ordinal + 1 if number == last else 0
+        piece.take(number, ordinal, doc)
         last = number
-    yield piece.result()
+    yield piece.result(end=True)
 
 
 class _Piece:
@@ -125,26 +139,35 @@ class _Piece:
 
     A streaming request outside ``stages`` is kept once per ``auditID``, at the latest stage
     logged for it: a later record of the same request replaces the earlier one, which is
-    then counted as skipped like any other stage.
+    then counted as skipped like any other stage. ``ahead`` holds the last row of each such
+    request still open at a cut, by where it started (line, item): filled by a scan
+    (``scanning``: rows are counted, not mapped), read by the pieces after it.
     """
 
-    def __init__(self, where: str, stages: Collection[str]) -> None:
-        self.where, self.stages = where, stages
+    def __init__(self, where: str, stages: Collection[str],
+                 ahead: dict[tuple[int, int], dict[str, Any]], *,
+                 scanning: bool = False) -> None:
+        self.where, self.stages, self.ahead, self.scanning = where, stages, ahead, scanning
         self.rejected: list[Rejected] = []
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []  # ({} for a row a scan only counts)
         self.own: list[Rejected] = []
+        self.later: list[Rejected] = []  # of rows given before their lines' piece
         self.skipped: dict[str, dict[str, int]] = {}
-        self.provisional: dict[str, tuple[int, str]] = {}  # auditID -> (row index, stage)
+        #: auditID -> (row index, -1 once given or if its last row came from ``ahead``;
+        #: stage; where it started)
+        self.provisional: dict[str, tuple[int, str, tuple[int, int]]] = {}
         self.final: set[str] = set()  # streaming requests counted (kept across pieces)
         self.seen = 0
+        self.line = 0  # the last line taken
 
     def _skip(self, why: str, detail: str) -> None:
         counts = self.skipped.setdefault(why, {})
         counts[detail] = counts.get(detail, 0) + 1
 
-    def take(self, number: int, doc: dict[str, Any]) -> None:
-        """One record (from line ``number``): a row, a reject or a skip."""
+    def take(self, number: int, ordinal: int, doc: dict[str, Any]) -> None:
+        """One record (item ``ordinal`` of line ``number``): a row, a reject or a skip."""
         self.seen += 1
+        self.line = number
         kind = doc.get("kind", "Event")
         if kind != "Event":
             self._skip("not an audit Event", f"kind {kind!r:.40}")
@@ -161,30 +184,45 @@ class _Piece:
             self.own.append(Rejected(self.where, number, "verb: missing",
                                      orjson.dumps(doc)[:4096]))
             return
-        row = _row(doc, verb)
-        row["line"] = number
+        row = {} if self.scanning and not streaming else {**_row(doc, verb), "line": number}
         earlier = self.provisional.pop(audit_id, None) if streaming and audit_id else None
         if earlier is not None:  # the same streaming request, logged again at a later stage
+            index, start = earlier[0], earlier[2]
             self._skip("other stage", earlier[1][:40])
-            self.rows[earlier[0]] = row
+            if index >= 0:
+                self.rows[index] = row
+            elif self.scanning:  # it started before a cut: its row there is this one
+                self.ahead[start] = row
         else:
-            self.rows.append(row)
+            start = (number, ordinal)
+            last = None if self.scanning else self.ahead.pop(start, None)
+            index = len(self.rows) if last is None else -1
+            self.rows.append(row if last is None else last)
         if streaming and audit_id:
             if counted:
                 self.final.add(audit_id)
             else:
-                self.provisional[audit_id] = (len(self.rows) - 1 if earlier is None
-                                              else earlier[0], stage)
+                self.provisional[audit_id] = (index, stage, start)
 
-    def result(self) -> ReadResult:
+    def result(self, *, end: bool = False) -> ReadResult:
         """What was taken since the last result, as one; then start again (``final`` and
-        the open requests stay)."""
+        the open requests stay). A row given before its line's piece (the last stage of a
+        request that started here) is set aside in the piece of its line."""
+        self.provisional = {k: (-1, *v[1:]) for k, v in self.provisional.items()}
+        if self.scanning:
+            self.rejected.clear()
+            self.rows, self.own = [], []
+            return ReadResult(empty_frame())
         records = self.seen + len(self.rejected)
         rejected = [*self.rejected, *self.own]
         self.rejected.clear()  # (in place: the JSON reader holds this list)
+        timed: list[Rejected] = []  # rows whose time cannot be read
         frame = rows_to_frame(self.rows, ("user", "action", "outcome", "source_ip",
                                           "resource", "category", "message", "event_id"),
-                              self.where, rejected, extra=("user_kind", "command"))
+                              self.where, timed, extra=("user_kind", "command"))
+        timed += self.later
+        self.later = [] if end else [r for r in timed if r.line > self.line]
+        rejected += [r for r in timed if end or r.line <= self.line]
         result = ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)),
                             records=records, skipped=self.skipped)
         self.rows, self.own, self.skipped, self.seen = [], [], {}, 0
