@@ -273,9 +273,9 @@ def _k8s(audit_id: str, stage: str, second: int, *, subresource: str = "exec",
 def test_a_streaming_request_keeps_its_place_across_pieces(tmp_path):
     """An exec logged at ResponseStarted on line 2 and ResponseComplete on line 6 is one row,
     at line 2's place, whatever piece each line falls in; so is a port-forward logged at
-    three stages (lines 12, 14, 16), whose last record's time cannot be read: it is set
-    aside as line 16, in that line's place among the rejects. An attach never closed (line
-    10) is its own row. Bad lines are set aside with their numbers."""
+    three stages (lines 12, 14, 17), whose last record's time cannot be read: it is set
+    aside as line 17, after line 16 (not an object), as a whole read orders them. An attach
+    never closed (line 10) is its own row. Bad lines are set aside with their numbers."""
     docs = [_k8s("a0", "ResponseComplete", 0, subresource="log"),
             _k8s("x1", "ResponseStarted", 1),
             _k8s("a2", "ResponseComplete", 2, subresource="log"),
@@ -296,15 +296,16 @@ def test_a_streaming_request_keeps_its_place_across_pieces(tmp_path):
             _k8s("a15", "ResponseComplete", 15, subresource="log")]
     lines = [orjson.dumps(d).decode() for d in docs]
     lines.insert(6, "{not json")
+    lines.insert(15, "[1, 2]")
     path = tmp_path / "audit.log"
     path.write_text("\n".join(lines) + "\n")
     whole = k8s.read(path)
-    assert [r.line for r in whole.rejected] == [4, 7, 16]
+    assert [r.line for r in whole.rejected] == [4, 7, 16, 17]
     assert whole.frame["timestamp"].dt.second.tolist() == [0, 5, 2, 6, 7, 8, 9, 11, 13, 15]
     assert whole.frame["action"].tolist()[1] == "create:pods/exec"
     assert whole.skipped == {"other stage": {"RequestReceived": 2, "ResponseStarted": 2},
                              "not an audit Event": {"kind 'int'": 1}}
-    for rows in range(1, 18):
+    for rows in range(1, 19):
         pieces = pieces_match(k8s, path, rows)
         assert max(len(p.frame) for p in pieces) <= rows
 
