@@ -270,10 +270,11 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         ``progress(records, share)`` as the read goes (per block of an audit log, per file
         of other formats).
     rows, pieces
-        Hand the events to ``pieces`` as frames of about ``rows`` events (audit logs) or
-        one per file (other formats), within the period, in file and line order (not sorted
-        by time), as the read goes, even while a ``tap`` drives it; the result then holds
-        the read's accounting with an empty frame (``used`` counts the events handed).
+        Hand the events to ``pieces`` as frames of about ``rows`` events (audit logs, and
+        the formats read in pieces: :data:`_IN_PIECES`) or one per file (CloudTrail,
+        generic), within the period, in file and line order (not sorted by time), as the
+        read goes, even while a ``tap`` drives it; the result then holds the read's
+        accounting with an empty frame (``used`` counts the events handed).
     **more
         Options by keyword, as in :class:`ReaderOptions` (checked by name).
 
@@ -341,7 +342,8 @@ def read_pieces(files: Iterable[str | os.PathLike[str]], *, rows: int,
     """:func:`read_events` of ``files`` (already expanded: :func:`expand_paths`) in pieces
     of about ``rows`` records, for a caller that holds one piece at a time
     (:mod:`analyzer.streaming`): audit logs in blocks of whole lines, Parquet exports in
-    row groups, other formats one piece per file. Each file is opened once, as in
+    row groups, the formats of :data:`_IN_PIECES` through their ``read_chunks``, the
+    others one piece per file. Each file is opened once, as in
     :func:`read_events`, and the options are checked alike. Each piece carries its own
     accounting (rejected lines numbered from the file's start); the first piece of a file
     names its format (so that the pieces' ``formats`` add up to one per file, as in
@@ -415,7 +417,7 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
             yield from _reader_pieces(module, name, path, rows, checked(name), pruning,
                                       progress)
             return
-        if hand is not None and hand[0] is not None and name == "parquet":
+        if hand is not None and hand[0] is not None and name in _IN_PIECES:
             yield _handed_over(module, name, path, hand, checked(name), pruning, progress)
             return
         yield dataclasses.replace(module.read(path, **checked(name), **pruning),
@@ -441,6 +443,9 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         if rows is not None and name in _IN_PIECES:
             yield from _reader_pieces(_module(name), name, file, rows, options, {}, progress)
             return
+        if hand is not None and hand[0] is not None and name in _IN_PIECES:
+            yield _handed_over(_module(name), name, file, hand, options, {}, progress)
+            return
         yield dataclasses.replace(_module(name).read(file, **options), formats=(name,))
         return
     if rows is None:
@@ -465,11 +470,14 @@ def _path_pieces(path: Path | str, format: str | None, since: Any, until: Any,
         raise read_failed(file, exc) from None
 
 
-#: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``):
-#: each record is judged on its own. The others read a file whole: sshd and syslog lines
-#: carry state from line to line (the year of a date without one, a session's user),
-#: CloudTrail is one JSON document per file, Windows and Kubernetes exports are small.
-_IN_PIECES = frozenset({"parquet", "csv"})
+#: Formats other than the audit log whose reader reads a file in pieces (``read_chunks``),
+#: carrying what crosses a cut (sshd/syslog: the year steps, and from a first column-wise
+#: scan the inferred year and the processes' own verdicts that PAM lines echo; Kubernetes:
+#: from a first scan, the last row of each streaming request open at a cut; web logs: the
+#: clients named by host). Windows and Kubernetes JSON lines stream; their JSON array
+#: form, one value, is read whole and then cut. CloudTrail is one JSON document per file
+#: (delivered as many small files): read a file at a time. docs/formats.md, "In pieces".
+_IN_PIECES = frozenset({"parquet", "csv", "sshd", "weblog", "windows", "k8s"})
 
 
 def _reader_pieces(module: ModuleType, name: str, path: Path | str, rows: int,
@@ -489,8 +497,9 @@ def _handed_over(module: ModuleType, name: str, path: Path | str,
                  hand: tuple[int | None, Callable[[ReadResult], None]],
                  options: dict[str, Any], pruning: dict[str, Any],
                  progress: ReadProgress | None) -> ReadResult:
-    """An export read whole that hands its pieces of about ``hand[0]`` records to
-    ``hand[1]`` as it goes (see :func:`read_jsonl_once`): the last piece is the result."""
+    """A file (or export) of a format read in pieces, read whole, that hands its pieces of
+    about ``hand[0]`` records to ``hand[1]`` as it goes (see :func:`read_jsonl_once`): the
+    last piece is the result."""
     assert hand[0] is not None  # (the caller hands over only with a size)
     last = None
     for piece in _reader_pieces(module, name, path, hand[0], options, pruning, progress):

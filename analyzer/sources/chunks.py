@@ -2,9 +2,10 @@
 
 :class:`ChunkedRead` yields normalized frames of about ``size`` events, file after file:
 the project's own JSONL trail (a rotated series, globs, single large files) in blocks of lines,
-Parquet exports in row groups and CSV files in pieces of records, so that memory holds one
-chunk; the other formats are read whole, one chunk per file (their lines carry state from one
-to the next, or their files are single documents). A database's pieces come the same way
+Parquet exports in row groups, and CSV, sshd/syslog, web access, Windows and Kubernetes
+(JSON lines) files through their readers' ``read_chunks``, so that memory holds one chunk;
+CloudTrail files (single documents) are read whole, one chunk per file. A database's pieces
+come the same way
 (``pieces=``, :class:`analyzer.store.DatabaseEvents`). After the iteration,
 :attr:`ChunkedRead.result` holds the same accounting as :func:`analyzer.sources.read_events`
 of the same paths (records read, used, set aside, skipped), with an empty frame.

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ from analyzer.sources._base import (
     within_time_range,
 )
 
-__all__ = ["FORMAT", "OPTIONS", "dig", "ip_or_empty", "json_records", "load_mapping",
-           "read", "read_bytes", "rows_to_frame", "sniff", "split_lines"]
+__all__ = ["FORMAT", "OPTIONS", "dig", "ip_or_empty", "json_records", "json_stream", "line_pieces",
+           "load_mapping", "read", "read_bytes", "rows_to_frame", "sniff", "split_lines"]
 
 FORMAT = "generic"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -90,6 +90,56 @@ def read_bytes(path: str | os.PathLike[str], *,
     except (OSError, EOFError, zlib.error) as exc:
         raise read_failed(file, exc) from exc
     return str(file), data
+
+
+def line_pieces(path: str | os.PathLike[str], *, rows: int | None,
+                max_line: int = MAX_LINE_BYTES) -> Generator[pa.Array, None, None]:
+    """The lines of ``path`` as :func:`split_lines` splits them, in arrays of ``rows`` lines
+    (the last may be shorter; ``None``: one array, the whole file, as :func:`read_bytes`
+    reads it). At least one array is yielded, empty for an empty file.
+
+    In pieces, the file is read in blocks of whole lines sized to the pieces, so memory
+    holds about one piece whatever the file's size; the line numbers, the over-long lines'
+    stand-ins and the replacement of bytes that are not UTF-8 are those of a whole read (a
+    block ends on a newline, which no multi-byte character contains).
+    """
+    if rows is None:
+        yield split_lines(read_bytes(path, max_line=max_line)[1])
+        return
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    file = Path(path)
+    handle, seekable = open_log(file)
+    held: list[pa.Array] = []  # lines read and not yet handed out, fewer than ``rows``
+    count = 0
+    given = False
+    try:
+        with handle:
+            # about 256 bytes a line: a piece of short lines is one block or two
+            blocks = whole_line_blocks(handle, seekable=seekable, max_line=max_line,
+                                       block_bytes=min(32 << 20, max(64 << 10, rows << 8)))
+            for _, block, end in blocks:
+                lines = _block_lines(str(memoryview(block)[:end], "utf-8", "replace"))
+                held.append(lines)
+                count += len(lines)
+                while count >= rows:
+                    joined = pa.concat_arrays(held) if len(held) > 1 else held[0]
+                    yield joined.slice(0, rows)
+                    given = True
+                    held, count = [joined.slice(rows)], count - rows
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from exc
+    if count or not given:
+        yield pa.concat_arrays(held) if held else pa.array([], type=pa.string())
+
+
+def _block_lines(text: str) -> pa.Array:
+    """The lines of a block of whole lines (ending with a newline), without line ends."""
+    body = text[:-1] if text.endswith("\n") else text
+    lines = pc.list_flatten(pc.split_pattern(pa.array([body], type=pa.large_string()), "\n"))
+    if "\r" in body:
+        lines = pc.utf8_rtrim(lines, "\r")
+    return lines.cast(pa.string())
 
 
 def split_lines(data: bytes) -> pa.Array:
@@ -150,11 +200,61 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
                     rejected.append(Rejected(where, number, "not a JSON object",
                                              orjson.dumps(item)[:4096]))
             return
-    lines = data.split(b"\n")
-    number = 0
-    while number < len(lines):
-        raw = lines[number]
-        number += 1
+    yield from _line_records(where, data.split(b"\n"), 0, rejected)
+
+
+def json_stream(path: str | os.PathLike[str], rejected: list[Rejected], *,
+                rows: int = 1 << 12) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`json_records` of the file at ``path`` without holding it: JSON lines (and
+    objects pretty-printed over lines) are read in blocks of whole lines sized for about
+    ``rows`` records, an object that a block cuts is carried into the next, and the records
+    and rejects are those of a whole read. A JSON array document is read whole (it is one
+    value)."""
+    file = Path(path)
+    if _starts_an_array(file):
+        yield from json_records(str(file), read_bytes(file, max_line=MAX_DOCUMENT_BYTES)[1],
+                                rejected)
+        return
+    handle, seekable = open_log(file)
+    carry: list[bytes] = []  # lines of an object not closed in the blocks read so far
+    first = 0  # lines before ``carry``
+    try:
+        with handle:
+            for _, block, end in whole_line_blocks(
+                    handle, seekable=seekable, max_line=MAX_DOCUMENT_BYTES,
+                    block_bytes=min(32 << 20, max(64 << 10, rows << 10))):
+                lines = carry + bytes(memoryview(block)[:end - 1]).split(b"\n")
+                done = yield from _line_records(str(file), lines, first, rejected,
+                                                final=False)
+                carry, first = lines[done:], first + done
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from exc
+    yield from _line_records(str(file), carry, first, rejected)
+
+
+def _starts_an_array(file: Path) -> bool:
+    """Whether the file's first character that is not white space is ``[``."""
+    handle, _ = open_log(file)
+    try:
+        with handle:
+            while block := handle.read(64 << 10):
+                if block.strip():
+                    return block.lstrip()[:1] == b"["
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failed(file, exc) from exc
+    return False
+
+
+def _line_records(where: str, lines: list[bytes], first: int, rejected: list[Rejected], *,
+                  final: bool = True) -> Generator[tuple[int, dict[str, Any]], None, int]:
+    """The records of ``lines``, the first of which is line ``first + 1``; returns how many
+    lines were read: all, unless (not ``final``) an object runs past the last line, which
+    is then read again with the lines after it."""
+    index = 0
+    while index < len(lines):
+        raw = lines[index]
+        index += 1
+        number = first + index
         line = raw.strip()
         if not line:
             continue
@@ -164,18 +264,20 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            doc, used = _object_over_lines(lines, number - 1)
+            doc, used = _object_over_lines(lines, index - 1)
+            if used < 0 and not final:
+                return index - 1
             if doc is None:
                 rejected.append(Rejected(where, number,
                                          f"bad JSON: {str(exc).split(':', 1)[0]}", line[:4096]))
                 continue
-            text = b"\n".join(lines[number - 1:number - 1 + used])
+            text = b"\n".join(lines[index - 1:index - 1 + used])
             if (repeated := _repeated_key(text, doc)) is None:
                 yield number, doc
             else:
                 rejected.append(Rejected(where, number, f"duplicate key {repeated}",
                                          text[:4096]))
-            number += used - 1
+            index += used - 1
             continue
         if not isinstance(doc, dict):
             rejected.append(Rejected(where, number, "not a JSON object", line[:4096]))
@@ -184,6 +286,7 @@ def json_records(where: str, data: bytes, rejected: list[Rejected]
             rejected.append(Rejected(where, number, f"duplicate key {repeated}", line[:4096]))
             continue
         yield number, doc
+    return index
 
 
 #: A key in JSON text: a closing quote, then the colon (strings holding ``":`` match too,
@@ -220,9 +323,11 @@ def _object_over_lines(lines: list[bytes], start: int) -> tuple[dict[str, Any] |
 
     Returns the object and how many lines it took, or ``(None, 0)`` when no object starts
     there or it does not close: then only the first line is rejected and reading resumes
-    with the next one. The object is taken to close where a ``}`` stands at the indentation
-    of its opening brace (what every pretty-printer writes), so it is parsed once, not at
-    every nested brace; a line at that indentation that opens a new record ends the search.
+    with the next one; ``(None, -1)`` when ``lines`` end before it is decided (a file read
+    in blocks: the next block may close it). The object is taken to close where a ``}``
+    stands at the indentation of its opening brace (what every pretty-printer writes), so
+    it is parsed once, not at every nested brace; a line at that indentation that opens a
+    new record ends the search.
     """
     opening = lines[start].rstrip(b"\r")
     indent = opening[:len(opening) - len(opening.lstrip())]
@@ -244,6 +349,9 @@ def _object_over_lines(lines: list[bytes], start: int) -> tuple[dict[str, Any] |
         except orjson.JSONDecodeError:
             break
         return (doc, end + 1 - start) if isinstance(doc, dict) else (None, 0)
+    else:
+        if len(lines) < start + _MAX_OBJECT_LINES:
+            return None, -1
     return None, 0
 
 

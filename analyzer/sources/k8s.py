@@ -22,15 +22,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
-from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
-from analyzer.sources.generic import json_records, read_bytes, rows_to_frame
+from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected, empty_frame
+from analyzer.sources.generic import json_records, json_stream, read_bytes, rows_to_frame
 
-__all__ = ["FORMAT", "OPTIONS", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "read", "read_chunks", "sniff"]
 
 FORMAT = "k8s"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -82,76 +83,156 @@ def read(path: str | os.PathLike[str], *,
         time, is rejected with its line number; an object of another kind (not an audit
         ``Event``) is counted in ``skipped``.
     """
-    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
-    rejected: list[Rejected] = []
-    rows, own, skipped, seen = _collect(_events(where, data, rejected), where, stages)
-    records = seen + len(rejected)
-    rejected.extend(own)
-    frame = rows_to_frame(rows, ("user", "action", "outcome", "source_ip", "resource",
-                                 "category", "message", "event_id"), where, rejected,
-                          extra=("user_kind", "command"))
-    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)), records=records,
-                      skipped=skipped)
+    # run to the end (one piece): the file closes there, not when the generator is collected
+    (result,) = read_chunks(path, rows=None, stages=stages)
+    return result
 
 
-def _collect(events: Iterator[tuple[int, dict[str, Any]]], where: str,
-             stages: Collection[str]) -> tuple[list[dict[str, Any]], list[Rejected],
-                                               dict[str, dict[str, int]], int]:
-    """Rows of the records that are events, rejects, skips by why and stage, records seen.
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
+                stages: Collection[str] = _FINAL_STAGES) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` events (``None``: one piece, the whole
+    file), in the file's order, each with its own accounting; together they hold what a
+    whole read holds, rejected lines numbered in the file.
+
+    JSON lines (and objects pretty-printed over lines) are read in blocks, never whole
+    (:func:`~analyzer.sources.generic.json_stream`); a JSON array document is one value and
+    is read whole. A streaming request (``pods/exec``, ...) logged at a stage that does not
+    count holds its row open: a later stage of it replaces that row in place, maybe pieces
+    later. So a file is scanned once first (parsed, not mapped, except those requests): the
+    last record of each request still open at a cut is then the row where it started. The
+    ``auditID`` of the streaming requests that counted are carried from piece to piece (a
+    later stage of them is skipped). Memory holds a piece, those requests' last rows and
+    the ids, never the file.
+    """
+    where = str(Path(path))
+    ahead: dict[tuple[int, int], dict[str, Any]] = {}
+    if rows is not None:
+        scan = _Piece(where, stages, ahead, scanning=True)
+        for _ in _pieces(json_stream(path, scan.rejected, rows=rows), scan, rows):
+            pass
+    piece = _Piece(where, stages, ahead)
+    if rows is None:
+        records = json_records(where, read_bytes(path, max_line=MAX_DOCUMENT_BYTES)[1],
+                               piece.rejected)
+    else:
+        records = json_stream(path, piece.rejected, rows=rows)
+    yield from _pieces(records, piece, rows)
+
+
+def _pieces(records: Iterator[tuple[int, dict[str, Any]]], piece: _Piece, rows: int | None
+            ) -> Iterator[ReadResult]:
+    """``piece``'s results, cut after ``rows`` rows (``None``: at the end only), between
+    lines (the rejects of a line stay together)."""
+    last, ordinal = None, 0
+    for number, doc in _events(records):
+        if rows is not None and len(piece.rows) >= rows and number != last:
+            yield piece.result()
+        ordinal = ordinal + 1 if number == last else 0
+        piece.take(number, ordinal, doc)
+        last = number
+    yield piece.result(end=True)
+
+
+class _Piece:
+    """The rows of the records taken since the last :meth:`result`, rejects, skips by why
+    and stage, records seen. ``rejected`` is also where the JSON reader sets lines aside.
 
     A streaming request outside ``stages`` is kept once per ``auditID``, at the latest stage
     logged for it: a later record of the same request replaces the earlier one, which is
-    then counted as skipped like any other stage.
+    then counted as skipped like any other stage. ``ahead`` holds the last row of each such
+    request still open at a cut, by where it started (line, item): filled by a scan
+    (``scanning``: rows are counted, not mapped), read by the pieces after it.
     """
-    rows: list[dict[str, Any]] = []
-    own: list[Rejected] = []
-    skipped: dict[str, dict[str, int]] = {}
-    provisional: dict[str, tuple[int, str]] = {}  # auditID -> (row index, stage)
-    final: set[str] = set()
-    seen = 0
 
-    def skip(why: str, detail: str) -> None:
-        counts = skipped.setdefault(why, {})
+    def __init__(self, where: str, stages: Collection[str],
+                 ahead: dict[tuple[int, int], dict[str, Any]], *,
+                 scanning: bool = False) -> None:
+        self.where, self.stages, self.ahead, self.scanning = where, stages, ahead, scanning
+        self.rejected: list[Rejected] = []
+        self.rows: list[dict[str, Any]] = []  # ({} for a row a scan only counts)
+        self.own: list[Rejected] = []
+        self.later: list[Rejected] = []  # of rows given before their lines' piece
+        self.skipped: dict[str, dict[str, int]] = {}
+        #: auditID -> (row index, -1 once given or if its last row came from ``ahead``;
+        #: stage; where it started)
+        self.provisional: dict[str, tuple[int, str, tuple[int, int]]] = {}
+        self.final: set[str] = set()  # streaming requests counted (kept across pieces)
+        self.seen = 0
+        self.line = 0  # the last line taken
+
+    def _skip(self, why: str, detail: str) -> None:
+        counts = self.skipped.setdefault(why, {})
         counts[detail] = counts.get(detail, 0) + 1
 
-    for number, doc in events:
-        seen += 1
+    def take(self, number: int, ordinal: int, doc: dict[str, Any]) -> None:
+        """One record (item ``ordinal`` of line ``number``): a row, a reject or a skip."""
+        self.seen += 1
+        self.line = number
         kind = doc.get("kind", "Event")
         if kind != "Event":
-            skip("not an audit Event", f"kind {kind!r:.40}")
-            continue
+            self._skip("not an audit Event", f"kind {kind!r:.40}")
+            return
         stage = str(doc.get("stage") or "")
-        counted = not stage or stage in stages
+        counted = not stage or stage in self.stages
         streaming = _is_streaming(doc)
         audit_id = str(doc.get("auditID") or "")
-        if not counted and (not streaming or audit_id in final):
-            skip("other stage", stage[:40])
-            continue
+        if not counted and (not streaming or audit_id in self.final):
+            self._skip("other stage", stage[:40])
+            return
         verb = doc.get("verb")
         if not isinstance(verb, str) or not verb:
-            own.append(Rejected(where, number, "verb: missing", orjson.dumps(doc)[:4096]))
-            continue
-        row = _row(doc, verb)
-        row["line"] = number
-        earlier = provisional.pop(audit_id, None) if streaming and audit_id else None
+            self.own.append(Rejected(self.where, number, "verb: missing",
+                                     orjson.dumps(doc)[:4096]))
+            return
+        row = {} if self.scanning and not streaming else {**_row(doc, verb), "line": number}
+        earlier = self.provisional.pop(audit_id, None) if streaming and audit_id else None
         if earlier is not None:  # the same streaming request, logged again at a later stage
-            skip("other stage", earlier[1][:40])
-            rows[earlier[0]] = row
+            index, start = earlier[0], earlier[2]
+            self._skip("other stage", earlier[1][:40])
+            if index >= 0:
+                self.rows[index] = row
+            elif self.scanning:  # it started before a cut: its row there is this one
+                self.ahead[start] = row
         else:
-            rows.append(row)
+            start = (number, ordinal)
+            last = None if self.scanning else self.ahead.pop(start, None)
+            index = len(self.rows) if last is None else -1
+            self.rows.append(row if last is None else last)
         if streaming and audit_id:
             if counted:
-                final.add(audit_id)
+                self.final.add(audit_id)
             else:
-                provisional[audit_id] = (len(rows) - 1 if earlier is None else earlier[0],
-                                         stage)
-    return rows, own, skipped, seen
+                self.provisional[audit_id] = (index, stage, start)
+
+    def result(self, *, end: bool = False) -> ReadResult:
+        """What was taken since the last result, as one; then start again (``final`` and
+        the open requests stay). A row given before its line's piece (the last stage of a
+        request that started here) is set aside in the piece of its line."""
+        self.provisional = {k: (-1, *v[1:]) for k, v in self.provisional.items()}
+        if self.scanning:
+            self.rejected.clear()
+            self.rows, self.own = [], []
+            return ReadResult(empty_frame())
+        records = self.seen + len(self.rejected)
+        rejected = [*self.rejected, *self.own]
+        self.rejected.clear()  # (in place: the JSON reader holds this list)
+        timed: list[Rejected] = []  # rows whose time cannot be read
+        frame = rows_to_frame(self.rows, ("user", "action", "outcome", "source_ip",
+                                          "resource", "category", "message", "event_id"),
+                              self.where, timed, extra=("user_kind", "command"))
+        timed += self.later
+        self.later = [] if end else [r for r in timed if r.line > self.line]
+        rejected += [r for r in timed if end or r.line <= self.line]
+        result = ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)),
+                            records=records, skipped=self.skipped)
+        self.rows, self.own, self.skipped, self.seen = [], [], {}, 0
+        return result
 
 
-def _events(where: str, data: bytes, rejected: list[Rejected]
+def _events(records: Iterator[tuple[int, dict[str, Any]]]
             ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each record, with the ``items`` of an ``EventList`` (a webhook batch) taken out."""
-    for number, doc in json_records(where, data, rejected):
+    for number, doc in records:
         items = doc.get("items")
         if doc.get("kind") == "EventList" and isinstance(items, list):
             for item in items:

@@ -44,7 +44,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -62,9 +64,10 @@ from analyzer.sources._base import (
     arrow_to_frame,
     within_time_range,
 )
-from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
+from analyzer.sources.generic import ip_or_empty, line_pieces
 
-__all__ = ["ACCOUNT", "FORMAT", "OPTIONS", "PROGRAMS", "RULES", "Rule", "read", "sniff"]
+__all__ = ["ACCOUNT", "FORMAT", "OPTIONS", "PROGRAMS", "RULES", "Rule", "read",
+           "read_chunks", "sniff"]
 
 FORMAT = "sshd"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -245,50 +248,117 @@ def read(path: str | os.PathLike[str], *, year: int | None = None,
     >>> frame.loc[0, ["user", "action", "outcome", "source_ip"]].tolist()
     ['root', 'login', 'failure', '203.0.113.9']
     """
+    # run to the end (one piece): the file closes there, not when the generator is collected
+    (result,) = read_chunks(path, rows=None, year=year, tz=tz)
+    return result
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None, year: int | None = None,
+                tz: str = "UTC") -> Iterator[ReadResult]:
+    """:func:`read` in pieces of ``rows`` lines (``None``: one piece, the whole file), in the
+    file's order, each with its own accounting; together they hold what a whole read holds.
+
+    What crosses from line to line is carried: the line numbers, the year steps (a
+    December -> January step between two pieces moves to the next year) and the verdicts
+    PAM lines echo. Two things depend on the whole file, so a file longer than one piece
+    is scanned once before it is read (header and rules, column-wise, piece by piece): the
+    year of the first line when it is inferred (the latest line decides it), and the
+    processes that logged their own verdicts (a PAM line is an echo if its process logs
+    the same verdict anywhere in the file). Memory holds a piece and those processes'
+    (host, pid, action), 8 bytes each, never the file.
+    """
+    zone = _zone(tz)
+    where = str(Path(path))
+    pieces = line_pieces(path, rows=rows, max_line=MAX_LINE_BYTES)
+    first = next(pieces)
+    second = next(pieces, None) if rows is not None else None
+    pieces.close()
+    mtime = os.stat(path).st_mtime
+    if rows is None or second is None:  # the whole file in one piece: nothing crosses a cut
+        yield _read_piece(where, first, 1, _Years(year, zone, mtime), None, note=year is None)
+        return
+    del first, second
+    years, natives = _scan(path, rows, year, zone, mtime)
+    number = 1
+    for i, lines in enumerate(line_pieces(path, rows=rows, max_line=MAX_LINE_BYTES)):
+        yield _read_piece(where, lines, number, years, natives, note=year is None and i == 0)
+        number += len(lines)
+
+
+def _zone(tz: str) -> ZoneInfo:
     try:
-        zone = ZoneInfo(tz)
+        return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"unknown time zone {tz!r}") from exc
-    where, data = read_bytes(path, max_line=MAX_LINE_BYTES)
-    lines = split_lines(data)
+
+
+def _header(lines: pa.Array) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
+    """The syslog header fields of the lines that have one; which have one; which are
+    blank."""
     header = pc.extract_regex(lines, _HEADER)
     parsed = header.is_valid().to_numpy(zero_copy_only=False)
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0) \
         .to_numpy(zero_copy_only=False)
-    rejected = [Rejected(where, int(i) + 1, "not a syslog line (no time and host)",
-                         lines[int(i)].as_py().encode("utf-8", "replace")[:4096])
-                for i in np.flatnonzero(~parsed & ~blank)]
-    rows = np.flatnonzero(parsed)
     fields = {name: pc.fill_null(header.field(name).filter(pa.array(parsed)), "")
               for name in ("mon", "day", "hms", "iso", "host", "prog", "sub", "pid", "msg")}
     fields["line"] = lines.filter(pa.array(parsed))
-    mtime = os.stat(path).st_mtime
-    stamps, years = _timestamps(fields, year=year, zone=zone, mtime=mtime)
+    return fields, parsed, blank
+
+
+def _scan(path: str | os.PathLike[str], rows: int, year: int | None, zone: ZoneInfo,
+          mtime: float) -> tuple[_Years, _Natives]:
+    """What a read in pieces needs of the whole file before its first piece: the years
+    (the start year inferred from the latest line, and the span the note names) and the
+    processes' own verdicts."""
+    seen = _Years(0 if year is None else year, zone, mtime)
+    natives = _Natives()
+    for lines in line_pieces(path, rows=rows, max_line=MAX_LINE_BYTES):
+        fields, _, _ = _header(lines)
+        stamps = _timestamps(fields, years=seen, zone=zone)
+        events, _, _, _ = _match(fields, usable=~np.isnat(stamps))
+        natives.add(events, fields)
+    natives.close()
+    start = seen.inferred() if year is None else year
+    years = _Years(start, zone, mtime)
+    if seen.span is not None:  # the years the note names, known before the first piece
+        years.span = (start + seen.low, start + seen.high)
+    years.fixed = True
+    return years, natives
+
+
+def _read_piece(where: str, lines: pa.Array, number: int, years: _Years,
+                natives: _Natives | None, *, note: bool) -> ReadResult:
+    """The events of ``lines``, whose first is line ``number`` of the file; ``note``: say
+    which years were assumed."""
+    fields, parsed, blank = _header(lines)
+    rejected = [Rejected(where, int(i) + number, "not a syslog line (no time and host)",
+                         lines[int(i)].as_py().encode("utf-8", "replace")[:4096])
+                for i in np.flatnonzero(~parsed & ~blank)]
+    rows = np.flatnonzero(parsed)
+    stamps = _timestamps(fields, years=years, zone=years.zone)
     bad_time = np.isnat(stamps)
     for i in np.flatnonzero(bad_time):
-        rejected.append(Rejected(where, int(rows[i]) + 1,
+        rejected.append(Rejected(where, int(rows[i]) + number,
                                  f"unreadable time {fields['iso'][int(i)].as_py()!r}",
                                  lines[int(rows[i])].as_py().encode()[:4096]))
     rejected.sort(key=lambda r: r.line)
-    events, weight, skipped = _events(fields, usable=~bad_time)
+    events, weight, skipped = _events(fields, usable=~bad_time, natives=natives)
     notes: tuple[str, ...] = ()
-    if year is None and years is not None:
-        first, last = years
+    if note and years.span is not None:
+        first, last = years.span
         which = f"year {first}" if first == last else f"years {first}-{last}"
         notes = (f"{where}: {which} assumed for syslog times (no year in the lines; none "
                  f"after the file's modification time, "
-                 f"{datetime.fromtimestamp(mtime, zone):%Y-%m-%d}); set it with --year",)
+                 f"{datetime.fromtimestamp(years.mtime, years.zone):%Y-%m-%d}); set it with "
+                 f"--year",)
     return ReadResult(_frame(events, fields, stamps), tuple(rejected),
                       records=len(rejected) + int(weight[~bad_time].sum()),
                       skipped=skipped, notes=notes)
 
 
-def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo,
-                mtime: float) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """UTC times as ``datetime64[ns]`` (NaT where a time cannot be read), and the first and
-    last year given to BSD times (``None`` without any)."""
+def _timestamps(fields: dict[str, pa.Array], *, years: _Years, zone: ZoneInfo) -> np.ndarray:
+    """UTC times as ``datetime64[ns]`` (NaT where a time cannot be read)."""
     n = len(fields["msg"])
-    span = None
     out = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     month = pc.index_in(fields["mon"], value_set=_MONTHS)
     bsd = month.is_valid().to_numpy(zero_copy_only=False)
@@ -299,9 +369,8 @@ def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo
         hms = fields["hms"].filter(keep)
         secs = sum(pc.cast(pc.utf8_slice_codeunits(hms, a, a + 2), pa.int64()).to_numpy() * w
                    for a, w in ((0, 3600), (3, 60), (6, 1)))
-        years = _years(m, d, year=year, zone=zone, mtime=mtime)
-        span = (int(years.min()), int(years.max()))
-        months = ((years - 1970) * 12 + m - 1).astype("datetime64[M]")
+        year = years.of(m, d)
+        months = ((year - 1970) * 12 + m - 1).astype("datetime64[M]")
         local = (months.astype("datetime64[D]") + (d - 1)).astype("datetime64[s]") + secs
         index = pd.DatetimeIndex(local.astype("datetime64[ns]"))
         if zone.key != "UTC":
@@ -313,50 +382,102 @@ def _timestamps(fields: dict[str, pa.Array], *, year: int | None, zone: ZoneInfo
         out[bsd] = index.to_numpy()
     iso = ~bsd & (pc.utf8_length(fields["iso"]).to_numpy() > 0)
     if iso.any():
-        text = pd.Series(fields["iso"].filter(pa.array(iso)).to_pandas())
-        has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
-        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
-        # a time the ns frame cannot hold (year 5996) is unreadable, not a crash
-        if has_offset.any():
-            parsed[has_offset] = within_time_range(pd.to_datetime(
-                text[has_offset], format="ISO8601", utc=True, errors="coerce"))
-        if (~has_offset).any():
-            naive = pd.to_datetime(text[~has_offset], format="ISO8601", errors="coerce")
-            naive = naive.mask((naive < TIME_MIN.tz_localize(None))
-                               | (naive > TIME_MAX.tz_localize(None)))
-            parsed[~has_offset] = naive.dt.tz_localize(zone.key, ambiguous="NaT",
-                                                       nonexistent="shift_forward")
-        out[iso] = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    return out, span
+        out[iso] = _iso_times(fields["iso"].filter(pa.array(iso)), zone)
+    return out
 
 
-def _years(month: np.ndarray, day: np.ndarray, *, year: int | None, zone: ZoneInfo,
-           mtime: float) -> np.ndarray:
-    """The year of each BSD-dated line: a given start year, or inferred from ``mtime``."""
-    step = np.diff(month)
-    # A drop of six months or more is a new year (Dec -> Jan); a rise of as much is a late
-    # line from the year before, so the count comes back down.
-    offset = np.concatenate([[0], np.cumsum((step <= -6).astype(np.int64)
-                                            - (step >= 6).astype(np.int64))])
-    if year is not None:
-        return year + offset
-    # The latest line (in year-step, then calendar order; not always the last line) may be
-    # no later than the modification time, give or take a day for time zones.
-    ref = datetime.fromtimestamp(mtime, zone)
-    doy = _MONTH_START[month] + day
-    latest = int(np.argmax(offset * 400 + doy))
-    ref_doy = _MONTH_START[ref.month] + ref.day
-    latest_year = ref.year if doy[latest] <= ref_doy + 1 else ref.year - 1
-    return latest_year - offset[latest] + offset
+def _iso_times(iso: pa.Array, zone: ZoneInfo) -> np.ndarray:
+    """RFC 3339 times as UTC ``datetime64[ns]`` (NaT where unreadable); a time without an
+    offset is in ``zone``."""
+    text = pd.Series(iso.to_pandas())
+    has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    # a time the ns frame cannot hold (year 5996) is unreadable, not a crash
+    if has_offset.any():
+        parsed[has_offset] = within_time_range(pd.to_datetime(
+            text[has_offset], format="ISO8601", utc=True, errors="coerce"))
+    if (~has_offset).any():
+        naive = pd.to_datetime(text[~has_offset], format="ISO8601", errors="coerce")
+        naive = naive.mask((naive < TIME_MIN.tz_localize(None))
+                           | (naive > TIME_MAX.tz_localize(None)))
+        parsed[~has_offset] = naive.dt.tz_localize(zone.key, ambiguous="NaT",
+                                                   nonexistent="shift_forward")
+    return parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
 
 
-def _events(fields: dict[str, pa.Array], *, usable: np.ndarray
+class _Years:
+    """The year of BSD-dated lines (syslog writes none), piece after piece: a start year,
+    given or inferred, plus the year steps counted from the first line (a drop of six
+    months or more is a new year, Dec -> Jan; a rise of as much is a late line from the
+    year before, so the count comes back down)."""
+
+    def __init__(self, start: int | None, zone: ZoneInfo, mtime: float) -> None:
+        #: the year of the first BSD line; ``None``: inferred from the lines of the first
+        #: call, which are then all the file's
+        self.start = start
+        self.zone, self.mtime = zone, mtime
+        self.month: int | None = None  # the last BSD line's month, for the next step
+        self.offset = 0  # year steps up to that line
+        self.low = self.high = 0  # the fewest and the most steps
+        self.latest = (-1, 0, 0)  # the latest line: (steps * 400 + day of year, steps, day)
+        self.span: tuple[int, int] | None = None  # the first and last year given
+        self.fixed = False  # ``span`` is the whole file's, known beforehand
+
+    def of(self, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """The years of the next BSD lines (months 1-12, days of the month)."""
+        before = [] if self.month is None else [self.month]
+        step = np.diff(np.concatenate([before, month]).astype(np.int64))
+        moves = np.cumsum((step <= -6).astype(np.int64) - (step >= 6).astype(np.int64))
+        offset = self.offset + (moves if before else np.concatenate([[0], moves]))
+        self.month, self.offset = int(month[-1]), int(offset[-1])
+        self.low, self.high = min(self.low, int(offset.min())), max(self.high,
+                                                                    int(offset.max()))
+        # the latest line, in year-step then calendar order (not always the last line)
+        order = offset * 400 + _MONTH_START[month] + day
+        latest = int(np.argmax(order))
+        if order[latest] > self.latest[0]:
+            self.latest = (int(order[latest]), int(offset[latest]),
+                           int(order[latest] - offset[latest] * 400))
+        if self.start is None:
+            self.start = self.inferred()
+        if not self.fixed:
+            self.span = (self.start + self.low, self.start + self.high)
+        return self.start + offset
+
+    def inferred(self) -> int:
+        """The year of the first line that puts the latest line no later than the file's
+        modification time, give or take a day for time zones."""
+        ref = datetime.fromtimestamp(self.mtime, self.zone)
+        ref_doy = _MONTH_START[ref.month] + ref.day
+        _, steps, doy = self.latest
+        return (ref.year if doy <= ref_doy + 1 else ref.year - 1) - steps
+
+
+def _events(fields: dict[str, pa.Array], *, usable: np.ndarray, natives: _Natives | None
             ) -> tuple[pa.Table, np.ndarray, dict[str, dict[str, int]]]:
-    """Match messages against :data:`RULES`; one table row per event (before repeats).
+    """Match messages against :data:`RULES`; one table row per event (before repeats), PAM
+    echoes left out: of the lines' own processes (``natives`` None: the lines are the whole
+    file) or of ``natives``, the whole file's.
 
     Also returns how many events each line stands for (its repeat count, or the mapped
     event's count) and the skipped lines by kind and program, counted with that weight.
     """
+    events, weight, skipped, service = _match(fields, usable=usable)
+    if not len(events):
+        return events, weight, skipped
+    echo = _pam_echoes(events, fields) if natives is None else natives.echoes(events, fields)
+    if echo.any():
+        echoes = np.zeros(len(weight), dtype=bool)
+        echoes[events["row"].to_numpy()[echo]] = True
+        _tally(skipped, "PAM echo of a logged verdict", service, echoes, weight)
+        events = events.filter(pa.array(~echo))
+    return events, weight, skipped
+
+
+def _match(fields: dict[str, pa.Array], *, usable: np.ndarray
+           ) -> tuple[pa.Table, np.ndarray, dict[str, dict[str, int]], pa.Array]:
+    """:func:`_events` before PAM echoes are left out, in line order; and each line's
+    service (the PAM service, else the program)."""
     msg = fields["msg"]
     repeat = pc.extract_regex(msg, _REPEATED)
     repeated = repeat.is_valid()
@@ -396,16 +517,10 @@ def _events(fields: dict[str, pa.Array], *, usable: np.ndarray
     _tally(skipped, "other program", fields["prog"], usable & ~candidate, weight)
     _tally(skipped, "unmapped message", service, candidate & ~assigned, weight)
     if not pieces:
-        return _EMPTY_EVENTS, weight, skipped
+        return _EMPTY_EVENTS, weight, skipped, service
     events = pa.concat_tables(pieces)
     events = events.take(pa.array(np.argsort(events["row"].to_numpy(), kind="stable")))
-    echo = _pam_echoes(events, fields)
-    if echo.any():
-        echoes = np.zeros(len(weight), dtype=bool)
-        echoes[events["row"].to_numpy()[echo]] = True
-        _tally(skipped, "PAM echo of a logged verdict", service, echoes, weight)
-        events = events.filter(pa.array(~echo))
-    return events, weight, skipped
+    return events, weight, skipped, service
 
 
 def _tally(into: dict[str, dict[str, int]], kind: str, names: pa.Array, mask: np.ndarray,
@@ -486,6 +601,81 @@ def _pam_echoes(events: pa.Table, fields: dict[str, pa.Array]) -> np.ndarray:
     echo = pc.is_in(key, value_set=native_keys.combine_chunks()
                     if isinstance(native_keys, pa.ChunkedArray) else native_keys)
     return pam & pid_known & echo.to_numpy(zero_copy_only=False)
+
+
+#: The actions of PAM lines: a process's own verdict with another action echoes none.
+_PAM_ACTIONS = pa.array(sorted({rule.action for rule in RULES if rule.pam}))
+#: A pid written as its value (no leading zero, at most nine digits): coded as that value.
+_PLAIN_PID = r"^(?:0|[1-9][0-9]{0,8})$"
+_OTHER_PIDS = 1_000_000_000  # the codes of other pids are numbered from here
+
+
+class _Natives:
+    """The verdicts processes logged themselves in a whole file, read in pieces, as exact
+    (host, pid, action) codes: what makes a PAM line of any piece an echo (as
+    :func:`_pam_echoes` finds within one piece that is the whole file).
+
+    A code is ``(host number * 8 + action number) << 31 | pid``: hosts are numbered as they
+    come (a file names few), a pid is its value, and a pid written otherwise (leading zeros,
+    ten digits or more) is numbered as it comes; so equal codes are equal triples, never a
+    hash collision. Memory: 8 bytes a process (host, pid) and action, not a line.
+    """
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, int] = {}
+        self._pids: dict[str, int] = {}
+        self._parts: list[np.ndarray] = []  # codes not merged into ``codes`` yet
+        self._held = 0
+        self.codes = np.empty(0, dtype=np.int64)  # sorted, unique
+
+    def add(self, events: pa.Table, fields: dict[str, pa.Array]) -> None:
+        """Count the native verdicts among a piece's ``events`` (from :func:`_match`)."""
+        codes, coded = self._code(events, fields)
+        mine = coded & ~events["pam"].to_numpy()
+        self._parts.append(np.unique(codes[mine]))
+        self._held += len(self._parts[-1])
+        if self._held > 2 * max(len(self.codes), 1 << 16):
+            self.close()
+
+    def close(self) -> None:
+        """Merge what was counted (before the first look-up)."""
+        if self._parts:
+            self.codes = np.unique(np.concatenate([self.codes, *self._parts]))
+            self._parts, self._held = [], 0
+
+    def echoes(self, events: pa.Table, fields: dict[str, pa.Array]) -> np.ndarray:
+        """Which PAM events echo a verdict their process logged anywhere in the file."""
+        pam = events["pam"].to_numpy()
+        if not pam.any() or not len(self.codes):
+            return np.zeros(len(pam), dtype=bool)
+        codes, coded = self._code(events, fields)
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        return pam & coded & (self.codes[at] == codes)
+
+    def _code(self, events: pa.Table, fields: dict[str, pa.Array]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Each event's code, and which events have one (a pid, an action of PAM's)."""
+        rows = pa.array(events["row"].to_numpy())
+        pid = fields["pid"].take(rows)
+        action = pc.index_in(events["action"], value_set=_PAM_ACTIONS)
+        coded = pc.and_(pc.not_equal(pid, ""), action.is_valid()) \
+            .to_numpy(zero_copy_only=False)
+        plain = pc.match_substring_regex(pid, _PLAIN_PID).to_numpy(zero_copy_only=False)
+        value = pc.cast(pc.if_else(pa.array(plain), pid, "0"), pa.int64()).to_numpy()
+        other = coded & ~plain
+        if other.any():  # rare: numbered once per distinct spelling, not per line
+            value[other] = _OTHER_PIDS + self._numbers(self._pids, pid.filter(pa.array(other)))
+        host = self._numbers(self._hosts, fields["host"].take(rows))
+        kind = pc.fill_null(action, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return ((host * 8 + kind) << 31) | value, coded
+
+    @staticmethod
+    def _numbers(known: dict[str, int], values: pa.Array) -> np.ndarray:
+        """The number of each value in ``known``, numbering new ones (per distinct value)."""
+        encoded = pc.dictionary_encode(values)
+        lookup = np.array([known.setdefault(v, len(known))
+                           for v in encoded.dictionary.to_pylist()] or [0], dtype=np.int64)
+        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _frame(events: pa.Table, fields: dict[str, pa.Array], stamps: np.ndarray) -> pd.DataFrame:

@@ -20,9 +20,11 @@ source all the same, and the result's ``notes`` say how many requests came from 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,9 +38,9 @@ from analyzer.sources._base import (
     arrow_to_frame,
     within_time_range,
 )
-from analyzer.sources.generic import ip_or_empty, read_bytes, split_lines
+from analyzer.sources.generic import ip_or_empty, line_pieces
 
-__all__ = ["FORMAT", "OPTIONS", "read", "sniff"]
+__all__ = ["FORMAT", "OPTIONS", "read", "read_chunks", "sniff"]
 
 FORMAT = "weblog"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -96,14 +98,50 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     >>> read(log).frame.loc[0, ["user", "action", "outcome", "resource"]].tolist()
     ['bob', 'http.get', 'failure', '/admin']
     """
-    where, data = read_bytes(path, max_line=MAX_LINE_BYTES)
-    lines = split_lines(data)
+    # run to the end (one piece): the file closes there, not when the generator is collected
+    (result,) = read_chunks(path, rows=None)
+    return result
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of ``rows`` lines (``None``: one piece, the whole file), in the
+    file's order, each with its own accounting: a line is judged on its own, so the pieces
+    hold what a whole read holds, rejected lines numbered in the file. The note on clients
+    named by host comes with the last piece, counted over the file (memory holds the
+    distinct names, not the lines)."""
+    where = str(Path(path))
+    number = 1
+    requests = 0
+    names: set[str] = set()
+    pieces = line_pieces(path, rows=rows, max_line=MAX_LINE_BYTES)
+    lines = next(pieces)
+    while True:
+        following = next(pieces, None)
+        result, named, clients = _read_piece(where, lines, number)
+        requests += named
+        names.update(clients)
+        if following is None:
+            if requests:
+                result = dataclasses.replace(result, notes=(
+                    f"{where}: {requests:,} requests from {len(names):,} clients named by "
+                    f"host name, not address (kept in source_domain, scored as sources)",))
+            yield result
+            return
+        yield result
+        number += len(lines)
+        lines = following
+
+
+def _read_piece(where: str, lines: pa.Array, number: int
+                ) -> tuple[ReadResult, int, list[str]]:
+    """The requests of ``lines``, whose first is line ``number`` of the file; how many of
+    them name their client by host name, and those names."""
     text = _unwrap(lines)
     found = pc.extract_regex(text, _LINE)
     parsed = found.is_valid().to_numpy(zero_copy_only=False)
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0) \
         .to_numpy(zero_copy_only=False)
-    rejected = [Rejected(where, int(i) + 1, "not a common/combined log line",
+    rejected = [Rejected(where, int(i) + number, "not a common/combined log line",
                          lines[int(i)].as_py().encode("utf-8", "replace")[:4096])
                 for i in np.flatnonzero(~parsed & ~blank)]
     rows = np.flatnonzero(parsed)
@@ -119,7 +157,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     stamps = within_time_range(stamps)
     bad = stamps.isna().to_numpy()
     for i in np.flatnonzero(bad):
-        rejected.append(Rejected(where, int(rows[i]) + 1,
+        rejected.append(Rejected(where, int(rows[i]) + number,
                                  f"unreadable time {field('time')[int(i)].as_py()!r}",
                                  lines[int(rows[i])].as_py().encode()[:4096]))
     rejected.sort(key=lambda r: r.line)
@@ -131,12 +169,9 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     codes = frame["source_domain"].cat.codes.to_numpy()
     empty = np.flatnonzero(frame["source_domain"].cat.categories == "")
     named = (codes >= 0) & ~np.isin(codes, empty)
-    notes: tuple[str, ...] = ()
-    if named.any():
-        notes = (f"{where}: {int(named.sum()):,} requests from {len(np.unique(codes[named])):,}"
-                 f" clients named by host name, not address (kept in source_domain, scored "
-                 f"as sources)",)
-    return ReadResult(frame, tuple(rejected), records=int((~blank).sum()), notes=notes)
+    clients = frame["source_domain"].cat.categories[np.unique(codes[named])].tolist()
+    return ReadResult(frame, tuple(rejected), records=int((~blank).sum())), \
+        int(named.sum()), clients
 
 
 def _unwrap(lines: pa.Array) -> pa.Array:

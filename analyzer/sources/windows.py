@@ -34,16 +34,24 @@ readers; each record is mapped by a short Python function.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
 
 from analyzer.sources._base import MAX_DOCUMENT_BYTES, ReadResult, Rejected
-from analyzer.sources.generic import dig, json_records, read_bytes, rows_to_frame
+from analyzer.sources.generic import (
+    dig,
+    json_records,
+    json_stream,
+    read_bytes,
+    rows_to_frame,
+)
 
-__all__ = ["ACTIONS", "DCSYNC_RIGHTS", "FORMAT", "OPTIONS", "read", "sniff"]
+__all__ = ["ACTIONS", "DCSYNC_RIGHTS", "FORMAT", "OPTIONS", "read", "read_chunks",
+           "sniff"]
 
 FORMAT = "windows"
 #: The :class:`~analyzer.sources.options.ReaderOptions` :func:`read` takes.
@@ -170,49 +178,98 @@ def read(path: str | os.PathLike[str], *, all_events: bool = False) -> ReadResul
         One row per mapped event. A line that is not a JSON object, or that has no event id
         or no readable time, is rejected with its line number.
     """
-    where, data = read_bytes(path, max_line=MAX_DOCUMENT_BYTES)
-    rejected: list[Rejected] = []
-    rows: list[dict[str, Any]] = []
-    unmapped: dict[str, int] = {}
-    channels: dict[str, int] = {}
-    others: dict[str, int] = {}
-    seen = own = 0  # objects read; of the rejected, those set aside here (not bad JSON)
-    for number, doc in json_records(where, data, rejected):
-        seen += 1
+    # run to the end (one piece): the file closes there, not when the generator is collected
+    (result,) = read_chunks(path, rows=None, all_events=all_events)
+    return result
+
+
+def read_chunks(path: str | os.PathLike[str], *, rows: int | None,
+                all_events: bool = False) -> Iterator[ReadResult]:
+    """:func:`read` in pieces of about ``rows`` events (``None``: one piece, the whole
+    file), in the file's order, each with its own accounting: a record is judged on its
+    own, so the pieces hold what a whole read holds, rejected lines numbered in the file.
+
+    JSON lines (and objects pretty-printed over lines) are read in blocks, never whole
+    (:func:`~analyzer.sources.generic.json_stream`); a JSON array document is one value and
+    is read whole, then handed out in pieces all the same.
+    """
+    where = str(Path(path))
+    piece = _Piece(where, all_events)
+    if rows is None:
+        records = json_records(where, read_bytes(path, max_line=MAX_DOCUMENT_BYTES)[1],
+                               piece.rejected)
+    else:
+        records = json_stream(path, piece.rejected, rows=rows)
+    last = None
+    for number, doc in records:
+        if rows is not None and len(piece.rows) >= rows and number != last:
+            yield piece.result()  # cut between lines: the rejects of a line stay together
+        piece.take(number, doc)
+        last = number
+    yield piece.result()
+
+
+class _Piece:
+    """The events of the records taken since the last :meth:`result`, and their accounting.
+    ``rejected`` is also where the JSON reader sets lines aside."""
+
+    def __init__(self, where: str, all_events: bool) -> None:
+        self.where, self.all_events = where, all_events
+        self.rejected: list[Rejected] = []
+        self.rows: list[dict[str, Any]] = []
+        self.unmapped: dict[str, int] = {}
+        self.channels: dict[str, int] = {}
+        self.others: dict[str, int] = {}
+        self.seen = self.own = 0  # objects read; of the rejected, those set aside here
+
+    def take(self, number: int, doc: dict[str, Any]) -> None:
+        """Map one record (from line ``number``), or count why it is not an event."""
+        self.seen += 1
         event_id = _event_id(doc)
         if event_id is None:
-            own += 1
-            rejected.append(Rejected(where, number, "no EventID", orjson.dumps(doc)[:4096]))
-            continue
+            self.own += 1
+            self.rejected.append(Rejected(self.where, number, "no EventID",
+                                          orjson.dumps(doc)[:4096]))
+            return
         written, channel = _channel(doc)
         rule = ACTIONS.get((channel, event_id))
-        if rule is None and not all_events:
+        if rule is None and not self.all_events:
             if channel == SECURITY:
-                unmapped[str(event_id)] = unmapped.get(str(event_id), 0) + 1
+                self.unmapped[str(event_id)] = self.unmapped.get(str(event_id), 0) + 1
             else:
-                channels[written] = channels.get(written, 0) + 1
-            continue
-        if (rule is not None and not all_events and (channel, event_id) == (SYSMON, 10)
+                self.channels[written] = self.channels.get(written, 0) + 1
+            return
+        if (rule is not None and not self.all_events and (channel, event_id) == (SYSMON, 10)
                 and (target := _image_name(doc, "TargetImage")) not in CREDENTIAL_PROCESSES):
             # Sysmon 10 fires for every handle any process opens on another: thousands an
             # hour with no user. Opening the credential store is the evidence; the rest is
             # counted by target (and kept with --all-events).
-            others[target] = others.get(target, 0) + 1
-            continue
+            self.others[target] = self.others.get(target, 0) + 1
+            return
         row = _row(doc, event_id, channel, rule)
         if row["timestamp"] is None:
-            own += 1
-            rejected.append(Rejected(where, number, "no readable time",
-                                     orjson.dumps(doc)[:4096]))
-            continue
+            self.own += 1
+            self.rejected.append(Rejected(self.where, number, "no readable time",
+                                          orjson.dumps(doc)[:4096]))
+            return
         row["line"] = number
-        rows.append(row)
-    skipped = {k: v for k, v in (("unmapped event id", unmapped), ("other channel", channels),
-                                 ("sysmon 10 on another process", others)) if v}
-    records = seen + len(rejected) - own  # json_records' rejects are lines it never yielded
-    frame = _frame(rows, where, rejected)
-    return ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)), records=records,
-                      skipped=skipped)
+        self.rows.append(row)
+
+    def result(self) -> ReadResult:
+        """What was taken since the last result, as one; then start again."""
+        skipped = {k: v for k, v in (("unmapped event id", self.unmapped),
+                                     ("other channel", self.channels),
+                                     ("sysmon 10 on another process", self.others)) if v}
+        # the JSON reader's rejects are lines it never handed over
+        records = self.seen + len(self.rejected) - self.own
+        rejected = list(self.rejected)
+        self.rejected.clear()  # (in place: the JSON reader holds this list)
+        frame = _frame(self.rows, self.where, rejected)
+        result = ReadResult(frame, tuple(sorted(rejected, key=lambda r: r.line)),
+                            records=records, skipped=skipped)
+        self.rows, self.unmapped, self.channels, self.others = [], {}, {}, {}
+        self.seen = self.own = 0
+        return result
 
 
 #: Processes whose memory holds credentials: a handle opened on them (Sysmon 10) is what
