@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -100,3 +101,20 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL server of the module's own (started by ``services.postgres``, stopped
+    after the module); yields the URL of its empty ``audit`` database. Skips, with the
+    reason, where the server or psycopg is missing; a server that fails to start fails."""
+    from services import Unavailable, postgres
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres())
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield url

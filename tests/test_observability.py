@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 import services
 from services import Prom, free_port, get_json
-from test_store_postgres import pg_url  # noqa: F401 - the PostgreSQL fixture
 from test_watch import _fitted_model
 
 from analyzer.logger import AuditLogger
@@ -181,7 +180,7 @@ def _tamper_last_record(log: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_metrics_dashboards_and_rules_against_prometheus_and_postgres(
-        tmp_path, prometheus, pg_url):  # noqa: F811 - the imported fixture
+        tmp_path, prometheus, pg_url):
     psycopg = pytest.importorskip("psycopg")
     pytest.importorskip("prometheus_client")
     model = _fitted_model(tmp_path)

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
 import pandas as pd
 import pytest
-from services import Unavailable, postgres
 
 from analyzer.model import AuditModel
 from analyzer.report import read_scores
@@ -36,17 +33,6 @@ ENGINES = ["sqlite", "postgresql"]
 #: the chunk sizes of each engine: small and odd, so that minutes, windows and groups fall
 #: across pages (PostgreSQL's server costs more per case: one size)
 SIZES = {"sqlite": (997, 4096), "postgresql": (997,)}
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    """A PostgreSQL server for this module; yields the URL of its ``audit`` database."""
-    with ExitStack() as stack:
-        try:
-            url = stack.enter_context(postgres())
-        except Unavailable as exc:
-            pytest.skip(str(exc))
-        yield url
 
 
 def _ship(log: Path, engine: str, name: str, folder: Path, server: str | None) -> str:
@@ -80,7 +66,7 @@ def databases(request: pytest.FixtureRequest, trails,  # noqa: F811
     """The organisation's trail shipped plain, and with its alerts written back, into
     databases of each engine."""
     engine = request.param
-    server = request.getfixturevalue("pg_server") if engine == "postgresql" else None
+    server = request.getfixturevalue("pg_url") if engine == "postgresql" else None
     folder = tmp_path_factory.mktemp(f"db-{engine}")
     return {"engine": engine,
             **{name: _ship(trails[name], engine, name, folder, server)
@@ -166,7 +152,7 @@ def _insert_later_row(url: str) -> None:
 def live(request: pytest.FixtureRequest, trails, tmp_path: Path) -> str:  # noqa: F811
     """A database of the plain trail that a test may write to."""
     engine = request.param
-    server = request.getfixturevalue("pg_server") if engine == "postgresql" else None
+    server = request.getfixturevalue("pg_url") if engine == "postgresql" else None
     return _ship(trails["plain"], engine, "live", tmp_path, server)
 
 

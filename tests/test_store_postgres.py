@@ -9,12 +9,10 @@ server refuses to run as root, so as root it runs as the ``postgres`` account (o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
 import pytest
-from services import Unavailable, postgres
 
 from analyzer.events import AuditEvent
 from analyzer.logger import AuditLogger
@@ -25,18 +23,6 @@ from analyzer.store import TABLE, query_db, read_db_events, verify_db
 pytestmark = pytest.mark.integration
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is the optional [postgres] extra")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with ExitStack() as stack:
-        try:
-            url = stack.enter_context(postgres())
-        except Unavailable as exc:
-            pytest.skip(str(exc))
-        except RuntimeError as exc:
-            pytest.fail(str(exc))
-        yield url
 
 
 @pytest.fixture
