@@ -281,7 +281,8 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
         are then left out as they are read (chunk by chunk when read in chunks).
     chunk_events
         Read log files in chunks of about this many events (see the module's
-        documentation); ``None``: read them whole.
+        documentation); ``None``: read them whole. On an ``engine``, a worker reads a file
+        it is given whole (a format without byte ranges, a gzip file) in pieces of this size.
     engine
         Read and compute the features on this connected Dask engine (the caller closes it).
     on_read
@@ -296,7 +297,8 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
     if engine is not None:
         if exclude_alerts is not None:
             raise ConfigError("leaving alerted windows out runs locally, not on an engine")
-        reading = engine.fit(model, **_engine_read(source, **how))
+        reading = engine.fit(model, chunk_events=chunk_events,
+                             **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)
         return TrainRun(reading, model)
@@ -550,7 +552,9 @@ def score_trail(source: Source, model: AuditModel | None = None, *,
     chunk_events
         Read log files in chunks of about this many events (see the module's documentation);
         ``None``: read them whole. Suppression rules that match on actions or addresses
-        gather what they need of the events as the chunks go by.
+        gather what they need of the events as the chunks go by. On an ``engine``, a
+        worker reads a file it is given whole (a format without byte ranges, a gzip file)
+        in pieces of this size.
     engine
         Read and compute the features on this connected Dask engine (the caller closes it);
         it needs a fitted ``model``.
@@ -627,6 +631,7 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
         if max_alert_share is not None:
             model.max_alert_share = max_alert_share
         scores, reading = engine.score(model, alerts_per_day=alerts_per_day,
+                                       chunk_events=chunk_events,
                                        **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)

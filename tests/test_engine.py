@@ -21,6 +21,7 @@ from analyzer.engine.partitions import (
 from analyzer.errors import ConfigError
 from analyzer.sources import is_side_file, read_events
 from analyzer.synth import SynthConfig, generate, write_audit_log
+from tests.conftest import shared_data
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +162,9 @@ def _train_and_score(inputs: list[str], out: Path, engine: list[str], unseal=Non
     return pd.read_csv(scores, keep_default_na=False), _alerts(alerts, unseal)
 
 
-def _same_scores(dask: pd.DataFrame, local: pd.DataFrame) -> None:
+def _same_scores(dask: pd.DataFrame, local: pd.DataFrame, at_least: int = 100) -> None:
     assert list(dask.columns) == list(local.columns)
-    assert len(dask) == len(local) > 100
+    assert len(dask) == len(local) > at_least
     numbers = [c for c in local.columns if pd.api.types.is_float_dtype(local[c])]
     others = [c for c in local.columns if c not in numbers]
     pd.testing.assert_frame_equal(dask[others], local[others])
@@ -255,6 +256,45 @@ def test_decrypt_on_workers_scores_an_encrypted_trail_as_the_local_engine(
     _same_scores(dask[0], local[0])
     assert local[1] and dask[1] == local[1]
     assert local[1][0]["source"] or local[1][0]["user"]  # opened: who is in clear
+
+
+def test_a_whole_file_partition_is_mapped_in_pieces_as_it_is_read_whole() -> None:
+    """Phase 1 of a file without byte ranges (an sshd log) read in pieces: the worker holds
+    one piece's arrays at a time, and the partition's slots, counts, accounting and merged
+    statistics are those of the whole read."""
+    from analyzer.engine.dask_engine import _phase1
+    from analyzer.features import FeatureExtractor
+
+    log = shared_data("loghub", "OpenSSH_2k.log")
+    (part,) = plan_partitions([str(log)], format="sshd")
+    assert part.kind == "file"
+    spec = FeatureExtractor().stats_spec(fitting=True)
+    options = {"year": 2024}
+    whole = _phase1(part, options, None, None, spec, None)
+    pieces = _phase1(part, options, None, None, spec, 300)
+    assert len(whole[2]) == 1 and len(pieces[2]) > 3  # one array per piece
+    for got, want in zip(pieces[0].slots, whole[0].slots, strict=True):
+        assert got == want
+    np.testing.assert_array_equal(pieces[0].counts, whole[0].counts)
+    assert pieces[0].accounting.used == whole[0].accounting.used > 1000
+    assert pieces[0].accounting.records == whole[0].accounting.records
+    assert pieces[0].accounting.rejected == whole[0].accounting.rejected
+    assert sum(ev.n for ev in pieces[2]) == whole[2][0].n
+    assert sum(ev.n for ev in pieces[3]) == whole[3][0].n > 0  # the failed logins
+
+
+@pytest.mark.slow
+def test_dask_engine_reads_an_sshd_log_in_pieces_as_the_local_engine_reads_it_whole(
+        scheduler: str, tmp_path: Path) -> None:
+    log = shared_data("loghub", "OpenSSH_2k.log")
+    inputs = [str(log), "--year", "2024"]
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = _train_and_score(inputs, tmp_path / "local", ["--chunk-events", "0"])
+    dask = _train_and_score(inputs, tmp_path / "dask",
+                            ["--scheduler", scheduler, "--chunk-events", "300"])
+    _same_scores(dask[0], local[0], at_least=10)  # a small log: fewer windows
+    assert local[1] and dask[1] == local[1]  # the brute force alerts, on both
 
 
 def test_a_jsonl_url_is_cut_into_byte_ranges_like_a_local_file(series: Path) -> None:

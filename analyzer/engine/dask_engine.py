@@ -110,15 +110,18 @@ class DaskEngine:
 
     def fit(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
             since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
-            decrypt_keys: tuple[bytes, ...] = ()) -> ReadResult:
+            decrypt_keys: tuple[bytes, ...] = (), chunk_events: int | None = None
+            ) -> ReadResult:
         """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
         the features and the detectors on the cluster, the rest of the model here. Returns
-        the read's accounting."""
+        the read's accounting. ``chunk_events``: a worker reads a whole-file partition (a
+        format without byte ranges, a gzip file) in pieces of about this many events, as
+        the local engine reads a file in chunks (``None``: whole)."""
         clock = time.perf_counter()
         fx = model.new_extractor()
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
-                                        decrypt_keys=decrypt_keys)
+                                        decrypt_keys=decrypt_keys, rows=chunk_events)
         # the same code as the local engine's fit; the detectors (one per entity type,
         # independent) fitted side by side on the workers
         model.fit_table(windows, fit_all=self._fit_all)
@@ -134,14 +137,16 @@ class DaskEngine:
 
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
               since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
-              decrypt_keys: tuple[bytes, ...] = (), alerts_per_day: float | None = None
-              ) -> tuple[pd.DataFrame, ReadResult]:
+              decrypt_keys: tuple[bytes, ...] = (), alerts_per_day: float | None = None,
+              chunk_events: int | None = None) -> tuple[pd.DataFrame, ReadResult]:
         """Score ``inputs`` with a fitted ``model``: the scores frame (the columns of
-        :meth:`~analyzer.model.AuditModel.score`) and the read's accounting."""
+        :meth:`~analyzer.model.AuditModel.score`) and the read's accounting;
+        ``chunk_events`` as in :meth:`fit`."""
         clock = time.perf_counter()
         windows, result = self._windows(model.extractor_, inputs, fitting=False,
                                         format=format, since=since, until=until,
-                                        options=options or {}, decrypt_keys=decrypt_keys)
+                                        options=options or {}, decrypt_keys=decrypt_keys,
+                                        rows=chunk_events)
         rarity = self._map_rarity(model, windows)
         logger.info("detectors' output for the windows at %.1f s", time.perf_counter() - clock)
         scores = model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity)
@@ -169,9 +174,12 @@ class DaskEngine:
 
     def _windows(self, fx: Any, inputs: Sequence[str], *, fitting: bool, format: str | None,
                  since: Any, until: Any, options: dict[str, Any],
-                 decrypt_keys: tuple[bytes, ...]) -> tuple[pd.DataFrame, ReadResult]:
+                 decrypt_keys: tuple[bytes, ...], rows: int | None
+                 ) -> tuple[pd.DataFrame, ReadResult]:
         """The window table of ``inputs`` (phase 1 and 2 on the workers, the table pass
-        here) and the read's accounting."""
+        here) and the read's accounting; ``rows``: the pieces of a whole-file partition."""
+        if rows is not None and rows < 1:
+            raise ConfigError(f"chunk_events must be at least 1, got {rows}")
         client = self.client
         clock = time.perf_counter()
         parts = _plan(inputs, format=format, since=since, until=until,
@@ -186,7 +194,7 @@ class DaskEngine:
                 source = client.scatter(read, hash=False)
             else:
                 source = part
-            mapped.append(client.submit(_phase1, source, sent, since, until, spec,
+            mapped.append(client.submit(_phase1, source, sent, since, until, spec, rows,
                                         pure=False))
         reads = client.gather([client.submit(operator.getitem, f, 0) for f in mapped])
         stats = [client.submit(operator.getitem, f, 1) for f in mapped]
@@ -250,20 +258,41 @@ class _Read:
 
 
 def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
-            since: Any, until: Any, spec: Any) -> tuple[_Read, Any, Any, Any]:
+            since: Any, until: Any, spec: Any, rows: int | None
+            ) -> tuple[_Read, Any, list[Any], list[Any]]:
     """On a worker: read a partition (or take what the client read), and map it to its
     partial statistics, its compact event arrays and, apart, those of its failed events
-    (all that a later block's day of look-back needs of it)."""
-    from analyzer.features import chunk_stats
+    (all that a later block's day of look-back needs of it). With ``rows``, a whole file
+    (an sshd log, a Windows export, a gzip file...) is read in pieces of about that many
+    events, as the local engine reads it in chunks, so that a worker holds one piece of
+    it, not the file: its arrays are then one per piece."""
+    from analyzer.features import chunk_stats, merge_stats
 
-    if isinstance(source, Partition):
-        result, lines = read_partition(source, options, since=since, until=until)
-    else:
+    stats: Any = None
+    events: list[Any] = []
+
+    def add(frame: pd.DataFrame) -> None:
+        nonlocal stats
+        part, arrays = chunk_stats(frame, spec)
+        stats = part if stats is None else merge_stats(stats, part)
+        if arrays.n:
+            events.append(arrays)
+
+    if isinstance(source, Partition) and rows is not None:
+        result, lines = read_partition(source, options, since=since, until=until,
+                                       rows=rows, pieces=add)
+    else:  # whole, or read by the client (--decrypt-on-workers)
+        if isinstance(source, Partition):
+            source = read_partition(source, options, since=since, until=until)
         result, lines = source
-    stats, events = chunk_stats(result.frame, spec)
-    slots, counts = np.unique(events.t // spec.step, return_counts=True)
-    accounting = dataclasses.replace(result, frame=empty_frame(), used=len(result.frame))
-    failed = events.take(np.flatnonzero(events.fail))
+        add(result.frame)
+        result = dataclasses.replace(result, used=len(result.frame))
+    if stats is None:  # no events: the statistics of none
+        add(empty_frame())
+    slots, counts = np.unique(np.concatenate(
+        [ev.t // spec.step for ev in events] or [np.empty(0, np.int64)]), return_counts=True)
+    accounting = dataclasses.replace(result, frame=empty_frame())
+    failed = [ev.take(np.flatnonzero(ev.fail)) for ev in events]
     return _Read(accounting, lines, slots, counts), stats, events, failed
 
 
@@ -275,12 +304,15 @@ def _phase2(ctx: Any, lo: int | None, hi: int | None, details: bool,
     :mod:`analyzer.streaming`'s one rule, shared with the local driver)."""
     from analyzer.streaming import block_events, failures_before
 
-    events = block_events(ctx, [a for a, f in zip(arrays, full, strict=True) if f], lo, hi)
+    # each partition's arrays are a list (one per piece of a file read in pieces)
+    events = block_events(ctx, [a for part, f in zip(arrays, full, strict=True) if f
+                                for a in part], lo, hi)
     if events is None:  # no event of the block's own slots (its look-back only)
         return None
-    return ctx.profile.window_block(ctx, events, lo=lo, hi=hi,
-                                    failures=failures_before(ctx, arrays, lo),
-                                    details=details)
+    return ctx.profile.window_block(
+        ctx, events, lo=lo, hi=hi,
+        failures=failures_before(ctx, [a for part in arrays for a in part], lo),
+        details=details)
 
 
 def _fit_detector(detector: Any, rows: pd.DataFrame) -> Any:

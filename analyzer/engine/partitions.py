@@ -23,12 +23,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analyzer.errors import ConfigError, SourceError
-from analyzer.sources import ReadResult, Rejected, detect_format, read_events, within_period
+from analyzer.sources import (
+    ReadResult,
+    Rejected,
+    detect_format,
+    empty_frame,
+    read_events,
+    within_period,
+)
 
 __all__ = ["DEFAULT_TARGET_BYTES", "Partition", "merge_accounting", "plan_partitions",
            "read_partition", "renumber", "worker_options"]
@@ -195,12 +204,26 @@ def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_partition(part: Partition, options: Mapping[str, Any], *, since: Any = None,
-                   until: Any = None) -> tuple[ReadResult, int]:
+                   until: Any = None, rows: int | None = None,
+                   pieces: Callable[[pd.DataFrame], None] | None = None
+                   ) -> tuple[ReadResult, int]:
     """Read ``part`` into a normalized frame: ``(result, lines in the part)``.
 
     The line count is that of a byte range (0 for other parts): the client adds it to the
-    numbers of the rejected lines of the ranges after it (:func:`renumber`).
+    numbers of the rejected lines of the ranges after it (:func:`renumber`). With
+    ``pieces``, the events go to it instead, and the result holds the accounting (``used``
+    counts them): a local file (a format without byte ranges, a gzip file) in pieces of
+    about ``rows`` events in file order, as :func:`~analyzer.sources.read_events` hands
+    them over; another part as one frame.
     """
+    if pieces is not None:
+        if part.kind == "file" and not _is_url(part.source):
+            return read_events(part.source, format=part.format, since=since, until=until,
+                               rows=rows, pieces=pieces, **options), 0
+        result, lines = read_partition(part, options, since=since, until=until)
+        if len(result.frame):
+            pieces(result.frame)
+        return dataclasses.replace(result, frame=empty_frame(), used=len(result.frame)), lines
     if part.kind == "row_groups":
         from analyzer.sources import parquet
 
