@@ -58,7 +58,7 @@ from analyzer.sources import (
 if TYPE_CHECKING:
     from analyzer.alerts import Alert
     from analyzer.drift import DriftReport
-    from analyzer.engine import DaskEngine
+    from analyzer.engine import DaskEngine, EngineProgress
     from analyzer.feedback import ExclusionResult
     from analyzer.integrity import VerifyReport
     from analyzer.model import AuditModel
@@ -298,7 +298,7 @@ def train_trail(source: Source, model: AuditModel | None = None, *,
         if exclude_alerts is not None:
             raise ConfigError("leaving alerted windows out runs locally, not on an engine")
         reading = engine.fit(model, chunk_events=chunk_events,
-                             **_engine_read(source, **how))
+                             progress=_engine_steps(progress), **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)
         return TrainRun(reading, model)
@@ -367,6 +367,27 @@ class _Windows:
     def __call__(self, done: int, share: float) -> None:
         self.progress(Step("windows", done, unit="windows", share=share,
                            elapsed=time.monotonic() - self.started))
+
+
+def _engine_steps(progress: Progress) -> EngineProgress:
+    """The engine's progress as :class:`Step` s: records read (``"reading"``, the share of
+    partitions mapped), then windows computed (``"windows"``, their rate from the start of
+    phase 2, which the engine tells with 0 windows)."""
+    from analyzer.engine import EngineProgress
+
+    class Steps(EngineProgress):
+        def __init__(self) -> None:
+            self.blocks = _Windows(progress)
+
+        def reading(self, records: int, share: float) -> None:
+            progress(Step("reading", records, share=share))
+
+        def windows(self, done: int, share: float) -> None:
+            if not done and not share:
+                self.blocks.started = time.monotonic()
+            self.blocks(done, share)
+
+    return Steps()
 
 
 def _announced(chunks: ChunkedRead, stage: str, progress: Progress,
@@ -632,6 +653,7 @@ def _read_and_score(source: Source, model: AuditModel | None, how: dict[str, Any
             model.max_alert_share = max_alert_share
         scores, reading = engine.score(model, alerts_per_day=alerts_per_day,
                                        chunk_events=chunk_events,
+                                       progress=_engine_steps(progress),
                                        **_engine_read(source, **how))
         if on_read is not None:
             on_read(reading)

@@ -201,6 +201,39 @@ def test_dask_engine_scores_a_parquet_export_as_the_local_engine(
     assert local[1] and dask[1] == local[1]
 
 
+@pytest.mark.slow
+def test_the_dask_engine_tells_the_records_read_and_the_windows_as_it_goes(
+        series: Path, scheduler: str) -> None:
+    """What a terminal's progress line is drawn from on the engine: records read as each
+    partition is mapped (up to the read's count, all partitions), then windows as each
+    block is computed (from 0 as phase 2 begins, up to all blocks)."""
+    from distributed import Client
+
+    from analyzer.engine import DaskEngine
+    from analyzer.pipeline import score_trail, train_trail
+
+    steps: list = []
+    with Client(scheduler) as client:
+        engine = DaskEngine(client)
+        trained = train_trail([str(series) + "*"], engine=engine, progress=steps.append)
+        scored = score_trail([str(series) + "*"], trained.model, engine=engine,
+                             progress=steps.append)
+    parts = len(plan_partitions([str(series) + "*"]))
+    assert parts > 1
+    # train: one step per partition mapped, then the windows
+    first = steps[:steps.index(next(s for s in steps if s.stage == "windows"))]
+    records = [s.done for s in first]
+    assert len(first) == parts and records == sorted(records)
+    assert records[-1] == trained.reading.records and first[-1].share == 1.0
+    assert sum(s.stage == "reading" for s in steps) == 2 * parts  # and score's
+    windows = [s for s in steps if s.stage == "windows"]
+    starts = [i for i, s in enumerate(windows) if s.done == 0 and s.share == 0.0]
+    assert len(starts) == 2  # phase 2 of train, then of score
+    of_score = windows[starts[1]:]
+    assert [s.done for s in of_score] == sorted(s.done for s in of_score)
+    assert of_score[-1].share == 1.0 and of_score[-1].done == len(scored.scores)
+
+
 def test_without_the_extra_the_dask_engine_is_one_line(monkeypatch, capsys,
                                                        series: Path) -> None:
     import analyzer.engine

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 
-from analyzer.engine.dask_engine import DaskEngine
+from analyzer.engine.dask_engine import DaskEngine, EngineProgress
 from analyzer.engine.partitions import Partition, plan_partitions
 
-__all__ = ["DaskEngine", "Partition", "dask_available", "plan_partitions"]
+__all__ = ["DaskEngine", "EngineProgress", "Partition", "dask_available", "plan_partitions"]
 
 
 def dask_available() -> bool:

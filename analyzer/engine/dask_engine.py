@@ -13,7 +13,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from analyzer.errors import ConfigError
 from analyzer.sources import ReadResult, empty_frame
 from analyzer.streaming import look_back
 
-__all__ = ["DaskEngine"]
+__all__ = ["DaskEngine", "EngineProgress"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,18 @@ _LOCAL_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
 }
+
+
+class EngineProgress:
+    """What a run on the engine tells as it goes (the default tells nothing):
+    :meth:`reading` the records read so far and the share of partitions mapped,
+    :meth:`windows` the windows computed so far and the share of blocks done."""
+
+    def reading(self, records: int, share: float) -> None:
+        """Called as each partition of phase 1 is mapped."""
+
+    def windows(self, done: int, share: float) -> None:
+        """Called once as phase 2 begins (0 windows), then as each block is computed."""
 
 
 class DaskEngine:
@@ -110,18 +122,21 @@ class DaskEngine:
 
     def fit(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
             since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
-            decrypt_keys: tuple[bytes, ...] = (), chunk_events: int | None = None
-            ) -> ReadResult:
+            decrypt_keys: tuple[bytes, ...] = (), chunk_events: int | None = None,
+            progress: EngineProgress | None = None) -> ReadResult:
         """Fit ``model`` (an unfitted :class:`~analyzer.model.AuditModel`) on ``inputs``:
         the features and the detectors on the cluster, the rest of the model here. Returns
         the read's accounting. ``chunk_events``: a worker reads a whole-file partition (a
         format without byte ranges, a gzip file) in pieces of about this many events, as
-        the local engine reads a file in chunks (``None``: whole)."""
+        the local engine reads a file in chunks (``None``: whole). ``progress`` is told
+        the records read as each partition is mapped, then the windows as each block is
+        computed."""
         clock = time.perf_counter()
         fx = model.new_extractor()
         windows, result = self._windows(fx, inputs, fitting=True, format=format, since=since,
                                         until=until, options=options or {},
-                                        decrypt_keys=decrypt_keys, rows=chunk_events)
+                                        decrypt_keys=decrypt_keys, rows=chunk_events,
+                                        progress=progress)
         # the same code as the local engine's fit; the detectors (one per entity type,
         # independent) fitted side by side on the workers
         model.fit_table(windows, fit_all=self._fit_all)
@@ -138,15 +153,16 @@ class DaskEngine:
     def score(self, model: Any, *, inputs: Sequence[str], format: str | None = None,
               since: Any = None, until: Any = None, options: dict[str, Any] | None = None,
               decrypt_keys: tuple[bytes, ...] = (), alerts_per_day: float | None = None,
-              chunk_events: int | None = None) -> tuple[pd.DataFrame, ReadResult]:
+              chunk_events: int | None = None, progress: EngineProgress | None = None
+              ) -> tuple[pd.DataFrame, ReadResult]:
         """Score ``inputs`` with a fitted ``model``: the scores frame (the columns of
         :meth:`~analyzer.model.AuditModel.score`) and the read's accounting;
-        ``chunk_events`` as in :meth:`fit`."""
+        ``chunk_events`` and ``progress`` as in :meth:`fit`."""
         clock = time.perf_counter()
         windows, result = self._windows(model.extractor_, inputs, fitting=False,
                                         format=format, since=since, until=until,
                                         options=options or {}, decrypt_keys=decrypt_keys,
-                                        rows=chunk_events)
+                                        rows=chunk_events, progress=progress)
         rarity = self._map_rarity(model, windows)
         logger.info("detectors' output for the windows at %.1f s", time.perf_counter() - clock)
         scores = model.score_table(windows, alerts_per_day=alerts_per_day, rarity=rarity)
@@ -174,29 +190,21 @@ class DaskEngine:
 
     def _windows(self, fx: Any, inputs: Sequence[str], *, fitting: bool, format: str | None,
                  since: Any, until: Any, options: dict[str, Any],
-                 decrypt_keys: tuple[bytes, ...], rows: int | None
-                 ) -> tuple[pd.DataFrame, ReadResult]:
+                 decrypt_keys: tuple[bytes, ...], rows: int | None,
+                 progress: EngineProgress | None = None) -> tuple[pd.DataFrame, ReadResult]:
         """The window table of ``inputs`` (phase 1 and 2 on the workers, the table pass
         here) and the read's accounting; ``rows``: the pieces of a whole-file partition."""
         if rows is not None and rows < 1:
             raise ConfigError(f"chunk_events must be at least 1, got {rows}")
         client = self.client
+        tell = progress or EngineProgress()
         clock = time.perf_counter()
         parts = _plan(inputs, format=format, since=since, until=until,
                       workers=max(self.n_workers, 1))
         spec = fx.stats_spec(fitting=fitting)
-        sent = worker_options(options)
-        mapped = []
-        for part in parts:
-            if decrypt_keys:  # --decrypt-on-workers: read here, send the decrypted columns
-                read = read_partition(part, {**options, "decrypt_keys": decrypt_keys},
-                                      since=since, until=until)
-                source = client.scatter(read, hash=False)
-            else:
-                source = part
-            mapped.append(client.submit(_phase1, source, sent, since, until, spec, rows,
-                                        pure=False))
-        reads = client.gather([client.submit(operator.getitem, f, 0) for f in mapped])
+        reads, mapped = self._map_partitions(parts, spec, options=options, since=since,
+                                             until=until, decrypt_keys=decrypt_keys,
+                                             rows=rows, tell=tell)
         stats = [client.submit(operator.getitem, f, 1) for f in mapped]
         events = [client.submit(operator.getitem, f, 2) for f in mapped]
         failed = [client.submit(operator.getitem, f, 3) for f in mapped]
@@ -214,13 +222,42 @@ class DaskEngine:
             full, arrays = _block_inputs(ctx, reads, events, failed, lo, hi)
             blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, full, *arrays,
                                         pure=False))
-        done = [b for b in client.gather(blocks) if b is not None]
+        done = _phase2_done(client, blocks, tell)
         del blocks, events, failed
         logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
         windows = fx.finish_windows(ctx, done, details=not fitting)
         logger.info("window table (%d windows) at %.1f s", len(windows),
                     time.perf_counter() - clock)
         return windows, result
+
+    def _map_partitions(self, parts: list[Partition], spec: Any, *,
+                        options: dict[str, Any], since: Any, until: Any,
+                        decrypt_keys: tuple[bytes, ...], rows: int | None,
+                        tell: EngineProgress) -> tuple[list[_Read], list[Any]]:
+        """Phase 1 sent to the workers: the partitions' reads (gathered, in order, told to
+        ``tell`` as they come) and the futures of their whole results."""
+        client = self.client
+        sent = worker_options(options)
+        mapped = []
+        for part in parts:
+            if decrypt_keys:  # --decrypt-on-workers: read here, send the decrypted columns
+                read = read_partition(part, {**options, "decrypt_keys": decrypt_keys},
+                                      since=since, until=until)
+                source = client.scatter(read, hash=False)
+            else:
+                source = part
+            mapped.append(client.submit(_phase1, source, sent, since, until, spec, rows,
+                                        pure=False))
+        read_so_far = 0
+
+        def mapped_one(n: int, read: _Read) -> None:
+            nonlocal read_so_far
+            read_so_far += read.accounting.records or read.accounting.used or 0
+            tell.reading(read_so_far, n / len(parts))
+
+        reads = _gather(client, [client.submit(operator.getitem, f, 0) for f in mapped],
+                        mapped_one)
+        return reads, mapped
 
     @staticmethod
     def _accounting(parts: list[Partition], reads: list[_Read]) -> ReadResult:
@@ -366,6 +403,34 @@ def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
     slots = read.slots
     i = 0 if lo is None else int(np.searchsorted(slots, lo))
     return i < len(slots) and (hi is None or int(slots[i]) < hi)
+
+
+def _gather(client: Any, futures: list[Any], each: Callable[[int, Any], None]) -> list[Any]:
+    """The results of ``futures`` in their order, telling ``each(n, result)`` as the n-th
+    one completes (in any order): a progress display sees the work as the workers do it."""
+    from distributed import as_completed
+
+    place = {future.key: i for i, future in enumerate(futures)}
+    out: list[Any] = [None] * len(futures)
+    for n, (future, result) in enumerate(as_completed(futures, with_results=True), 1):
+        out[place[future.key]] = result
+        each(n, result)
+    return out
+
+
+def _phase2_done(client: Any, blocks: list[Any], tell: EngineProgress) -> list[Any]:
+    """The blocks' windows, in order, told to ``tell`` as each is computed (from 0, as
+    phase 2 begins: the windows' rate counts from there)."""
+    so_far = 0
+    tell.windows(0, 0.0)
+
+    def computed(n: int, block: Any) -> None:
+        nonlocal so_far
+        if block is not None:
+            so_far += sum(len(w) for w in block.windows.values())
+        tell.windows(so_far, n / len(blocks))
+
+    return [b for b in _gather(client, blocks, computed) if b is not None]
 
 
 def _merge_tree(client: Any, futures: list[Any]) -> Any:
