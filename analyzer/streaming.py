@@ -49,7 +49,8 @@ from analyzer.features import (
     merge_stats,
 )
 
-__all__ = ["block_events", "failures_before", "frame_chunks", "look_back", "stream_windows"]
+__all__ = ["WindowStream", "block_events", "failures_before", "frame_chunks", "look_back",
+           "stream_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,30 +88,64 @@ def stream_windows(extractor: FeatureExtractor, chunks: Iterable[pd.DataFrame], 
     ``progress(windows, share)`` is told the windows computed so far after each block of
     phase 2, and the share of the blocks done.
     """
-    spec = extractor.stats_spec(fitting=fitting)
-    with tempfile.TemporaryDirectory(prefix="audit-analyzer-", dir=spill_dir) as tmp:
-        total: PartialStats | None = None
-        spilled: list[_Spilled] = []
-        for i, frame in enumerate(chunks):  # phase 1: one chunk in memory at a time
-            part, events = chunk_stats(frame, spec)
-            total = part if total is None else merge_stats(total, part)
-            if events.n:
-                spilled.append(_spill(events, Path(tmp) / f"{i}.pkl", spec.step))
-            del events, frame
+    with WindowStream(extractor, fitting=fitting, details=details,
+                      spill_dir=spill_dir) as stream:
+        for frame in chunks:  # phase 1: one chunk in memory at a time
+            stream.add(frame)
+            del frame
+        return stream.windows(progress=progress)
+
+
+class WindowStream:
+    """:func:`stream_windows` for a caller that is handed the chunks rather than pulling
+    them (the report's pass over a trail): :meth:`add` each chunk as it comes (phase 1),
+    then :meth:`windows` once. Close it (or use it as a context manager) to delete its
+    temporary arrays."""
+
+    def __init__(self, extractor: FeatureExtractor, *, fitting: bool, details: bool,
+                 spill_dir: str | os.PathLike[str] | None = None) -> None:
+        self.extractor, self.fitting, self.details = extractor, fitting, details
+        self._spec = extractor.stats_spec(fitting=fitting)
+        self._tmp = tempfile.TemporaryDirectory(prefix="audit-analyzer-", dir=spill_dir)
+        self._total: PartialStats | None = None
+        self._spilled: list[_Spilled] = []
+        self._added = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Phase 1 of one chunk: its statistics merged, its arrays spilled."""
+        part, events = chunk_stats(frame, self._spec)
+        self._total = part if self._total is None else merge_stats(self._total, part)
+        if events.n:
+            self._spilled.append(_spill(events, Path(self._tmp.name) / f"{self._added}.pkl",
+                                        self._spec.step))
+        self._added += 1
+
+    def windows(self, *, progress: Callable[[int, float], None] | None = None
+                ) -> pd.DataFrame:
+        """The window table of the chunks added (phases 2 and 3)."""
+        total = self._total
         if total is None:  # no chunks at all: the statistics of no events
-            total = chunk_stats(_no_events(), spec)[0]
-        ctx = extractor.finalize_stats(total, fitting=fitting)
+            total = chunk_stats(_no_events(), self._spec)[0]
+        ctx = self.extractor.finalize_stats(total, fitting=self.fitting)
         blocks: list[Block] = []
-        n_blocks, n_windows = len(_bounds(spilled)), 0
-        for block in _blocks(ctx, spilled, details=details):
+        n_blocks, n_windows = len(_bounds(self._spilled)), 0
+        for block in _blocks(ctx, self._spilled, details=self.details):
             blocks.append(block)
             n_windows += sum(len(w) for w in block.windows.values())
             if progress is not None:
                 progress(n_windows, len(blocks) / max(n_blocks, 1))
-        logger.debug("windows of %d events in %d chunks, %d blocks", total.n, len(spilled),
-                     len(blocks))
-        out = extractor.finish_windows(ctx, blocks, details=details)
-    return out
+        logger.debug("windows of %d events in %d chunks, %d blocks", total.n,
+                     len(self._spilled), len(blocks))
+        return self.extractor.finish_windows(ctx, blocks, details=self.details)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> WindowStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _spill(events: EventArrays, path: Path, step: int) -> _Spilled:

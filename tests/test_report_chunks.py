@@ -166,16 +166,22 @@ def _copy(path: Path, tmp_path: Path) -> Path:
 
 
 def test_how_often_a_chunked_report_opens_the_log(trails, tmp_path, capsys):
-    """One pass serves the verdict, the recorded alerts and the counts; a trail larger than
-    one chunk is read again for what that pass cannot know yet: the alerts' rows (recorded
-    alerts are found at its end), and, without a model or scores, the scores."""
+    """One pass serves the verdict, the recorded alerts and the counts (and a model's
+    scores); a trail larger than one chunk is read again for what that pass cannot know yet:
+    the alerts' rows (recorded alerts are found at its end), and, without a model or
+    scores, the scores."""
     recorded, plain = _copy(trails["recorded"], tmp_path), _copy(trails["plain"], tmp_path)
+    model = tmp_path / "model.joblib"
+    assert main(["train", str(trails["plain"]), "--model", str(model)]) == 0
     cases = [  # (log, options, reads)
         (recorded, [], 1),  # the default chunk holds this trail: kept, read once
         (recorded, ["--chunk-events", "997"], 2),  # the pass, then the alerts' rows
         (plain, ["--scores", str(trails["scores"]), "--chunk-events", "997"], 1),
         (plain, [], 1),  # self-fit on the one chunk kept
         (plain, ["--chunk-events", "997"], 3),  # the pass, the self-fit, the alerts' rows
+        # a model scores the chunks as the pass counts them: then the alerts' rows
+        (plain, ["--model", str(model), "--chunk-events", "997"], 2),
+        (plain, ["--model", str(model)], 1),  # the one chunk kept, scored
     ]
     for log, options, reads in cases:
         with opens_of(log) as counts:

@@ -64,9 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="count the log's events in chunks of about N as they are read, so "
                         "that memory holds one chunk and the counts, not the whole trail; the "
                         f"report is that of a whole read (default {DEFAULT_CHUNK_EVENTS:,}; "
-                        "0: read the log whole; a trail over one chunk is read again to score "
-                        "it with --model or against itself, and for the alerts' evidence "
-                        "unless --scores gives them)")
+                        "0: read the log whole; --model scores the chunks as they are read; a "
+                        "trail over one chunk is read again to score it against itself, and "
+                        "for the alerts' evidence unless --scores gives them)")
     p.set_defaults(func=run_report)
 
 

@@ -235,14 +235,18 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         chunk_events if trail is None else None,
         None if scores is None else ordered_alerts(scores, ())[:MAX_ALERTS])
     with contextlib.ExitStack() as held:  # a database's snapshot, until its last read
+        stream = _scoring_in_the_pass(model, scores, gathering, held)
         files, result, integrity, recorded = _read_source(
             paths, db=db, trail=trail, format=format, read_options=read_options, key=key,
             since=since, until=until, gathering=gathering, held=held)
         drift, self_fit = "", ""
         if model is not None and scores is None:
-            events = gathering.again()
-            scores = model.score(events) if isinstance(events, pd.DataFrame) else \
-                model.score_chunks(events)
+            if stream is not None and gathering.kept is None and gathering.chunks:
+                scores = model.score_table(stream.windows())  # no second read
+            else:
+                events = gathering.again()
+                scores = model.score(events) if isinstance(events, pd.DataFrame) else \
+                    model.score_chunks(events)
             drift = _drift_warning(model, scores)
         if scores is None and model is None and model_path is None and not recorded and \
                 gathering.tally.n:
@@ -263,6 +267,22 @@ def load_report_data(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         generated=generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
     )
+
+
+def _scoring_in_the_pass(model: Any, scores: pd.DataFrame | None, gathering: Gathering,
+                         held: contextlib.ExitStack) -> Any:
+    """With a fitted model to score a trail read in chunks: the window stream (held open in
+    ``held``) that the pass feeds each chunk to, as :meth:`~analyzer.model.AuditModel.
+    score_chunks` would after a second read (the same windows: the features do not depend
+    on where chunks are cut). ``None`` otherwise."""
+    extractor = getattr(model, "extractor_", None)
+    if model is None or scores is not None or gathering.size is None or extractor is None:
+        return None
+    from analyzer.streaming import WindowStream
+
+    stream = held.enter_context(WindowStream(extractor, fitting=False, details=True))
+    gathering.also = stream.add
+    return stream
 
 
 def _read_source(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,

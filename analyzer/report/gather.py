@@ -6,11 +6,14 @@ or chunks of about ``size`` events) into the report's counts
 file), their entities' rows (:class:`~analyzer.report.context.AlertRows`), so that one
 pass serves the chain's verdict, the recorded alerts, the counts and the alerts' sections.
 
-What is known only after that pass needs the events again: the scores of a model (or of the
-log against itself), and the rows of alerts found by the pass (recorded in the trail) or
-scored after it. While the events read fit in one chunk (fewer than its size), that chunk is
-kept and serves again; a larger trail is read again, in chunks (:meth:`Gathering.again`):
-once to score it, once more for the alerts' rows.
+A model's scores come from the same pass: each chunk also goes to the model's phase 1
+(:attr:`Gathering.also`, a :class:`~analyzer.streaming.WindowStream`). What is known only
+after that pass needs the events again: the scores of the log against itself (whether it
+has recorded alerts, which spare them, is known at the pass's end), and the rows of alerts
+found by the pass (recorded in the trail) or scored after it. While the events read fit in
+one chunk (fewer than its size), that chunk is kept and serves again; a larger trail is read
+again, in chunks (:meth:`Gathering.again`): once to score it against itself, once more for
+the alerts' rows.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class Gathering:
         self.chunks = 0
         self.kept: pd.DataFrame | None = None  # the events, while they are one chunk
         self.had_alerts = False  # the read held alert records (set aside)
+        #: also given each chunk of events as it is counted (a model's phase 1, so that
+        #: scoring needs no second read)
+        self.also: Callable[[pd.DataFrame], None] | None = None
         self._again: Callable[[], Iterable[pd.DataFrame]] | None = None
 
     def __call__(self, frame: pd.DataFrame) -> None:
@@ -72,6 +78,8 @@ class Gathering:
         for start in range(0, len(frame), step):
             part = frame.iloc[start:start + step]
             self.tally.add(part, self.order)
+            if self.also is not None:
+                self.also(part)
             if self.rows is not None:
                 gather_rows(self.rows, part, self.order)
             self.order += len(part)
