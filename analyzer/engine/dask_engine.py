@@ -222,7 +222,7 @@ class DaskEngine:
             full, arrays = _block_inputs(ctx, reads, events, failed, lo, hi)
             blocks.append(client.submit(_phase2, shared, lo, hi, not fitting, full, *arrays,
                                         pure=False))
-        done = _phase2_done(client, blocks, tell)
+        done = _phase2_done(blocks, tell)
         del blocks, events, failed
         logger.info("phase 2: %d blocks at %.1f s", len(done), time.perf_counter() - clock)
         windows = fx.finish_windows(ctx, done, details=not fitting)
@@ -255,8 +255,7 @@ class DaskEngine:
             read_so_far += read.accounting.records or read.accounting.used or 0
             tell.reading(read_so_far, n / len(parts))
 
-        reads = _gather(client, [client.submit(operator.getitem, f, 0) for f in mapped],
-                        mapped_one)
+        reads = _gather([client.submit(operator.getitem, f, 0) for f in mapped], mapped_one)
         return reads, mapped
 
     @staticmethod
@@ -315,12 +314,10 @@ def _phase1(source: Partition | tuple[ReadResult, int], options: dict[str, Any],
         if arrays.n:
             events.append(arrays)
 
-    if isinstance(source, Partition) and rows is not None:
+    if isinstance(source, Partition):
         result, lines = read_partition(source, options, since=since, until=until,
                                        rows=rows, pieces=add)
-    else:  # whole, or read by the client (--decrypt-on-workers)
-        if isinstance(source, Partition):
-            source = read_partition(source, options, since=since, until=until)
+    else:  # read by the client (--decrypt-on-workers)
         result, lines = source
         add(result.frame)
         result = dataclasses.replace(result, used=len(result.frame))
@@ -405,7 +402,7 @@ def _holds(read: _Read, lo: int | None, hi: int | None) -> bool:
     return i < len(slots) and (hi is None or int(slots[i]) < hi)
 
 
-def _gather(client: Any, futures: list[Any], each: Callable[[int, Any], None]) -> list[Any]:
+def _gather(futures: list[Any], each: Callable[[int, Any], None]) -> list[Any]:
     """The results of ``futures`` in their order, telling ``each(n, result)`` as the n-th
     one completes (in any order): a progress display sees the work as the workers do it."""
     from distributed import as_completed
@@ -418,7 +415,7 @@ def _gather(client: Any, futures: list[Any], each: Callable[[int, Any], None]) -
     return out
 
 
-def _phase2_done(client: Any, blocks: list[Any], tell: EngineProgress) -> list[Any]:
+def _phase2_done(blocks: list[Any], tell: EngineProgress) -> list[Any]:
     """The blocks' windows, in order, told to ``tell`` as each is computed (from 0, as
     phase 2 begins: the windows' rate counts from there)."""
     so_far = 0
@@ -430,7 +427,7 @@ def _phase2_done(client: Any, blocks: list[Any], tell: EngineProgress) -> list[A
             so_far += sum(len(w) for w in block.windows.values())
         tell.windows(so_far, n / len(blocks))
 
-    return [b for b in _gather(client, blocks, computed) if b is not None]
+    return [b for b in _gather(blocks, computed) if b is not None]
 
 
 def _merge_tree(client: Any, futures: list[Any]) -> Any:

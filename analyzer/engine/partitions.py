@@ -214,10 +214,10 @@ def read_partition(part: Partition, options: Mapping[str, Any], *, since: Any = 
     ``pieces``, the events go to it instead, and the result holds the accounting (``used``
     counts them): a local file (a format without byte ranges, a gzip file) in pieces of
     about ``rows`` events in file order, as :func:`~analyzer.sources.read_events` hands
-    them over; another part as one frame.
+    them over; another part, or any part without ``rows``, as one frame (none when empty).
     """
     if pieces is not None:
-        if part.kind == "file" and not _is_url(part.source):
+        if rows is not None and part.kind == "file" and not _is_url(part.source):
             return read_events(part.source, format=part.format, since=since, until=until,
                                rows=rows, pieces=pieces, **options), 0
         result, lines = read_partition(part, options, since=since, until=until)
